@@ -1,0 +1,56 @@
+//! Row-parallel drivers over the kernel table.
+//!
+//! A kernel computes whole rows; here rayon splits the rows of one weight matrix across the threads of
+//! the current pool. Each task owns a contiguous slice of the transposed output `yt` (see
+//! [`crate::scalar`]), so no two threads ever touch the same memory and no `unsafe` is needed.
+
+use rayon::prelude::*;
+
+use crate::dispatch::Kernels;
+use crate::weight::WeightRef;
+
+/// Rows per task are a multiple of this, so SIMD row tiles never straddle tasks.
+const ROW_ALIGN: usize = 16;
+/// Below this many multiply-adds a matrix is done on the calling thread: forking costs more.
+const MIN_PARALLEL_WORK: usize = 1 << 15;
+
+/// `yt[r*n + t] = Σ_j w[r, j] · x[t, j]` for a `rows × k` weight, split by rows across the pool.
+pub fn matmul_t(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
+    let rows = w.len() / k.max(1);
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || rows * k * n < MIN_PARALLEL_WORK || rows < 2 * ROW_ALIGN {
+        return run(kern, w, k, x, n, yt);
+    }
+    // A few tasks per thread balance rows of uneven cost; more would only add scheduling overhead.
+    let per_task = rows.div_ceil(threads * 4).next_multiple_of(ROW_ALIGN);
+    yt.par_chunks_mut(per_task * n).enumerate().for_each(|(i, out)| {
+        let r0 = i * per_task;
+        let r1 = r0 + out.len() / n;
+        run(kern, w.rows(r0..r1, k), k, x, n, out);
+    });
+}
+
+/// Token-major product `y[t*rows + r] = Σ_j w[r, j] · x[t, j]`. For one token the kernel writes `y`
+/// directly; for several it goes through `scratch` (at least `rows × n`) and a transpose.
+pub fn matmul(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize, y: &mut [f32], scratch: &mut [f32]) {
+    let rows = w.len() / k.max(1);
+    if n == 1 {
+        return matmul_t(kern, w, k, x, 1, &mut y[..rows]);
+    }
+    let yt = &mut scratch[..rows * n];
+    matmul_t(kern, w, k, x, n, yt);
+    for t in 0..n {
+        let dst = &mut y[t * rows..(t + 1) * rows];
+        for (r, d) in dst.iter_mut().enumerate() {
+            *d = yt[r * n + t];
+        }
+    }
+}
+
+fn run(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
+    match w {
+        WeightRef::F32(w) => (kern.matmul_f32)(w, k, x, n, yt),
+        WeightRef::F16(w) => (kern.matmul_f16)(w, k, x, n, yt),
+        WeightRef::BF16(w) => (kern.matmul_bf16)(w, k, x, n, yt),
+    }
+}

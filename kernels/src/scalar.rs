@@ -1,0 +1,116 @@
+//! Scalar reference kernels: the specification every SIMD variant must match.
+//!
+//! Conventions shared by all variants:
+//! - Weights are row-major `rows × k` ([`WeightRef`] or a typed slice); `k` is the reduction length.
+//! - Matrix products write the *transposed* output `yt[r * n + t]` (row `r`, token `t`), so that a
+//!   caller splitting rows across threads hands each thread one contiguous slice of `yt`. For a single
+//!   token (`n == 1`) this is the ordinary output vector.
+
+use half::{bf16, f16};
+
+use crate::weight::WeightRef;
+
+/// Checks the shape contract of every `matmul_*` kernel. Panics (never UB) on a caller bug.
+#[inline]
+pub fn check_matmul(w_len: usize, k: usize, x_len: usize, n: usize, yt_len: usize) -> usize {
+    assert!(k > 0, "matmul: k must be positive");
+    assert_eq!(w_len % k, 0, "matmul: weight length {w_len} is not a multiple of k={k}");
+    let rows = w_len / k;
+    assert!(x_len >= n * k, "matmul: x has {x_len} elements, need {n}×{k}");
+    assert_eq!(yt_len, rows * n, "matmul: yt has {yt_len} elements, need {rows}×{n}");
+    rows
+}
+
+macro_rules! scalar_matmul {
+    ($name:ident, $t:ty) => {
+        /// `yt[r*n + t] = Σ_j w[r*k + j] · x[t*k + j]`, accumulated in f32 in index order.
+        pub fn $name(w: &[$t], k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
+            let rows = check_matmul(w.len(), k, x.len(), n, yt.len());
+            for r in 0..rows {
+                let wr = &w[r * k..(r + 1) * k];
+                for t in 0..n {
+                    let xt = &x[t * k..(t + 1) * k];
+                    let mut acc = 0.0f32;
+                    for (a, b) in wr.iter().zip(xt) {
+                        acc += f32::from(*a) * b;
+                    }
+                    yt[r * n + t] = acc;
+                }
+            }
+        }
+    };
+}
+
+scalar_matmul!(matmul_f32, f32);
+scalar_matmul!(matmul_f16, f16);
+scalar_matmul!(matmul_bf16, bf16);
+
+/// `Σ a[i]·b[i]` over the common length.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for (x, y) in a.iter().zip(b) {
+        acc += x * y;
+    }
+    acc
+}
+
+/// `y[i] += alpha · x[i]` over the common length.
+pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (o, v) in y.iter_mut().zip(x) {
+        *o += alpha * v;
+    }
+}
+
+/// RMSNorm: `out[i] = x[i] / sqrt(mean(x²) + eps) · w[i]`, with the mean taken in f32.
+pub fn rmsnorm_f32(x: &[f32], w: WeightRef<'_>, eps: f32, out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "rmsnorm: x and out differ in length");
+    assert_eq!(w.len(), x.len(), "rmsnorm: weight length differs from x");
+    let mut ss = 0.0f32;
+    for v in x {
+        ss += v * v;
+    }
+    let scale = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+    for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
+        *o = v * scale * w.get(i);
+    }
+}
+
+/// In-place softmax; the maximum is subtracted first so large scores do not overflow.
+pub fn softmax_f32(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// SwiGLU's elementwise part: `gate[i] = silu(gate[i]) · up[i]`, `silu(g) = g / (1 + e^-g)`.
+pub fn silu_mul_f32(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "silu_mul: gate and up differ in length");
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Rotary embedding, Hugging Face "half rotation" convention, applied to every head of `x`
+/// (`x.len()` a multiple of `head_dim`). For each head and `i < head_dim/2`, with
+/// `a = x[i]`, `b = x[i + head_dim/2]`: `x[i] = a·cos[i] − b·sin[i]`, `x[i + half] = b·cos[i] + a·sin[i]`.
+/// `cos`/`sin` hold the angles of this token's position (`head_dim/2` each).
+pub fn rope_f32(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+    let half = head_dim / 2;
+    assert!(head_dim % 2 == 0 && x.len() % head_dim == 0, "rope: bad head_dim {head_dim}");
+    assert!(cos.len() >= half && sin.len() >= half, "rope: angle tables too short");
+    for head in x.chunks_exact_mut(head_dim) {
+        let (lo, hi) = head.split_at_mut(half);
+        for i in 0..half {
+            let (a, b) = (lo[i], hi[i]);
+            lo[i] = a * cos[i] - b * sin[i];
+            hi[i] = b * cos[i] + a * sin[i];
+        }
+    }
+}

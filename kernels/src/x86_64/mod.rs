@@ -1,0 +1,4 @@
+//! x86_64 variants. Each module exposes `table()`, only called after detection confirmed its features.
+
+pub mod avx2;
+pub mod avx512;
