@@ -7,3 +7,13 @@ pub mod tokenizer;
 
 #[cfg(feature = "import")]
 pub mod import;
+pub mod error;
+pub mod loader;
+pub mod model;
+pub mod session;
+
+pub use chat::Message;
+pub use error::{Error, Result};
+pub use model::{Model, ModelOptions};
+pub use sampler::SamplerConfig;
+pub use session::{FinishReason, GenerateOptions, Generation, Prompt, Session, SessionOptions, Timings};

@@ -14,10 +14,20 @@ const ROW_ALIGN: usize = 16;
 /// Below this many multiply-adds a matrix is done on the calling thread: forking costs more.
 const MIN_PARALLEL_WORK: usize = 1 << 15;
 
+/// Threads available to the caller: those of the rayon pool it runs in, or 1 outside any pool (so a
+/// single-threaded session never touches rayon, and never allocates through it).
+pub fn threads() -> usize {
+    if rayon::current_thread_index().is_some() {
+        rayon::current_num_threads()
+    } else {
+        1
+    }
+}
+
 /// `yt[r*n + t] = Σ_j w[r, j] · x[t, j]` for a `rows × k` weight, split by rows across the pool.
 pub fn matmul_t(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
     let rows = w.len() / k.max(1);
-    let threads = rayon::current_num_threads();
+    let threads = threads();
     if threads <= 1 || rows * k * n < MIN_PARALLEL_WORK || rows < 2 * ROW_ALIGN {
         return run(kern, w, k, x, n, yt);
     }

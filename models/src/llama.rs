@@ -1,0 +1,260 @@
+//! The Llama-family forward pass (Llama 2/3 layout, SmolLM2, TinyLlama).
+//!
+//! Reads top to bottom like the paper: embed; per layer RMSNorm → q/k/v → RoPE → cache write →
+//! causal grouped-query attention → output projection → residual; RMSNorm → gate/up → SwiGLU → down →
+//! residual; final RMSNorm; logits.
+
+use edgeinfer_kernels::{par, Kernels};
+use rayon::prelude::*;
+
+use crate::config::Config;
+use crate::error::ModelError;
+use crate::names;
+use crate::state::State;
+use crate::tensor::{Tensor, TensorSource};
+
+/// Weights of one decoder layer (views into the mapped file).
+pub struct Layer {
+    /// `[hidden]`
+    pub attn_norm: Tensor,
+    /// `[heads × head_dim, hidden]`
+    pub wq: Tensor,
+    /// `[kv_heads × head_dim, hidden]`
+    pub wk: Tensor,
+    /// `[kv_heads × head_dim, hidden]`
+    pub wv: Tensor,
+    /// `[hidden, heads × head_dim]`
+    pub wo: Tensor,
+    /// `[hidden]`
+    pub mlp_norm: Tensor,
+    /// `[intermediate, hidden]`
+    pub w_gate: Tensor,
+    /// `[intermediate, hidden]`
+    pub w_up: Tensor,
+    /// `[hidden, intermediate]`
+    pub w_down: Tensor,
+}
+
+/// A loaded Llama-family model: config plus weight views.
+pub struct Llama {
+    pub config: Config,
+    /// `[vocab, hidden]`
+    pub embed: Tensor,
+    pub layers: Vec<Layer>,
+    /// `[hidden]`
+    pub norm: Tensor,
+    /// `[vocab, hidden]`; `None` when tied to `embed`.
+    pub lm_head: Option<Tensor>,
+}
+
+/// Which logits a forward call leaves in the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (needs a state made with `all_logits`).
+    All,
+    /// None (prefilling a prefix whose continuation follows).
+    None,
+}
+
+impl Llama {
+    /// Looks up every tensor and checks its shape against the config.
+    pub fn load(config: Config, src: &dyn TensorSource) -> Result<Llama, ModelError> {
+        let c = &config;
+        let (h, i, q, kv, v) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.vocab_size);
+        let get = |name: &str, shape: &[usize]| src.tensor(name)?.expect_shape(shape);
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for l in 0..c.num_layers {
+            let n = |suffix| names::layer(l, suffix);
+            layers.push(Layer {
+                attn_norm: get(&n(names::ATTN_NORM), &[h])?,
+                wq: get(&n(names::WQ), &[q, h])?,
+                wk: get(&n(names::WK), &[kv, h])?,
+                wv: get(&n(names::WV), &[kv, h])?,
+                wo: get(&n(names::WO), &[h, q])?,
+                mlp_norm: get(&n(names::MLP_NORM), &[h])?,
+                w_gate: get(&n(names::W_GATE), &[i, h])?,
+                w_up: get(&n(names::W_UP), &[i, h])?,
+                w_down: get(&n(names::W_DOWN), &[h, i])?,
+            });
+        }
+        let embed = get(names::EMBED, &[v, h])?;
+        let norm = get(names::NORM, &[h])?;
+        let lm_head = if c.tie_word_embeddings { None } else { Some(get(names::LM_HEAD, &[v, h])?) };
+        Ok(Llama { config, embed, layers, norm, lm_head })
+    }
+
+    /// Every weight tensor (for inspection and memory accounting).
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        let per_layer = self.layers.iter().flat_map(|l| {
+            [&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.mlp_norm, &l.w_gate, &l.w_up, &l.w_down]
+        });
+        std::iter::once(&self.embed).chain(per_layer).chain([&self.norm]).chain(self.lm_head.as_ref())
+    }
+
+    /// Runs `tokens` at positions `state.len()..`, appends their keys and values to the cache and leaves
+    /// the requested logits in the state. Call inside the rayon pool that should do the work.
+    pub fn forward(&self, kern: &Kernels, state: &mut State, tokens: &[u32], logits: Logits) -> Result<(), ModelError> {
+        let c = &self.config;
+        let n = tokens.len();
+        let pos = state.len;
+        if n == 0 {
+            return Ok(());
+        }
+        if n > state.opts.batch {
+            return Err(ModelError::BatchTooLarge { got: n, max: state.opts.batch });
+        }
+        if pos + n > state.opts.ctx {
+            return Err(ModelError::ContextOverflow { needed: pos + n, ctx: state.opts.ctx });
+        }
+        if logits == Logits::All && !state.opts.all_logits {
+            return Err(ModelError::Options { field: "all_logits", reason: "this session keeps only the last logits".into() });
+        }
+        let (h, inter, qd, kvd, hd) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.head_dim);
+        let s = state;
+
+        // Embed: x[t] = embed[token t].
+        let embed = self.embed.view();
+        for (t, &tok) in tokens.iter().enumerate() {
+            if tok as usize >= c.vocab_size {
+                return Err(ModelError::InvalidToken { id: tok, vocab: c.vocab_size });
+            }
+            embed.rows(tok as usize..tok as usize + 1, h).to_f32(&mut s.x[t * h..(t + 1) * h]);
+        }
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention block: xb = rmsnorm(x); q, k, v = xb·Wqᵀ, xb·Wkᵀ, xb·Wvᵀ.
+            rmsnorm_rows(kern, &s.x[..n * h], layer.attn_norm.view(), c.rms_norm_eps, &mut s.xb[..n * h]);
+            let xb = &s.xb[..n * h];
+            par::matmul(kern, layer.wq.view(), h, xb, n, &mut s.q[..n * qd], &mut s.scratch);
+            par::matmul(kern, layer.wk.view(), h, xb, n, &mut s.k[..n * kvd], &mut s.scratch);
+            par::matmul(kern, layer.wv.view(), h, xb, n, &mut s.v[..n * kvd], &mut s.scratch);
+
+            // RoPE on q and k at each token's position.
+            let half = hd / 2;
+            for t in 0..n {
+                let angles = (pos + t) * half..(pos + t + 1) * half;
+                let (cos, sin) = (&s.rope_cos[angles.clone()], &s.rope_sin[angles]);
+                (kern.rope_f32)(&mut s.q[t * qd..(t + 1) * qd], hd, cos, sin);
+                (kern.rope_f32)(&mut s.k[t * kvd..(t + 1) * kvd], hd, cos, sin);
+            }
+
+            // Cache write: positions pos..pos+n of layer l.
+            let layer_base = l * s.opts.ctx * kvd;
+            let dst = layer_base + pos * kvd..layer_base + (pos + n) * kvd;
+            s.key_cache[dst.clone()].copy_from_slice(&s.k[..n * kvd]);
+            s.value_cache[dst].copy_from_slice(&s.v[..n * kvd]);
+
+            // Causal attention of every (token, head) over the cache; att = softmax(q·Kᵀ/√d)·V.
+            let cache = layer_base..layer_base + s.opts.ctx * kvd;
+            attention(
+                kern,
+                c,
+                &s.q[..n * qd],
+                &s.key_cache[cache.clone()],
+                &s.value_cache[cache],
+                pos,
+                &mut s.att[..n * qd],
+                &mut s.scores,
+                s.opts.ctx,
+            );
+
+            // Output projection and residual: x += att·Woᵀ.
+            par::matmul(kern, layer.wo.view(), qd, &s.att[..n * qd], n, &mut s.out[..n * h], &mut s.scratch);
+            add_assign(&mut s.x[..n * h], &s.out[..n * h]);
+
+            // MLP block: x += (silu(xb·Wgᵀ) ⊙ xb·Wuᵀ)·Wdᵀ with xb = rmsnorm(x).
+            rmsnorm_rows(kern, &s.x[..n * h], layer.mlp_norm.view(), c.rms_norm_eps, &mut s.xb[..n * h]);
+            let xb = &s.xb[..n * h];
+            par::matmul(kern, layer.w_gate.view(), h, xb, n, &mut s.gate[..n * inter], &mut s.scratch);
+            par::matmul(kern, layer.w_up.view(), h, xb, n, &mut s.up[..n * inter], &mut s.scratch);
+            (kern.silu_mul_f32)(&mut s.gate[..n * inter], &s.up[..n * inter]);
+            par::matmul(kern, layer.w_down.view(), inter, &s.gate[..n * inter], n, &mut s.out[..n * h], &mut s.scratch);
+            add_assign(&mut s.x[..n * h], &s.out[..n * h]);
+        }
+        s.len = pos + n;
+
+        // Final norm and logits for the tokens asked for.
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed).view();
+        let vocab = c.vocab_size;
+        let rows = match logits {
+            Logits::None => return Ok(()),
+            Logits::Last => n - 1..n,
+            Logits::All => 0..n,
+        };
+        for (slot, t) in rows.enumerate() {
+            (kern.rmsnorm_f32)(&s.x[t * h..(t + 1) * h], self.norm.view(), c.rms_norm_eps, &mut s.xb[..h]);
+            par::matmul_t(kern, head, h, &s.xb[..h], 1, &mut s.logits[slot * vocab..(slot + 1) * vocab]);
+        }
+        Ok(())
+    }
+}
+
+fn rmsnorm_rows(kern: &Kernels, x: &[f32], w: edgeinfer_kernels::WeightRef<'_>, eps: f32, out: &mut [f32]) {
+    let h = w.len();
+    for (xr, or) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
+        (kern.rmsnorm_f32)(xr, w, eps, or);
+    }
+}
+
+fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Causal grouped-query attention for `n = q.len() / q_dim` tokens at positions `pos..pos+n`.
+///
+/// Work items are the `(token, head)` pairs in `att`'s row-major order, each owning `head_dim` outputs.
+/// They are split into at most `scores.len() / ctx` contiguous groups; each group owns one row of
+/// `scores`, so threads never share memory.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    kern: &Kernels,
+    c: &Config,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    pos: usize,
+    att: &mut [f32],
+    scores: &mut [f32],
+    ctx: usize,
+) {
+    let (hd, nh, kvd) = (c.head_dim, c.num_heads, c.kv_dim());
+    let group = nh / c.num_kv_heads;
+    let items = q.len() / hd;
+    let max_groups = (scores.len() / ctx).min(par::threads()).max(1);
+    let per_group = items.div_ceil(max_groups);
+    let scale = 1.0 / (hd as f32).sqrt();
+
+    let run = |first_item: usize, out: &mut [f32], sc: &mut [f32]| {
+        for (j, o) in out.chunks_exact_mut(hd).enumerate() {
+            let item = first_item + j;
+            let (t, head) = (item / nh, item % nh);
+            let kv_off = (head / group) * hd;
+            let qv = &q[item * hd..(item + 1) * hd];
+            let seen = pos + t + 1;
+            let sc = &mut sc[..seen];
+            for (p, s) in sc.iter_mut().enumerate() {
+                let base = p * kvd + kv_off;
+                *s = (kern.dot_f32)(qv, &keys[base..base + hd]) * scale;
+            }
+            (kern.softmax_f32)(sc);
+            o.fill(0.0);
+            for (p, &w) in sc.iter().enumerate() {
+                let base = p * kvd + kv_off;
+                (kern.axpy_f32)(w, &values[base..base + hd], o);
+            }
+        }
+    };
+
+    if max_groups == 1 {
+        run(0, att, &mut scores[..ctx]);
+    } else {
+        att.par_chunks_mut(per_group * hd)
+            .zip(scores.par_chunks_mut(ctx))
+            .enumerate()
+            .for_each(|(g, (out, sc))| run(g * per_group, out, sc));
+    }
+}

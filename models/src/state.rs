@@ -1,0 +1,153 @@
+//! The activation arena: every buffer a session needs, allocated once from the config and the session's
+//! sizes. A forward pass only writes into these buffers; decoding a token allocates nothing.
+
+use crate::config::Config;
+use crate::error::ModelError;
+
+/// How a session is sized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateOptions {
+    /// Positions the KV cache holds (prompt + generated tokens).
+    pub ctx: usize,
+    /// Most tokens one forward call takes (prefill chunk).
+    pub batch: usize,
+    /// Upper bound on threads that will run the forward (sizes per-thread scratch).
+    pub threads: usize,
+    /// Keep logits for every token of a batch, not only the last (perplexity, parity tests).
+    pub all_logits: bool,
+}
+
+/// The current wave of activations plus the KV cache of one session.
+pub struct State {
+    pub(crate) opts: StateOptions,
+    /// Residual stream, `[batch, hidden]`.
+    pub(crate) x: Vec<f32>,
+    /// Normalised input of the current sub-layer, `[batch, hidden]`.
+    pub(crate) xb: Vec<f32>,
+    /// Queries, `[batch, heads × head_dim]`.
+    pub(crate) q: Vec<f32>,
+    /// Keys and values of the current batch, `[batch, kv_heads × head_dim]`.
+    pub(crate) k: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    /// Attention output before the output projection, `[batch, heads × head_dim]`.
+    pub(crate) att: Vec<f32>,
+    /// Sub-layer output before the residual add, `[batch, hidden]`.
+    pub(crate) out: Vec<f32>,
+    /// MLP gate and up projections, `[batch, intermediate]`.
+    pub(crate) gate: Vec<f32>,
+    pub(crate) up: Vec<f32>,
+    /// Transposed matmul output for batches, `[max rows, batch]`.
+    pub(crate) scratch: Vec<f32>,
+    /// Attention scores, one row per thread group, `[threads, ctx]`.
+    pub(crate) scores: Vec<f32>,
+    /// KV cache, `[layers, ctx, kv_heads × head_dim]` each.
+    pub(crate) key_cache: Vec<f32>,
+    pub(crate) value_cache: Vec<f32>,
+    /// Rotary angles per position, `[ctx, head_dim / 2]` each.
+    pub(crate) rope_cos: Vec<f32>,
+    pub(crate) rope_sin: Vec<f32>,
+    /// Logits, `[vocab]`, or `[batch, vocab]` with `all_logits`.
+    pub(crate) logits: Vec<f32>,
+    /// Positions already in the KV cache.
+    pub(crate) len: usize,
+}
+
+impl State {
+    pub fn new(cfg: &Config, opts: StateOptions) -> Result<State, ModelError> {
+        let StateOptions { ctx, batch, threads, all_logits } = opts;
+        if ctx == 0 {
+            return Err(ModelError::Options { field: "ctx", reason: "must be at least 1".into() });
+        }
+        if batch == 0 {
+            return Err(ModelError::Options { field: "batch", reason: "must be at least 1".into() });
+        }
+        let threads = threads.max(1);
+        let too_big = |field: &'static str| ModelError::Options { field, reason: "the buffers it needs overflow memory sizes".into() };
+        let mul = |a: usize, b: usize, field| a.checked_mul(b).ok_or_else(|| too_big(field));
+        let (hidden, inter, q_dim, kv_dim) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
+        let max_rows = hidden.max(inter).max(q_dim).max(kv_dim);
+        let cache = mul(mul(cfg.num_layers, ctx, "ctx")?, kv_dim, "ctx")?;
+        let half = cfg.head_dim / 2;
+        let logits_rows = if all_logits { batch } else { 1 };
+        let zeros = |n: usize| vec![0.0f32; n];
+
+        let mut rope_cos = zeros(mul(ctx, half, "ctx")?);
+        let mut rope_sin = zeros(ctx * half);
+        for pos in 0..ctx {
+            for i in 0..half {
+                // HF: inv_freq[i] = theta^(-2i/d), computed in f32 like the reference implementations.
+                let inv_freq = 1.0 / cfg.rope_theta.powf((2 * i) as f32 / cfg.head_dim as f32);
+                let angle = pos as f32 * inv_freq;
+                rope_cos[pos * half + i] = angle.cos();
+                rope_sin[pos * half + i] = angle.sin();
+            }
+        }
+
+        Ok(State {
+            opts: StateOptions { threads, ..opts },
+            x: zeros(mul(batch, hidden, "batch")?),
+            xb: zeros(batch * hidden),
+            q: zeros(mul(batch, q_dim, "batch")?),
+            k: zeros(mul(batch, kv_dim, "batch")?),
+            v: zeros(batch * kv_dim),
+            att: zeros(batch * q_dim),
+            out: zeros(batch * hidden),
+            gate: zeros(mul(batch, inter, "batch")?),
+            up: zeros(batch * inter),
+            scratch: zeros(mul(max_rows, batch, "batch")?),
+            scores: zeros(mul(threads, ctx, "threads")?),
+            key_cache: zeros(cache),
+            value_cache: zeros(cache),
+            rope_cos,
+            rope_sin,
+            logits: zeros(mul(logits_rows, cfg.vocab_size, "batch")?),
+            len: 0,
+        })
+    }
+
+    pub fn options(&self) -> StateOptions {
+        self.opts
+    }
+
+    /// Positions filled in the KV cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets the cached positions (the buffers stay allocated).
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    /// Drops cached positions past `len` (to reuse a shared prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Logits written by the last forward call: `[vocab]`, or `[tokens, vocab]` with `all_logits`.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    pub fn logits_mut(&mut self) -> &mut [f32] {
+        &mut self.logits
+    }
+
+    /// Bytes held by the arena (activations, scratch, KV cache, rope tables, logits).
+    pub fn bytes(&self) -> usize {
+        let v = [
+            &self.x, &self.xb, &self.q, &self.k, &self.v, &self.att, &self.out, &self.gate, &self.up, &self.scratch,
+            &self.scores, &self.key_cache, &self.value_cache, &self.rope_cos, &self.rope_sin, &self.logits,
+        ];
+        v.iter().map(|b| b.len() * 4).sum()
+    }
+
+    /// Bytes of the KV cache alone.
+    pub fn kv_bytes(&self) -> usize {
+        (self.key_cache.len() + self.value_cache.len()) * 4
+    }
+}

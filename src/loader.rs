@@ -1,0 +1,215 @@
+//! Opens a Hugging Face model directory: maps every safetensors file, validates each header with the
+//! `safetensors` crate and our own checks, and serves typed tensor views into the mappings. No weight
+//! is copied; pages fault in on first use.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use edgeinfer_kernels::DType;
+use edgeinfer_models::{ModelError, Storage, Tensor, TensorSource};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{io, Error, Result};
+
+pub const SINGLE_FILE: &str = "model.safetensors";
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// A tensor as the header describes it.
+#[derive(Clone, Debug)]
+pub struct TensorEntry {
+    pub name: String,
+    /// Index into [`Checkpoint::files`].
+    pub file: usize,
+    /// Dtype name as written in the header (e.g. "F32", "BF16", "I64").
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    pub range: std::ops::Range<usize>,
+}
+
+/// One mapped safetensors file.
+pub struct MappedFile {
+    pub path: PathBuf,
+    pub map: Arc<Mmap>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// All safetensors files of a model directory, mapped and validated.
+pub struct Checkpoint {
+    pub files: Vec<MappedFile>,
+    pub tensors: HashMap<String, TensorEntry>,
+}
+
+impl Checkpoint {
+    /// Maps `dir/model.safetensors`, or every shard listed in `dir/model.safetensors.index.json`.
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        let paths = weight_files(dir)?;
+        let mut files = Vec::with_capacity(paths.len());
+        let mut tensors = HashMap::new();
+        for (index, path) in paths.into_iter().enumerate() {
+            let map = map_file(&path)?;
+            let (entries, metadata) = read_header(&path, &map, index)?;
+            for e in entries {
+                if tensors.contains_key(&e.name) {
+                    return Err(Error::TensorHeader { path, name: e.name, reason: "appears in more than one file".into() });
+                }
+                tensors.insert(e.name.clone(), e);
+            }
+            files.push(MappedFile { path, map: Arc::new(map), metadata });
+        }
+        Ok(Checkpoint { files, tensors })
+    }
+
+    /// Bytes of all mapped files.
+    pub fn mapped_bytes(&self) -> usize {
+        self.files.iter().map(|f| f.map.len()).sum()
+    }
+
+    /// A tensor source whose errors name the file each tensor lives in.
+    pub fn source(&self) -> CheckpointSource<'_> {
+        CheckpointSource { ckpt: self, failed_in: std::cell::RefCell::new(None) }
+    }
+}
+
+/// [`TensorSource`] over a [`Checkpoint`]; remembers the file of the last failing tensor so the
+/// caller can name it.
+pub struct CheckpointSource<'a> {
+    ckpt: &'a Checkpoint,
+    failed_in: std::cell::RefCell<Option<PathBuf>>,
+}
+
+impl CheckpointSource<'_> {
+    /// The file of the tensor whose lookup failed last, if it exists in some file.
+    pub fn failed_file(&self) -> Option<PathBuf> {
+        self.failed_in.borrow().clone()
+    }
+}
+
+impl TensorSource for CheckpointSource<'_> {
+    fn tensor(&self, name: &str) -> std::result::Result<Tensor, ModelError> {
+        let e = self.ckpt.tensors.get(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_string() })?;
+        let file = &self.ckpt.files[e.file];
+        let fail = |err: ModelError| {
+            *self.failed_in.borrow_mut() = Some(file.path.clone());
+            err
+        };
+        let dtype = match e.dtype.as_str() {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            other => return Err(fail(ModelError::DType { name: name.to_string(), dtype: other.to_string() })),
+        };
+        let storage: Storage = file.map.clone();
+        Tensor::new(name, dtype, e.shape.clone(), storage, e.range.clone()).map_err(fail)
+    }
+}
+
+/// The safetensors files of a model directory, in a stable order.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(dir).map_err(|e| Error::ModelDir { path: dir.to_path_buf(), reason: describe_missing(e) })?;
+    if !meta.is_dir() {
+        return Err(Error::ModelDir { path: dir.to_path_buf(), reason: "is not a directory".into() });
+    }
+    let single = dir.join(SINGLE_FILE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join(INDEX_FILE);
+    if !index.is_file() {
+        return Err(Error::ModelDir {
+            path: dir.to_path_buf(),
+            reason: format!("has neither {SINGLE_FILE} nor {INDEX_FILE}"),
+        });
+    }
+    let text = std::fs::read_to_string(&index).map_err(io(&index))?;
+    let bad = |reason: String| Error::Safetensors { path: index.clone(), reason };
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
+    let mut names: Vec<&str> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| bad(format!("weight_map[{tensor}] is not a file name")))?;
+        // Shards must be plain names inside the model directory.
+        if file.is_empty() || file.contains('/') || file.contains('\\') || file.starts_with('.') {
+            return Err(bad(format!("weight_map[{tensor}] = {file:?} is not a file in the model directory")));
+        }
+        if !names.contains(&file) {
+            names.push(file);
+        }
+    }
+    names.sort_unstable();
+    if names.is_empty() {
+        return Err(bad("weight_map is empty".into()));
+    }
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+fn describe_missing(e: std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        "does not exist (fetch the default model with `scripts/fetch-model.sh`, or pass -m DIR)".into()
+    } else {
+        e.to_string()
+    }
+}
+
+/// Maps a file read-only.
+#[allow(unsafe_code)]
+fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(io(path))?;
+    let len = file.metadata().map_err(io(path))?.len();
+    if len < 8 {
+        return Err(Error::Safetensors { path: path.to_path_buf(), reason: format!("file is {len} bytes, shorter than the 8-byte header length") });
+    }
+    // SAFETY: the map is read-only and private to this process. Its contents may change only if
+    // another process rewrites the file while we run; we never write through it.
+    unsafe { Mmap::map(&file) }.map_err(io(path))
+}
+
+/// Parses and checks one header; returns its tensors (with absolute ranges) and `__metadata__`.
+fn read_header(path: &Path, map: &[u8], file: usize) -> Result<(Vec<TensorEntry>, HashMap<String, String>)> {
+    let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
+    let (header_len, meta) = SafeTensors::read_metadata(map).map_err(|e| bad(e.to_string()))?;
+    let data_start = 8usize.checked_add(header_len).ok_or_else(|| bad("header length overflows".into()))?;
+    let data_len = map.len().checked_sub(data_start).ok_or_else(|| bad("header length runs past the end of the file".into()))?;
+    let mut entries = Vec::new();
+    for (name, info) in meta.tensors() {
+        let (start, end) = info.data_offsets;
+        let tensor_err = |reason: String| Error::TensorHeader { path: path.to_path_buf(), name: name.clone(), reason };
+        if start > end || end > data_len {
+            return Err(tensor_err(format!("data offsets {start}..{end} lie outside the {data_len} data bytes")));
+        }
+        let elems = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| tensor_err("shape overflows".into()))?;
+        let bits = elems.checked_mul(info.dtype.bitsize()).ok_or_else(|| tensor_err("shape overflows".into()))?;
+        let bytes = bits.div_ceil(8);
+        if bytes != end - start {
+            return Err(tensor_err(format!("shape {:?} of {:?} needs {bytes} bytes but offsets give {}", info.shape, info.dtype, end - start)));
+        }
+        entries.push(TensorEntry {
+            name,
+            file,
+            dtype: dtype_name(info.dtype),
+            shape: info.shape.clone(),
+            range: data_start + start..data_start + end,
+        });
+    }
+    // Overlap check (the crate also checks contiguity; we do not rely on it).
+    let mut ranges: Vec<_> = entries.iter().map(|e| (e.range.start, e.range.end, e.name.clone())).collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(Error::TensorHeader { path: path.to_path_buf(), name: w[1].2.clone(), reason: format!("data overlaps tensor `{}`", w[0].2) });
+        }
+    }
+    Ok((entries, meta.metadata().clone().unwrap_or_default()))
+}
+
+fn dtype_name(d: Dtype) -> String {
+    match d {
+        Dtype::F32 => "F32".into(),
+        Dtype::F16 => "F16".into(),
+        Dtype::BF16 => "BF16".into(),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,171 @@
+//! [`Model`]: a model directory loaded once and shared by any number of sessions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgeinfer_kernels::Kernels;
+use edgeinfer_models::{Config, Llama};
+
+use crate::error::{io, Error, Result};
+use crate::loader::Checkpoint;
+use crate::session::{Session, SessionOptions};
+use crate::tokenizer::Tokenizer;
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct ModelOptions {
+    /// Worker threads for one forward pass. `None`: the CPUs this process may use.
+    pub threads: Option<usize>,
+    /// Kernel variant name (`scalar`, `avx2`, `neon_dotprod`, …). `None`: `$EDGEINFER_KERNELS`, else
+    /// the best one this CPU supports.
+    pub kernels: Option<String>,
+}
+
+/// A loaded model: config, weights mapped from disk, tokenizer and the kernel table. `Send + Sync`;
+/// share it with `Arc` and open one [`Session`] per concurrent conversation.
+pub struct Model {
+    dir: PathBuf,
+    pub(crate) llama: Llama,
+    checkpoint: Checkpoint,
+    tokenizer: Tokenizer,
+    pub(crate) kernels: Kernels,
+    threads: usize,
+    pub(crate) pool: Option<rayon::ThreadPool>,
+    eos_ids: Vec<u32>,
+    load_time: Duration,
+}
+
+impl Model {
+    /// Loads the model in `dir` with default options.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Arc<Model>> {
+        Model::load_with(dir, &ModelOptions::default())
+    }
+
+    pub fn load_with(dir: impl AsRef<Path>, opts: &ModelOptions) -> Result<Arc<Model>> {
+        let start = Instant::now();
+        let dir = dir.as_ref();
+        let kernels = Kernels::select(opts.kernels.as_deref())?;
+        let checkpoint = Checkpoint::open(dir)?;
+        let config = read_config(dir)?;
+        let source = checkpoint.source();
+        let llama = Llama::load(config, &source).map_err(|source_err| Error::Model {
+            path: source.failed_file().unwrap_or_else(|| dir.to_path_buf()),
+            source: source_err,
+        })?;
+        drop(source);
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let eos_ids = eos_ids(dir, &llama.config, &tokenizer)?;
+        let threads = match opts.threads {
+            Some(0) => return Err(Error::Options { field: "threads", reason: "must be at least 1".into() }),
+            Some(n) => n,
+            None => default_threads(),
+        };
+        let pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("edgeinfer-{i}"))
+                .build()
+                .map_err(|e| Error::ThreadPool { reason: e.to_string() })?;
+            Some(pool)
+        } else {
+            None
+        };
+        Ok(Arc::new(Model {
+            dir: dir.to_path_buf(),
+            llama,
+            checkpoint,
+            tokenizer,
+            kernels,
+            threads,
+            pool,
+            eos_ids,
+            load_time: start.elapsed(),
+        }))
+    }
+
+    /// Opens a session (its own activation arena and KV cache).
+    pub fn session(self: &Arc<Self>, opts: SessionOptions) -> Result<Session> {
+        Session::new(self.clone(), opts)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.llama.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Token ids that end generation (config.json, generation_config.json and the tokenizer's EOS).
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+
+    /// Wall time `load` took.
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// Bytes of weight files mapped (resident only as pages are touched).
+    pub fn mapped_bytes(&self) -> usize {
+        self.checkpoint.mapped_bytes()
+    }
+
+    /// The model's tensors, for inspection.
+    pub fn tensors(&self) -> impl Iterator<Item = &edgeinfer_models::Tensor> {
+        self.llama.tensors()
+    }
+
+    /// Bytes of the weights the forward pass reads.
+    pub fn weight_bytes(&self) -> usize {
+        self.llama.tensors().map(|t| t.byte_len()).sum()
+    }
+}
+
+fn read_config(dir: &Path) -> Result<Config> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    Config::from_json(&text).map_err(|source| Error::Config { path, source })
+}
+
+/// EOS ids from every place a Hugging Face model directory may declare them, without duplicates.
+fn eos_ids(dir: &Path, config: &Config, tok: &Tokenizer) -> Result<Vec<u32>> {
+    let mut ids = config.eos_token_ids.clone();
+    let gen_path = dir.join("generation_config.json");
+    if gen_path.is_file() {
+        let text = std::fs::read_to_string(&gen_path).map_err(io(&gen_path))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: gen_path.clone(),
+            source: edgeinfer_models::ModelError::ConfigJson { reason: e.to_string() },
+        })?;
+        match json.get("eos_token_id") {
+            Some(serde_json::Value::Array(a)) => ids.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32)),
+            Some(v) => ids.extend(v.as_u64().map(|v| v as u32)),
+            None => {}
+        }
+    }
+    if let Some(id) = tok.eos_token().and_then(|t| tok.token_id(t)) {
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The CPUs this process may run on: affinity mask and cgroup CPU quota (both respected by std).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
