@@ -14,6 +14,7 @@ pub mod detect;
 pub mod dispatch;
 pub mod par;
 pub mod scalar;
+pub mod testing;
 pub mod weight;
 
 #[cfg(target_arch = "x86_64")]

@@ -1,7 +1,249 @@
 //! AVX2 + FMA + F16C kernels.
+//!
+//! Matrix products work on tiles of [`ROWS`] weight rows × up to [`TOKENS`] tokens: each 8-wide load of a
+//! weight row is reused for every token of the tile and each load of a token for every row, so a tile
+//! reads `ROWS + TOKENS` vectors per `ROWS × TOKENS` multiply-adds. Row, token and `k` tails are
+//! handled here (smaller tiles, scalar remainder of `k`); callers never pad.
+//!
+//! Results match [`crate::scalar`] up to summation order: lanes accumulate separately and are added
+//! at the end, and multiply-adds are fused.
+
+use core::arch::x86_64::*;
+
+use half::{bf16, f16};
 
 use crate::dispatch::{Kernels, Variant};
+use crate::scalar;
 
+/// Weight rows per tile.
+const ROWS: usize = 4;
+/// Tokens per tile: 4×2 accumulators + 4 weight vectors + 1 token vector fit the 16 ymm registers.
+const TOKENS: usize = 2;
+
+/// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed AVX2, FMA and F16C,
+/// which is what makes the safe wrappers below sound.
 pub(crate) fn table() -> Kernels {
-    Kernels { variant: Variant::Avx2, ..Kernels::SCALAR }
+    Kernels {
+        variant: Variant::Avx2,
+        matmul_f32,
+        matmul_f16,
+        matmul_bf16,
+        dot_f32,
+        axpy_f32,
+        ..Kernels::SCALAR
+    }
+}
+
+/// A weight element type that loads as 8 f32 lanes.
+trait Lanes8: Copy {
+    /// Converts the 8 elements at `p` to f32.
+    ///
+    /// # Safety
+    /// `p..p+8` must be readable; the CPU must have AVX2, FMA and F16C.
+    unsafe fn load8(p: *const Self) -> __m256;
+    fn to_f32(self) -> f32;
+}
+
+impl Lanes8 for f32 {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable elements; `loadu` has no alignment requirement.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Lanes8 for f16 {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const f16) -> __m256 {
+        // SAFETY: 8 readable halves are 16 bytes; `loadu` has no alignment requirement.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+}
+
+impl Lanes8 for bf16 {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const bf16) -> __m256 {
+        // SAFETY: 8 readable bf16 are 16 bytes. bf16 is the top half of an f32: widen, shift by 16.
+        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))) }
+    }
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+}
+
+macro_rules! matmul_wrapper {
+    ($name:ident, $t:ty) => {
+        /// AVX2 version of [`scalar::matmul_f32`] and friends (same contract, same panics).
+        pub fn $name(w: &[$t], k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
+            let rows = scalar::check_matmul(w.len(), k, x.len(), n, yt.len());
+            // SAFETY: this function is only reachable through the AVX2 table, built after detection
+            // confirmed AVX2+FMA+F16C; `check_matmul` proved the slice lengths `matmul` relies on.
+            unsafe { matmul(w, k, x, n, yt, rows) }
+        }
+    };
+}
+
+matmul_wrapper!(matmul_f32, f32);
+matmul_wrapper!(matmul_f16, f16);
+matmul_wrapper!(matmul_bf16, bf16);
+
+/// Preconditions: `w.len() == rows*k`, `x.len() >= n*k`, `yt.len() == rows*n`, `k > 0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn matmul<W: Lanes8>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32], rows: usize) {
+    // LOOP 2: row tiles (independent: a caller may split these across threads).
+    let mut r = 0;
+    while r + ROWS <= rows {
+        // SAFETY (all four): rows r..r+R exist by the loop bounds; tokens are bounded inside.
+        unsafe { row_tile::<W, ROWS>(w, k, x, n, yt, r) };
+        r += ROWS;
+    }
+    match rows - r {
+        // SAFETY: as above, with the remaining 1..3 rows.
+        3 => unsafe { row_tile::<W, 3>(w, k, x, n, yt, r) },
+        // SAFETY: as above.
+        2 => unsafe { row_tile::<W, 2>(w, k, x, n, yt, r) },
+        // SAFETY: as above.
+        1 => unsafe { row_tile::<W, 1>(w, k, x, n, yt, r) },
+        _ => {}
+    }
+}
+
+/// Rows `r..r+R` against every token. Requires `(r+R)*k <= w.len()` and the `matmul` preconditions.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_tile<W: Lanes8, const R: usize>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32], r: usize) {
+    // LOOP 1: token tiles.
+    let mut t = 0;
+    while t + TOKENS <= n {
+        // SAFETY: tokens t..t+TOKENS < n, rows by the caller.
+        unsafe { tile::<W, R, TOKENS>(w, k, x, n, yt, r, t) };
+        t += TOKENS;
+    }
+    if t < n {
+        // SAFETY: token t < n (TOKENS == 2, so one token is left at most).
+        unsafe { tile::<W, R, 1>(w, k, x, n, yt, r, t) };
+    }
+}
+
+/// `yt[(r+i)*n + t+j] = Σ_c w[(r+i)*k + c] · x[(t+j)*k + c]` for `i < R`, `j < T`.
+/// Requires `(r+R)*k <= w.len()`, `(t+T)*k <= x.len()`, `(r+R-1)*n + t+T <= yt.len()`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<W: Lanes8, const R: usize, const T: usize>(
+    w: &[W],
+    k: usize,
+    x: &[f32],
+    n: usize,
+    yt: &mut [f32],
+    r: usize,
+    t: usize,
+) {
+    debug_assert!((r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len());
+    let wp = w[r * k..].as_ptr();
+    let xp = x[t * k..].as_ptr();
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut wv = [_mm256_setzero_ps(); R];
+    // LOOP 0: k in steps of 8 lanes.
+    let mut c = 0;
+    while c + 8 <= k {
+        for (i, v) in wv.iter_mut().enumerate() {
+            // SAFETY: c+8 <= k, so row i's elements c..c+8 lie inside w (requirement above).
+            *v = unsafe { W::load8(wp.add(i * k + c)) };
+        }
+        for j in 0..T {
+            // SAFETY: c+8 <= k, so token j's elements c..c+8 lie inside x.
+            let xv = unsafe { _mm256_loadu_ps(xp.add(j * k + c)) };
+            for i in 0..R {
+                acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+            }
+        }
+        c += 8;
+    }
+    for i in 0..R {
+        for j in 0..T {
+            let mut s = hsum(acc[i][j]);
+            for cc in c..k {
+                s += w[(r + i) * k + cc].to_f32() * x[(t + j) * k + cc];
+            }
+            yt[(r + i) * n + t + j] = s;
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// AVX2 version of [`scalar::dot_f32`].
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: only reachable through the AVX2 table, built after detection.
+    unsafe { dot_f32_avx2(a, b) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let len = a.len().min(b.len());
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    // Four accumulators hide the FMA latency.
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= len {
+        for (u, s) in acc.iter_mut().enumerate() {
+            // SAFETY: i+32 <= len, so elements i+8u..i+8u+8 lie in both slices.
+            let (va, vb) = unsafe { (_mm256_loadu_ps(ap.add(i + 8 * u)), _mm256_loadu_ps(bp.add(i + 8 * u))) };
+            *s = _mm256_fmadd_ps(va, vb, *s);
+        }
+        i += 32;
+    }
+    while i + 8 <= len {
+        // SAFETY: i+8 <= len.
+        let (va, vb) = unsafe { (_mm256_loadu_ps(ap.add(i)), _mm256_loadu_ps(bp.add(i))) };
+        acc[0] = _mm256_fmadd_ps(va, vb, acc[0]);
+        i += 8;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum(v);
+    for j in i..len {
+        s += a[j] * b[j];
+    }
+    s
+}
+
+/// AVX2 version of [`scalar::axpy_f32`] (fused multiply-add, so last-bit differences are expected).
+pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 table, built after detection.
+    unsafe { axpy_f32_avx2(alpha, x, y) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_f32_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let len = x.len().min(y.len());
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    let va = _mm256_set1_ps(alpha);
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: i+8 <= len, so elements i..i+8 lie in both slices; `y` is borrowed mutably.
+        unsafe {
+            let v = _mm256_fmadd_ps(va, _mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i)));
+            _mm256_storeu_ps(yp.add(i), v);
+        }
+        i += 8;
+    }
+    for j in i..len {
+        y[j] += alpha * x[j];
+    }
 }

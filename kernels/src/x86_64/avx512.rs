@@ -1,7 +1,228 @@
 //! AVX-512 (F, BW, VL, VNNI) kernels.
+//!
+//! Same tiling as [`super::avx2`] with 16-lane vectors and 32 registers, so a tile is [`ROWS`] rows ×
+//! [`TOKENS`] tokens. The `k` tail is one masked step (masked-off lanes are never read), so there is no
+//! scalar remainder. VNNI int8 kernels arrive with the quantized formats; until then this table's
+//! integer entries would be AVX2's.
+
+use core::arch::x86_64::*;
+
+use half::{bf16, f16};
 
 use crate::dispatch::{Kernels, Variant};
+use crate::scalar;
 
+/// Weight rows per tile.
+const ROWS: usize = 4;
+/// Tokens per tile: 4×4 accumulators + 4 weight vectors + 1 token vector of 32 zmm registers.
+const TOKENS: usize = 4;
+
+/// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed AVX-512 F/BW/VL/VNNI
+/// and AVX2/FMA/F16C, which is what makes the safe wrappers below sound.
 pub(crate) fn table() -> Kernels {
-    Kernels { variant: Variant::Avx512Vnni, ..super::avx2::table() }
+    Kernels {
+        variant: Variant::Avx512Vnni,
+        matmul_f32,
+        matmul_f16,
+        matmul_bf16,
+        dot_f32,
+        axpy_f32,
+        ..super::avx2::table()
+    }
+}
+
+/// A weight element type that loads as 16 f32 lanes.
+trait Lanes16: Copy {
+    /// Converts the elements at `p` whose bit in `m` is set to f32 (the others are zero and not read).
+    ///
+    /// # Safety
+    /// The selected elements must be readable; the CPU must have AVX-512 F/BW/VL.
+    unsafe fn load16(p: *const Self, m: __mmask16) -> __m512;
+}
+
+impl Lanes16 for f32 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn load16(p: *const f32, m: __mmask16) -> __m512 {
+        // SAFETY: the caller guarantees the selected elements are readable; masked lanes do not fault.
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
+    }
+}
+
+impl Lanes16 for f16 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn load16(p: *const f16, m: __mmask16) -> __m512 {
+        // SAFETY: as for f32; a masked 16-bit load (BW+VL) then an exact half→single conversion.
+        unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p.cast())) }
+    }
+}
+
+impl Lanes16 for bf16 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn load16(p: *const bf16, m: __mmask16) -> __m512 {
+        // SAFETY: as for f16; bf16 is the top half of an f32, so widen and shift by 16.
+        unsafe {
+            let h = _mm256_maskz_loadu_epi16(m, p.cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
+}
+
+macro_rules! matmul_wrapper {
+    ($name:ident, $t:ty) => {
+        /// AVX-512 version of [`scalar::matmul_f32`] and friends (same contract, same panics).
+        pub fn $name(w: &[$t], k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
+            let rows = scalar::check_matmul(w.len(), k, x.len(), n, yt.len());
+            // SAFETY: this function is only reachable through the AVX-512 table, built after detection
+            // confirmed its features; `check_matmul` proved the slice lengths `matmul` relies on.
+            unsafe { matmul(w, k, x, n, yt, rows) }
+        }
+    };
+}
+
+matmul_wrapper!(matmul_f32, f32);
+matmul_wrapper!(matmul_f16, f16);
+matmul_wrapper!(matmul_bf16, bf16);
+
+/// Preconditions: `w.len() == rows*k`, `x.len() >= n*k`, `yt.len() == rows*n`, `k > 0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn matmul<W: Lanes16>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32], rows: usize) {
+    // LOOP 2: row tiles (independent: a caller may split these across threads).
+    let mut r = 0;
+    while r + ROWS <= rows {
+        // SAFETY (all four): rows r..r+R exist by the loop bounds; tokens are bounded inside.
+        unsafe { row_tile::<W, ROWS>(w, k, x, n, yt, r) };
+        r += ROWS;
+    }
+    match rows - r {
+        // SAFETY: as above, with the remaining 1..3 rows.
+        3 => unsafe { row_tile::<W, 3>(w, k, x, n, yt, r) },
+        // SAFETY: as above.
+        2 => unsafe { row_tile::<W, 2>(w, k, x, n, yt, r) },
+        // SAFETY: as above.
+        1 => unsafe { row_tile::<W, 1>(w, k, x, n, yt, r) },
+        _ => {}
+    }
+}
+
+/// Rows `r..r+R` against every token. Requires `(r+R)*k <= w.len()` and the `matmul` preconditions.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn row_tile<W: Lanes16, const R: usize>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32], r: usize) {
+    // LOOP 1: token tiles, then a tile for each of the 0..3 remaining tokens.
+    let mut t = 0;
+    while t + TOKENS <= n {
+        // SAFETY: tokens t..t+TOKENS < n, rows by the caller.
+        unsafe { tile::<W, R, TOKENS>(w, k, x, n, yt, r, t) };
+        t += TOKENS;
+    }
+    match n - t {
+        // SAFETY (all three): tokens t..n exist.
+        3 => unsafe { tile::<W, R, 3>(w, k, x, n, yt, r, t) },
+        // SAFETY: as above.
+        2 => unsafe { tile::<W, R, 2>(w, k, x, n, yt, r, t) },
+        // SAFETY: as above.
+        1 => unsafe { tile::<W, R, 1>(w, k, x, n, yt, r, t) },
+        _ => {}
+    }
+}
+
+/// `yt[(r+i)*n + t+j] = Σ_c w[(r+i)*k + c] · x[(t+j)*k + c]` for `i < R`, `j < T`.
+/// Requires `(r+R)*k <= w.len()`, `(t+T)*k <= x.len()`, `(r+R-1)*n + t+T <= yt.len()`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn tile<W: Lanes16, const R: usize, const T: usize>(
+    w: &[W],
+    k: usize,
+    x: &[f32],
+    n: usize,
+    yt: &mut [f32],
+    r: usize,
+    t: usize,
+) {
+    debug_assert!((r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len());
+    let wp = w[r * k..].as_ptr();
+    let xp = x[t * k..].as_ptr();
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    let mut wv = [_mm512_setzero_ps(); R];
+    // LOOP 0: k in steps of 16 lanes; the last step masks off lanes past k.
+    let mut c = 0;
+    while c < k {
+        let m: __mmask16 = if k - c >= 16 { 0xffff } else { (1u16 << (k - c)) - 1 };
+        for (i, v) in wv.iter_mut().enumerate() {
+            // SAFETY: the lanes selected by `m` are elements c..min(c+16, k) of row i, inside w.
+            *v = unsafe { W::load16(wp.add(i * k + c), m) };
+        }
+        for j in 0..T {
+            // SAFETY: the lanes selected by `m` are elements c..min(c+16, k) of token j, inside x.
+            let xv = unsafe { _mm512_maskz_loadu_ps(m, xp.add(j * k + c)) };
+            for i in 0..R {
+                acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+            }
+        }
+        c += 16;
+    }
+    for i in 0..R {
+        for j in 0..T {
+            yt[(r + i) * n + t + j] = _mm512_reduce_add_ps(acc[i][j]);
+        }
+    }
+}
+
+/// AVX-512 version of [`scalar::dot_f32`].
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: only reachable through the AVX-512 table, built after detection.
+    unsafe { dot_f32_avx512(a, b) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
+    let len = a.len().min(b.len());
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    // Four accumulators hide the FMA latency.
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= len {
+        for (u, s) in acc.iter_mut().enumerate() {
+            // SAFETY: i+64 <= len, so elements i+16u..i+16u+16 lie in both slices.
+            let (va, vb) = unsafe { (_mm512_loadu_ps(ap.add(i + 16 * u)), _mm512_loadu_ps(bp.add(i + 16 * u))) };
+            *s = _mm512_fmadd_ps(va, vb, *s);
+        }
+        i += 64;
+    }
+    while i < len {
+        let m: __mmask16 = if len - i >= 16 { 0xffff } else { (1u16 << (len - i)) - 1 };
+        // SAFETY: the lanes selected by `m` are elements i..min(i+16, len) of both slices.
+        let (va, vb) = unsafe { (_mm512_maskz_loadu_ps(m, ap.add(i)), _mm512_maskz_loadu_ps(m, bp.add(i))) };
+        acc[0] = _mm512_fmadd_ps(va, vb, acc[0]);
+        i += 16;
+    }
+    let v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(v)
+}
+
+/// AVX-512 version of [`scalar::axpy_f32`] (fused multiply-add, so last-bit differences are expected).
+pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    // SAFETY: only reachable through the AVX-512 table, built after detection.
+    unsafe { axpy_f32_avx512(alpha, x, y) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn axpy_f32_avx512(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let len = x.len().min(y.len());
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    let va = _mm512_set1_ps(alpha);
+    let mut i = 0;
+    while i < len {
+        let m: __mmask16 = if len - i >= 16 { 0xffff } else { (1u16 << (len - i)) - 1 };
+        // SAFETY: the lanes selected by `m` are elements i..min(i+16, len) of both slices; masked
+        // lanes are neither read nor written, and `y` is borrowed mutably.
+        unsafe {
+            let v = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, xp.add(i)), _mm512_maskz_loadu_ps(m, yp.add(i)));
+            _mm512_mask_storeu_ps(yp.add(i), m, v);
+        }
+        i += 16;
+    }
 }

@@ -1,0 +1,368 @@
+//! Every kernel variant this CPU can run, against the scalar reference.
+//!
+//! Inputs are seeded random (the seed is printed on failure; `EDGEINFER_TEST_SEED=<seed>` replays it),
+//! sizes ragged around every SIMD width and tile, slices offset by 0..3 elements from their allocation.
+//! f32 results must lie within 1e-5 of the scalar result relative to the summed magnitudes.
+//! `EDGEINFER_REQUIRE_VARIANTS=avx2,avx512_vnni` (say) turns a skipped variant into a failure.
+
+use edgeinfer_kernels::dispatch::MatmulFn;
+use edgeinfer_kernels::testing::{close, required_variants, seed, variants_under_test, Rng, Unaligned, K_SIZES, RAGGED};
+use edgeinfer_kernels::{par, scalar, Kernels, Variant, WeightRef};
+use half::{bf16, f16};
+
+const REL: f32 = 1e-5;
+
+/// One weight format: conversions, the table entry under test, and the largest magnitude it holds.
+struct Format<T> {
+    name: &'static str,
+    from_f32: fn(f32) -> T,
+    to_f32: fn(T) -> f32,
+    entry: fn(&Kernels) -> MatmulFn<T>,
+    reference: MatmulFn<T>,
+    big: f32,
+}
+
+const F32: Format<f32> = Format {
+    name: "f32",
+    from_f32: |v| v,
+    to_f32: |v| v,
+    entry: |k| k.matmul_f32,
+    reference: scalar::matmul_f32,
+    big: 1e15,
+};
+const F16: Format<f16> = Format {
+    name: "f16",
+    from_f32: f16::from_f32,
+    to_f32: f16::to_f32,
+    entry: |k| k.matmul_f16,
+    reference: scalar::matmul_f16,
+    big: 6.0e4,
+};
+const BF16: Format<bf16> = Format {
+    name: "bf16",
+    from_f32: bf16::from_f32,
+    to_f32: bf16::to_f32,
+    entry: |k| k.matmul_bf16,
+    reference: scalar::matmul_bf16,
+    big: 1e15,
+};
+
+/// Magnitudes of weights and activations: ordinary, huge (products near 1e30) and tiny.
+fn scales<T>(f: &Format<T>) -> [(f32, f32); 3] {
+    [(1.0, 1.0), (f.big, 1e15), (1e-3, 1e-12)]
+}
+
+/// Runs one `rows × k` by `n × k` product through `kern` and scalar, and compares every output.
+#[allow(clippy::too_many_arguments)]
+fn matmul_case<T: Copy + Default>(
+    f: &Format<T>,
+    kern: &Kernels,
+    rng: &mut Rng,
+    rows: usize,
+    k: usize,
+    n: usize,
+    (w_scale, x_scale): (f32, f32),
+    zero_weights: bool,
+    seed: u64,
+) {
+    let w: Vec<T> =
+        (0..rows * k).map(|_| (f.from_f32)(if zero_weights { 0.0 } else { rng.uniform(w_scale) })).collect();
+    let x = rng.vec(n * k, x_scale);
+    let mut want = vec![f32::NAN; rows * n];
+    (f.reference)(&w, k, &x, n, &mut want);
+
+    let (ow, ox, oy) = (rng.below(4), rng.below(4), rng.below(4));
+    let (wu, xu) = (Unaligned::new(&w, ow), Unaligned::new(&x, ox));
+    let mut got = Unaligned::new(&vec![f32::NAN; rows * n], oy);
+    ((f.entry)(kern))(wu.get(), k, xu.get(), n, got.get_mut());
+
+    for r in 0..rows {
+        for t in 0..n {
+            let mag: f32 = (0..k).map(|j| ((f.to_f32)(w[r * k + j]) * x[t * k + j]).abs()).sum();
+            let (g, e) = (got.get()[r * n + t], want[r * n + t]);
+            assert!(
+                close(g, e, mag, REL),
+                "matmul_{} variant {} rows={rows} k={k} n={n} offsets=({ow},{ox},{oy}) \
+                 scale=({w_scale:e},{x_scale:e}): yt[{r}*n+{t}] = {g:e}, scalar {e:e}, Σ|w||x| = {mag:e}; \
+                 seed {seed} (replay: EDGEINFER_TEST_SEED={seed})",
+                f.name,
+                kern.variant,
+            );
+        }
+    }
+}
+
+/// Sweeps rows × k (ragged and real widths) with a rotating token count, then tokens × a few shapes.
+fn matmul_sweep<T: Copy + Default>(f: &Format<T>) {
+    const TOKENS: [usize; 9] = [1, 2, 3, 4, 5, 7, 8, 9, 17];
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for (ri, &rows) in RAGGED.iter().enumerate() {
+            for (ki, &k) in K_SIZES.iter().enumerate() {
+                let n = TOKENS[(ri + ki) % TOKENS.len()];
+                let sc = scales(f)[(ri * 5 + ki) % 3];
+                matmul_case(f, &kern, &mut rng, rows, k, n, sc, false, seed);
+            }
+        }
+        for &n in &RAGGED {
+            for &(rows, k) in &[(1, 1), (3, 7), (4, 33), (5, 576), (9, 17)] {
+                matmul_case(f, &kern, &mut rng, rows, k, n, (1.0, 1.0), false, seed);
+            }
+        }
+        // Zero rows, zero tokens, all-zero weights, and every magnitude on a real width.
+        for &(rows, k, n) in &[(0, 576, 1), (0, 7, 3), (5, 9, 0), (0, 1, 0)] {
+            matmul_case(f, &kern, &mut rng, rows, k, n, (1.0, 1.0), false, seed);
+        }
+        matmul_case(f, &kern, &mut rng, 9, 1536, 3, (1.0, 1.0), true, seed);
+        for sc in scales(f) {
+            matmul_case(f, &kern, &mut rng, 17, 1536, 5, sc, false, seed);
+        }
+    }
+}
+
+#[test]
+fn matmul_f32() {
+    matmul_sweep(&F32);
+}
+
+#[test]
+fn matmul_f16() {
+    matmul_sweep(&F16);
+}
+
+#[test]
+fn matmul_bf16() {
+    matmul_sweep(&BF16);
+}
+
+/// Lengths for the vector ops: every tail up to 70, then real widths and an odd large one.
+fn vec_lengths() -> impl Iterator<Item = usize> {
+    (0..=70).chain([127, 129, 576, 896, 1536, 4097])
+}
+
+#[test]
+fn dot_f32() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for len in vec_lengths() {
+            for scale in [1.0, 1e15, 1e-12] {
+                let (a, b) = (rng.vec(len, scale), rng.vec(len, scale));
+                let (oa, ob) = (rng.below(4), rng.below(4));
+                let got = (kern.dot_f32)(Unaligned::new(&a, oa).get(), Unaligned::new(&b, ob).get());
+                let want = scalar::dot_f32(&a, &b);
+                let mag: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum();
+                assert!(
+                    close(got, want, mag, REL),
+                    "dot_f32 variant {} len={len} scale={scale:e} offsets=({oa},{ob}): {got:e} vs scalar {want:e}; \
+                     seed {seed} (replay: EDGEINFER_TEST_SEED={seed})",
+                    kern.variant
+                );
+            }
+        }
+        // Unequal lengths: the common length counts.
+        let (a, b) = (rng.vec(37, 1.0), rng.vec(20, 1.0));
+        assert!(close((kern.dot_f32)(&a, &b), scalar::dot_f32(&a, &b), 20.0, REL), "dot_f32 {}", kern.variant);
+    }
+}
+
+#[test]
+fn axpy_f32() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for len in vec_lengths() {
+            let (alpha, x, y) = (rng.uniform(2.0), rng.vec(len, 1.0), rng.vec(len, 1.0));
+            let mut want = y.clone();
+            scalar::axpy_f32(alpha, &x, &mut want);
+            let (ox, oy) = (rng.below(4), rng.below(4));
+            let mut got = Unaligned::new(&y, oy);
+            (kern.axpy_f32)(alpha, Unaligned::new(&x, ox).get(), got.get_mut());
+            for i in 0..len {
+                let mag = y[i].abs() + (alpha * x[i]).abs();
+                assert!(
+                    close(got.get()[i], want[i], mag, REL),
+                    "axpy_f32 variant {} len={len} offsets=({ox},{oy}) at {i}: {} vs scalar {}; seed {seed}",
+                    kern.variant,
+                    got.get()[i],
+                    want[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rmsnorm_f32() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for len in RAGGED.into_iter().chain([576, 896]) {
+            let (x, wf) = (rng.vec(len, 3.0), rng.vec(len, 2.0));
+            let (w16, wb16): (Vec<f16>, Vec<bf16>) =
+                (wf.iter().map(|&v| f16::from_f32(v)).collect(), wf.iter().map(|&v| bf16::from_f32(v)).collect());
+            for w in [WeightRef::F32(&wf), WeightRef::F16(&w16), WeightRef::BF16(&wb16)] {
+                let mut want = vec![0.0; len];
+                scalar::rmsnorm_f32(&x, w, 1e-6, &mut want);
+                let mut got = Unaligned::new(&vec![0.0; len], rng.below(4));
+                (kern.rmsnorm_f32)(Unaligned::new(&x, rng.below(4)).get(), w, 1e-6, got.get_mut());
+                for i in 0..len {
+                    assert!(
+                        close(got.get()[i], want[i], want[i].abs(), REL),
+                        "rmsnorm_f32 variant {} {} len={len} at {i}: {} vs scalar {}; seed {seed}",
+                        kern.variant,
+                        w.dtype(),
+                        got.get()[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_f32() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for len in RAGGED.into_iter().chain([576, 1000]) {
+            for scale in [1.0, 30.0, 1e4] {
+                let x = rng.vec(len, scale);
+                let mut want = x.clone();
+                scalar::softmax_f32(&mut want);
+                let mut got = Unaligned::new(&x, rng.below(4));
+                (kern.softmax_f32)(got.get_mut());
+                for i in 0..len {
+                    // Outputs sum to one: a small absolute floor covers values that underflow.
+                    assert!(
+                        close(got.get()[i], want[i], want[i] + 1e-7, REL),
+                        "softmax_f32 variant {} len={len} scale={scale:e} at {i}: {} vs scalar {}; seed {seed}",
+                        kern.variant,
+                        got.get()[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn silu_mul_f32() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for len in vec_lengths() {
+            let (g, u) = (rng.vec(len, 12.0), rng.vec(len, 4.0));
+            let mut want = g.clone();
+            scalar::silu_mul_f32(&mut want, &u);
+            let mut got = Unaligned::new(&g, rng.below(4));
+            (kern.silu_mul_f32)(got.get_mut(), Unaligned::new(&u, rng.below(4)).get());
+            for i in 0..len {
+                assert!(
+                    close(got.get()[i], want[i], want[i].abs() + 1e-7 * u[i].abs(), REL),
+                    "silu_mul_f32 variant {} len={len} at {i}: {} vs scalar {}; seed {seed}",
+                    kern.variant,
+                    got.get()[i],
+                    want[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_f32() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for (head_dim, heads) in [(2, 1), (8, 3), (14, 2), (32, 5), (64, 9), (128, 2)] {
+            let half = head_dim / 2;
+            let pos = rng.below(4096) as f32;
+            let angle: Vec<f32> = (0..half).map(|i| pos * 10000f32.powf(-((2 * i) as f32) / head_dim as f32)).collect();
+            let (cos, sin): (Vec<f32>, Vec<f32>) = angle.iter().map(|a| (a.cos(), a.sin())).unzip();
+            let x = rng.vec(head_dim * heads, 2.0);
+            let mut want = x.clone();
+            scalar::rope_f32(&mut want, head_dim, &cos, &sin);
+            let mut got = Unaligned::new(&x, rng.below(4));
+            (kern.rope_f32)(got.get_mut(), head_dim, &cos, &sin);
+            for (i, (&g, &e)) in got.get().iter().zip(&want).enumerate() {
+                let (h, j) = (i / head_dim * head_dim, i % head_dim % half);
+                let mag = (x[h + j] * cos[j]).abs() + (x[h + j + half] * sin[j]).abs() + (x[h + j] * sin[j]).abs();
+                assert!(
+                    close(g, e, mag + (x[h + j + half] * cos[j]).abs(), REL),
+                    "rope_f32 variant {} head_dim={head_dim} heads={heads} at {i}: {g} vs scalar {e}; seed {seed}",
+                    kern.variant
+                );
+            }
+        }
+    }
+}
+
+/// `par::matmul_t` and `par::matmul` on a 3-thread pool (uneven split on purpose) against scalar.
+#[test]
+fn par_matmul_three_threads() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("rayon pool");
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for &(rows, k, n) in &[(257, 576, 1), (257, 576, 3), (129, 1536, 2), (33, 64, 17), (7, 9, 2), (65, 100, 5)] {
+            let wf = rng.vec(rows * k, 1.0);
+            let w16: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
+            let wb16: Vec<bf16> = wf.iter().map(|&v| bf16::from_f32(v)).collect();
+            let x = rng.vec(n * k, 1.0);
+            for w in [WeightRef::F32(&wf), WeightRef::F16(&w16), WeightRef::BF16(&wb16)] {
+                let mut wq = vec![0.0; rows * k];
+                w.to_f32(&mut wq);
+                let mut want_t = vec![0.0; rows * n];
+                scalar::matmul_f32(&wq, k, &x, n, &mut want_t);
+
+                let mut got_t = vec![f32::NAN; rows * n];
+                let mut got = vec![f32::NAN; rows * n];
+                let mut scratch = vec![f32::NAN; rows * n];
+                pool.install(|| {
+                    par::matmul_t(&kern, w, k, &x, n, &mut got_t);
+                    par::matmul(&kern, w, k, &x, n, &mut got, &mut scratch);
+                });
+                for r in 0..rows {
+                    for t in 0..n {
+                        let mag: f32 = (0..k).map(|j| (wq[r * k + j] * x[t * k + j]).abs()).sum();
+                        let e = want_t[r * n + t];
+                        let (gt, g) = (got_t[r * n + t], got[t * rows + r]);
+                        assert!(
+                            close(gt, e, mag, REL) && close(g, e, mag, REL),
+                            "par matmul {} variant {} rows={rows} k={k} n={n} at (r={r}, t={t}): matmul_t {gt:e}, \
+                             matmul {g:e}, scalar {e:e}; seed {seed}",
+                            w.dtype(),
+                            kern.variant
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fails when a variant named in `EDGEINFER_REQUIRE_VARIANTS` cannot run here.
+#[test]
+fn required_variants_available() {
+    let available = Kernels::available();
+    for v in required_variants() {
+        assert!(available.contains(&v), "required kernel variant {v} is not available on this CPU ({available:?})");
+    }
+}
+
+/// Prints which variants this run tests (visible with `--nocapture` or `--show-output`).
+#[test]
+fn report_variants() {
+    let ran: Vec<&str> = variants_under_test().iter().map(|k| k.variant.name()).collect();
+    let skipped: Vec<&str> = Variant::ALL
+        .into_iter()
+        .filter(|v| !Kernels::available().contains(v))
+        .map(|v| v.name())
+        .collect();
+    println!("kernel variants tested: {} (unavailable here: {})", ran.join(","), skipped.join(","));
+    assert_eq!(ran.first(), Some(&"scalar"));
+}
