@@ -1,0 +1,417 @@
+//! Reading a GGUF file: typed metadata access, the llama.cpp → Hugging Face tensor-name map, and
+//! dequantization with llama.cpp's Q/K row permutation undone.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::Device;
+
+use super::ImportError;
+
+/// An open GGUF file: its parsed header and a reader positioned anywhere.
+pub(crate) struct Gguf {
+    pub path: PathBuf,
+    pub content: Content,
+    reader: BufReader<File>,
+}
+
+impl Gguf {
+    pub fn open(path: &Path) -> Result<Gguf, ImportError> {
+        let file = File::open(path).map_err(|source| ImportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut reader = BufReader::new(file);
+        let content = Content::read(&mut reader).map_err(|source| ImportError::Gguf {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        Ok(Gguf {
+            path: path.to_path_buf(),
+            content,
+            reader,
+        })
+    }
+
+    fn meta_err(&self, key: &str, reason: impl Into<String>) -> ImportError {
+        ImportError::Metadata {
+            path: self.path.clone(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>, ImportError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(self.meta_err(
+                key,
+                format!("expected a string, found {:?}", v.value_type()),
+            )),
+        }
+    }
+
+    pub fn str(&self, key: &str) -> Result<&str, ImportError> {
+        self.opt_str(key)?
+            .ok_or_else(|| self.meta_err(key, "missing"))
+    }
+
+    /// Any non-negative integer type (writers disagree on u32 vs u64 vs i32).
+    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, ImportError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => value_u64(v).map(Some).ok_or_else(|| {
+                self.meta_err(key, format!("expected a non-negative integer, found {v:?}"))
+            }),
+        }
+    }
+
+    pub fn u64(&self, key: &str) -> Result<u64, ImportError> {
+        self.opt_u64(key)?
+            .ok_or_else(|| self.meta_err(key, "missing"))
+    }
+
+    /// A dimension: a positive integer that fits a `usize`.
+    pub fn dim(&self, key: &str) -> Result<usize, ImportError> {
+        let v = self.u64(key)?;
+        usize::try_from(v)
+            .ok()
+            .filter(|&d| d > 0)
+            .ok_or_else(|| self.meta_err(key, format!("{v} is not a valid dimension")))
+    }
+
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>, ImportError> {
+        match self.get(key) {
+            None => Ok(None),
+            // Through the shortest decimal form, so that an f32 `1e-5` is written as 1e-5, not 9.99999974e-6.
+            Some(Value::F32(v)) => Ok(Some(v.to_string().parse().unwrap_or(f64::from(*v)))),
+            Some(Value::F64(v)) => Ok(Some(*v)),
+            Some(v) => {
+                Err(self.meta_err(key, format!("expected a float, found {:?}", v.value_type())))
+            }
+        }
+    }
+
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, ImportError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => {
+                Err(self.meta_err(key, format!("expected a bool, found {:?}", v.value_type())))
+            }
+        }
+    }
+
+    pub fn opt_token_id(&self, key: &str, vocab: usize) -> Result<Option<u32>, ImportError> {
+        match self.opt_u64(key)? {
+            None => Ok(None),
+            Some(id) if id < vocab as u64 => Ok(Some(id as u32)),
+            Some(id) => Err(self.meta_err(
+                key,
+                format!("token id {id} is outside the vocabulary of {vocab}"),
+            )),
+        }
+    }
+
+    pub fn str_array(&self, key: &str) -> Result<Vec<&str>, ImportError> {
+        let arr = self.array(key)?;
+        arr.iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.as_str()),
+                v => Err(self.meta_err(
+                    key,
+                    format!("element {i}: expected a string, found {:?}", v.value_type()),
+                )),
+            })
+            .collect()
+    }
+
+    pub fn opt_int_array(&self, key: &str) -> Result<Option<Vec<i64>>, ImportError> {
+        if self.get(key).is_none() {
+            return Ok(None);
+        }
+        let arr = self.array(key)?;
+        arr.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                value_i64(v).ok_or_else(|| {
+                    self.meta_err(
+                        key,
+                        format!("element {i}: expected an integer, found {v:?}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    fn array(&self, key: &str) -> Result<&Vec<Value>, ImportError> {
+        match self.get(key) {
+            None => Err(self.meta_err(key, "missing")),
+            Some(Value::Array(a)) => Ok(a),
+            Some(v) => Err(self.meta_err(
+                key,
+                format!("expected an array, found {:?}", v.value_type()),
+            )),
+        }
+    }
+
+    /// The shape of a tensor as candle reports it: row-major, outermost first (`[out, in]`).
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.content
+            .tensor_infos
+            .get(name)
+            .map(|t| t.shape.dims().to_vec())
+    }
+
+    /// Read and dequantize one tensor to f32, row-major in `shape(name)` order.
+    pub fn read_f32(&mut self, name: &str) -> Result<Vec<f32>, ImportError> {
+        let fail = |source| ImportError::Tensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            source: Box::new(source),
+        };
+        let q = self
+            .content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(fail)?;
+        let t = q.dequantize(&Device::Cpu).map_err(fail)?;
+        t.flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(fail)
+    }
+}
+
+fn value_u64(v: &Value) -> Option<u64> {
+    match *v {
+        Value::U8(x) => Some(x.into()),
+        Value::U16(x) => Some(x.into()),
+        Value::U32(x) => Some(x.into()),
+        Value::U64(x) => Some(x),
+        Value::I8(x) => u64::try_from(x).ok(),
+        Value::I16(x) => u64::try_from(x).ok(),
+        Value::I32(x) => u64::try_from(x).ok(),
+        Value::I64(x) => u64::try_from(x).ok(),
+        _ => None,
+    }
+}
+
+fn value_i64(v: &Value) -> Option<i64> {
+    match *v {
+        Value::U8(x) => Some(x.into()),
+        Value::U16(x) => Some(x.into()),
+        Value::U32(x) => Some(x.into()),
+        Value::U64(x) => i64::try_from(x).ok(),
+        Value::I8(x) => Some(x.into()),
+        Value::I16(x) => Some(x.into()),
+        Value::I32(x) => Some(x.into()),
+        Value::I64(x) => Some(x),
+        _ => None,
+    }
+}
+
+/// How a tensor's rows must be reordered on the way out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rows {
+    AsIs,
+    /// Undo llama.cpp's rotary interleave; the value is the number of heads the rows split into.
+    Unpermute {
+        heads: usize,
+    },
+}
+
+/// One tensor to copy: GGUF name, Hugging Face name, expected `[out, in]` shape.
+#[derive(Clone, Debug)]
+pub(crate) struct TensorPlan {
+    pub gguf: String,
+    pub hf: String,
+    pub shape: Vec<usize>,
+    pub rows: Rows,
+}
+
+/// Dimensions the tensor plan needs.
+pub(crate) struct Dims {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Every tensor a Llama GGUF must hold, in checkpoint order. `tied` is true when there is no
+/// `output.weight` and the output projection reuses the embedding.
+pub(crate) fn llama_plan(d: &Dims, tied: bool) -> Vec<TensorPlan> {
+    let q_dim = d.heads * d.head_dim;
+    let kv_dim = d.kv_heads * d.head_dim;
+    let t = |gguf: String, hf: String, shape: Vec<usize>, rows| TensorPlan {
+        gguf,
+        hf,
+        shape,
+        rows,
+    };
+    let mut plan = vec![t(
+        "token_embd.weight".into(),
+        "model.embed_tokens.weight".into(),
+        vec![d.vocab, d.hidden],
+        Rows::AsIs,
+    )];
+    for l in 0..d.layers {
+        let g = |s: &str| format!("blk.{l}.{s}.weight");
+        let h = |s: &str| format!("model.layers.{l}.{s}.weight");
+        plan.extend([
+            t(
+                g("attn_norm"),
+                h("input_layernorm"),
+                vec![d.hidden],
+                Rows::AsIs,
+            ),
+            t(
+                g("attn_q"),
+                h("self_attn.q_proj"),
+                vec![q_dim, d.hidden],
+                Rows::Unpermute { heads: d.heads },
+            ),
+            t(
+                g("attn_k"),
+                h("self_attn.k_proj"),
+                vec![kv_dim, d.hidden],
+                Rows::Unpermute { heads: d.kv_heads },
+            ),
+            t(
+                g("attn_v"),
+                h("self_attn.v_proj"),
+                vec![kv_dim, d.hidden],
+                Rows::AsIs,
+            ),
+            t(
+                g("attn_output"),
+                h("self_attn.o_proj"),
+                vec![d.hidden, q_dim],
+                Rows::AsIs,
+            ),
+            t(
+                g("ffn_norm"),
+                h("post_attention_layernorm"),
+                vec![d.hidden],
+                Rows::AsIs,
+            ),
+            t(
+                g("ffn_gate"),
+                h("mlp.gate_proj"),
+                vec![d.intermediate, d.hidden],
+                Rows::AsIs,
+            ),
+            t(
+                g("ffn_up"),
+                h("mlp.up_proj"),
+                vec![d.intermediate, d.hidden],
+                Rows::AsIs,
+            ),
+            t(
+                g("ffn_down"),
+                h("mlp.down_proj"),
+                vec![d.hidden, d.intermediate],
+                Rows::AsIs,
+            ),
+        ]);
+    }
+    plan.push(t(
+        "output_norm.weight".into(),
+        "model.norm.weight".into(),
+        vec![d.hidden],
+        Rows::AsIs,
+    ));
+    if !tied {
+        plan.push(t(
+            "output.weight".into(),
+            "lm_head.weight".into(),
+            vec![d.vocab, d.hidden],
+            Rows::AsIs,
+        ));
+    }
+    plan
+}
+
+/// Invert llama.cpp's Q/K permutation.
+///
+/// Hugging Face Llama rotates the two halves of each head (`x[i]` pairs with `x[i + d/2]`); llama.cpp
+/// rotates adjacent pairs (`x[2i]` with `x[2i + 1]`), so its converter reorders the rows of
+/// `q_proj`/`k_proj` within each head of `d` rows:
+///
+/// `gguf[h·d + 2i + s] = hf[h·d + s·d/2 + i]`   for `s ∈ {0, 1}`, `i < d/2`.
+///
+/// This returns `hf` from `gguf`. `data` is `rows × cols` row-major; `rows = heads × d` with `d` even
+/// (the caller checks shapes before calling).
+pub(crate) fn unpermute_rows(data: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+    debug_assert_eq!(data.len(), rows * cols);
+    let d = rows / heads;
+    let half = d / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..heads {
+        for s in 0..2 {
+            for i in 0..half {
+                let dst = h * d + s * half + i;
+                let src = h * d + 2 * i + s;
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forward permutation as llama.cpp's converter writes it: reshape(heads, 2, d/2, cols), swap axes 1 and 2.
+    fn permute_rows(hf: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+        let d = rows / heads;
+        let half = d / 2;
+        let mut out = vec![0f32; hf.len()];
+        for h in 0..heads {
+            for i in 0..half {
+                for s in 0..2 {
+                    let dst = h * d + i * 2 + s;
+                    let src = h * d + s * half + i;
+                    out[dst * cols..(dst + 1) * cols]
+                        .copy_from_slice(&hf[src * cols..(src + 1) * cols]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unpermute_inverts_permute() {
+        for (heads, d, cols) in [(1, 2, 1), (3, 4, 5), (9, 64, 3), (2, 8, 1)] {
+            let rows = heads * d;
+            let hf: Vec<f32> = (0..rows * cols).map(|x| x as f32).collect();
+            let gguf = permute_rows(&hf, heads, rows, cols);
+            assert_eq!(
+                unpermute_rows(&gguf, heads, rows, cols),
+                hf,
+                "heads={heads} d={d} cols={cols}"
+            );
+        }
+    }
+
+    #[test]
+    fn unpermute_row_mapping() {
+        // One head of 4 rows, one column: gguf rows [a0, b0, a1, b1] become [a0, a1, b0, b1].
+        assert_eq!(
+            unpermute_rows(&[0.0, 1.0, 2.0, 3.0], 1, 4, 1),
+            vec![0.0, 2.0, 1.0, 3.0]
+        );
+    }
+}
