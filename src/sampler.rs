@@ -131,58 +131,34 @@ impl Sampler {
             return argmax(logits);
         }
 
-        // Top-k: partial selection puts the k best first, then only those k are sorted.
-        let idx = &mut self.idx[..n];
-        for (i, slot) in idx.iter_mut().enumerate() {
-            *slot = i as u32;
-        }
-        let by_logit_desc = |a: &u32, b: &u32| -> Ordering {
-            let (la, lb) = (logits[*a as usize], logits[*b as usize]);
-            // NaNs are gone, so partial_cmp only fails never; ties keep the lower id first.
-            lb.partial_cmp(&la).unwrap_or(Ordering::Equal).then(a.cmp(b))
-        };
+        // Top-k: one pass with a k-entry min-heap (most logits are rejected by a single compare),
+        // leaving the k best in idx[..k]; without top-k every id is a candidate.
         let mut len = n;
         if self.cfg.top_k > 0 && self.cfg.top_k < n {
             len = self.cfg.top_k;
-            idx.select_nth_unstable_by(len - 1, by_logit_desc);
+            top_k_heap(logits, &mut self.idx[..len]);
+        } else {
+            for (i, slot) in self.idx[..n].iter_mut().enumerate() {
+                *slot = i as u32;
+            }
         }
-        let cand = &mut idx[..len];
-        // top-p needs descending order. After a partial selection, sorting the k survivors also makes
-        // their order independent of select_nth's internals, so draws stay stable across Rust versions.
-        if self.cfg.top_p < 1.0 || len < n {
-            cand.sort_unstable_by(by_logit_desc);
-        }
-        let max = cand.iter().map(|&i| logits[i as usize]).fold(f32::NEG_INFINITY, f32::max);
+        let max = self.idx[..len].iter().map(|&i| logits[i as usize]).fold(f32::NEG_INFINITY, f32::max);
         if max == f32::NEG_INFINITY {
             // Every candidate is masked out: nothing to draw from, fall back to argmax's choice.
             return argmax(logits);
         }
 
-        // Temperature + softmax (unnormalised: the best token gets exactly 1.0).
+        // Temperature + softmax, unnormalised: the best token gets exactly 1.0.
         let inv_t = 1.0 / self.cfg.temperature;
-        let probs = &mut self.probs[..len];
         let mut sum = 0.0f32;
-        for (p, &i) in probs.iter_mut().zip(cand.iter()) {
+        for (p, &i) in self.probs[..len].iter_mut().zip(&self.idx[..len]) {
             *p = exp_det((logits[i as usize] - max) * inv_t);
             sum += *p;
         }
 
-        // Top-p over the sorted candidates: keep the shortest prefix reaching top_p of the mass.
-        if self.cfg.top_p < 1.0 {
-            let target = self.cfg.top_p * sum;
-            let mut cum = 0.0f32;
-            let mut keep = len;
-            for (j, &p) in probs.iter().enumerate() {
-                cum += p;
-                if cum >= target {
-                    keep = j + 1;
-                    break;
-                }
-            }
-            len = keep;
-        }
-
-        // Min-p: relative to the best token, whose unnormalised probability is 1.0.
+        // Top-p and min-p each keep a prefix of the candidates sorted by probability, so applying
+        // min-p first (relative to the best token's 1.0, no order needed) gives the same survivors and
+        // leaves top-p far fewer candidates to sort. Top-p's mass target still uses the full sum.
         if self.cfg.min_p > 0.0 {
             let mut w = 0;
             for j in 0..len {
@@ -192,10 +168,28 @@ impl Sampler {
                     w += 1;
                 }
             }
-            len = w.max(1);
+            len = w; // >= 1: the best token has 1.0 > min_p
+        }
+        if self.cfg.top_p < 1.0 {
+            let cand = &mut self.idx[..len];
+            cand.sort_unstable_by(|&a, &b| {
+                let (la, lb) = (logits[a as usize], logits[b as usize]);
+                lb.partial_cmp(&la).unwrap_or(Ordering::Equal).then(a.cmp(&b))
+            });
+            let target = self.cfg.top_p * sum;
+            let mut cum = 0.0f32;
+            for j in 0..len {
+                let p = exp_det((logits[self.idx[j] as usize] - max) * inv_t);
+                self.probs[j] = p;
+                cum += p;
+                if cum >= target {
+                    len = j + 1;
+                    break;
+                }
+            }
         }
 
-        // Renormalise implicitly: draw in [0, sum of survivors).
+        // Renormalise implicitly: draw in [0, mass of the survivors).
         let probs = &self.probs[..len];
         let total: f32 = probs.iter().sum();
         let r = self.rng.next_f32() * total;
@@ -243,6 +237,43 @@ impl Sampler {
             if let Some(w) = self.seen.get_mut(id as usize / 64) {
                 *w = 0;
             }
+        }
+    }
+}
+
+/// Fills `heap` with the ids of the `heap.len()` largest logits (ties: lower id wins), in heap order.
+/// `heap.len()` must be in 1..=logits.len().
+fn top_k_heap(logits: &[f32], heap: &mut [u32]) {
+    // Min-heap on (logit, -id): the root is the worst of the current best k.
+    let worse = |a: u32, b: u32| {
+        let (la, lb) = (logits[a as usize], logits[b as usize]);
+        la < lb || (la == lb && a > b)
+    };
+    let sift_down = |heap: &mut [u32], mut i: usize| loop {
+        let left = 2 * i + 1;
+        if left >= heap.len() {
+            break;
+        }
+        let right = left + 1;
+        let child = if right < heap.len() && worse(heap[right], heap[left]) { right } else { left };
+        if worse(heap[child], heap[i]) {
+            heap.swap(child, i);
+            i = child;
+        } else {
+            break;
+        }
+    };
+    let k = heap.len();
+    for (i, slot) in heap.iter_mut().enumerate() {
+        *slot = i as u32;
+    }
+    for i in (0..k / 2).rev() {
+        sift_down(heap, i);
+    }
+    for id in k as u32..logits.len() as u32 {
+        if worse(heap[0], id) {
+            heap[0] = id;
+            sift_down(heap, 0);
         }
     }
 }
@@ -400,6 +431,65 @@ mod tests {
         assert!(got.iter().all(|t| top.contains(t)));
         let distinct: std::collections::HashSet<_> = got.iter().collect();
         assert_eq!(distinct.len(), 5, "high temperature should reach all five");
+    }
+
+    #[test]
+    fn top_k_heap_matches_full_sort() {
+        for (n, k, seed) in [(1, 1, 0), (7, 3, 1), (64, 64, 2), (1000, 40, 3), (333, 1, 4), (100, 99, 5)] {
+            let mut l = logits(n, seed);
+            // Ties and -inf must follow the same rule as the sort: higher logit, then lower id.
+            for i in (0..n).step_by(5) {
+                l[i] = 1.0;
+            }
+            if n > 3 {
+                l[3] = f32::NEG_INFINITY;
+            }
+            let mut want: Vec<u32> = (0..n as u32).collect();
+            want.sort_by(|&a, &b| l[b as usize].partial_cmp(&l[a as usize]).unwrap().then(a.cmp(&b)));
+            want.truncate(k);
+            want.sort_unstable();
+            let mut heap = vec![0u32; k];
+            top_k_heap(&l, &mut heap);
+            heap.sort_unstable();
+            assert_eq!(heap, want, "n={n} k={k}");
+        }
+    }
+
+    /// Survivors of top-k → temperature → softmax → top-p → min-p, done the slow, literal way.
+    fn reference_survivors(l: &[f32], c: &SamplerConfig) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..l.len() as u32).collect();
+        order.sort_by(|&a, &b| l[b as usize].partial_cmp(&l[a as usize]).unwrap().then(a.cmp(&b)));
+        if c.top_k > 0 {
+            order.truncate(c.top_k);
+        }
+        let max = l[order[0] as usize];
+        let p: Vec<f64> = order.iter().map(|&i| (((l[i as usize] - max) / c.temperature) as f64).exp()).collect();
+        let sum: f64 = p.iter().sum();
+        let mut keep = order.len();
+        let mut cum = 0.0;
+        for (j, q) in p.iter().enumerate() {
+            cum += q / sum;
+            if cum >= c.top_p as f64 {
+                keep = j + 1;
+                break;
+            }
+        }
+        order.truncate(keep);
+        order.into_iter().zip(p).filter(|&(_, q)| q >= c.min_p as f64).map(|(i, _)| i).collect()
+    }
+
+    #[test]
+    fn filters_match_the_literal_chain() {
+        let l = logits(200, 21);
+        for (t, k, p, m) in [(1.0, 0, 0.5, 0.0), (0.7, 0, 0.9, 0.2), (1.3, 50, 0.8, 0.05), (1.0, 10, 1.0, 0.3), (2.0, 0, 0.3, 0.5)] {
+            let c = cfg(t, k, p, m);
+            let want = reference_survivors(&l, &c);
+            let got: std::collections::BTreeSet<u32> = draws(c.clone(), &l, 3000).into_iter().collect();
+            assert!(got.iter().all(|t| want.contains(t)), "{c:?}: drew outside {want:?}: {got:?}");
+            if want.len() <= 8 {
+                assert_eq!(got.len(), want.len(), "{c:?}: {want:?} vs {got:?}");
+            }
+        }
     }
 
     #[test]
