@@ -122,11 +122,15 @@ pub fn variants_under_test() -> Vec<Kernels> {
         "{ENV_REQUIRE_VARIANTS} requires {missing:?}, but this CPU only runs {:?}",
         available.iter().map(|v| v.name()).collect::<Vec<_>>()
     );
-    for v in Variant::ALL {
-        if !available.contains(&v) && arch_of(v) == std::env::consts::ARCH {
-            eprintln!("skipping kernel variant {v}: not supported by this CPU");
+    // Once per process: every test calls this, and one message per variant is enough.
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        for v in Variant::ALL {
+            if !available.contains(&v) && arch_of(v) == std::env::consts::ARCH {
+                eprintln!("skipping kernel variant {v}: not supported by this CPU");
+            }
         }
-    }
+    });
     available.into_iter().map(|v| Kernels::new(v).expect("available variant")).collect()
 }
 

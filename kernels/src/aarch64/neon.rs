@@ -1,7 +1,253 @@
 //! Plain NEON (Armv8.0 Advanced SIMD) kernels.
+//!
+//! Matrix products work on tiles of [`ROWS`] weight rows × up to [`TOKENS`] tokens, stepping `k` by 8:
+//! each weight load is reused for every token of the tile and each token load for every row. Every
+//! (row, token) pair keeps two 4-lane accumulators (low and high half of the step) so that even a
+//! one-token tile has 8 independent FMA chains. Row, token and `k` tails are handled here (smaller
+//! tiles, scalar remainder of `k`); callers never pad.
+//!
+//! f16 widens with `fcvtl` (`vcvt_f32_f16`, base Armv8, exact); bf16 with a shift-left-long by 16.
+//! Results match [`crate::scalar`] up to summation order and fused multiply-adds.
+
+use core::arch::aarch64::*;
+
+use half::{bf16, f16};
 
 use crate::dispatch::{Kernels, Variant};
+use crate::scalar;
 
+/// Weight rows per tile.
+const ROWS: usize = 4;
+/// Tokens per tile: 4×2×2 accumulators + 8 weight vectors + 2 token vectors of 32 registers.
+const TOKENS: usize = 2;
+
+/// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed NEON (always present
+/// on aarch64 Linux), which is what makes the safe wrappers below sound.
 pub(crate) fn table() -> Kernels {
-    Kernels { variant: Variant::Neon, ..Kernels::SCALAR }
+    Kernels {
+        variant: Variant::Neon,
+        matmul_f32,
+        matmul_f16,
+        matmul_bf16,
+        dot_f32,
+        axpy_f32,
+        ..Kernels::SCALAR
+    }
+}
+
+/// A weight element type that loads 8 elements as two 4-lane f32 vectors.
+trait Lanes8: Copy {
+    /// Converts the 8 elements at `p` to f32 (low 4, high 4).
+    ///
+    /// # Safety
+    /// `p..p+8` must be readable.
+    unsafe fn load8(p: *const Self) -> (float32x4_t, float32x4_t);
+    fn to_f32(self) -> f32;
+}
+
+impl Lanes8 for f32 {
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn load8(p: *const f32) -> (float32x4_t, float32x4_t) {
+        // SAFETY: the caller guarantees 8 readable elements; `vld1q` needs only element alignment.
+        unsafe { (vld1q_f32(p), vld1q_f32(p.add(4))) }
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Lanes8 for f16 {
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn load8(p: *const f16) -> (float32x4_t, float32x4_t) {
+        // SAFETY: 8 readable halves (u16 alignment, as `half::f16` has). `fcvtl` is exact.
+        unsafe {
+            let h = vld1q_u16(p.cast());
+            let lo = vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h)));
+            let hi = vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(h)));
+            (lo, hi)
+        }
+    }
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+}
+
+impl Lanes8 for bf16 {
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn load8(p: *const bf16) -> (float32x4_t, float32x4_t) {
+        // SAFETY: 8 readable bf16 (u16 alignment). bf16 is the top half of an f32: shift left by 16.
+        unsafe {
+            let h = vld1q_u16(p.cast());
+            let lo = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h)));
+            let hi = vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h));
+            (lo, hi)
+        }
+    }
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+}
+
+macro_rules! matmul_wrapper {
+    ($name:ident, $t:ty) => {
+        /// NEON version of [`scalar::matmul_f32`] and friends (same contract, same panics).
+        pub fn $name(w: &[$t], k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
+            let rows = scalar::check_matmul(w.len(), k, x.len(), n, yt.len());
+            // SAFETY: this function is only reachable through the NEON tables, built after detection
+            // confirmed NEON; `check_matmul` proved the slice lengths `matmul` relies on.
+            unsafe { matmul(w, k, x, n, yt, rows) }
+        }
+    };
+}
+
+matmul_wrapper!(matmul_f32, f32);
+matmul_wrapper!(matmul_f16, f16);
+matmul_wrapper!(matmul_bf16, bf16);
+
+/// Preconditions: `w.len() == rows*k`, `x.len() >= n*k`, `yt.len() == rows*n`, `k > 0`.
+#[target_feature(enable = "neon")]
+unsafe fn matmul<W: Lanes8>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32], rows: usize) {
+    // LOOP 2: row tiles (independent: a caller may split these across threads).
+    let mut r = 0;
+    while r + ROWS <= rows {
+        // SAFETY (all four): rows r..r+R exist by the loop bounds; tokens are bounded inside.
+        unsafe { row_tile::<W, ROWS>(w, k, x, n, yt, r) };
+        r += ROWS;
+    }
+    match rows - r {
+        // SAFETY: as above, with the remaining 1..3 rows.
+        3 => unsafe { row_tile::<W, 3>(w, k, x, n, yt, r) },
+        // SAFETY: as above.
+        2 => unsafe { row_tile::<W, 2>(w, k, x, n, yt, r) },
+        // SAFETY: as above.
+        1 => unsafe { row_tile::<W, 1>(w, k, x, n, yt, r) },
+        _ => {}
+    }
+}
+
+/// Rows `r..r+R` against every token. Requires `(r+R)*k <= w.len()` and the `matmul` preconditions.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn row_tile<W: Lanes8, const R: usize>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32], r: usize) {
+    // LOOP 1: token tiles.
+    let mut t = 0;
+    while t + TOKENS <= n {
+        // SAFETY: tokens t..t+TOKENS < n, rows by the caller.
+        unsafe { tile::<W, R, TOKENS>(w, k, x, n, yt, r, t) };
+        t += TOKENS;
+    }
+    if t < n {
+        // SAFETY: token t < n (TOKENS == 2, so one token is left at most).
+        unsafe { tile::<W, R, 1>(w, k, x, n, yt, r, t) };
+    }
+}
+
+/// `yt[(r+i)*n + t+j] = Σ_c w[(r+i)*k + c] · x[(t+j)*k + c]` for `i < R`, `j < T`.
+/// Requires `(r+R)*k <= w.len()`, `(t+T)*k <= x.len()`, `(r+R-1)*n + t+T <= yt.len()`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn tile<W: Lanes8, const R: usize, const T: usize>(
+    w: &[W],
+    k: usize,
+    x: &[f32],
+    n: usize,
+    yt: &mut [f32],
+    r: usize,
+    t: usize,
+) {
+    debug_assert!((r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len());
+    let wp = w[r * k..].as_ptr();
+    let xp = x[t * k..].as_ptr();
+    let zero = vdupq_n_f32(0.0);
+    let mut acc_lo = [[zero; T]; R];
+    let mut acc_hi = [[zero; T]; R];
+    let mut wv = [(zero, zero); R];
+    // LOOP 0: k in steps of 8.
+    let mut c = 0;
+    while c + 8 <= k {
+        for (i, v) in wv.iter_mut().enumerate() {
+            // SAFETY: c+8 <= k, so row i's elements c..c+8 lie inside w (requirement above).
+            *v = unsafe { W::load8(wp.add(i * k + c)) };
+        }
+        for j in 0..T {
+            // SAFETY: c+8 <= k, so token j's elements c..c+8 lie inside x.
+            let (x_lo, x_hi) = unsafe { (vld1q_f32(xp.add(j * k + c)), vld1q_f32(xp.add(j * k + c + 4))) };
+            for i in 0..R {
+                acc_lo[i][j] = vfmaq_f32(acc_lo[i][j], wv[i].0, x_lo);
+                acc_hi[i][j] = vfmaq_f32(acc_hi[i][j], wv[i].1, x_hi);
+            }
+        }
+        c += 8;
+    }
+    for i in 0..R {
+        for j in 0..T {
+            let mut s = vaddvq_f32(vaddq_f32(acc_lo[i][j], acc_hi[i][j]));
+            for cc in c..k {
+                s += w[(r + i) * k + cc].to_f32() * x[(t + j) * k + cc];
+            }
+            yt[(r + i) * n + t + j] = s;
+        }
+    }
+}
+
+/// NEON version of [`scalar::dot_f32`].
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: only reachable through the NEON tables, built after detection.
+    unsafe { dot_f32_neon(a, b) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_f32_neon(a: &[f32], b: &[f32]) -> f32 {
+    let len = a.len().min(b.len());
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    // Four accumulators hide the FMA latency.
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let mut i = 0;
+    while i + 16 <= len {
+        for (u, s) in acc.iter_mut().enumerate() {
+            // SAFETY: i+16 <= len, so elements i+4u..i+4u+4 lie in both slices.
+            let (va, vb) = unsafe { (vld1q_f32(ap.add(i + 4 * u)), vld1q_f32(bp.add(i + 4 * u))) };
+            *s = vfmaq_f32(*s, va, vb);
+        }
+        i += 16;
+    }
+    while i + 4 <= len {
+        // SAFETY: i+4 <= len.
+        let (va, vb) = unsafe { (vld1q_f32(ap.add(i)), vld1q_f32(bp.add(i))) };
+        acc[0] = vfmaq_f32(acc[0], va, vb);
+        i += 4;
+    }
+    let v = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
+    let mut s = vaddvq_f32(v);
+    for j in i..len {
+        s += a[j] * b[j];
+    }
+    s
+}
+
+/// NEON version of [`scalar::axpy_f32`] (fused multiply-add, so last-bit differences are expected).
+pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    // SAFETY: only reachable through the NEON tables, built after detection.
+    unsafe { axpy_f32_neon(alpha, x, y) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn axpy_f32_neon(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let len = x.len().min(y.len());
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    let mut i = 0;
+    while i + 4 <= len {
+        // SAFETY: i+4 <= len, so elements i..i+4 lie in both slices; `y` is borrowed mutably.
+        unsafe {
+            let v = vfmaq_n_f32(vld1q_f32(yp.add(i)), vld1q_f32(xp.add(i)), alpha);
+            vst1q_f32(yp.add(i), v);
+        }
+        i += 4;
+    }
+    for j in i..len {
+        y[j] += alpha * x[j];
+    }
 }
