@@ -207,14 +207,12 @@ fn rmsnorm_f32() {
                 scalar::rmsnorm_f32(&x, w, 1e-6, &mut want);
                 let mut got = Unaligned::new(&vec![0.0; len], rng.below(4));
                 (kern.rmsnorm_f32)(Unaligned::new(&x, rng.below(4)).get(), w, 1e-6, got.get_mut());
-                for i in 0..len {
+                for (i, (&g, &e)) in got.get().iter().zip(&want).enumerate() {
                     assert!(
-                        close(got.get()[i], want[i], want[i].abs(), REL),
-                        "rmsnorm_f32 variant {} {} len={len} at {i}: {} vs scalar {}; seed {seed}",
+                        close(g, e, e.abs(), REL),
+                        "rmsnorm_f32 variant {} {} len={len} at {i}: {g} vs scalar {e}; seed {seed}",
                         kern.variant,
                         w.dtype(),
-                        got.get()[i],
-                        want[i]
                     );
                 }
             }
@@ -234,14 +232,12 @@ fn softmax_f32() {
                 scalar::softmax_f32(&mut want);
                 let mut got = Unaligned::new(&x, rng.below(4));
                 (kern.softmax_f32)(got.get_mut());
-                for i in 0..len {
+                for (i, (&g, &e)) in got.get().iter().zip(&want).enumerate() {
                     // Outputs sum to one: a small absolute floor covers values that underflow.
                     assert!(
-                        close(got.get()[i], want[i], want[i] + 1e-7, REL),
-                        "softmax_f32 variant {} len={len} scale={scale:e} at {i}: {} vs scalar {}; seed {seed}",
+                        close(g, e, e + 1e-7, REL),
+                        "softmax_f32 variant {} len={len} scale={scale:e} at {i}: {g} vs scalar {e}; seed {seed}",
                         kern.variant,
-                        got.get()[i],
-                        want[i]
                     );
                 }
             }

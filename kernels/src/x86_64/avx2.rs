@@ -150,7 +150,8 @@ unsafe fn tile<W: Lanes8, const R: usize, const T: usize>(
     debug_assert!((r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len());
     let wp = w[r * k..].as_ptr();
     let xp = x[t * k..].as_ptr();
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    // Token-major: acc[j][i] sums row i × token j.
+    let mut acc = [[_mm256_setzero_ps(); R]; T];
     let mut wv = [_mm256_setzero_ps(); R];
     // LOOP 0: k in steps of 8 lanes.
     let mut c = 0;
@@ -159,18 +160,18 @@ unsafe fn tile<W: Lanes8, const R: usize, const T: usize>(
             // SAFETY: c+8 <= k, so row i's elements c..c+8 lie inside w (requirement above).
             *v = unsafe { W::load8(wp.add(i * k + c)) };
         }
-        for j in 0..T {
+        for (j, acc_j) in acc.iter_mut().enumerate() {
             // SAFETY: c+8 <= k, so token j's elements c..c+8 lie inside x.
             let xv = unsafe { _mm256_loadu_ps(xp.add(j * k + c)) };
-            for i in 0..R {
-                acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+            for (a, &wi) in acc_j.iter_mut().zip(&wv) {
+                *a = _mm256_fmadd_ps(wi, xv, *a);
             }
         }
         c += 8;
     }
-    for i in 0..R {
-        for j in 0..T {
-            let mut s = hsum(acc[i][j]);
+    for (j, acc_j) in acc.iter().enumerate() {
+        for (i, &a) in acc_j.iter().enumerate() {
+            let mut s = hsum(a);
             for cc in c..k {
                 s += w[(r + i) * k + cc].to_f32() * x[(t + j) * k + cc];
             }

@@ -145,7 +145,8 @@ unsafe fn tile<W: Lanes16, const R: usize, const T: usize>(
     debug_assert!((r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len());
     let wp = w[r * k..].as_ptr();
     let xp = x[t * k..].as_ptr();
-    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    // Token-major: acc[j][i] sums row i × token j.
+    let mut acc = [[_mm512_setzero_ps(); R]; T];
     let mut wv = [_mm512_setzero_ps(); R];
     // LOOP 0: k in steps of 16 lanes; the last step masks off lanes past k.
     let mut c = 0;
@@ -155,18 +156,18 @@ unsafe fn tile<W: Lanes16, const R: usize, const T: usize>(
             // SAFETY: the lanes selected by `m` are elements c..min(c+16, k) of row i, inside w.
             *v = unsafe { W::load16(wp.add(i * k + c), m) };
         }
-        for j in 0..T {
+        for (j, acc_j) in acc.iter_mut().enumerate() {
             // SAFETY: the lanes selected by `m` are elements c..min(c+16, k) of token j, inside x.
             let xv = unsafe { _mm512_maskz_loadu_ps(m, xp.add(j * k + c)) };
-            for i in 0..R {
-                acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+            for (a, &wi) in acc_j.iter_mut().zip(&wv) {
+                *a = _mm512_fmadd_ps(wi, xv, *a);
             }
         }
         c += 16;
     }
-    for i in 0..R {
-        for j in 0..T {
-            yt[(r + i) * n + t + j] = _mm512_reduce_add_ps(acc[i][j]);
+    for (j, acc_j) in acc.iter().enumerate() {
+        for (i, &a) in acc_j.iter().enumerate() {
+            yt[(r + i) * n + t + j] = _mm512_reduce_add_ps(a);
         }
     }
 }
