@@ -274,3 +274,6 @@ pub fn import_gguf(
         tie_word_embeddings: tied,
     })
 }
+
+#[cfg(test)]
+mod tests;
