@@ -113,7 +113,7 @@ unsafe fn matmul<W: Lanes8>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f3
     // LOOP 2: row tiles (independent: a caller may split these across threads).
     let mut r = 0;
     while r + ROWS <= rows {
-        // SAFETY (all four): rows r..r+R exist by the loop bounds; tokens are bounded inside.
+        // SAFETY: rows r..r+ROWS exist by the loop bounds; tokens are bounded inside.
         unsafe { row_tile::<W, ROWS>(w, k, x, n, yt, r) };
         r += ROWS;
     }

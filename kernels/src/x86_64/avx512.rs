@@ -92,7 +92,7 @@ unsafe fn matmul<W: Lanes16>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f
     // LOOP 2: row tiles (independent: a caller may split these across threads).
     let mut r = 0;
     while r + ROWS <= rows {
-        // SAFETY (all four): rows r..r+R exist by the loop bounds; tokens are bounded inside.
+        // SAFETY: rows r..r+ROWS exist by the loop bounds; tokens are bounded inside.
         unsafe { row_tile::<W, ROWS>(w, k, x, n, yt, r) };
         r += ROWS;
     }
@@ -119,7 +119,7 @@ unsafe fn row_tile<W: Lanes16, const R: usize>(w: &[W], k: usize, x: &[f32], n: 
         t += TOKENS;
     }
     match n - t {
-        // SAFETY (all three): tokens t..n exist.
+        // SAFETY: tokens t..n exist, rows by the caller.
         3 => unsafe { tile::<W, R, 3>(w, k, x, n, yt, r, t) },
         // SAFETY: as above.
         2 => unsafe { tile::<W, R, 2>(w, k, x, n, yt, r, t) },
