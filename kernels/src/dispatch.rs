@@ -3,6 +3,7 @@
 use half::{bf16, f16};
 
 use crate::detect::{features, Features};
+use crate::quant::{self, QFormat};
 use crate::scalar;
 use crate::weight::WeightRef;
 
@@ -78,6 +79,7 @@ pub enum KernelError {
 }
 
 pub type MatmulFn<T> = fn(w: &[T], k: usize, x: &[f32], n: usize, yt: &mut [f32]);
+pub use crate::quant::{QMatmulFn, QuantizeActsFn};
 
 /// One variant's kernels. Every entry is a safe function: SIMD entries are wrappers whose
 /// construction is only possible after the variant's features were detected (see [`Kernels::new`]).
@@ -93,6 +95,11 @@ pub struct Kernels {
     pub softmax_f32: fn(&mut [f32]),
     pub silu_mul_f32: fn(&mut [f32], &[f32]),
     pub rope_f32: fn(&mut [f32], usize, &[f32], &[f32]),
+    /// f32 activations to q8 blocks (see [`quant::scalar::quantize_q8_acts`]).
+    pub quantize_acts: QuantizeActsFn,
+    pub matmul_q8_0: QMatmulFn,
+    pub matmul_q4_0: QMatmulFn,
+    pub matmul_q4_1: QMatmulFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -114,7 +121,20 @@ impl Kernels {
         softmax_f32: scalar::softmax_f32,
         silu_mul_f32: scalar::silu_mul_f32,
         rope_f32: scalar::rope_f32,
+        quantize_acts: quant::scalar::quantize_q8_acts,
+        matmul_q8_0: quant::scalar::matmul_q8_0_q8,
+        matmul_q4_0: quant::scalar::matmul_q4_0_q8,
+        matmul_q4_1: quant::scalar::matmul_q4_1_q8,
     };
+
+    /// The product kernel for weights in `format`.
+    pub fn matmul_q(&self, format: QFormat) -> QMatmulFn {
+        match format {
+            QFormat::Q8_0 => self.matmul_q8_0,
+            QFormat::Q4_0 => self.matmul_q4_0,
+            QFormat::Q4_1 => self.matmul_q4_1,
+        }
+    }
 
     /// The table of `variant`, if this CPU supports it.
     pub fn new(variant: Variant) -> Result<Kernels, KernelError> {

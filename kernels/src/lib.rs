@@ -13,6 +13,7 @@
 pub mod detect;
 pub mod dispatch;
 pub mod par;
+pub mod quant;
 pub mod scalar;
 pub mod testing;
 pub mod weight;
@@ -24,4 +25,5 @@ pub mod x86_64;
 pub mod aarch64;
 
 pub use dispatch::{KernelError, Kernels, Variant};
+pub use quant::{QFormat, QWeight};
 pub use weight::{DType, WeightRef};

@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use crate::dispatch::Kernels;
+use crate::quant::{Q8ActsRef, QWeight};
 use crate::weight::WeightRef;
 
 /// Rows per task are a multiple of this, so SIMD row tiles never straddle tasks.
@@ -55,6 +56,22 @@ pub fn matmul(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize, y
             *d = yt[r * n + t];
         }
     }
+}
+
+/// Quantized `yt[r*n + t] = Σ_j w[r, j] · x[t, j]`, split by rows across the pool like [`matmul_t`].
+pub fn matmul_q(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    let (rows, n, k) = (w.rows, x.n, w.k);
+    let f = kern.matmul_q(w.format);
+    let threads = threads();
+    if threads <= 1 || n == 0 || rows.saturating_mul(k).saturating_mul(n) < MIN_PARALLEL_WORK || rows < 2 * ROW_ALIGN {
+        return f(w, x, yt);
+    }
+    assert_eq!(yt.len(), rows * n, "par::matmul_q: yt has {} elements, need {rows}×{n}", yt.len());
+    let per_task = rows.div_ceil(threads * 4).next_multiple_of(ROW_ALIGN);
+    yt.par_chunks_mut(per_task * n).enumerate().for_each(|(i, out)| {
+        let r0 = i * per_task;
+        f(&w.rows(r0..r0 + out.len() / n), x, out);
+    });
 }
 
 fn run(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize, yt: &mut [f32]) {

@@ -1,0 +1,127 @@
+//! Block-quantized weight formats and their `rowsplit` layout (layout version 1).
+//!
+//! # Formats
+//!
+//! A row of `k` weights (`k` a positive multiple of [`QK`] = 32) is cut into `k / 32` blocks of 32
+//! consecutive elements. Each block has an f16 scale `d` (and, for q4_1, an f16 minimum `m`):
+//!
+//! | format | element value            | quant                | bits per weight |
+//! |--------|--------------------------|----------------------|-----------------|
+//! | q8_0   | `d · q`                  | `q: i8` (−128..=127) | 8.5             |
+//! | q4_0   | `d · (nib − 8)`          | `nib: u4` (0..=15)   | 4.5             |
+//! | q4_1   | `d · nib + m`            | `nib: u4` (0..=15)   | 5               |
+//!
+//! The value math and the nibble order are GGUF's (ggml's `Q8_0`, `Q4_0`, `Q4_1`), so GGUF tensors
+//! import bit-exactly: only the blocks' fields are moved into separate planes.
+//!
+//! **Nibble order.** In block `b` of a row, quant byte `j` (`0..16`) holds element `32·b + j` in its
+//! low nibble and element `32·b + j + 16` in its high nibble:
+//!
+//! ```text
+//! byte:         0      1    …    15
+//! low nibble:   e0     e1   …    e15
+//! high nibble:  e16    e17  …    e31
+//! ```
+//!
+//! # The `rowsplit` layout
+//!
+//! A tensor `[rows, k]` is stored as up to three separate, contiguous planes:
+//!
+//! | plane | contents                                   | length                              |
+//! |-------|--------------------------------------------|-------------------------------------|
+//! | `qs`  | quants, row-major, row `r`'s bytes together | q8_0: `rows·k` bytes; q4: `rows·k/2` |
+//! | `d`   | block scales, f16, row-major `[rows, k/32]` | `rows·k/32` f16                     |
+//! | `m`   | block minimums, f16 (q4_1 only)            | `rows·k/32` f16 (empty otherwise)   |
+//!
+//! Row `r`, block `b`: quants at `qs[(r·k + 32·b)·B/32 ..][..B]` with `B` = [`QFormat::qs_bytes_per_block`]
+//! (32 or 16), scale at `d[r·k/32 + b]`, minimum at `m[r·k/32 + b]`.
+//!
+//! Why this layout rather than ggml's array of 34/18/20-byte block structs, or a repacked one:
+//! - Every row's quants are contiguous, and every block's quants start at a multiple of 16 (q4) or 32
+//!   (q8_0) bytes from the plane start, so SIMD code loads them with full 16/32-byte loads and never
+//!   straddles a 2-byte scale. Keeping the scales apart keeps the quants aligned.
+//! - Decode (one token, a matrix–vector product) is bound by memory bandwidth; it reads each plane
+//!   front to back, which the hardware prefetchers handle best.
+//! - The i8mm (`smmla`) and VNNI matmul kernels that want two rows interleaved combine two rows'
+//!   8-byte chunks with one zip per load, which costs less than keeping a second, interleaved layout.
+//! - The same bytes serve all six kernel variants (scalar, avx2, avx512_vnni, neon, neon_dotprod,
+//!   neon_i8mm): no repacking at load time, so a mapped file is used as is.
+//!
+//! Total bytes equal ggml's block structs' (asserted below), so converting costs no space.
+
+use half::f16;
+
+/// Elements per block.
+pub const QK: usize = 32;
+
+/// Name of the weight layout, as written into converted files' metadata.
+pub const LAYOUT_NAME: &str = "rowsplit";
+
+/// Version of [`LAYOUT_NAME`]; bumped if the byte layout ever changes.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// A block-quantized weight format (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QFormat {
+    Q8_0,
+    Q4_0,
+    Q4_1,
+}
+
+impl QFormat {
+    /// All formats.
+    pub const ALL: [QFormat; 3] = [QFormat::Q8_0, QFormat::Q4_0, QFormat::Q4_1];
+
+    /// Lower-case name (`"q8_0"`, `"q4_0"`, `"q4_1"`), as in file metadata and flags.
+    pub const fn name(self) -> &'static str {
+        match self {
+            QFormat::Q8_0 => "q8_0",
+            QFormat::Q4_0 => "q4_0",
+            QFormat::Q4_1 => "q4_1",
+        }
+    }
+
+    /// The format called `name` (case-insensitive, surrounding blanks ignored).
+    pub fn from_name(name: &str) -> Option<QFormat> {
+        let name = name.trim();
+        QFormat::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Bytes of the `qs` plane per block of [`QK`] elements: 32 for q8_0, 16 for the 4-bit formats.
+    pub const fn qs_bytes_per_block(self) -> usize {
+        match self {
+            QFormat::Q8_0 => QK,
+            QFormat::Q4_0 | QFormat::Q4_1 => QK / 2,
+        }
+    }
+
+    /// Whether the format has the `m` (block minimum) plane.
+    pub const fn has_min(self) -> bool {
+        matches!(self, QFormat::Q4_1)
+    }
+
+    /// Bytes per block over all planes (the same as ggml's block struct).
+    pub const fn bytes_per_block(self) -> usize {
+        self.qs_bytes_per_block() + SCALE_BYTES * (1 + self.has_min() as usize)
+    }
+}
+
+impl std::fmt::Display for QFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+const SCALE_BYTES: usize = std::mem::size_of::<f16>();
+
+// The layout's arithmetic relies on these; a change here is a new layout version.
+const _: () = assert!(QK == 32 && QK.is_multiple_of(16));
+const _: () = assert!(SCALE_BYTES == 2 && std::mem::align_of::<f16>() == 2);
+// Same bytes as ggml's `block_q8_0` (34), `block_q4_0` (18) and `block_q4_1` (20).
+const _: () = assert!(QFormat::Q8_0.bytes_per_block() == 34);
+const _: () = assert!(QFormat::Q4_0.bytes_per_block() == 18);
+const _: () = assert!(QFormat::Q4_1.bytes_per_block() == 20);
+// Every block's quants start on a 16-byte boundary relative to the plane (one full SIMD load).
+const _: () = assert!(
+    QFormat::Q8_0.qs_bytes_per_block().is_multiple_of(16) && QFormat::Q4_0.qs_bytes_per_block().is_multiple_of(16)
+);

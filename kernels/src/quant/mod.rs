@@ -1,0 +1,217 @@
+//! Block-quantized weights and q8 activations.
+//!
+//! Weights come in the formats of [`format`] (q8_0, q4_0, q4_1 in the `rowsplit` layout) as a borrowed
+//! [`QWeight`]. Products against them quantize the activations first, once per matrix input, into
+//! [`Q8Acts`] (32-element blocks of `i8` with an f32 scale and the block's integer sum), so the inner loops
+//! are integer dot products: `yt[r·n + t] = Σ_b scale_b · idot_b` (see [`scalar`] for the exact math).
+//!
+//! Kernel entries ([`QMatmulFn`], [`QuantizeActsFn`]) have the same name and signature in [`scalar`] (the
+//! specification) and in every ISA module, and sit in the [`Kernels`] table.
+
+pub mod format;
+pub mod scalar;
+
+use std::ops::Range;
+
+use half::f16;
+
+pub use format::{QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
+
+use crate::dispatch::Kernels;
+
+/// `yt[r·n + t] = Σ_j w[r, j] · x[t, j]` over all `w.rows` rows and all `x.n` tokens (the transposed
+/// output of [`crate::scalar`]'s `matmul_*`, so callers split rows across threads). Panics if the shapes
+/// disagree (see [`scalar::check_qmatmul`]).
+pub type QMatmulFn = fn(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]);
+
+/// Quantizes `n` rows of `k` activations (`x[t·k + j]`, `k` a multiple of [`QK`]) into q8 blocks:
+/// `qs` (`n·k`), `d` and `sum` (`n·k/32` each). See [`scalar::quantize_q8_acts`].
+pub type QuantizeActsFn = fn(x: &[f32], n: usize, k: usize, qs: &mut [i8], d: &mut [f32], sum: &mut [i32]);
+
+/// A malformed quantized tensor.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QuantError {
+    #[error("{format} [{rows}, {k}]: k is not a positive multiple of the block size {QK}")]
+    BlockSize { format: QFormat, rows: usize, k: usize },
+    #[error("{format} [{rows}, {k}]: plane `{plane}` has {got} elements, expected {expected}")]
+    PlaneLength { format: QFormat, rows: usize, k: usize, plane: &'static str, expected: usize, got: usize },
+    #[error("{format} [{rows}, {k}]: size overflows the address space")]
+    TooLarge { format: QFormat, rows: usize, k: usize },
+}
+
+/// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`]).
+///
+/// Fields are public so a loader can build one from mapped planes; kernels re-check the plane lengths
+/// (cheaply, once per call) and panic on a malformed view rather than read out of bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct QWeight<'a> {
+    pub format: QFormat,
+    pub rows: usize,
+    /// Reduction length (columns), a positive multiple of [`QK`].
+    pub k: usize,
+    /// Quants, row-major: `rows · k · qs_bytes_per_block / 32` bytes.
+    pub qs: &'a [u8],
+    /// Block scales `[rows, k/32]`.
+    pub d: &'a [f16],
+    /// Block minimums `[rows, k/32]` for q4_1; empty for the other formats.
+    pub m: &'a [f16],
+}
+
+impl<'a> QWeight<'a> {
+    /// A checked view: `k` a positive multiple of 32 and every plane exactly as long as the layout says.
+    pub fn new(
+        format: QFormat,
+        rows: usize,
+        k: usize,
+        qs: &'a [u8],
+        d: &'a [f16],
+        m: &'a [f16],
+    ) -> Result<QWeight<'a>, QuantError> {
+        let w = QWeight { format, rows, k, qs, d, m };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// Checks what [`QWeight::new`] checks (for views built field by field).
+    pub fn validate(&self) -> Result<(), QuantError> {
+        let (format, rows, k) = (self.format, self.rows, self.k);
+        if k == 0 || !k.is_multiple_of(QK) {
+            return Err(QuantError::BlockSize { format, rows, k });
+        }
+        let too_large = || QuantError::TooLarge { format, rows, k };
+        let elems = rows.checked_mul(k).ok_or_else(too_large)?;
+        let qs_len = elems / QK * format.qs_bytes_per_block();
+        let scales = elems / QK;
+        let m_len = if format.has_min() { scales } else { 0 };
+        for (plane, expected, got) in
+            [("qs", qs_len, self.qs.len()), ("d", scales, self.d.len()), ("m", m_len, self.m.len())]
+        {
+            if expected != got {
+                return Err(QuantError::PlaneLength { format, rows, k, plane, expected, got });
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks per row.
+    pub fn blocks_per_row(&self) -> usize {
+        self.k / QK
+    }
+
+    /// Bytes of `qs` per row.
+    pub fn row_bytes(&self) -> usize {
+        self.blocks_per_row() * self.format.qs_bytes_per_block()
+    }
+
+    /// Rows `range` as a view of the same planes (no copy). Panics if the range is out of bounds.
+    pub fn rows(&self, range: Range<usize>) -> QWeight<'a> {
+        assert!(range.start <= range.end && range.end <= self.rows, "QWeight::rows: {range:?} of {} rows", self.rows);
+        let (nb, rb) = (self.blocks_per_row(), self.row_bytes());
+        let m = if self.format.has_min() { &self.m[range.start * nb..range.end * nb] } else { self.m };
+        QWeight {
+            format: self.format,
+            rows: range.len(),
+            k: self.k,
+            qs: &self.qs[range.start * rb..range.end * rb],
+            d: &self.d[range.start * nb..range.end * nb],
+            m,
+        }
+    }
+
+    /// Row `r` as f32 values into `out` (`k` elements), by the format's value formula.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        assert!(r < self.rows, "QWeight::dequantize_row: row {r} of {}", self.rows);
+        assert_eq!(out.len(), self.k, "QWeight::dequantize_row: out has {} elements, k={}", out.len(), self.k);
+        let (nb, bb) = (self.blocks_per_row(), self.format.qs_bytes_per_block());
+        for (b, o) in out.chunks_exact_mut(QK).enumerate() {
+            let qs = &self.qs[(r * nb + b) * bb..][..bb];
+            let d = f32::from(self.d[r * nb + b]);
+            match self.format {
+                QFormat::Q8_0 => {
+                    for (o, &q) in o.iter_mut().zip(qs) {
+                        *o = d * f32::from(q as i8);
+                    }
+                }
+                QFormat::Q4_0 | QFormat::Q4_1 => {
+                    let m = if self.format.has_min() { f32::from(self.m[r * nb + b]) } else { -8.0 * d };
+                    for (j, &q) in qs.iter().enumerate() {
+                        o[j] = d * f32::from(q & 15) + m;
+                        o[j + QK / 2] = d * f32::from(q >> 4) + m;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Activations quantized to q8 blocks: an arena allocated once (at the largest `n·k` the model needs) and
+/// refilled by [`quantize_acts`] before each quantized product.
+#[derive(Clone, Debug)]
+pub struct Q8Acts {
+    /// `[n][k]` quants.
+    qs: Vec<i8>,
+    /// `[n][k/32]` block scales.
+    d: Vec<f32>,
+    /// `[n][k/32]` block sums `Σ qs` (for the q4 formats' offsets and the VNNI sign trick).
+    sum: Vec<i32>,
+    n: usize,
+    k: usize,
+}
+
+impl Q8Acts {
+    /// Room for `max_n` tokens of `max_k` activations (or any `n·k` up to that product); holds nothing yet.
+    pub fn new(max_n: usize, max_k: usize) -> Q8Acts {
+        let cap = max_n.checked_mul(max_k).expect("Q8Acts::new: size overflow");
+        Q8Acts { qs: vec![0; cap], d: vec![0.0; cap / QK], sum: vec![0; cap / QK], n: 0, k: 0 }
+    }
+
+    /// Largest `n·k` this arena holds.
+    pub fn capacity(&self) -> usize {
+        self.qs.len()
+    }
+
+    /// Tokens currently held.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Activations per token currently held.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The current contents as the view kernels take.
+    #[allow(clippy::should_implement_trait)] // returns a view by value, which `AsRef` cannot
+    pub fn as_ref(&self) -> Q8ActsRef<'_> {
+        let (len, nb) = (self.n * self.k, self.n * self.k / QK);
+        Q8ActsRef { qs: &self.qs[..len], d: &self.d[..nb], sum: &self.sum[..nb], n: self.n, k: self.k }
+    }
+}
+
+/// A borrowed q8 activation matrix: `n` tokens of `k` values in blocks of [`QK`].
+///
+/// Contract the kernels rely on for exact results: every quant lies in `-127..=127` (what
+/// [`quantize_acts`] produces; `-128` may overflow the AVX2 sign trick) and `sum[t·k/32 + b]` is the
+/// sum of block `b`'s quants. Lengths are checked by the kernels.
+#[derive(Clone, Copy, Debug)]
+pub struct Q8ActsRef<'a> {
+    /// `[n][k]` quants.
+    pub qs: &'a [i8],
+    /// `[n][k/32]` block scales.
+    pub d: &'a [f32],
+    /// `[n][k/32]` block sums.
+    pub sum: &'a [i32],
+    pub n: usize,
+    pub k: usize,
+}
+
+/// Quantizes `n` tokens of `k` activations (`x[t·k + j]`) into `out` with the table's kernel.
+/// Panics if `k` is not a positive multiple of [`QK`], `x` is shorter than `n·k`, or `out` is too small.
+pub fn quantize_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, out: &mut Q8Acts) {
+    assert!(k > 0 && k.is_multiple_of(QK), "quantize_acts: k={k} is not a positive multiple of {QK}");
+    let len = n.checked_mul(k).expect("quantize_acts: size overflow");
+    assert!(len <= out.capacity(), "quantize_acts: {n}×{k} does not fit an arena of {}", out.capacity());
+    (kern.quantize_acts)(x, n, k, &mut out.qs[..len], &mut out.d[..len / QK], &mut out.sum[..len / QK]);
+    out.n = n;
+    out.k = k;
+}
