@@ -30,7 +30,11 @@ impl SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { ctx: 0, batch: 64, all_logits: false }
+        SessionOptions {
+            ctx: 0,
+            batch: 64,
+            all_logits: false,
+        }
     }
 }
 
@@ -59,7 +63,12 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 256, sampler: SamplerConfig::default(), stop: Vec::new(), stop_at_eos: true }
+        GenerateOptions {
+            max_tokens: 256,
+            sampler: SamplerConfig::default(),
+            stop: Vec::new(),
+            stop_at_eos: true,
+        }
     }
 }
 
@@ -137,14 +146,25 @@ impl Session {
     pub fn new(model: Arc<Model>, opts: SessionOptions) -> Result<Session> {
         let cfg = model.config();
         let ctx = match opts.ctx {
-            0 => cfg.max_position_embeddings.min(SessionOptions::DEFAULT_MAX_CTX),
+            0 => cfg
+                .max_position_embeddings
+                .min(SessionOptions::DEFAULT_MAX_CTX),
             n => n,
         };
         let state = State::new(
             cfg,
-            StateOptions { ctx, batch: opts.batch.min(ctx), threads: model.threads(), all_logits: opts.all_logits },
+            StateOptions {
+                ctx,
+                batch: opts.batch.min(ctx),
+                threads: model.threads(),
+                all_logits: opts.all_logits,
+            },
         )?;
-        Ok(Session { model, state, tokens: Vec::with_capacity(ctx) })
+        Ok(Session {
+            model,
+            state,
+            tokens: Vec::with_capacity(ctx),
+        })
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -183,7 +203,11 @@ impl Session {
         let batch = self.state.options().batch;
         let chunks = tokens.len().div_ceil(batch);
         for (i, chunk) in tokens.chunks(batch).enumerate() {
-            let mode = if i + 1 == chunks { Logits::Last } else { Logits::None };
+            let mode = if i + 1 == chunks {
+                Logits::Last
+            } else {
+                Logits::None
+            };
             self.forward(chunk, mode)?;
         }
         Ok(())
@@ -201,7 +225,10 @@ impl Session {
     /// Needs a session made with `all_logits`.
     pub fn evaluate(&mut self, tokens: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {
         if !self.state.options().all_logits {
-            return Err(Error::Options { field: "all_logits", reason: "evaluate needs a session opened with all_logits".into() });
+            return Err(Error::Options {
+                field: "all_logits",
+                reason: "evaluate needs a session opened with all_logits".into(),
+            });
         }
         self.check_room(tokens.len())?;
         let vocab = self.model.config().vocab_size;
@@ -209,7 +236,10 @@ impl Session {
         for (c, chunk) in tokens.chunks(batch).enumerate() {
             self.forward(chunk, Logits::All)?;
             for i in 0..chunk.len() {
-                f(c * batch + i, &self.state.logits()[i * vocab..(i + 1) * vocab]);
+                f(
+                    c * batch + i,
+                    &self.state.logits()[i * vocab..(i + 1) * vocab],
+                );
             }
         }
         Ok(())
@@ -218,7 +248,12 @@ impl Session {
     fn check_room(&self, n: usize) -> Result<()> {
         let needed = self.tokens.len().saturating_add(n);
         if needed > self.ctx() {
-            return Err(Error::Session(edgeinfer_models::ModelError::ContextOverflow { needed, ctx: self.ctx() }));
+            return Err(Error::Session(
+                edgeinfer_models::ModelError::ContextOverflow {
+                    needed,
+                    ctx: self.ctx(),
+                },
+            ));
         }
         Ok(())
     }
@@ -255,14 +290,34 @@ impl Session {
     ///
     /// The prompt continues the conversation from scratch, except that a prefix shared with the tokens
     /// already in the cache is reused rather than recomputed.
-    pub fn generate(&mut self, prompt: &Prompt<'_>, opts: &GenerateOptions, mut on_text: impl FnMut(&str) -> bool) -> Result<Generation> {
+    pub fn generate(
+        &mut self,
+        prompt: &Prompt<'_>,
+        opts: &GenerateOptions,
+        on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        self.generate_observed(prompt, opts, on_text, |_| {})
+    }
+
+    /// [`Session::generate`], also calling `on_logits` with the raw logits (`[vocab]`) each time a
+    /// token is about to be sampled: once for the last prompt position, then once per generated step.
+    pub fn generate_observed(
+        &mut self,
+        prompt: &Prompt<'_>,
+        opts: &GenerateOptions,
+        mut on_text: impl FnMut(&str) -> bool,
+        mut on_logits: impl FnMut(&[f32]),
+    ) -> Result<Generation> {
         let start = Instant::now();
         let ids = self.tokenize(prompt)?;
         if ids.is_empty() {
             return Err(Error::EmptyPrompt);
         }
         if ids.len() > self.ctx() {
-            return Err(Error::PromptTooLong { tokens: ids.len(), ctx: self.ctx() });
+            return Err(Error::PromptTooLong {
+                tokens: ids.len(),
+                ctx: self.ctx(),
+            });
         }
         let vocab = self.model.config().vocab_size;
         let mut sampler = Sampler::new(opts.sampler.clone(), vocab)?;
@@ -288,6 +343,7 @@ impl Session {
             let token = {
                 let vocab = self.model.config().vocab_size;
                 let logits = &mut self.state.logits_mut()[..vocab];
+                on_logits(logits);
                 sampler.sample(logits, &self.tokens)
             };
             if generated.is_empty() {
@@ -301,7 +357,11 @@ impl Session {
             generated.push(token);
             if let Some(piece) = stream.push(tok, token) {
                 if out.push(piece, &mut on_text) {
-                    finish = if out.cancelled { FinishReason::Cancelled } else { FinishReason::Stop };
+                    finish = if out.cancelled {
+                        FinishReason::Cancelled
+                    } else {
+                        FinishReason::Stop
+                    };
                     break;
                 }
             }
@@ -319,7 +379,11 @@ impl Session {
             }
             out.flush(&mut on_text);
         }
-        let decode_ms = if generated.is_empty() { 0.0 } else { ms(decode_start) };
+        let decode_ms = if generated.is_empty() {
+            0.0
+        } else {
+            ms(decode_start)
+        };
         let _ = t_decode;
         let timings = Timings {
             prompt_tokens: ids.len(),
@@ -329,7 +393,12 @@ impl Session {
             decode_ms,
             ttft_ms,
         };
-        Ok(Generation { text: out.text, tokens: generated, finish_reason: finish, timings })
+        Ok(Generation {
+            text: out.text,
+            tokens: generated,
+            finish_reason: finish,
+            timings,
+        })
     }
 }
 
@@ -353,7 +422,13 @@ struct StopScanner<'a> {
 
 impl<'a> StopScanner<'a> {
     fn new(stops: &'a [String]) -> Self {
-        StopScanner { stops, text: String::new(), emitted: 0, stopped: false, cancelled: false }
+        StopScanner {
+            stops,
+            text: String::new(),
+            emitted: 0,
+            stopped: false,
+            cancelled: false,
+        }
     }
 
     /// Adds a piece; returns true when generation must end (stop string found or cancelled).

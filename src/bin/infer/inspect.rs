@@ -1,0 +1,133 @@
+//! `infer inspect`: what a model directory holds and what running it costs.
+
+use anyhow::Result;
+use clap::Args;
+use edgeinfer::SessionOptions;
+use edgeinfer_kernels::Kernels;
+
+use crate::ModelArgs;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Context length to estimate the session memory for [default: the model's, at most 4096].
+    #[arg(
+        short = 'c',
+        long = "ctx-size",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
+    ctx_size: usize,
+    /// List every tensor (name, dtype, shape, bytes).
+    #[arg(long)]
+    tensors: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    let model = args.model.load()?;
+    let cfg = model.config();
+    // Opening a session sizes the arena exactly as `run` would; its pages are never touched.
+    let session = model.session(SessionOptions {
+        ctx: args.ctx_size,
+        ..SessionOptions::default()
+    })?;
+    let (ctx, arena) = (session.ctx(), session.arena_bytes());
+    let weights = model.weight_bytes();
+    let available: Vec<&str> = Kernels::available().iter().map(|v| v.name()).collect();
+    let tensors: Vec<_> = model.tensors().collect();
+    let mut params = 0usize;
+    for t in &tensors {
+        params += t.shape().iter().product::<usize>();
+    }
+
+    if args.json {
+        let list: Vec<_> = tensors
+            .iter()
+            .map(|t| serde_json::json!({"name": t.name(), "dtype": t.dtype().name(), "shape": t.shape(), "bytes": t.byte_len()}))
+            .collect();
+        let json = serde_json::json!({
+            "model": model.dir().display().to_string(),
+            "architecture": cfg.arch.name(),
+            "layers": cfg.num_layers,
+            "hidden_size": cfg.hidden_size,
+            "intermediate_size": cfg.intermediate_size,
+            "heads": cfg.num_heads,
+            "kv_heads": cfg.num_kv_heads,
+            "vocab_size": cfg.vocab_size,
+            "max_position_embeddings": cfg.max_position_embeddings,
+            "parameters": params,
+            "weight_bytes": weights,
+            "mapped_bytes": model.mapped_bytes(),
+            "kernels": model.kernels().variant.name(),
+            "kernels_available": available,
+            "threads": model.threads(),
+            "ctx": ctx,
+            "session_bytes": arena,
+            "estimated_memory_bytes": weights + arena,
+            "tensors": list,
+        });
+        println!("{json:#}");
+        return Ok(());
+    }
+
+    let mb = |b: usize| b as f64 / (1024.0 * 1024.0);
+    println!("model        {}", model.dir().display());
+    println!(
+        "architecture {} — {} layers, hidden {}, mlp {}, heads {} (kv {}), vocab {}, max context {}",
+        cfg.arch.name(),
+        cfg.num_layers,
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.vocab_size,
+        cfg.max_position_embeddings
+    );
+    println!(
+        "parameters   {:.1} M in {} tensors",
+        params as f64 / 1e6,
+        tensors.len()
+    );
+    println!(
+        "weights      {:.1} MiB (mapped from disk, {:.1} MiB of files)",
+        mb(weights),
+        mb(model.mapped_bytes())
+    );
+    println!(
+        "kernels      {} (available here: {})",
+        model.kernels().variant.name(),
+        available.join(", ")
+    );
+    println!("threads      {}", model.threads());
+    println!(
+        "session      {:.1} MiB at a context of {ctx} tokens (activations + KV cache)",
+        mb(arena)
+    );
+    println!(
+        "estimate     {:.1} MiB resident for one session once every weight page is touched",
+        mb(weights + arena)
+    );
+    if args.tensors {
+        println!();
+        println!(
+            "{:<48} {:>5} {:>14} {:>12}",
+            "tensor", "dtype", "shape", "bytes"
+        );
+        for t in &tensors {
+            println!(
+                "{:<48} {:>5} {:>14} {:>12}",
+                t.name(),
+                t.dtype().name(),
+                format!("{:?}", t.shape()),
+                t.byte_len()
+            );
+        }
+    } else {
+        println!("(--tensors lists every tensor)");
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! `infer`: run, evaluate, import and inspect tiny LLMs with edgeinfer.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use edgeinfer::{Model, ModelOptions};
+
+#[cfg(feature = "import")]
+mod import;
+mod inspect;
+mod perplexity;
+mod run;
+
+/// Where `scripts/fetch-model.sh` puts the default model.
+const DEFAULT_MODEL: &str = "weights/SmolLM2-135M-Instruct";
+
+#[derive(Parser)]
+#[command(
+    name = "infer",
+    version,
+    about = "Run tiny LLMs (SmolLM2, Llama-family) on ARM and x86 CPUs with edgeinfer",
+    after_help = "Examples:\n  infer run \"The capital of France is\"\n  infer run --chat \"What is the capital of France?\"\n  infer perplexity -f README.md --json\n  infer import model.gguf weights/my-model\n  infer inspect -m weights/my-model -c 2048"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming it to stdout.
+    Run(run::RunArgs),
+    /// Perplexity of a text file under the model (teacher-forced, one window).
+    Perplexity(perplexity::PerplexityArgs),
+    /// Convert a GGUF file (Llama family) into a Hugging Face checkpoint directory.
+    #[cfg(feature = "import")]
+    Import(import::ImportArgs),
+    /// Show a model's tensors, kernels and memory needs.
+    Inspect(inspect::InspectArgs),
+}
+
+/// How to load the model; shared by every subcommand that runs one.
+#[derive(Args, Clone, Debug)]
+struct ModelArgs {
+    /// Model directory (Hugging Face layout: config.json, model.safetensors, tokenizer.json, …).
+    #[arg(short = 'm', long = "model", env = "EDGEINFER_MODEL", default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Worker threads [default: the CPUs this process may use].
+    #[arg(short = 't', long = "threads", env = "EDGEINFER_THREADS")]
+    threads: Option<usize>,
+    /// Kernel variant: auto, scalar, avx2, avx512_vnni, neon, neon_dotprod, neon_i8mm [default: $EDGEINFER_KERNELS, else auto].
+    #[arg(long = "kernels")]
+    kernels: Option<String>,
+    /// Print load details and timings to stderr.
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+}
+
+impl ModelArgs {
+    /// The model directory; the default one is also looked for at the repository root when `infer`
+    /// runs from `target/<profile>/` outside the repository.
+    fn model_dir(&self) -> PathBuf {
+        if self.model.exists() || self.model != Path::new(DEFAULT_MODEL) {
+            return self.model.clone();
+        }
+        let beside_repo = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join(DEFAULT_MODEL)));
+        match beside_repo {
+            Some(dir) if dir.join("config.json").is_file() => dir,
+            _ => self.model.clone(),
+        }
+    }
+
+    fn load(&self) -> Result<Arc<Model>> {
+        let dir = self.model_dir();
+        if !dir.exists() {
+            if dir == Path::new(DEFAULT_MODEL) {
+                bail!(
+                    "the default model is not here yet ({DEFAULT_MODEL} does not exist).\n\
+                     Fetch and import it with `scripts/fetch-model.sh` (or `make model`), \
+                     or point -m/--model (or $EDGEINFER_MODEL) at a model directory."
+                );
+            }
+            bail!(
+                "model directory {} does not exist; pass -m/--model with a directory holding config.json, \
+                 model.safetensors and tokenizer.json (GGUF files can be converted with `infer import`)",
+                dir.display()
+            );
+        }
+        let opts = ModelOptions {
+            threads: self.threads,
+            kernels: self.kernels.clone(),
+        };
+        let model =
+            Model::load_with(&dir, &opts).with_context(|| format!("loading {}", dir.display()))?;
+        if self.verbose {
+            let cfg = model.config();
+            eprintln!(
+                "edgeinfer: loaded {} in {:.1} ms: {} layers, hidden {}, vocab {}, {:.1} MB of weights mapped; kernels {}, {} thread(s)",
+                dir.display(),
+                model.load_time().as_secs_f64() * 1e3,
+                cfg.num_layers,
+                cfg.hidden_size,
+                cfg.vocab_size,
+                model.mapped_bytes() as f64 / 1e6,
+                model.kernels().variant.name(),
+                model.threads()
+            );
+        }
+        Ok(model)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
+        #[cfg(feature = "import")]
+        Command::Import(args) => import::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
