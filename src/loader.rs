@@ -10,7 +10,9 @@ use std::sync::Arc;
 use edgeinfer_kernels::DType;
 use edgeinfer_models::{ModelError, Storage, Tensor, TensorSource};
 use memmap2::Mmap;
+use safetensors::tensor::TensorInfo;
 use safetensors::{Dtype, SafeTensors};
+use serde::Deserialize;
 
 use crate::error::{io, Error, Result};
 
@@ -54,11 +56,19 @@ impl Checkpoint {
             let (entries, metadata) = read_header(&path, &map, index)?;
             for e in entries {
                 if tensors.contains_key(&e.name) {
-                    return Err(Error::TensorHeader { path, name: e.name, reason: "appears in more than one file".into() });
+                    return Err(Error::TensorHeader {
+                        path,
+                        name: e.name,
+                        reason: "appears in more than one file".into(),
+                    });
                 }
                 tensors.insert(e.name.clone(), e);
             }
-            files.push(MappedFile { path, map: Arc::new(map), metadata });
+            files.push(MappedFile {
+                path,
+                map: Arc::new(map),
+                metadata,
+            });
         }
         Ok(Checkpoint { files, tensors })
     }
@@ -68,9 +78,19 @@ impl Checkpoint {
         self.files.iter().map(|f| f.map.len()).sum()
     }
 
+    /// The file that holds tensor `name`.
+    pub fn file_of(&self, name: &str) -> Option<&Path> {
+        self.tensors
+            .get(name)
+            .map(|e| self.files[e.file].path.as_path())
+    }
+
     /// A tensor source whose errors name the file each tensor lives in.
     pub fn source(&self) -> CheckpointSource<'_> {
-        CheckpointSource { ckpt: self, failed_in: std::cell::RefCell::new(None) }
+        CheckpointSource {
+            ckpt: self,
+            failed_in: std::cell::RefCell::new(None),
+        }
     }
 }
 
@@ -90,7 +110,13 @@ impl CheckpointSource<'_> {
 
 impl TensorSource for CheckpointSource<'_> {
     fn tensor(&self, name: &str) -> std::result::Result<Tensor, ModelError> {
-        let e = self.ckpt.tensors.get(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_string() })?;
+        let e = self
+            .ckpt
+            .tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+            })?;
         let file = &self.ckpt.files[e.file];
         let fail = |err: ModelError| {
             *self.failed_in.borrow_mut() = Some(file.path.clone());
@@ -100,7 +126,12 @@ impl TensorSource for CheckpointSource<'_> {
             "F32" => DType::F32,
             "F16" => DType::F16,
             "BF16" => DType::BF16,
-            other => return Err(fail(ModelError::DType { name: name.to_string(), dtype: other.to_string() })),
+            other => {
+                return Err(fail(ModelError::DType {
+                    name: name.to_string(),
+                    dtype: other.to_string(),
+                }))
+            }
         };
         let storage: Storage = file.map.clone();
         Tensor::new(name, dtype, e.shape.clone(), storage, e.range.clone()).map_err(fail)
@@ -109,9 +140,15 @@ impl TensorSource for CheckpointSource<'_> {
 
 /// The safetensors files of a model directory, in a stable order.
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(dir).map_err(|e| Error::ModelDir { path: dir.to_path_buf(), reason: describe_missing(e) })?;
+    let meta = std::fs::metadata(dir).map_err(|e| Error::ModelDir {
+        path: dir.to_path_buf(),
+        reason: describe_missing(e),
+    })?;
     if !meta.is_dir() {
-        return Err(Error::ModelDir { path: dir.to_path_buf(), reason: "is not a directory".into() });
+        return Err(Error::ModelDir {
+            path: dir.to_path_buf(),
+            reason: "is not a directory".into(),
+        });
     }
     let single = dir.join(SINGLE_FILE);
     if single.is_file() {
@@ -125,15 +162,25 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         });
     }
     let text = std::fs::read_to_string(&index).map_err(io(&index))?;
-    let bad = |reason: String| Error::Safetensors { path: index.clone(), reason };
+    let bad = |reason: String| Error::Safetensors {
+        path: index.clone(),
+        reason,
+    };
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no `weight_map` object".into()))?;
     let mut names: Vec<&str> = Vec::new();
     for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| bad(format!("weight_map[{tensor}] is not a file name")))?;
+        let file = file
+            .as_str()
+            .ok_or_else(|| bad(format!("weight_map[{tensor}] is not a file name")))?;
         // Shards must be plain names inside the model directory.
         if file.is_empty() || file.contains('/') || file.contains('\\') || file.starts_with('.') {
-            return Err(bad(format!("weight_map[{tensor}] = {file:?} is not a file in the model directory")));
+            return Err(bad(format!(
+                "weight_map[{tensor}] = {file:?} is not a file in the model directory"
+            )));
         }
         if !names.contains(&file) {
             names.push(file);
@@ -148,7 +195,8 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn describe_missing(e: std::io::Error) -> String {
     if e.kind() == std::io::ErrorKind::NotFound {
-        "does not exist (fetch the default model with `scripts/fetch-model.sh`, or pass -m DIR)".into()
+        "does not exist (fetch the default model with `scripts/fetch-model.sh`, or pass -m DIR)"
+            .into()
     } else {
         e.to_string()
     }
@@ -160,48 +208,110 @@ fn map_file(path: &Path) -> Result<Mmap> {
     let file = File::open(path).map_err(io(path))?;
     let len = file.metadata().map_err(io(path))?.len();
     if len < 8 {
-        return Err(Error::Safetensors { path: path.to_path_buf(), reason: format!("file is {len} bytes, shorter than the 8-byte header length") });
+        return Err(Error::Safetensors {
+            path: path.to_path_buf(),
+            reason: format!("file is {len} bytes, shorter than the 8-byte header length"),
+        });
     }
     // SAFETY: the map is read-only and private to this process. Its contents may change only if
     // another process rewrites the file while we run; we never write through it.
     unsafe { Mmap::map(&file) }.map_err(io(path))
 }
 
+/// Headers larger than this are refused before parsing (the `safetensors` crate's own limit).
+const MAX_HEADER_LEN: usize = 100_000_000;
+
 /// Parses and checks one header; returns its tensors (with absolute ranges) and `__metadata__`.
-fn read_header(path: &Path, map: &[u8], file: usize) -> Result<(Vec<TensorEntry>, HashMap<String, String>)> {
-    let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
-    let (header_len, meta) = SafeTensors::read_metadata(map).map_err(|e| bad(e.to_string()))?;
-    let data_start = 8usize.checked_add(header_len).ok_or_else(|| bad("header length overflows".into()))?;
-    let data_len = map.len().checked_sub(data_start).ok_or_else(|| bad("header length runs past the end of the file".into()))?;
-    let mut entries = Vec::new();
-    for (name, info) in meta.tensors() {
-        let (start, end) = info.data_offsets;
-        let tensor_err = |reason: String| Error::TensorHeader { path: path.to_path_buf(), name: name.clone(), reason };
-        if start > end || end > data_len {
-            return Err(tensor_err(format!("data offsets {start}..{end} lie outside the {data_len} data bytes")));
+///
+/// Our checks run first so that an error names the tensor at fault (the crate reports a truncated
+/// file or a stray offset only as "file not fully covered"); the crate's validation (contiguous data
+/// covering the file exactly) then runs as a second opinion.
+fn read_header(
+    path: &Path,
+    map: &[u8],
+    file: usize,
+) -> Result<(Vec<TensorEntry>, HashMap<String, String>)> {
+    let bad = |reason: String| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let len_bytes: [u8; 8] = map
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("shorter than the 8-byte header length".into()))?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    let data_start = usize::try_from(header_len)
+        .ok()
+        .filter(|&n| n <= MAX_HEADER_LEN)
+        .and_then(|n| n.checked_add(8))
+        .filter(|&end| end <= map.len())
+        .ok_or_else(|| bad(format!("header length {header_len} runs past the end of the {}-byte file (truncated or not safetensors?)", map.len())))?;
+    let data_len = map.len() - data_start;
+    let header = std::str::from_utf8(&map[8..data_start])
+        .map_err(|e| bad(format!("header is not UTF-8: {e}")))?;
+    let json: serde_json::Map<String, serde_json::Value> = serde_json::from_str(header)
+        .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+    let mut infos = Vec::with_capacity(json.len());
+    for (name, value) in &json {
+        if name == "__metadata__" {
+            continue;
         }
-        let elems = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| tensor_err("shape overflows".into()))?;
-        let bits = elems.checked_mul(info.dtype.bitsize()).ok_or_else(|| tensor_err("shape overflows".into()))?;
+        let info = TensorInfo::deserialize(value).map_err(|e| Error::TensorHeader {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            reason: format!("invalid entry: {e}"),
+        })?;
+        infos.push((name.clone(), info));
+    }
+    // In file order, so that a truncated file is reported at the first tensor it cuts.
+    infos.sort_by_key(|(name, info)| (info.data_offsets, name.clone()));
+    let mut entries = Vec::with_capacity(infos.len());
+    for (name, info) in infos {
+        let (start, end) = info.data_offsets;
+        let tensor_err = |reason: String| Error::TensorHeader {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            reason,
+        };
+        if start > end || end > data_len {
+            return Err(tensor_err(format!("data offsets {start}..{end} lie outside the {data_len} data bytes (is the file truncated?)")));
+        }
+        let elems = info
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| tensor_err("shape overflows".into()))?;
+        let bits = elems
+            .checked_mul(info.dtype.bitsize())
+            .ok_or_else(|| tensor_err("shape overflows".into()))?;
         let bytes = bits.div_ceil(8);
         if bytes != end - start {
-            return Err(tensor_err(format!("shape {:?} of {:?} needs {bytes} bytes but offsets give {}", info.shape, info.dtype, end - start)));
+            return Err(tensor_err(format!(
+                "shape {:?} of {:?} needs {bytes} bytes but offsets give {}",
+                info.shape,
+                info.dtype,
+                end - start
+            )));
         }
         entries.push(TensorEntry {
             name,
             file,
             dtype: dtype_name(info.dtype),
-            shape: info.shape.clone(),
+            shape: info.shape,
             range: data_start + start..data_start + end,
         });
     }
-    // Overlap check (the crate also checks contiguity; we do not rely on it).
-    let mut ranges: Vec<_> = entries.iter().map(|e| (e.range.start, e.range.end, e.name.clone())).collect();
-    ranges.sort();
-    for w in ranges.windows(2) {
-        if w[1].0 < w[0].1 {
-            return Err(Error::TensorHeader { path: path.to_path_buf(), name: w[1].2.clone(), reason: format!("data overlaps tensor `{}`", w[0].2) });
+    // Entries are sorted by start, so an overlap shows up between neighbours.
+    for w in entries.windows(2) {
+        if w[1].range.start < w[0].range.end {
+            return Err(Error::TensorHeader {
+                path: path.to_path_buf(),
+                name: w[1].name.clone(),
+                reason: format!("data overlaps tensor `{}`", w[0].name),
+            });
         }
     }
+    let (_, meta) = SafeTensors::read_metadata(map).map_err(|e| bad(e.to_string()))?;
     Ok((entries, meta.metadata().clone().unwrap_or_default()))
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeinfer_kernels::Kernels;
-use edgeinfer_models::{Config, Llama};
+use edgeinfer_models::{Config, Llama, ModelError};
 
 use crate::error::{io, Error, Result};
 use crate::loader::Checkpoint;
@@ -50,14 +50,27 @@ impl Model {
         let config = read_config(dir)?;
         let source = checkpoint.source();
         let llama = Llama::load(config, &source).map_err(|source_err| Error::Model {
-            path: source.failed_file().unwrap_or_else(|| dir.to_path_buf()),
+            // The file holding the tensor at fault (a shape error is found after the lookup succeeded).
+            path: source
+                .failed_file()
+                .or_else(|| {
+                    tensor_name(&source_err)
+                        .and_then(|n| checkpoint.file_of(n))
+                        .map(Path::to_path_buf)
+                })
+                .unwrap_or_else(|| dir.to_path_buf()),
             source: source_err,
         })?;
         drop(source);
         let tokenizer = Tokenizer::from_dir(dir)?;
         let eos_ids = eos_ids(dir, &llama.config, &tokenizer)?;
         let threads = match opts.threads {
-            Some(0) => return Err(Error::Options { field: "threads", reason: "must be at least 1".into() }),
+            Some(0) => {
+                return Err(Error::Options {
+                    field: "threads",
+                    reason: "must be at least 1".into(),
+                })
+            }
             Some(n) => n,
             None => default_threads(),
         };
@@ -66,7 +79,9 @@ impl Model {
                 .num_threads(threads)
                 .thread_name(|i| format!("edgeinfer-{i}"))
                 .build()
-                .map_err(|e| Error::ThreadPool { reason: e.to_string() })?;
+                .map_err(|e| Error::ThreadPool {
+                    reason: e.to_string(),
+                })?;
             Some(pool)
         } else {
             None
@@ -135,6 +150,16 @@ impl Model {
     }
 }
 
+/// The tensor a load error is about, if it is about one that exists.
+fn tensor_name(err: &ModelError) -> Option<&str> {
+    match err {
+        ModelError::Shape { name, .. }
+        | ModelError::DType { name, .. }
+        | ModelError::TensorData { name, .. } => Some(name),
+        _ => None,
+    }
+}
+
 fn read_config(dir: &Path) -> Result<Config> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
@@ -149,10 +174,14 @@ fn eos_ids(dir: &Path, config: &Config, tok: &Tokenizer) -> Result<Vec<u32>> {
         let text = std::fs::read_to_string(&gen_path).map_err(io(&gen_path))?;
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
             path: gen_path.clone(),
-            source: edgeinfer_models::ModelError::ConfigJson { reason: e.to_string() },
+            source: edgeinfer_models::ModelError::ConfigJson {
+                reason: e.to_string(),
+            },
         })?;
         match json.get("eos_token_id") {
-            Some(serde_json::Value::Array(a)) => ids.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32)),
+            Some(serde_json::Value::Array(a)) => {
+                ids.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32))
+            }
             Some(v) => ids.extend(v.as_u64().map(|v| v as u32)),
             None => {}
         }
@@ -167,5 +196,7 @@ fn eos_ids(dir: &Path, config: &Config, tok: &Tokenizer) -> Result<Vec<u32>> {
 
 /// The CPUs this process may run on: affinity mask and cgroup CPU quota (both respected by std).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

@@ -1,0 +1,241 @@
+//! Decoding a token allocates nothing: a counting global allocator watches `Session::step`, the
+//! sampler (greedy and filtered random) and the streaming detokenizer over 32 steps after a warm-up.
+//!
+//! Counting is per thread and switched on only around the measured loop, so the test harness and
+//! other tests never disturb the count. The model runs with one thread, so all work is on this one.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use common::{temp_dir, TinyLlama};
+use edgeinfer::sampler::Sampler;
+use edgeinfer::tokenizer::StreamDecoder;
+use edgeinfer::{Model, ModelOptions, SamplerConfig, SessionOptions};
+use serde_json::{json, Map, Value};
+
+/// Wraps `System`, counting calls made while the calling thread is measuring. Touches only
+/// const-initialised thread-locals without destructors, so counting itself never allocates.
+struct Counting;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    allocs: usize,
+    reallocs: usize,
+    deallocs: usize,
+}
+
+thread_local! {
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+    static COUNTS: Cell<Counts> = const { Cell::new(Counts { allocs: 0, reallocs: 0, deallocs: 0 }) };
+}
+
+fn record(f: impl FnOnce(&mut Counts)) {
+    // `try_with` because the allocator also runs while thread-locals are being torn down.
+    if MEASURING.try_with(Cell::get).unwrap_or(false) {
+        let _ = COUNTS.try_with(|c| {
+            let mut v = c.get();
+            f(&mut v);
+            c.set(v);
+        });
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds the `GlobalAlloc` contract;
+// the bookkeeping around it neither allocates nor unwinds.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        record(|c| c.allocs += 1);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        record(|c| c.allocs += 1);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        record(|c| c.reallocs += 1);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        record(|c| c.deallocs += 1);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` with counting on for this thread; returns its result and the calls it made.
+fn measure<R>(f: impl FnOnce() -> R) -> (R, Counts) {
+    COUNTS.with(|c| c.set(Counts::default()));
+    MEASURING.with(|m| m.set(true));
+    let r = f();
+    MEASURING.with(|m| m.set(false));
+    (r, COUNTS.with(Cell::get))
+}
+
+const SHAPE: TinyLlama = TinyLlama {
+    hidden: 32,
+    intermediate: 64,
+    layers: 2,
+    heads: 4,
+    kv_heads: 2,
+    vocab: 288,
+    tied: false,
+    dtype: safetensors::Dtype::F32,
+    seed: 11,
+};
+
+const STEPS: usize = 32;
+
+/// A SentencePiece-style BPE with byte fallback and `vocab` tokens (286..=312): `<unk> <s> </s>`, the
+/// 256 `<0xNN>` bytes (so random ids exercise partial UTF-8), `▁`, letters and merged words.
+fn tokenizer_json(vocab: usize) -> Value {
+    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    tokens.extend((0..=255u32).map(|b| format!("<0x{b:02X}>")));
+    tokens.push("▁".into());
+    tokens.extend(('a'..='z').map(String::from));
+    let mut merges = Vec::new();
+    for c in 'a'..='z' {
+        if tokens.len() >= vocab {
+            break;
+        }
+        tokens.push(format!("▁{c}"));
+        merges.push(json!(["▁", c.to_string()]));
+    }
+    assert_eq!(tokens.len(), vocab);
+    let vocab_map: Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    let added = |id: usize, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+               "normalized": false, "special": true})
+    };
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                  "vocab": vocab_map, "merges": merges}
+    })
+}
+
+/// Greedy, the default filter chain with a repeat penalty, and top-p alone (sorts every candidate).
+fn sampler_configs() -> Vec<(&'static str, SamplerConfig)> {
+    let filtered = SamplerConfig {
+        repeat_penalty: 1.1,
+        seed: 3,
+        ..SamplerConfig::default()
+    };
+    let top_p_only = SamplerConfig {
+        temperature: 1.2,
+        top_k: 0,
+        top_p: 0.9,
+        min_p: 0.0,
+        seed: 4,
+        ..SamplerConfig::default()
+    };
+    vec![
+        ("greedy", SamplerConfig::greedy()),
+        ("top-k/top-p/min-p/penalty", filtered),
+        ("top-p only", top_p_only),
+    ]
+}
+
+#[test]
+fn decode_steps_do_not_allocate() {
+    // The measuring switch itself must work, or a zero below would prove nothing.
+    let (v, counts) = measure(|| std::hint::black_box(vec![1u8; 100]));
+    drop(v);
+    assert_eq!(counts.allocs, 1, "the counting allocator does not count");
+
+    let dir = temp_dir("zero-alloc");
+    SHAPE.write(&dir);
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        tokenizer_json(SHAPE.vocab).to_string(),
+    )
+    .unwrap();
+
+    let mut kernels = vec![None];
+    if edgeinfer_kernels::Kernels::detect().variant != edgeinfer_kernels::Kernels::SCALAR.variant {
+        kernels.push(Some("scalar".to_string()));
+    }
+    for kern in kernels {
+        let model = Model::load_with(
+            &dir,
+            &ModelOptions {
+                threads: Some(1),
+                kernels: kern.clone(),
+            },
+        )
+        .unwrap();
+        let tok = model.tokenizer();
+        for (name, cfg) in sampler_configs() {
+            let label = format!("kernels {:?}, sampler {name}", model.kernels().variant);
+            let mut session = model
+                .session(SessionOptions {
+                    ctx: 64,
+                    batch: 8,
+                    all_logits: false,
+                })
+                .unwrap();
+            let mut sampler = Sampler::new(cfg, SHAPE.vocab).unwrap();
+            let mut decoder = StreamDecoder::new(tok);
+            let mut history: Vec<u32> = Vec::with_capacity(64);
+
+            let prompt = [1u32, 270, 5, 12, 42];
+            session.prefill(&prompt).unwrap();
+            history.extend_from_slice(&prompt);
+            // Warm-up: one sample, step and detokenized piece outside the measurement.
+            let mut next = sampler.sample(&mut session.logits().to_vec(), &history);
+            history.push(next);
+            let logits = session.step(next).unwrap();
+            next = sampler.sample(logits, &history);
+            history.push(next);
+            decoder.push(tok, next);
+
+            let (text_bytes, counts) = measure(|| {
+                let mut text_bytes = 0;
+                for _ in 0..STEPS {
+                    let logits = session.step(next).unwrap();
+                    next = sampler.sample(logits, &history);
+                    history.push(next);
+                    if let Some(piece) = decoder.push(tok, next) {
+                        text_bytes += piece.len();
+                    }
+                }
+                text_bytes
+            });
+            assert_eq!(
+                counts,
+                Counts::default(),
+                "{label}: {STEPS} decode steps touched the heap"
+            );
+            assert_eq!(session.tokens().len(), prompt.len() + 1 + STEPS, "{label}");
+            std::hint::black_box(text_bytes);
+        }
+    }
+}
