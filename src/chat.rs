@@ -17,7 +17,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Message { role: role.into(), content: content.into() }
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -50,7 +53,11 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 impl ChatTemplate {
-    pub fn new(source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<Self, ChatError> {
+    pub fn new(
+        source: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<Self, ChatError> {
         let mut env = Environment::new();
         // As transformers' apply_chat_template configures jinja2.
         env.set_trim_blocks(true);
@@ -59,8 +66,15 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_filter("tojson", tojson);
         env.add_template_owned(NAME, source.to_owned())
-            .map_err(|e| ChatError::Template { reason: describe(&e) })?;
-        Ok(ChatTemplate { env, source: source.to_owned(), bos_token: bos_token.map(str::to_owned), eos_token: eos_token.map(str::to_owned) })
+            .map_err(|e| ChatError::Template {
+                reason: describe(&e),
+            })?;
+        Ok(ChatTemplate {
+            env,
+            source: source.to_owned(),
+            bos_token: bos_token.map(str::to_owned),
+            eos_token: eos_token.map(str::to_owned),
+        })
     }
 
     /// The template's Jinja source.
@@ -70,15 +84,26 @@ impl ChatTemplate {
 
     /// Renders the conversation; with `add_generation_prompt` the text ends where the assistant's
     /// reply should begin.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatError> {
-        let template = self.env.get_template(NAME).map_err(|e| ChatError::Template { reason: describe(&e) })?;
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
+        let template = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| ChatError::Template {
+                reason: describe(&e),
+            })?;
         let ctx = minijinja::context! {
             messages => Value::from_serialize(messages),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_deref().unwrap_or(""),
             eos_token => self.eos_token.as_deref().unwrap_or(""),
         };
-        template.render(ctx).map_err(|e| ChatError::Render { reason: describe(&e) })
+        template.render(ctx).map_err(|e| ChatError::Render {
+            reason: describe(&e),
+        })
     }
 }
 
@@ -101,7 +126,10 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value,
         None => None,
         Some(v) if v.is_none() || v.is_undefined() => None,
         Some(v) => Some(usize::try_from(v.clone()).map_err(|_| {
-            JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: indent must be an integer, got {v}"))
+            JinjaError::new(
+                ErrorKind::InvalidOperation,
+                format!("tojson: indent must be an integer, got {v}"),
+            )
         })?),
     };
     let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
@@ -114,7 +142,13 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value,
     Ok(Value::from_safe_string(out))
 }
 
-fn write_py_json(v: &serde_json::Value, indent: Option<usize>, sort_keys: bool, level: usize, out: &mut String) {
+fn write_py_json(
+    v: &serde_json::Value,
+    indent: Option<usize>,
+    sort_keys: bool,
+    level: usize,
+    out: &mut String,
+) {
     use serde_json::Value as J;
     let newline = |out: &mut String, level: usize| {
         if let Some(n) = indent {
@@ -164,14 +198,23 @@ fn write_py_json(v: &serde_json::Value, indent: Option<usize>, sort_keys: bool, 
 }
 
 /// The Python string and dict methods that chat templates call.
-fn python_method(_state: &State, value: &Value, method: &str, args: &[Value]) -> Result<Value, JinjaError> {
+fn python_method(
+    _state: &State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, JinjaError> {
     let unknown = || Err(JinjaError::from(ErrorKind::UnknownMethod));
-    let bad_args = |what: &str| JinjaError::new(ErrorKind::InvalidOperation, format!("{method}(): {what}"));
+    let bad_args =
+        |what: &str| JinjaError::new(ErrorKind::InvalidOperation, format!("{method}(): {what}"));
     let str_arg = |i: usize| -> Result<Option<&str>, JinjaError> {
         match args.get(i) {
             None => Ok(None),
             Some(v) if v.is_none() => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| bad_args("expected a string argument")),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| bad_args("expected a string argument")),
         }
     };
     match value.kind() {
@@ -196,7 +239,11 @@ fn python_method(_state: &State, value: &Value, method: &str, args: &[Value]) ->
                     let mut out = String::with_capacity(s.len());
                     let mut at_word_start = true;
                     for (i, c) in s.chars().enumerate() {
-                        let start = if method == "title" { at_word_start } else { i == 0 };
+                        let start = if method == "title" {
+                            at_word_start
+                        } else {
+                            i == 0
+                        };
                         if start {
                             out.extend(c.to_uppercase());
                         } else {
@@ -207,7 +254,13 @@ fn python_method(_state: &State, value: &Value, method: &str, args: &[Value]) ->
                     Value::from(out)
                 }
                 "startswith" | "endswith" => {
-                    let test = |p: &str| if method == "startswith" { s.starts_with(p) } else { s.ends_with(p) };
+                    let test = |p: &str| {
+                        if method == "startswith" {
+                            s.starts_with(p)
+                        } else {
+                            s.ends_with(p)
+                        }
+                    };
                     let arg = args.first().ok_or_else(|| bad_args("missing argument"))?;
                     match arg.as_str() {
                         Some(p) => Value::from(test(p)),
@@ -215,7 +268,8 @@ fn python_method(_state: &State, value: &Value, method: &str, args: &[Value]) ->
                         None => {
                             let mut any = false;
                             for p in arg.try_iter()? {
-                                any |= test(p.as_str().ok_or_else(|| bad_args("expected strings"))?);
+                                any |=
+                                    test(p.as_str().ok_or_else(|| bad_args("expected strings"))?);
                             }
                             Value::from(any)
                         }
@@ -232,9 +286,14 @@ fn python_method(_state: &State, value: &Value, method: &str, args: &[Value]) ->
                     }
                 }
                 "split" => {
-                    let max = args.get(1).and_then(|m| i64::try_from(m.clone()).ok()).filter(|&m| m >= 0);
+                    let max = args
+                        .get(1)
+                        .and_then(|m| i64::try_from(m.clone()).ok())
+                        .filter(|&m| m >= 0);
                     let parts: Vec<Value> = match (str_arg(0)?, max) {
-                        (Some(sep), Some(m)) => s.splitn(m as usize + 1, sep).map(Value::from).collect(),
+                        (Some(sep), Some(m)) => {
+                            s.splitn(m as usize + 1, sep).map(Value::from).collect()
+                        }
                         (Some(sep), None) => s.split(sep).map(Value::from).collect(),
                         (None, Some(m)) => {
                             let mut rest = s.trim_start();
@@ -266,11 +325,19 @@ fn python_method(_state: &State, value: &Value, method: &str, args: &[Value]) ->
                 }
                 "find" => {
                     let needle = str_arg(0)?.ok_or_else(|| bad_args("missing argument"))?;
-                    Value::from(s.find(needle).map(|b| s[..b].chars().count() as i64).unwrap_or(-1))
+                    Value::from(
+                        s.find(needle)
+                            .map(|b| s[..b].chars().count() as i64)
+                            .unwrap_or(-1),
+                    )
                 }
                 "count" => {
                     let needle = str_arg(0)?.ok_or_else(|| bad_args("missing argument"))?;
-                    Value::from(if needle.is_empty() { s.chars().count() + 1 } else { s.matches(needle).count() })
+                    Value::from(if needle.is_empty() {
+                        s.chars().count() + 1
+                    } else {
+                        s.matches(needle).count()
+                    })
                 }
                 "isdigit" => Value::from(!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
                 "isspace" => Value::from(!s.is_empty() && s.chars().all(char::is_whitespace)),
@@ -297,7 +364,11 @@ fn python_method(_state: &State, value: &Value, method: &str, args: &[Value]) ->
             "get" => {
                 let key = args.first().ok_or_else(|| bad_args("missing key"))?;
                 let v = value.get_item(key)?;
-                Ok(if v.is_undefined() { args.get(1).cloned().unwrap_or(Value::from(())) } else { v })
+                Ok(if v.is_undefined() {
+                    args.get(1).cloned().unwrap_or(Value::from(()))
+                } else {
+                    v
+                })
             }
             _ => unknown(),
         },
@@ -348,11 +419,19 @@ mod tests {
         // A Llama/Zephyr-flavoured template: bos_token, .strip(), raise_exception, trim_blocks.
         let src = "{{ bos_token }}\n{% for m in messages %}\n{% if m['role'] not in ['user', 'assistant'] %}\n{{ raise_exception('bad role: ' + m['role']) }}\n{% endif %}\n    {% if m.role == 'user' %}\n[INST] {{ m['content'].strip() }} [/INST]\n{% else %}\n{{ m.content.lstrip('>').upper() }}{{ eos_token }}\n{% endif %}\n{% endfor %}";
         let t = ChatTemplate::new(src, Some("<s>"), Some("</s>")).unwrap();
-        let ok = [Message::new("user", "  hello \n"), Message::new("assistant", ">>ok")];
+        let ok = [
+            Message::new("user", "  hello \n"),
+            Message::new("assistant", ">>ok"),
+        ];
         // trim_blocks eats the newline after a block tag only, never after `{{ ... }}`.
-        assert_eq!(t.render(&ok, false).unwrap(), "<s>\n[INST] hello [/INST]\nOK</s>\n");
+        assert_eq!(
+            t.render(&ok, false).unwrap(),
+            "<s>\n[INST] hello [/INST]\nOK</s>\n"
+        );
         match t.render(&[Message::new("tool", "x")], false) {
-            Err(ChatError::Render { reason }) => assert!(reason.contains("bad role: tool"), "{reason}"),
+            Err(ChatError::Render { reason }) => {
+                assert!(reason.contains("bad role: tool"), "{reason}")
+            }
             other => panic!("expected a render error, got {other:?}"),
         }
     }
@@ -368,7 +447,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(t.render(&[], false).unwrap(), "a|b||c 2 True True bXb p-q Hi There k=1 dflt");
+        assert_eq!(
+            t.render(&[], false).unwrap(),
+            "a|b||c 2 True True bXb p-q Hi There k=1 dflt"
+        );
     }
 
     #[test]
@@ -388,10 +470,22 @@ mod tests {
 
     #[test]
     fn bad_template_is_an_error_not_a_panic() {
-        assert!(matches!(ChatTemplate::new("{% for m in messages %}", None, None), Err(ChatError::Template { .. })));
-        assert!(matches!(ChatTemplate::new("{{ 1 + }}", None, None), Err(ChatError::Template { .. })));
+        assert!(matches!(
+            ChatTemplate::new("{% for m in messages %}", None, None),
+            Err(ChatError::Template { .. })
+        ));
+        assert!(matches!(
+            ChatTemplate::new("{{ 1 + }}", None, None),
+            Err(ChatError::Template { .. })
+        ));
         let t = ChatTemplate::new("{{ messages[0].content.nosuchmethod() }}", None, None).unwrap();
-        assert!(matches!(t.render(&[Message::new("user", "x")], false), Err(ChatError::Render { .. })));
-        assert_eq!(ChatTemplate::new("{{ 1 }}", None, None).unwrap().source(), "{{ 1 }}");
+        assert!(matches!(
+            t.render(&[Message::new("user", "x")], false),
+            Err(ChatError::Render { .. })
+        ));
+        assert_eq!(
+            ChatTemplate::new("{{ 1 }}", None, None).unwrap().source(),
+            "{{ 1 }}"
+        );
     }
 }

@@ -12,13 +12,20 @@ use crate::tokenizer::TokenizerError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("model directory {}: {reason}", path.display())]
     ModelDir { path: PathBuf, reason: String },
     #[error("{}: invalid safetensors file: {reason}", path.display())]
     Safetensors { path: PathBuf, reason: String },
     #[error("{}: tensor `{name}`: {reason}", path.display())]
-    TensorHeader { path: PathBuf, name: String, reason: String },
+    TensorHeader {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
     #[error("{}: {source}", path.display())]
     Config { path: PathBuf, source: ModelError },
     #[error("{}: {source}", path.display())]

@@ -5,9 +5,9 @@ pub mod chat;
 pub mod sampler;
 pub mod tokenizer;
 
+pub mod error;
 #[cfg(feature = "import")]
 pub mod import;
-pub mod error;
 pub mod loader;
 pub mod model;
 pub mod session;
@@ -16,4 +16,6 @@ pub use chat::Message;
 pub use error::{Error, Result};
 pub use model::{Model, ModelOptions};
 pub use sampler::SamplerConfig;
-pub use session::{FinishReason, GenerateOptions, Generation, Prompt, Session, SessionOptions, Timings};
+pub use session::{
+    FinishReason, GenerateOptions, Generation, Prompt, Session, SessionOptions, Timings,
+};

@@ -50,13 +50,22 @@ pub enum SamplerError {
 impl SamplerConfig {
     /// Argmax decoding: deterministic whatever the seed.
     pub fn greedy() -> Self {
-        SamplerConfig { temperature: 0.0, top_k: 1, top_p: 1.0, min_p: 0.0, ..SamplerConfig::default() }
+        SamplerConfig {
+            temperature: 0.0,
+            top_k: 1,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..SamplerConfig::default()
+        }
     }
 
     pub fn validate(&self) -> Result<(), SamplerError> {
         let bad = |name, reason: String| Err(SamplerError::InvalidParam { name, reason });
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad("temperature", format!("{} is not a finite number >= 0", self.temperature));
+            return bad(
+                "temperature",
+                format!("{} is not a finite number >= 0", self.temperature),
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad("top_p", format!("{} is outside (0, 1]", self.top_p));
@@ -65,7 +74,10 @@ impl SamplerConfig {
             return bad("min_p", format!("{} is outside [0, 1)", self.min_p));
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return bad("repeat_penalty", format!("{} is not a finite number > 0", self.repeat_penalty));
+            return bad(
+                "repeat_penalty",
+                format!("{} is not a finite number > 0", self.repeat_penalty),
+            );
         }
         Ok(())
     }
@@ -97,7 +109,13 @@ impl Sampler {
             });
         }
         let rng = Xoshiro256::new(cfg.seed);
-        let mut s = Sampler { cfg, rng, idx: Vec::new(), probs: Vec::new(), seen: Vec::new() };
+        let mut s = Sampler {
+            cfg,
+            rng,
+            idx: Vec::new(),
+            probs: Vec::new(),
+            seen: Vec::new(),
+        };
         s.ensure_capacity(vocab_size);
         Ok(s)
     }
@@ -142,7 +160,10 @@ impl Sampler {
                 *slot = i as u32;
             }
         }
-        let max = self.idx[..len].iter().map(|&i| logits[i as usize]).fold(f32::NEG_INFINITY, f32::max);
+        let max = self.idx[..len]
+            .iter()
+            .map(|&i| logits[i as usize])
+            .fold(f32::NEG_INFINITY, f32::max);
         if max == f32::NEG_INFINITY {
             // Every candidate is masked out: nothing to draw from, fall back to argmax's choice.
             return argmax(logits);
@@ -174,7 +195,9 @@ impl Sampler {
             let cand = &mut self.idx[..len];
             cand.sort_unstable_by(|&a, &b| {
                 let (la, lb) = (logits[a as usize], logits[b as usize]);
-                lb.partial_cmp(&la).unwrap_or(Ordering::Equal).then(a.cmp(&b))
+                lb.partial_cmp(&la)
+                    .unwrap_or(Ordering::Equal)
+                    .then(a.cmp(&b))
             });
             let target = self.cfg.top_p * sum;
             let mut cum = 0.0f32;
@@ -255,7 +278,11 @@ fn top_k_heap(logits: &[f32], heap: &mut [u32]) {
             break;
         }
         let right = left + 1;
-        let child = if right < heap.len() && worse(heap[right], heap[left]) { right } else { left };
+        let child = if right < heap.len() && worse(heap[right], heap[left]) {
+            right
+        } else {
+            left
+        };
         if worse(heap[child], heap[i]) {
             heap.swap(child, i);
             i = child;
@@ -306,9 +333,11 @@ fn exp_det(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     let n = (x * LOG2E).round();
     let r = (x - n * LN2_HI) - n * LN2_LO; // |r| <= ln2 / 2
-    // Taylor/Horner to degree 6 on |r| <= 0.347: truncation error < 3e-8.
+                                           // Taylor/Horner to degree 6 on |r| <= 0.347: truncation error < 3e-8.
     let p = 1.0
-        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2^n built from the exponent bits; the clamps above keep n in [-126, 127].
     let n = n as i32;
     p * f32::from_bits(((n + 127) as u32) << 23)
@@ -331,7 +360,9 @@ impl Xoshiro256 {
             x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             x ^ (x >> 31)
         };
-        Xoshiro256 { s: [next(), next(), next(), next()] }
+        Xoshiro256 {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -358,7 +389,13 @@ mod tests {
     use super::*;
 
     fn cfg(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplerConfig {
-        SamplerConfig { temperature, top_k, top_p, min_p, ..SamplerConfig::default() }
+        SamplerConfig {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            ..SamplerConfig::default()
+        }
     }
 
     /// A smooth, seeded, non-trivial distribution over `n` logits.
@@ -376,7 +413,13 @@ mod tests {
     fn greedy_is_argmax_with_lowest_id_on_ties() {
         let mut s = Sampler::new(SamplerConfig::greedy(), 6).unwrap();
         assert_eq!(s.sample(&mut [0.1, 3.0, -1.0, 2.0, 3.0, f32::NAN], &[]), 1);
-        assert_eq!(s.sample(&mut [f32::NAN, f32::NAN, 0.5, f32::NEG_INFINITY, 0.0, 0.5], &[]), 2);
+        assert_eq!(
+            s.sample(
+                &mut [f32::NAN, f32::NAN, 0.5, f32::NEG_INFINITY, 0.0, 0.5],
+                &[]
+            ),
+            2
+        );
         let l = logits(1000, 7);
         let want = argmax(&l);
         assert_eq!(s.sample(&mut l.clone(), &[]), want);
@@ -390,9 +433,23 @@ mod tests {
         let c = cfg(1.0, 0, 1.0, 0.0);
         let a = draws(c.clone(), &l, 200);
         assert_eq!(a, draws(c.clone(), &l, 200));
-        assert_ne!(a, draws(SamplerConfig { seed: 99, ..c.clone() }, &l, 200));
+        assert_ne!(
+            a,
+            draws(
+                SamplerConfig {
+                    seed: 99,
+                    ..c.clone()
+                },
+                &l,
+                200
+            )
+        );
         let distinct: std::collections::HashSet<_> = a.iter().collect();
-        assert!(distinct.len() > 20, "a flat-ish distribution should spread: {}", distinct.len());
+        assert!(
+            distinct.len() > 20,
+            "a flat-ish distribution should spread: {}",
+            distinct.len()
+        );
 
         let mut s = Sampler::new(c.clone(), l.len()).unwrap();
         let first: Vec<u32> = (0..50).map(|_| s.sample(&mut l.clone(), &[])).collect();
@@ -416,7 +473,10 @@ mod tests {
         let l = logits(300, 3);
         let want = argmax(&l);
         for seed in 0..20 {
-            let c = SamplerConfig { seed, ..cfg(1.5, 1, 1.0, 0.0) };
+            let c = SamplerConfig {
+                seed,
+                ..cfg(1.5, 1, 1.0, 0.0)
+            };
             assert!(draws(c, &l, 10).iter().all(|&t| t == want));
         }
     }
@@ -435,7 +495,14 @@ mod tests {
 
     #[test]
     fn top_k_heap_matches_full_sort() {
-        for (n, k, seed) in [(1, 1, 0), (7, 3, 1), (64, 64, 2), (1000, 40, 3), (333, 1, 4), (100, 99, 5)] {
+        for (n, k, seed) in [
+            (1, 1, 0),
+            (7, 3, 1),
+            (64, 64, 2),
+            (1000, 40, 3),
+            (333, 1, 4),
+            (100, 99, 5),
+        ] {
             let mut l = logits(n, seed);
             // Ties and -inf must follow the same rule as the sort: higher logit, then lower id.
             for i in (0..n).step_by(5) {
@@ -445,7 +512,12 @@ mod tests {
                 l[3] = f32::NEG_INFINITY;
             }
             let mut want: Vec<u32> = (0..n as u32).collect();
-            want.sort_by(|&a, &b| l[b as usize].partial_cmp(&l[a as usize]).unwrap().then(a.cmp(&b)));
+            want.sort_by(|&a, &b| {
+                l[b as usize]
+                    .partial_cmp(&l[a as usize])
+                    .unwrap()
+                    .then(a.cmp(&b))
+            });
             want.truncate(k);
             want.sort_unstable();
             let mut heap = vec![0u32; k];
@@ -458,12 +530,20 @@ mod tests {
     /// Survivors of top-k → temperature → softmax → top-p → min-p, done the slow, literal way.
     fn reference_survivors(l: &[f32], c: &SamplerConfig) -> Vec<u32> {
         let mut order: Vec<u32> = (0..l.len() as u32).collect();
-        order.sort_by(|&a, &b| l[b as usize].partial_cmp(&l[a as usize]).unwrap().then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            l[b as usize]
+                .partial_cmp(&l[a as usize])
+                .unwrap()
+                .then(a.cmp(&b))
+        });
         if c.top_k > 0 {
             order.truncate(c.top_k);
         }
         let max = l[order[0] as usize];
-        let p: Vec<f64> = order.iter().map(|&i| (((l[i as usize] - max) / c.temperature) as f64).exp()).collect();
+        let p: Vec<f64> = order
+            .iter()
+            .map(|&i| (((l[i as usize] - max) / c.temperature) as f64).exp())
+            .collect();
         let sum: f64 = p.iter().sum();
         let mut keep = order.len();
         let mut cum = 0.0;
@@ -475,17 +555,32 @@ mod tests {
             }
         }
         order.truncate(keep);
-        order.into_iter().zip(p).filter(|&(_, q)| q >= c.min_p as f64).map(|(i, _)| i).collect()
+        order
+            .into_iter()
+            .zip(p)
+            .filter(|&(_, q)| q >= c.min_p as f64)
+            .map(|(i, _)| i)
+            .collect()
     }
 
     #[test]
     fn filters_match_the_literal_chain() {
         let l = logits(200, 21);
-        for (t, k, p, m) in [(1.0, 0, 0.5, 0.0), (0.7, 0, 0.9, 0.2), (1.3, 50, 0.8, 0.05), (1.0, 10, 1.0, 0.3), (2.0, 0, 0.3, 0.5)] {
+        for (t, k, p, m) in [
+            (1.0, 0, 0.5, 0.0),
+            (0.7, 0, 0.9, 0.2),
+            (1.3, 50, 0.8, 0.05),
+            (1.0, 10, 1.0, 0.3),
+            (2.0, 0, 0.3, 0.5),
+        ] {
             let c = cfg(t, k, p, m);
             let want = reference_survivors(&l, &c);
-            let got: std::collections::BTreeSet<u32> = draws(c.clone(), &l, 3000).into_iter().collect();
-            assert!(got.iter().all(|t| want.contains(t)), "{c:?}: drew outside {want:?}: {got:?}");
+            let got: std::collections::BTreeSet<u32> =
+                draws(c.clone(), &l, 3000).into_iter().collect();
+            assert!(
+                got.iter().all(|t| want.contains(t)),
+                "{c:?}: drew outside {want:?}: {got:?}"
+            );
             if want.len() <= 8 {
                 assert_eq!(got.len(), want.len(), "{c:?}: {want:?} vs {got:?}");
             }
@@ -496,8 +591,12 @@ mod tests {
     fn tiny_top_p_is_argmax() {
         let l = logits(400, 5);
         let want = argmax(&l);
-        assert!(draws(cfg(1.0, 0, 1e-6, 0.0), &l, 100).iter().all(|&t| t == want));
-        assert!(draws(cfg(1.0, 40, 1e-6, 0.0), &l, 100).iter().all(|&t| t == want));
+        assert!(draws(cfg(1.0, 0, 1e-6, 0.0), &l, 100)
+            .iter()
+            .all(|&t| t == want));
+        assert!(draws(cfg(1.0, 40, 1e-6, 0.0), &l, 100)
+            .iter()
+            .all(|&t| t == want));
     }
 
     #[test]
@@ -516,14 +615,21 @@ mod tests {
         let got = draws(cfg(1.0, 0, 1.0, 0.1), &l, 1000);
         assert!(got.iter().all(|&t| t < 2));
         let ones = got.iter().filter(|&&t| t == 1).count() as f32 / 1000.0;
-        assert!((ones - 1.0 / 3.0).abs() < 0.06, "renormalised p(1) ≈ 1/3, got {ones}");
+        assert!(
+            (ones - 1.0 / 3.0).abs() < 0.06,
+            "renormalised p(1) ≈ 1/3, got {ones}"
+        );
         // Without min_p the tail shows up.
         assert!(draws(cfg(1.0, 0, 1.0, 0.0), &l, 2000).contains(&2));
     }
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative() {
-        let c = SamplerConfig { repeat_penalty: 2.0, repeat_last_n: 3, ..SamplerConfig::greedy() };
+        let c = SamplerConfig {
+            repeat_penalty: 2.0,
+            repeat_last_n: 3,
+            ..SamplerConfig::greedy()
+        };
         let mut s = Sampler::new(c, 4).unwrap();
         let mut l = [4.0f32, 3.0, -1.0, 1.0];
         // id 0 appears twice but is penalised once; id 3 is outside the window of 3.
@@ -563,15 +669,51 @@ mod tests {
         let d = SamplerConfig::default;
         assert_eq!(name(d()), None);
         assert_eq!(name(SamplerConfig::greedy()), None);
-        assert_eq!(name(SamplerConfig { temperature: f32::NAN, ..d() }), Some("temperature"));
-        assert_eq!(name(SamplerConfig { temperature: -0.1, ..d() }), Some("temperature"));
+        assert_eq!(
+            name(SamplerConfig {
+                temperature: f32::NAN,
+                ..d()
+            }),
+            Some("temperature")
+        );
+        assert_eq!(
+            name(SamplerConfig {
+                temperature: -0.1,
+                ..d()
+            }),
+            Some("temperature")
+        );
         assert_eq!(name(SamplerConfig { top_p: 0.0, ..d() }), Some("top_p"));
         assert_eq!(name(SamplerConfig { top_p: 1.01, ..d() }), Some("top_p"));
-        assert_eq!(name(SamplerConfig { top_p: f32::NAN, ..d() }), Some("top_p"));
+        assert_eq!(
+            name(SamplerConfig {
+                top_p: f32::NAN,
+                ..d()
+            }),
+            Some("top_p")
+        );
         assert_eq!(name(SamplerConfig { min_p: 1.0, ..d() }), Some("min_p"));
-        assert_eq!(name(SamplerConfig { min_p: -0.01, ..d() }), Some("min_p"));
-        assert_eq!(name(SamplerConfig { repeat_penalty: 0.0, ..d() }), Some("repeat_penalty"));
-        assert_eq!(name(SamplerConfig { repeat_penalty: f32::NAN, ..d() }), Some("repeat_penalty"));
+        assert_eq!(
+            name(SamplerConfig {
+                min_p: -0.01,
+                ..d()
+            }),
+            Some("min_p")
+        );
+        assert_eq!(
+            name(SamplerConfig {
+                repeat_penalty: 0.0,
+                ..d()
+            }),
+            Some("repeat_penalty")
+        );
+        assert_eq!(
+            name(SamplerConfig {
+                repeat_penalty: f32::NAN,
+                ..d()
+            }),
+            Some("repeat_penalty")
+        );
         assert!(Sampler::new(SamplerConfig { top_p: 2.0, ..d() }, 10).is_err());
         assert!(Sampler::new(d(), 0).is_err());
     }
@@ -581,7 +723,10 @@ mod tests {
         let mut x = -90.0f32;
         while x <= 0.0 {
             let (got, want) = (exp_det(x), x.exp());
-            assert!((got - want).abs() <= 1e-6 * want + 1e-37, "x={x}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-6 * want + 1e-37,
+                "x={x}: {got} vs {want}"
+            );
             x += 0.013;
         }
         assert_eq!(exp_det(0.0), 1.0);

@@ -70,14 +70,16 @@ impl Tokenizer {
     /// Loads `dir/tokenizer.json` and, when present, `dir/tokenizer_config.json`.
     pub fn from_dir(dir: &Path) -> Result<Tokenizer, TokenizerError> {
         let tok_path = dir.join("tokenizer.json");
-        let json = std::fs::read(&tok_path)
-            .map_err(|e| TokenizerError::Load { path: tok_path.clone(), reason: e.to_string() })?;
+        let json = std::fs::read(&tok_path).map_err(|e| TokenizerError::Load {
+            path: tok_path.clone(),
+            reason: e.to_string(),
+        })?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg = if cfg_path.is_file() {
-            Some(
-                std::fs::read(&cfg_path)
-                    .map_err(|e| TokenizerError::Load { path: cfg_path.clone(), reason: e.to_string() })?,
-            )
+            Some(std::fs::read(&cfg_path).map_err(|e| TokenizerError::Load {
+                path: cfg_path.clone(),
+                reason: e.to_string(),
+            })?)
         } else {
             None
         };
@@ -85,7 +87,10 @@ impl Tokenizer {
     }
 
     /// As `from_dir`, from the two files' contents (e.g. embedded in a binary).
-    pub fn from_bytes(tokenizer_json: &[u8], tokenizer_config_json: Option<&[u8]>) -> Result<Tokenizer, TokenizerError> {
+    pub fn from_bytes(
+        tokenizer_json: &[u8],
+        tokenizer_config_json: Option<&[u8]>,
+    ) -> Result<Tokenizer, TokenizerError> {
         Self::load(
             tokenizer_json,
             Path::new("tokenizer.json"),
@@ -94,12 +99,22 @@ impl Tokenizer {
         )
     }
 
-    fn load(json: &[u8], tok_path: &Path, cfg: Option<&[u8]>, cfg_path: &Path) -> Result<Tokenizer, TokenizerError> {
-        let load_err = |path: &Path, reason: String| TokenizerError::Load { path: path.to_owned(), reason };
-        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| load_err(tok_path, e.to_string()))?;
+    fn load(
+        json: &[u8],
+        tok_path: &Path,
+        cfg: Option<&[u8]>,
+        cfg_path: &Path,
+    ) -> Result<Tokenizer, TokenizerError> {
+        let load_err = |path: &Path, reason: String| TokenizerError::Load {
+            path: path.to_owned(),
+            reason,
+        };
+        let inner = tokenizers::Tokenizer::from_bytes(json)
+            .map_err(|e| load_err(tok_path, e.to_string()))?;
         let rules = match inner.get_decoder() {
             Some(d) => {
-                let v = serde_json::to_value(d).map_err(|e| load_err(tok_path, format!("decoder: {e}")))?;
+                let v = serde_json::to_value(d)
+                    .map_err(|e| load_err(tok_path, format!("decoder: {e}")))?;
                 decode_rules(&v)
             }
             None => DecodeRules::default(),
@@ -116,16 +131,25 @@ impl Tokenizer {
             offsets: Vec::new(),
             known: Vec::new(),
         };
-        tok.build_byte_table().map_err(|reason| load_err(tok_path, reason))?;
+        tok.build_byte_table()
+            .map_err(|reason| load_err(tok_path, reason))?;
 
         if let Some(cfg) = cfg {
-            let cfg: serde_json::Value = serde_json::from_slice(cfg).map_err(|e| load_err(cfg_path, e.to_string()))?;
+            let cfg: serde_json::Value =
+                serde_json::from_slice(cfg).map_err(|e| load_err(cfg_path, e.to_string()))?;
             tok.bos_token = special_token(cfg.get("bos_token"));
             tok.eos_token = special_token(cfg.get("eos_token"));
-            tok.add_bos_token = cfg.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false);
+            tok.add_bos_token = cfg
+                .get("add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
             if let Some(source) = chat_template_source(cfg.get("chat_template")) {
-                let t = ChatTemplate::new(source, tok.bos_token.as_deref(), tok.eos_token.as_deref())
-                    .map_err(|source| TokenizerError::ChatTemplate { path: cfg_path.to_owned(), source })?;
+                let t =
+                    ChatTemplate::new(source, tok.bos_token.as_deref(), tok.eos_token.as_deref())
+                        .map_err(|source| TokenizerError::ChatTemplate {
+                        path: cfg_path.to_owned(),
+                        source,
+                    })?;
                 tok.chat_template = Some(t);
             }
         }
@@ -138,7 +162,10 @@ impl Tokenizer {
             None => 0,
         };
         if n > MAX_VOCAB {
-            return Err(format!("token id {} is beyond the supported {MAX_VOCAB}", n - 1));
+            return Err(format!(
+                "token id {} is beyond the supported {MAX_VOCAB}",
+                n - 1
+            ));
         }
         let unicode_to_byte = unicode_to_byte_table();
         self.offsets.reserve_exact(n + 1);
@@ -152,7 +179,8 @@ impl Tokenizer {
                 }
                 None => self.known.push(false),
             }
-            let end = u32::try_from(self.bytes.len()).map_err(|_| "token table over 4 GiB".to_string())?;
+            let end = u32::try_from(self.bytes.len())
+                .map_err(|_| "token table over 4 GiB".to_string())?;
             self.offsets.push(end);
         }
         self.bytes.shrink_to_fit();
@@ -160,16 +188,22 @@ impl Tokenizer {
     }
 
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
-            .map_err(|e| TokenizerError::Encode { reason: e.to_string() })?;
+        let enc =
+            self.inner
+                .encode(text, add_special_tokens)
+                .map_err(|e| TokenizerError::Encode {
+                    reason: e.to_string(),
+                })?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Decodes with special tokens kept, as the model wrote them.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, false).map_err(|e| TokenizerError::Decode { reason: e.to_string() })
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| TokenizerError::Decode {
+                reason: e.to_string(),
+            })
     }
 
     /// Number of token ids (highest id + 1, added tokens included).
@@ -248,12 +282,20 @@ fn decode_rules(decoder: &serde_json::Value) -> DecodeRules {
             Some("ByteLevel") => r.byte_level = true,
             Some("ByteFallback") => r.byte_fallback = true,
             Some("Sequence") => {
-                for inner in d.get("decoders").and_then(|v| v.as_array()).into_iter().flatten() {
+                for inner in d
+                    .get("decoders")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     walk(inner, r);
                 }
             }
             Some("Replace") => {
-                let pattern = d.get("pattern").and_then(|p| p.get("String")).and_then(|s| s.as_str());
+                let pattern = d
+                    .get("pattern")
+                    .and_then(|p| p.get("String"))
+                    .and_then(|s| s.as_str());
                 if let (Some(p), Some(" ")) = (pattern, str_field("content")) {
                     let mut chars = p.chars();
                     if let (Some(c), None) = (chars.next(), chars.next()) {
@@ -262,10 +304,15 @@ fn decode_rules(decoder: &serde_json::Value) -> DecodeRules {
                 }
             }
             Some("Metaspace") => {
-                r.metaspace = str_field("replacement").and_then(|s| s.chars().next()).or(Some('▁'));
+                r.metaspace = str_field("replacement")
+                    .and_then(|s| s.chars().next())
+                    .or(Some('▁'));
                 let prepends = match str_field("prepend_scheme") {
                     Some(scheme) => scheme != "never",
-                    None => d.get("add_prefix_space").and_then(|v| v.as_bool()).unwrap_or(true),
+                    None => d
+                        .get("add_prefix_space")
+                        .and_then(|v| v.as_bool())
+                        .unwrap_or(true),
                 };
                 if prepends {
                     r.strip_leading = r.strip_leading.max(1);
@@ -361,13 +408,20 @@ impl StreamDecoder {
     /// A decoder whose output equals `tok.decode(ids)`, including the leading-space strip of
     /// SentencePiece-style tokenizers.
     pub fn new(tok: &Tokenizer) -> Self {
-        StreamDecoder { pending: Vec::with_capacity(64), out: String::with_capacity(256), strip: tok.rules.strip_leading }
+        StreamDecoder {
+            pending: Vec::with_capacity(64),
+            out: String::with_capacity(256),
+            strip: tok.rules.strip_leading,
+        }
     }
 
     /// A decoder for text that continues earlier text (e.g. a raw prompt): keeps the leading space
     /// that `decode` would strip from the start of a text.
     pub fn continuing(tok: &Tokenizer) -> Self {
-        StreamDecoder { strip: 0, ..Self::new(tok) }
+        StreamDecoder {
+            strip: 0,
+            ..Self::new(tok)
+        }
     }
 
     /// Feeds one id; returns the text completed by it, if any. Unknown ids produce nothing. Does not
@@ -395,7 +449,9 @@ impl StreamDecoder {
                 Err(e) => {
                     let valid = e.valid_up_to();
                     // Checked by from_utf8 just above.
-                    self.out.push_str(std::str::from_utf8(&self.pending[start..start + valid]).unwrap_or(""));
+                    self.out.push_str(
+                        std::str::from_utf8(&self.pending[start..start + valid]).unwrap_or(""),
+                    );
                     start += valid;
                     match e.error_len() {
                         Some(bad) => {
@@ -461,9 +517,9 @@ mod tests {
             (b" ", b"w"),
             (b"o", b"r"),
             (b" w", b"or"),
-            (&[0xE4], &[0xBD]),        // first two bytes of 你
-            (&[0xA0], &[0xE5]),        // last byte of 你 + first of 好
-            (&[0xF0], &[0x9F]),        // half an emoji
+            (&[0xE4], &[0xBD]), // first two bytes of 你
+            (&[0xA0], &[0xE5]), // last byte of 你 + first of 好
+            (&[0xF0], &[0x9F]), // half an emoji
         ];
         let mut merges = Vec::new();
         for (a, b) in pairs {
@@ -556,7 +612,13 @@ mod tests {
     #[test]
     fn byte_level_roundtrip_and_stream_equals_decode() {
         let tok = Tokenizer::from_bytes(&byte_level_json(), None).unwrap();
-        assert_eq!(tok.rules, DecodeRules { byte_level: true, ..DecodeRules::default() });
+        assert_eq!(
+            tok.rules,
+            DecodeRules {
+                byte_level: true,
+                ..DecodeRules::default()
+            }
+        );
         assert_eq!(tok.vocab_size(), 256 + 10 + 2);
         for text in TEXTS {
             let ids = tok.encode(text, false).unwrap();
@@ -568,7 +630,10 @@ mod tests {
         let start = tok.token_id("<|im_start|>").unwrap();
         assert_eq!(tok.encode("<|im_start|>", false).unwrap(), vec![start]);
         assert_eq!(tok.token_bytes(start), Some(&b"<|im_start|>"[..]));
-        assert_eq!(tok.token_id("hello"), Some(tok.encode("hello", false).unwrap()[0]));
+        assert_eq!(
+            tok.token_id("hello"),
+            Some(tok.encode("hello", false).unwrap()[0])
+        );
     }
 
     #[test]
@@ -578,7 +643,10 @@ mod tests {
         let ids = tok.encode("你好", false).unwrap();
         assert_eq!(ids.len(), 4);
         let mut d = StreamDecoder::new(&tok);
-        let got: Vec<Option<String>> = ids.iter().map(|&id| d.push(&tok, id).map(str::to_owned)).collect();
+        let got: Vec<Option<String>> = ids
+            .iter()
+            .map(|&id| d.push(&tok, id).map(str::to_owned))
+            .collect();
         assert_eq!(got, [None, Some("你".into()), None, Some("好".into())]);
         assert_eq!(d.finish(), None);
         let (_, pieces) = stream(&tok, &tok.encode("a😀b", false).unwrap());
@@ -591,7 +659,13 @@ mod tests {
         let half = tok.encode("你", false).unwrap()[0]; // [E4 BD]
         let h = tok.encode("h", false).unwrap()[0];
         let lone_cont = 0x80; // byte-level id of a bare continuation byte
-        for ids in [vec![half, h], vec![half], vec![h, half], vec![lone_cont, h, lone_cont, lone_cont], vec![half, half]] {
+        for ids in [
+            vec![half, h],
+            vec![half],
+            vec![h, half],
+            vec![lone_cont, h, lone_cont, lone_cont],
+            vec![half, half],
+        ] {
             let want = tok.decode(&ids).unwrap();
             assert_eq!(stream(&tok, &ids).0, want, "{ids:?}");
         }
@@ -607,12 +681,26 @@ mod tests {
         let tok = Tokenizer::from_bytes(&sentencepiece_json(), None).unwrap();
         assert_eq!(
             tok.rules,
-            DecodeRules { byte_level: false, byte_fallback: true, metaspace: Some('▁'), strip_leading: 1 }
+            DecodeRules {
+                byte_level: false,
+                byte_fallback: true,
+                metaspace: Some('▁'),
+                strip_leading: 1
+            }
         );
         let ids = tok.encode("hi 你好 😀 hi", false).unwrap();
-        assert!(ids.contains(&tok.token_id("<0xE5>").unwrap()), "好 should fall back to bytes: {ids:?}");
-        assert_eq!(tok.token_bytes(tok.token_id("<0xE5>").unwrap()), Some(&[0xE5u8][..]));
-        assert_eq!(tok.token_bytes(tok.token_id("▁hi").unwrap()), Some(&b" hi"[..]));
+        assert!(
+            ids.contains(&tok.token_id("<0xE5>").unwrap()),
+            "好 should fall back to bytes: {ids:?}"
+        );
+        assert_eq!(
+            tok.token_bytes(tok.token_id("<0xE5>").unwrap()),
+            Some(&[0xE5u8][..])
+        );
+        assert_eq!(
+            tok.token_bytes(tok.token_id("▁hi").unwrap()),
+            Some(&b" hi"[..])
+        );
         for text in ["hi 你好 😀 hi", "hi", "你", "😀", "ih hi"] {
             let ids = tok.encode(text, false).unwrap();
             let decoded = tok.decode(&ids).unwrap();
@@ -638,27 +726,54 @@ mod tests {
         });
         let dir = dir_with(
             "config",
-            &[("tokenizer.json", &byte_level_json()), ("tokenizer_config.json", &serde_json::to_vec(&config).unwrap())],
+            &[
+                ("tokenizer.json", &byte_level_json()),
+                (
+                    "tokenizer_config.json",
+                    &serde_json::to_vec(&config).unwrap(),
+                ),
+            ],
         );
         let tok = Tokenizer::from_dir(&dir).unwrap();
         assert_eq!(tok.bos_token(), Some("<|im_start|>"));
         assert_eq!(tok.eos_token(), Some("<|im_end|>"));
         assert!(!tok.add_bos_token());
-        let text = tok.chat_template().unwrap().render(&[crate::Message::new("user", "hello")], true).unwrap();
-        assert!(text.ends_with("<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"), "{text}");
+        let text = tok
+            .chat_template()
+            .unwrap()
+            .render(&[crate::Message::new("user", "hello")], true)
+            .unwrap();
+        assert!(
+            text.ends_with("<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"),
+            "{text}"
+        );
         let ids = tok.encode(&text, false).unwrap();
-        assert_eq!(ids.iter().filter(|&&id| Some(id) == tok.token_id("<|im_end|>")).count(), 2);
+        assert_eq!(
+            ids.iter()
+                .filter(|&&id| Some(id) == tok.token_id("<|im_end|>"))
+                .count(),
+            2
+        );
         assert_eq!(tok.decode(&ids).unwrap(), text);
 
         // Without a config everything is absent; a list-form template picks "default".
         let dir2 = dir_with("noconfig", &[("tokenizer.json", &byte_level_json())]);
         let tok = Tokenizer::from_dir(&dir2).unwrap();
-        assert!(tok.bos_token().is_none() && tok.eos_token().is_none() && tok.chat_template().is_none());
+        assert!(
+            tok.bos_token().is_none() && tok.eos_token().is_none() && tok.chat_template().is_none()
+        );
         let listed = json!({"add_bos_token": true, "chat_template": [
             {"name": "tool_use", "template": "{{ nope"}, {"name": "default", "template": "X{{ messages|length }}"}]});
-        let tok = Tokenizer::from_bytes(&byte_level_json(), Some(&serde_json::to_vec(&listed).unwrap())).unwrap();
+        let tok = Tokenizer::from_bytes(
+            &byte_level_json(),
+            Some(&serde_json::to_vec(&listed).unwrap()),
+        )
+        .unwrap();
         assert!(tok.add_bos_token());
-        assert_eq!(tok.chat_template().unwrap().render(&[], false).unwrap(), "X0");
+        assert_eq!(
+            tok.chat_template().unwrap().render(&[], false).unwrap(),
+            "X0"
+        );
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_dir_all(dir2);
     }
@@ -667,12 +782,26 @@ mod tests {
     fn bad_files_are_errors() {
         let missing = std::env::temp_dir().join("edgeinfer-tok-does-not-exist");
         match Tokenizer::from_dir(&missing) {
-            Err(TokenizerError::Load { path, .. }) => assert_eq!(path, missing.join("tokenizer.json")),
+            Err(TokenizerError::Load { path, .. }) => {
+                assert_eq!(path, missing.join("tokenizer.json"))
+            }
             other => panic!("expected Load, got {other:?}"),
         }
-        let dir = dir_with("bad", &[("tokenizer.json", b"{\"model\": 3}"), ("tokenizer_config.json", b"{}")]);
-        assert!(matches!(Tokenizer::from_dir(&dir), Err(TokenizerError::Load { .. })));
-        assert!(matches!(Tokenizer::from_bytes(&byte_level_json(), Some(b"not json")), Err(TokenizerError::Load { .. })));
+        let dir = dir_with(
+            "bad",
+            &[
+                ("tokenizer.json", b"{\"model\": 3}"),
+                ("tokenizer_config.json", b"{}"),
+            ],
+        );
+        assert!(matches!(
+            Tokenizer::from_dir(&dir),
+            Err(TokenizerError::Load { .. })
+        ));
+        assert!(matches!(
+            Tokenizer::from_bytes(&byte_level_json(), Some(b"not json")),
+            Err(TokenizerError::Load { .. })
+        ));
         let bad_template = serde_json::to_vec(&json!({"chat_template": "{% for %}"})).unwrap();
         assert!(matches!(
             Tokenizer::from_bytes(&byte_level_json(), Some(&bad_template)),
@@ -705,10 +834,16 @@ mod tests {
             return;
         }
         let tok = Tokenizer::from_dir(&dir).unwrap();
-        let cases: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+        let cases: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
         for case in cases["cases"].as_array().unwrap() {
             let text = case["text"].as_str().unwrap();
-            let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
             assert_eq!(tok.encode(text, false).unwrap(), want, "{text:?}");
             assert_eq!(tok.decode(&want).unwrap(), text);
             assert_eq!(stream(&tok, &want).0, text, "{text:?}");

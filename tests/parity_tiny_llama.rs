@@ -37,26 +37,46 @@ fn candle_logits(dir: &std::path::Path, tokens: &[u32]) -> Vec<Vec<f32>> {
 }
 
 /// Our logits: the prompt as one batch (all positions), then one token per step.
-fn our_logits(dir: &std::path::Path, prompt: &[u32], decode: &[u32], kern: &Kernels, threads: usize) -> Vec<Vec<f32>> {
+fn our_logits(
+    dir: &std::path::Path,
+    prompt: &[u32],
+    decode: &[u32],
+    kern: &Kernels,
+    threads: usize,
+) -> Vec<Vec<f32>> {
     let ckpt = Checkpoint::open(dir).unwrap();
-    let cfg = Config::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let cfg =
+        Config::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let model = Llama::load(cfg.clone(), &ckpt.source()).unwrap();
-    let opts = StateOptions { ctx: 64, batch: prompt.len(), threads, all_logits: true };
+    let opts = StateOptions {
+        ctx: 64,
+        batch: prompt.len(),
+        threads,
+        all_logits: true,
+    };
     let mut state = State::new(&cfg, opts).unwrap();
     let vocab = cfg.vocab_size;
     let mut out = Vec::new();
     let mut run = || {
-        model.forward(kern, &mut state, prompt, Logits::All).unwrap();
+        model
+            .forward(kern, &mut state, prompt, Logits::All)
+            .unwrap();
         for t in 0..prompt.len() {
             out.push(state.logits()[t * vocab..(t + 1) * vocab].to_vec());
         }
         for &tok in decode {
-            model.forward(kern, &mut state, &[tok], Logits::Last).unwrap();
+            model
+                .forward(kern, &mut state, &[tok], Logits::Last)
+                .unwrap();
             out.push(state.logits()[..vocab].to_vec());
         }
     };
     if threads > 1 {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(run);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(run);
     } else {
         run();
     }
@@ -68,7 +88,9 @@ fn check(name: &str, shape: TinyLlama) {
     shape.write(&dir);
     let mut rng = Rng(shape.seed ^ 0xABCD);
     let prompt: Vec<u32> = (0..11).map(|_| rng.below(shape.vocab) as u32).collect();
-    let decode: Vec<u32> = (0..DECODE_STEPS).map(|_| rng.below(shape.vocab) as u32).collect();
+    let decode: Vec<u32> = (0..DECODE_STEPS)
+        .map(|_| rng.below(shape.vocab) as u32)
+        .collect();
     let all: Vec<u32> = prompt.iter().chain(&decode).copied().collect();
     let reference = candle_logits(&dir, &all);
     let mut tables = vec![Kernels::SCALAR];
@@ -90,7 +112,17 @@ fn check(name: &str, shape: TinyLlama) {
 }
 
 fn base() -> TinyLlama {
-    TinyLlama { hidden: 64, intermediate: 160, layers: 2, heads: 4, kv_heads: 4, vocab: 97, tied: true, dtype: Dtype::F32, seed: 1 }
+    TinyLlama {
+        hidden: 64,
+        intermediate: 160,
+        layers: 2,
+        heads: 4,
+        kv_heads: 4,
+        vocab: 97,
+        tied: true,
+        dtype: Dtype::F32,
+        seed: 1,
+    }
 }
 
 #[test]
@@ -100,21 +132,60 @@ fn mha_tied() {
 
 #[test]
 fn gqa_untied() {
-    check("gqa_untied", TinyLlama { hidden: 96, heads: 6, kv_heads: 2, tied: false, layers: 3, seed: 2, ..base() });
+    check(
+        "gqa_untied",
+        TinyLlama {
+            hidden: 96,
+            heads: 6,
+            kv_heads: 2,
+            tied: false,
+            layers: 3,
+            seed: 2,
+            ..base()
+        },
+    );
 }
 
 #[test]
 fn odd_sizes_multi_query() {
     // hidden 70 = 5 heads × 14, intermediate and vocab odd, one KV head shared by all.
-    check("odd_sizes", TinyLlama { hidden: 70, intermediate: 97, heads: 5, kv_heads: 1, vocab: 131, seed: 3, ..base() });
+    check(
+        "odd_sizes",
+        TinyLlama {
+            hidden: 70,
+            intermediate: 97,
+            heads: 5,
+            kv_heads: 1,
+            vocab: 131,
+            seed: 3,
+            ..base()
+        },
+    );
 }
 
 #[test]
 fn f16_weights() {
-    check("f16", TinyLlama { dtype: Dtype::F16, heads: 8, kv_heads: 2, seed: 4, ..base() });
+    check(
+        "f16",
+        TinyLlama {
+            dtype: Dtype::F16,
+            heads: 8,
+            kv_heads: 2,
+            seed: 4,
+            ..base()
+        },
+    );
 }
 
 #[test]
 fn bf16_weights() {
-    check("bf16", TinyLlama { dtype: Dtype::BF16, tied: false, seed: 5, ..base() });
+    check(
+        "bf16",
+        TinyLlama {
+            dtype: Dtype::BF16,
+            tied: false,
+            seed: 5,
+            ..base()
+        },
+    );
 }

@@ -47,8 +47,12 @@ const MAX_VOCAB: usize = 1 << 22;
 impl Config {
     /// Parses and validates the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Config, ModelError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::ConfigJson { reason: e.to_string() })?;
-        let obj = value.as_object().ok_or_else(|| ModelError::ConfigJson { reason: "top level is not an object".into() })?;
+        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::ConfigJson {
+            reason: e.to_string(),
+        })?;
+        let obj = value.as_object().ok_or_else(|| ModelError::ConfigJson {
+            reason: "top level is not an object".into(),
+        })?;
         Config::from_map(obj)
     }
 
@@ -58,12 +62,17 @@ impl Config {
         let arch = match model_type.as_str() {
             "llama" => Arch::Llama,
             other => {
-                return Err(f.err("model_type", format!("`{other}` is not supported (supported: llama)")));
+                return Err(f.err(
+                    "model_type",
+                    format!("`{other}` is not supported (supported: llama)"),
+                ));
             }
         };
         let hidden_size = f.dim("hidden_size", MAX_DIM)?;
         let num_heads = f.dim("num_attention_heads", MAX_DIM)?;
-        let num_kv_heads = f.opt_dim("num_key_value_heads", MAX_DIM)?.unwrap_or(num_heads);
+        let num_kv_heads = f
+            .opt_dim("num_key_value_heads", MAX_DIM)?
+            .unwrap_or(num_heads);
         let head_dim = match f.opt_dim("head_dim", MAX_DIM)? {
             Some(d) => d,
             None => {
@@ -74,10 +83,16 @@ impl Config {
             }
         };
         if head_dim % 2 != 0 {
-            return Err(f.err("head_dim", format!("{head_dim} is odd; rotary embeddings need an even head size")));
+            return Err(f.err(
+                "head_dim",
+                format!("{head_dim} is odd; rotary embeddings need an even head size"),
+            ));
         }
         if num_heads % num_kv_heads != 0 {
-            return Err(f.err("num_key_value_heads", format!("{num_kv_heads} does not divide num_attention_heads {num_heads}")));
+            return Err(f.err(
+                "num_key_value_heads",
+                format!("{num_kv_heads} does not divide num_attention_heads {num_heads}"),
+            ));
         }
         let cfg = Config {
             arch,
@@ -90,7 +105,9 @@ impl Config {
             vocab_size: f.dim("vocab_size", MAX_VOCAB)?,
             rms_norm_eps: f.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta: f.opt_f32("rope_theta")?.unwrap_or(10_000.0),
-            max_position_embeddings: f.opt_dim("max_position_embeddings", usize::MAX)?.unwrap_or(2048),
+            max_position_embeddings: f
+                .opt_dim("max_position_embeddings", usize::MAX)?
+                .unwrap_or(2048),
             tie_word_embeddings: f.opt_bool("tie_word_embeddings")?.unwrap_or(false),
             bos_token_id: f.opt_ids("bos_token_id")?.and_then(|v| v.first().copied()),
             eos_token_ids: f.opt_ids("eos_token_id")?.unwrap_or_default(),
@@ -103,11 +120,17 @@ impl Config {
         }
         if let Some(act) = f.opt_str("hidden_act")? {
             if act != "silu" {
-                return Err(f.err("hidden_act", format!("`{act}` is not supported (supported: silu)")));
+                return Err(f.err(
+                    "hidden_act",
+                    format!("`{act}` is not supported (supported: silu)"),
+                ));
             }
         }
         if !matches!(obj.get("rope_scaling"), None | Some(Value::Null)) {
-            return Err(f.err("rope_scaling", "rope scaling is not supported yet for this architecture".into()));
+            return Err(f.err(
+                "rope_scaling",
+                "rope scaling is not supported yet for this architecture".into(),
+            ));
         }
         for flag in ["attention_bias", "mlp_bias"] {
             if f.opt_bool(flag)? == Some(true) {
@@ -133,7 +156,10 @@ struct Fields<'a>(&'a Map<String, Value>);
 
 impl Fields<'_> {
     fn err(&self, field: &str, reason: String) -> ModelError {
-        ModelError::Config { field: field.to_string(), reason }
+        ModelError::Config {
+            field: field.to_string(),
+            reason,
+        }
     }
 
     fn get(&self, field: &str) -> Option<&Value> {
@@ -141,7 +167,8 @@ impl Fields<'_> {
     }
 
     fn str(&self, field: &str) -> Result<String, ModelError> {
-        self.opt_str(field)?.ok_or_else(|| self.err(field, "missing".into()))
+        self.opt_str(field)?
+            .ok_or_else(|| self.err(field, "missing".into()))
     }
 
     fn opt_str(&self, field: &str) -> Result<Option<String>, ModelError> {
@@ -153,12 +180,17 @@ impl Fields<'_> {
     }
 
     fn dim(&self, field: &str, max: usize) -> Result<usize, ModelError> {
-        self.opt_dim(field, max)?.ok_or_else(|| self.err(field, "missing".into()))
+        self.opt_dim(field, max)?
+            .ok_or_else(|| self.err(field, "missing".into()))
     }
 
     fn opt_dim(&self, field: &str, max: usize) -> Result<Option<usize>, ModelError> {
-        let Some(v) = self.get(field) else { return Ok(None) };
-        let n = v.as_u64().ok_or_else(|| self.err(field, format!("expected a positive integer, found {v}")))?;
+        let Some(v) = self.get(field) else {
+            return Ok(None);
+        };
+        let n = v
+            .as_u64()
+            .ok_or_else(|| self.err(field, format!("expected a positive integer, found {v}")))?;
         let n = usize::try_from(n).map_err(|_| self.err(field, format!("{n} is too large")))?;
         if n == 0 || n > max {
             return Err(self.err(field, format!("{n} is outside 1..={max}")));
@@ -167,8 +199,12 @@ impl Fields<'_> {
     }
 
     fn opt_f32(&self, field: &str) -> Result<Option<f32>, ModelError> {
-        let Some(v) = self.get(field) else { return Ok(None) };
-        let x = v.as_f64().ok_or_else(|| self.err(field, format!("expected a number, found {v}")))?;
+        let Some(v) = self.get(field) else {
+            return Ok(None);
+        };
+        let x = v
+            .as_f64()
+            .ok_or_else(|| self.err(field, format!("expected a number, found {v}")))?;
         if !x.is_finite() {
             return Err(self.err(field, "must be finite".into()));
         }

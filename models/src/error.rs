@@ -9,8 +9,14 @@ pub enum ModelError {
     #[error("missing tensor `{name}`")]
     MissingTensor { name: String },
     #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
-    Shape { name: String, expected: Vec<usize>, got: Vec<usize> },
-    #[error("tensor `{name}` has dtype {dtype}, which edgeinfer cannot use (supported: F32, F16, BF16)")]
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error(
+        "tensor `{name}` has dtype {dtype}, which edgeinfer cannot use (supported: F32, F16, BF16)"
+    )]
     DType { name: String, dtype: String },
     #[error("tensor `{name}`: {reason}")]
     TensorData { name: String, reason: String },

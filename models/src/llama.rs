@@ -62,7 +62,13 @@ impl Llama {
     /// Looks up every tensor and checks its shape against the config.
     pub fn load(config: Config, src: &dyn TensorSource) -> Result<Llama, ModelError> {
         let c = &config;
-        let (h, i, q, kv, v) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.vocab_size);
+        let (h, i, q, kv, v) = (
+            c.hidden_size,
+            c.intermediate_size,
+            c.q_dim(),
+            c.kv_dim(),
+            c.vocab_size,
+        );
         let get = |name: &str, shape: &[usize]| src.tensor(name)?.expect_shape(shape);
         let mut layers = Vec::with_capacity(c.num_layers);
         for l in 0..c.num_layers {
@@ -81,21 +87,50 @@ impl Llama {
         }
         let embed = get(names::EMBED, &[v, h])?;
         let norm = get(names::NORM, &[h])?;
-        let lm_head = if c.tie_word_embeddings { None } else { Some(get(names::LM_HEAD, &[v, h])?) };
-        Ok(Llama { config, embed, layers, norm, lm_head })
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(get(names::LM_HEAD, &[v, h])?)
+        };
+        Ok(Llama {
+            config,
+            embed,
+            layers,
+            norm,
+            lm_head,
+        })
     }
 
     /// Every weight tensor (for inspection and memory accounting).
     pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
         let per_layer = self.layers.iter().flat_map(|l| {
-            [&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.mlp_norm, &l.w_gate, &l.w_up, &l.w_down]
+            [
+                &l.attn_norm,
+                &l.wq,
+                &l.wk,
+                &l.wv,
+                &l.wo,
+                &l.mlp_norm,
+                &l.w_gate,
+                &l.w_up,
+                &l.w_down,
+            ]
         });
-        std::iter::once(&self.embed).chain(per_layer).chain([&self.norm]).chain(self.lm_head.as_ref())
+        std::iter::once(&self.embed)
+            .chain(per_layer)
+            .chain([&self.norm])
+            .chain(self.lm_head.as_ref())
     }
 
     /// Runs `tokens` at positions `state.len()..`, appends their keys and values to the cache and leaves
     /// the requested logits in the state. Call inside the rayon pool that should do the work.
-    pub fn forward(&self, kern: &Kernels, state: &mut State, tokens: &[u32], logits: Logits) -> Result<(), ModelError> {
+    pub fn forward(
+        &self,
+        kern: &Kernels,
+        state: &mut State,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let n = tokens.len();
         let pos = state.len;
@@ -103,33 +138,83 @@ impl Llama {
             return Ok(());
         }
         if n > state.opts.batch {
-            return Err(ModelError::BatchTooLarge { got: n, max: state.opts.batch });
+            return Err(ModelError::BatchTooLarge {
+                got: n,
+                max: state.opts.batch,
+            });
         }
         if pos + n > state.opts.ctx {
-            return Err(ModelError::ContextOverflow { needed: pos + n, ctx: state.opts.ctx });
+            return Err(ModelError::ContextOverflow {
+                needed: pos + n,
+                ctx: state.opts.ctx,
+            });
         }
         if logits == Logits::All && !state.opts.all_logits {
-            return Err(ModelError::Options { field: "all_logits", reason: "this session keeps only the last logits".into() });
+            return Err(ModelError::Options {
+                field: "all_logits",
+                reason: "this session keeps only the last logits".into(),
+            });
         }
-        let (h, inter, qd, kvd, hd) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.head_dim);
+        let (h, inter, qd, kvd, hd) = (
+            c.hidden_size,
+            c.intermediate_size,
+            c.q_dim(),
+            c.kv_dim(),
+            c.head_dim,
+        );
         let s = state;
 
         // Embed: x[t] = embed[token t].
         let embed = self.embed.view();
         for (t, &tok) in tokens.iter().enumerate() {
             if tok as usize >= c.vocab_size {
-                return Err(ModelError::InvalidToken { id: tok, vocab: c.vocab_size });
+                return Err(ModelError::InvalidToken {
+                    id: tok,
+                    vocab: c.vocab_size,
+                });
             }
-            embed.rows(tok as usize..tok as usize + 1, h).to_f32(&mut s.x[t * h..(t + 1) * h]);
+            embed
+                .rows(tok as usize..tok as usize + 1, h)
+                .to_f32(&mut s.x[t * h..(t + 1) * h]);
         }
 
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention block: xb = rmsnorm(x); q, k, v = xb·Wqᵀ, xb·Wkᵀ, xb·Wvᵀ.
-            rmsnorm_rows(kern, &s.x[..n * h], layer.attn_norm.view(), c.rms_norm_eps, &mut s.xb[..n * h]);
+            rmsnorm_rows(
+                kern,
+                &s.x[..n * h],
+                layer.attn_norm.view(),
+                c.rms_norm_eps,
+                &mut s.xb[..n * h],
+            );
             let xb = &s.xb[..n * h];
-            par::matmul(kern, layer.wq.view(), h, xb, n, &mut s.q[..n * qd], &mut s.scratch);
-            par::matmul(kern, layer.wk.view(), h, xb, n, &mut s.k[..n * kvd], &mut s.scratch);
-            par::matmul(kern, layer.wv.view(), h, xb, n, &mut s.v[..n * kvd], &mut s.scratch);
+            par::matmul(
+                kern,
+                layer.wq.view(),
+                h,
+                xb,
+                n,
+                &mut s.q[..n * qd],
+                &mut s.scratch,
+            );
+            par::matmul(
+                kern,
+                layer.wk.view(),
+                h,
+                xb,
+                n,
+                &mut s.k[..n * kvd],
+                &mut s.scratch,
+            );
+            par::matmul(
+                kern,
+                layer.wv.view(),
+                h,
+                xb,
+                n,
+                &mut s.v[..n * kvd],
+                &mut s.scratch,
+            );
 
             // RoPE on q and k at each token's position.
             let half = hd / 2;
@@ -161,16 +246,54 @@ impl Llama {
             );
 
             // Output projection and residual: x += att·Woᵀ.
-            par::matmul(kern, layer.wo.view(), qd, &s.att[..n * qd], n, &mut s.out[..n * h], &mut s.scratch);
+            par::matmul(
+                kern,
+                layer.wo.view(),
+                qd,
+                &s.att[..n * qd],
+                n,
+                &mut s.out[..n * h],
+                &mut s.scratch,
+            );
             add_assign(&mut s.x[..n * h], &s.out[..n * h]);
 
             // MLP block: x += (silu(xb·Wgᵀ) ⊙ xb·Wuᵀ)·Wdᵀ with xb = rmsnorm(x).
-            rmsnorm_rows(kern, &s.x[..n * h], layer.mlp_norm.view(), c.rms_norm_eps, &mut s.xb[..n * h]);
+            rmsnorm_rows(
+                kern,
+                &s.x[..n * h],
+                layer.mlp_norm.view(),
+                c.rms_norm_eps,
+                &mut s.xb[..n * h],
+            );
             let xb = &s.xb[..n * h];
-            par::matmul(kern, layer.w_gate.view(), h, xb, n, &mut s.gate[..n * inter], &mut s.scratch);
-            par::matmul(kern, layer.w_up.view(), h, xb, n, &mut s.up[..n * inter], &mut s.scratch);
+            par::matmul(
+                kern,
+                layer.w_gate.view(),
+                h,
+                xb,
+                n,
+                &mut s.gate[..n * inter],
+                &mut s.scratch,
+            );
+            par::matmul(
+                kern,
+                layer.w_up.view(),
+                h,
+                xb,
+                n,
+                &mut s.up[..n * inter],
+                &mut s.scratch,
+            );
             (kern.silu_mul_f32)(&mut s.gate[..n * inter], &s.up[..n * inter]);
-            par::matmul(kern, layer.w_down.view(), inter, &s.gate[..n * inter], n, &mut s.out[..n * h], &mut s.scratch);
+            par::matmul(
+                kern,
+                layer.w_down.view(),
+                inter,
+                &s.gate[..n * inter],
+                n,
+                &mut s.out[..n * h],
+                &mut s.scratch,
+            );
             add_assign(&mut s.x[..n * h], &s.out[..n * h]);
         }
         s.len = pos + n;
@@ -184,14 +307,32 @@ impl Llama {
             Logits::All => 0..n,
         };
         for (slot, t) in rows.enumerate() {
-            (kern.rmsnorm_f32)(&s.x[t * h..(t + 1) * h], self.norm.view(), c.rms_norm_eps, &mut s.xb[..h]);
-            par::matmul_t(kern, head, h, &s.xb[..h], 1, &mut s.logits[slot * vocab..(slot + 1) * vocab]);
+            (kern.rmsnorm_f32)(
+                &s.x[t * h..(t + 1) * h],
+                self.norm.view(),
+                c.rms_norm_eps,
+                &mut s.xb[..h],
+            );
+            par::matmul_t(
+                kern,
+                head,
+                h,
+                &s.xb[..h],
+                1,
+                &mut s.logits[slot * vocab..(slot + 1) * vocab],
+            );
         }
         Ok(())
     }
 }
 
-fn rmsnorm_rows(kern: &Kernels, x: &[f32], w: edgeinfer_kernels::WeightRef<'_>, eps: f32, out: &mut [f32]) {
+fn rmsnorm_rows(
+    kern: &Kernels,
+    x: &[f32],
+    w: edgeinfer_kernels::WeightRef<'_>,
+    eps: f32,
+    out: &mut [f32],
+) {
     let h = w.len();
     for (xr, or) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
         (kern.rmsnorm_f32)(xr, w, eps, or);

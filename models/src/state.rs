@@ -54,17 +54,36 @@ pub struct State {
 
 impl State {
     pub fn new(cfg: &Config, opts: StateOptions) -> Result<State, ModelError> {
-        let StateOptions { ctx, batch, threads, all_logits } = opts;
+        let StateOptions {
+            ctx,
+            batch,
+            threads,
+            all_logits,
+        } = opts;
         if ctx == 0 {
-            return Err(ModelError::Options { field: "ctx", reason: "must be at least 1".into() });
+            return Err(ModelError::Options {
+                field: "ctx",
+                reason: "must be at least 1".into(),
+            });
         }
         if batch == 0 {
-            return Err(ModelError::Options { field: "batch", reason: "must be at least 1".into() });
+            return Err(ModelError::Options {
+                field: "batch",
+                reason: "must be at least 1".into(),
+            });
         }
         let threads = threads.max(1);
-        let too_big = |field: &'static str| ModelError::Options { field, reason: "the buffers it needs overflow memory sizes".into() };
+        let too_big = |field: &'static str| ModelError::Options {
+            field,
+            reason: "the buffers it needs overflow memory sizes".into(),
+        };
         let mul = |a: usize, b: usize, field| a.checked_mul(b).ok_or_else(|| too_big(field));
-        let (hidden, inter, q_dim, kv_dim) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
+        let (hidden, inter, q_dim, kv_dim) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+        );
         let max_rows = hidden.max(inter).max(q_dim).max(kv_dim);
         let cache = mul(mul(cfg.num_layers, ctx, "ctx")?, kv_dim, "ctx")?;
         let half = cfg.head_dim / 2;
@@ -140,8 +159,22 @@ impl State {
     /// Bytes held by the arena (activations, scratch, KV cache, rope tables, logits).
     pub fn bytes(&self) -> usize {
         let v = [
-            &self.x, &self.xb, &self.q, &self.k, &self.v, &self.att, &self.out, &self.gate, &self.up, &self.scratch,
-            &self.scores, &self.key_cache, &self.value_cache, &self.rope_cos, &self.rope_sin, &self.logits,
+            &self.x,
+            &self.xb,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.att,
+            &self.out,
+            &self.gate,
+            &self.up,
+            &self.scratch,
+            &self.scores,
+            &self.key_cache,
+            &self.value_cache,
+            &self.rope_cos,
+            &self.rope_sin,
+            &self.logits,
         ];
         v.iter().map(|b| b.len() * 4).sum()
     }

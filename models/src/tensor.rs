@@ -42,24 +42,49 @@ impl std::fmt::Debug for Tensor {
 
 impl Tensor {
     /// Validates and wraps `storage[range]` as a tensor of `dtype` and `shape`.
-    pub fn new(name: &str, dtype: DType, shape: Vec<usize>, storage: Storage, range: Range<usize>) -> Result<Tensor, ModelError> {
-        let bad = |reason: String| ModelError::TensorData { name: name.to_string(), reason };
+    pub fn new(
+        name: &str,
+        dtype: DType,
+        shape: Vec<usize>,
+        storage: Storage,
+        range: Range<usize>,
+    ) -> Result<Tensor, ModelError> {
+        let bad = |reason: String| ModelError::TensorData {
+            name: name.to_string(),
+            reason,
+        };
         let elems = shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-        let bytes = elems.checked_mul(dtype.size()).ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
+        let bytes = elems
+            .checked_mul(dtype.size())
+            .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
         if range.start > range.end || range.len() != bytes {
-            return Err(bad(format!("holds {} bytes but shape {shape:?} of {dtype} needs {bytes}", range.end.saturating_sub(range.start))));
+            return Err(bad(format!(
+                "holds {} bytes but shape {shape:?} of {dtype} needs {bytes}",
+                range.end.saturating_sub(range.start)
+            )));
         }
         let all: &[u8] = (*storage).as_ref();
-        let data = all
-            .get(range.clone())
-            .ok_or_else(|| bad(format!("bytes {}..{} lie outside the {} bytes available", range.start, range.end, all.len())))?;
+        let data = all.get(range.clone()).ok_or_else(|| {
+            bad(format!(
+                "bytes {}..{} lie outside the {} bytes available",
+                range.start,
+                range.end,
+                all.len()
+            ))
+        })?;
         if (data.as_ptr() as usize) % dtype.size() != 0 {
             return Err(bad(format!("data is not {}-byte aligned in the file, so it cannot be used in place; re-save the checkpoint", dtype.size())));
         }
-        Ok(Tensor { name: name.to_string(), dtype, shape, storage, range })
+        Ok(Tensor {
+            name: name.to_string(),
+            dtype,
+            shape,
+            storage,
+            range,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -82,7 +107,11 @@ impl Tensor {
     /// Checks the shape, naming the tensor on mismatch.
     pub fn expect_shape(self, expected: &[usize]) -> Result<Tensor, ModelError> {
         if self.shape != expected {
-            return Err(ModelError::Shape { name: self.name, expected: expected.to_vec(), got: self.shape });
+            return Err(ModelError::Shape {
+                name: self.name,
+                expected: expected.to_vec(),
+                got: self.shape,
+            });
         }
         Ok(self)
     }
