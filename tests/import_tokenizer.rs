@@ -7,6 +7,8 @@
 //! `EDGEINFER_REQUIRE_MODEL=1`, which turns the skip into a failure.
 #![cfg(feature = "import")]
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -16,23 +18,7 @@ use edgeinfer::import::{import_gguf, ImportDType, ImportError, ImportOptions, Im
 use safetensors::SafeTensors;
 
 fn gguf_path() -> Option<PathBuf> {
-    let path = std::env::var_os("EDGEINFER_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "GGUF not found at {} (set EDGEINFER_GGUF or run scripts/fetch-model.sh)",
-        path.display()
-    );
-    if std::env::var("EDGEINFER_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!("{msg}; EDGEINFER_REQUIRE_MODEL=1 makes this a failure");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
+    common::real_gguf()
 }
 
 /// A scratch directory removed when dropped, also when a check fails.

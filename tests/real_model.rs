@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -28,23 +28,7 @@ const CODE: &str = "def fibonacci(n):\n    if n < 2:\n        return n\n    retu
 const CHINESE: &str = "今天天气很好，我们一起去公园散步吧。";
 
 fn model_dir() -> Option<PathBuf> {
-    let path = std::env::var_os("EDGEINFER_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/SmolLM2-135M-Instruct")
-        });
-    if path.join("config.json").is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "model directory not found at {} (set EDGEINFER_MODEL_DIR or run scripts/fetch-model.sh)",
-        path.display()
-    );
-    if std::env::var("EDGEINFER_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!("{msg}; EDGEINFER_REQUIRE_MODEL=1 makes this a failure");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
+    common::real_model_dir()
 }
 
 /// The model with the best kernels for this CPU and default threads, loaded once for all tests.

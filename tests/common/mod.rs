@@ -65,14 +65,24 @@ impl TinyLlama {
     pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let mut rng = Rng(self.seed);
         let hd = self.hidden / self.heads;
-        let (h, i, q, kv) = (self.hidden, self.intermediate, self.heads * hd, self.kv_heads * hd);
+        let (h, i, q, kv) = (
+            self.hidden,
+            self.intermediate,
+            self.heads * hd,
+            self.kv_heads * hd,
+        );
         let mut out = Vec::new();
         let mut add = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
             let n: usize = shape.iter().product();
             let v = (0..n).map(|_| offset + scale * rng.unit()).collect();
             out.push((name, shape, v));
         };
-        add("model.embed_tokens.weight".into(), vec![self.vocab, h], 1.0, 0.0);
+        add(
+            "model.embed_tokens.weight".into(),
+            vec![self.vocab, h],
+            1.0,
+            0.0,
+        );
         for l in 0..self.layers {
             let p = |s: &str| format!("model.layers.{l}.{s}");
             let s_in = 1.0 / (h as f32).sqrt();
@@ -80,15 +90,30 @@ impl TinyLlama {
             add(p("self_attn.q_proj.weight"), vec![q, h], 2.0 * s_in, 0.0);
             add(p("self_attn.k_proj.weight"), vec![kv, h], 2.0 * s_in, 0.0);
             add(p("self_attn.v_proj.weight"), vec![kv, h], s_in, 0.0);
-            add(p("self_attn.o_proj.weight"), vec![h, q], 1.0 / (q as f32).sqrt(), 0.0);
+            add(
+                p("self_attn.o_proj.weight"),
+                vec![h, q],
+                1.0 / (q as f32).sqrt(),
+                0.0,
+            );
             add(p("post_attention_layernorm.weight"), vec![h], 0.2, 1.0);
             add(p("mlp.gate_proj.weight"), vec![i, h], s_in, 0.0);
             add(p("mlp.up_proj.weight"), vec![i, h], s_in, 0.0);
-            add(p("mlp.down_proj.weight"), vec![h, i], 1.0 / (i as f32).sqrt(), 0.0);
+            add(
+                p("mlp.down_proj.weight"),
+                vec![h, i],
+                1.0 / (i as f32).sqrt(),
+                0.0,
+            );
         }
         add("model.norm.weight".into(), vec![h], 0.2, 1.0);
         if !self.tied {
-            add("lm_head.weight".into(), vec![self.vocab, h], 1.0 / (h as f32).sqrt(), 0.0);
+            add(
+                "lm_head.weight".into(),
+                vec![self.vocab, h],
+                1.0 / (h as f32).sqrt(),
+                0.0,
+            );
         }
         out
     }
@@ -96,7 +121,11 @@ impl TinyLlama {
     /// Writes `config.json` and `model.safetensors` into `dir`; returns the safetensors path.
     pub fn write(&self, dir: &Path) -> PathBuf {
         std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&self.config_json()).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&self.config_json()).unwrap(),
+        )
+        .unwrap();
         let tensors = self.tensors();
         let path = dir.join("model.safetensors");
         write_safetensors(&path, &tensors, self.dtype, None);
@@ -108,18 +137,36 @@ impl TinyLlama {
 pub fn encode(values: &[f32], dtype: safetensors::Dtype) -> Vec<u8> {
     match dtype {
         safetensors::Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        safetensors::Dtype::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-        safetensors::Dtype::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+        safetensors::Dtype::F16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        safetensors::Dtype::BF16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect(),
         other => panic!("unsupported test dtype {other:?}"),
     }
 }
 
-pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: safetensors::Dtype, meta: Option<HashMap<String, String>>) {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.iter().map(|(n, s, v)| (n.clone(), s.clone(), encode(v, dtype))).collect();
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    dtype: safetensors::Dtype,
+    meta: Option<HashMap<String, String>>,
+) {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.clone(), s.clone(), encode(v, dtype)))
+        .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, meta, path).unwrap();
 }
@@ -135,5 +182,52 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// Largest absolute elementwise difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A file of the real model (`weights/…` by default, or the path in `$env_var`), or `None` with a
+/// "SKIPPED" message when it is missing — unless `EDGEINFER_REQUIRE_MODEL=1`, which makes a missing
+/// model a failure (CI sets it).
+pub fn real_model_path(env_var: &str, default: &str, probe: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(default));
+    let probe = if probe.is_empty() {
+        path.clone()
+    } else {
+        path.join(probe)
+    };
+    if probe.is_file() {
+        return Some(path);
+    }
+    let msg = format!(
+        "{} not found (set {env_var} or run scripts/fetch-model.sh)",
+        path.display()
+    );
+    if std::env::var("EDGEINFER_REQUIRE_MODEL").as_deref() == Ok("1") {
+        panic!("{msg}; EDGEINFER_REQUIRE_MODEL=1 makes this a failure");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// The imported SmolLM2-135M-Instruct checkpoint directory.
+pub fn real_model_dir() -> Option<PathBuf> {
+    real_model_path(
+        "EDGEINFER_MODEL_DIR",
+        "weights/SmolLM2-135M-Instruct",
+        "config.json",
+    )
+}
+
+/// The SmolLM2-135M-Instruct GGUF that `scripts/fetch-model.sh` downloads.
+pub fn real_gguf() -> Option<PathBuf> {
+    real_model_path(
+        "EDGEINFER_GGUF",
+        "weights/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "",
+    )
 }
