@@ -31,6 +31,10 @@ pub(crate) fn table() -> Kernels {
         matmul_bf16,
         dot_f32,
         axpy_f32,
+        quantize_acts: super::quant_neon::quantize_q8_acts,
+        matmul_q8_0: super::quant_neon::matmul_q8_0_q8,
+        matmul_q4_0: super::quant_neon::matmul_q4_0_q8,
+        matmul_q4_1: super::quant_neon::matmul_q4_1_q8,
         ..Kernels::SCALAR
     }
 }

@@ -1,0 +1,49 @@
+//! The `asm!` wrappers for the integer dot-product instructions whose intrinsics (`vdotq_s32`,
+//! `vmmlaq_s32`) are not stable on our toolchain. Every one of them lives here, so there is one file to
+//! review and one file to delete once the intrinsics stabilise.
+//!
+//! Each wrapper is a safe `#[target_feature]` function: calling it from code without the feature needs
+//! `unsafe`, and the caller's `// SAFETY:` says why the CPU has it (in practice: only the tables built
+//! after detection reach these kernels). `#[inline]` lets LLVM fold them into callers that enable the
+//! same features; the assembler accepts `sdot`/`smmla` only in such functions.
+
+use core::arch::aarch64::{int32x4_t, int8x16_t};
+use core::arch::asm;
+
+/// `sdot`: `acc[i] + Σ_{j<4} a[4i+j]·b[4i+j]` for each of the four i32 lanes (Armv8.2 dotprod).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: register-only arithmetic (no memory, stack or flags); `dotprod` is enabled on this
+    // function, so it only runs where the caller proved the CPU has the instruction.
+    unsafe {
+        asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// `smmla`: `a` and `b` each hold two rows of 8 i8 (bytes 0..8 and 8..16); adds the 2×2 product
+/// `a · bᵀ` to `acc`, row-major: lanes `[a0·b0, a0·b1, a1·b0, a1·b1]` (Armv8.6 i8mm).
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+pub(crate) fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: register-only arithmetic; `i8mm` is enabled on this function (see `sdot`).
+    unsafe {
+        asm!(
+            "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}

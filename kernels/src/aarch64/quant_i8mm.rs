@@ -1,0 +1,196 @@
+//! NEON + i8mm quantized kernels: [`super::quant_neon`]'s tiles with the integer dots of 2 rows × 2
+//! tokens taken by `smmla`, which multiplies a 2×8 by an 8×2 matrix of i8 into 2×2 i32 lanes.
+//!
+//! The `rowsplit` layout keeps each row's quants contiguous (no interleaved copy), so a row pair's
+//! operand is built per 16-byte load: `zip1`/`zip2` on 64-bit lanes put 8 bytes of row `i` next to the
+//! same 8 bytes of row `i+1`; tokens are paired the same way. Four `smmla` cover a 32-element block.
+//! A group of four blocks then holds, per 2×2 pair, four vectors `[r0t0, r0t1, r1t0, r1t1]` (one per
+//! block); a 4×4 transpose turns them into the per-(row, token) "lane = block" vectors the shared
+//! scaling code takes.
+//!
+//! Odd tails (a last row or token) and decode (`n == 1`, nothing to pair a token with) use `sdot`
+//! instead: every i8mm CPU has dotprod (detection requires both).
+
+use core::arch::aarch64::*;
+
+use super::asm::smmla;
+use super::quant_dotprod::{Dotprod, Sdot};
+use super::quant_neon::{
+    matmul, matmul_by_block, Blocks, ByBlock, Isa, Isums, Tile, Q4_0, Q4_1, Q8_0,
+};
+use crate::quant::scalar::check_qmatmul;
+use crate::quant::{Q8ActsRef, QWeight, QK};
+
+/// Rows × tokens of the main tile: two `smmla` pairs per block; the four blocks' 2×2 partial dots of
+/// both stay in registers alongside the paired operands.
+const ROWS: usize = 4;
+const TOKENS: usize = 2;
+
+/// Pairs two 32-element blocks for `smmla`: output `h` holds elements `8h..8h+8` of `a`, then of `b`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn pair(a: [int8x16_t; 2], b: [int8x16_t; 2]) -> [int8x16_t; 4] {
+    let (a, b) = (
+        a.map(|v| vreinterpretq_s64_s8(v)),
+        b.map(|v| vreinterpretq_s64_s8(v)),
+    );
+    [
+        vzip1q_s64(a[0], b[0]),
+        vzip2q_s64(a[0], b[0]),
+        vzip1q_s64(a[1], b[1]),
+        vzip2q_s64(a[1], b[1]),
+    ]
+    .map(|v| vreinterpretq_s8_s64(v))
+}
+
+/// Transposes four `[r0t0, r0t1, r1t0, r1t1]` vectors (one per block) into the four pairs' vectors of
+/// four blocks: `[r0t0, r0t1, r1t0, r1t1]`, each `[block 0, 1, 2, 3]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn transpose(v: [int32x4_t; 4]) -> [int32x4_t; 4] {
+    let t0 = vreinterpretq_s64_s32(vtrn1q_s32(v[0], v[1]));
+    let t1 = vreinterpretq_s64_s32(vtrn2q_s32(v[0], v[1]));
+    let t2 = vreinterpretq_s64_s32(vtrn1q_s32(v[2], v[3]));
+    let t3 = vreinterpretq_s64_s32(vtrn2q_s32(v[2], v[3]));
+    [
+        vzip1q_s64(t0, t2),
+        vzip1q_s64(t1, t3),
+        vzip2q_s64(t0, t2),
+        vzip2q_s64(t1, t3),
+    ]
+    .map(|v| vreinterpretq_s32_s64(v))
+}
+
+/// [`Isums`] by `smmla` for even `R` and `T`, else by `sdot` ([`ByBlock<Sdot>`]).
+struct Mmla;
+
+impl Isums for Mmla {
+    #[inline(always)]
+    unsafe fn isums<F: Blocks, const R: usize, const T: usize>(
+        tile: &Tile<R, T>,
+        b: usize,
+        g: usize,
+    ) -> [[int32x4_t; T]; R] {
+        if !R.is_multiple_of(2) || !T.is_multiple_of(2) {
+            // SAFETY: the caller's contract; the CPU has dotprod as well (see the module docs).
+            return unsafe { ByBlock::<Sdot>::isums::<F, R, T>(tile, b, g) };
+        }
+        let none = [[vdupq_n_s32(0); T]; R];
+        // SAFETY: blocks b..b+g exist and the CPU has i8mm (the caller's contract).
+        let p = unsafe {
+            [
+                mmla_block::<F, R, T>(tile, b),
+                if g > 1 {
+                    mmla_block::<F, R, T>(tile, b + 1)
+                } else {
+                    none
+                },
+                if g > 2 {
+                    mmla_block::<F, R, T>(tile, b + 2)
+                } else {
+                    none
+                },
+                if g > 3 {
+                    mmla_block::<F, R, T>(tile, b + 3)
+                } else {
+                    none
+                },
+            ]
+        };
+        let mut out = none;
+        for ip in 0..R / 2 {
+            for jp in 0..T / 2 {
+                let [a, b, c, d] =
+                    transpose([p[0][ip][jp], p[1][ip][jp], p[2][ip][jp], p[3][ip][jp]]);
+                out[2 * ip][2 * jp] = a;
+                out[2 * ip][2 * jp + 1] = b;
+                out[2 * ip + 1][2 * jp] = c;
+                out[2 * ip + 1][2 * jp + 1] = d;
+            }
+        }
+        out
+    }
+}
+
+/// Block `b` of rows `2ip, 2ip+1` × tokens `2jp, 2jp+1` at `[ip][jp]` (for `ip < R/2`, `jp < T/2`; the
+/// rest is zero: array lengths cannot be `R/2` on stable Rust) as `[r0t0, r0t1, r1t0, r1t1]`.
+///
+/// # Safety
+/// `R`, `T` even; block `b` exists in every row and token of `tile`; the CPU has i8mm.
+#[inline(always)]
+unsafe fn mmla_block<F: Blocks, const R: usize, const T: usize>(
+    tile: &Tile<R, T>,
+    b: usize,
+) -> [[int32x4_t; T]; R] {
+    let mut wz = [[vdupq_n_s8(0); 4]; R];
+    for (ip, wz) in wz.iter_mut().take(R / 2).enumerate() {
+        let off = b * F::BYTES;
+        // SAFETY: block b exists in every row of the tile (the caller's contract).
+        *wz = unsafe {
+            pair(
+                F::load(tile.wq[2 * ip].add(off)),
+                F::load(tile.wq[2 * ip + 1].add(off)),
+            )
+        };
+    }
+    let mut xz = [[vdupq_n_s8(0); 4]; T];
+    for (jp, xz) in xz.iter_mut().take(T / 2).enumerate() {
+        let (p0, p1, off) = (tile.xq[2 * jp], tile.xq[2 * jp + 1], b * QK);
+        // SAFETY: block b (32 quants) exists in every token of the tile.
+        *xz = unsafe {
+            pair(
+                [vld1q_s8(p0.add(off)), vld1q_s8(p0.add(off + 16))],
+                [vld1q_s8(p1.add(off)), vld1q_s8(p1.add(off + 16))],
+            )
+        };
+    }
+    let mut out = [[vdupq_n_s32(0); T]; R];
+    for ip in 0..R / 2 {
+        for jp in 0..T / 2 {
+            for h in 0..4 {
+                // SAFETY: the CPU has i8mm (the caller's contract).
+                out[ip][jp] = unsafe { smmla(out[ip][jp], wz[ip][h], xz[jp][h]) };
+            }
+        }
+    }
+    out
+}
+
+struct I8mm;
+
+impl Isa for I8mm {
+    #[target_feature(enable = "neon,dotprod,i8mm")]
+    unsafe fn tile<F: Blocks, const R: usize, const T: usize>(
+        w: &QWeight<'_>,
+        x: &Q8ActsRef<'_>,
+        yt: &mut [f32],
+        r: usize,
+        t: usize,
+    ) {
+        // SAFETY: the caller's contract (which includes dotprod and i8mm, all `Mmla` needs).
+        unsafe { super::quant_neon::tile::<F, Mmla, R, T>(w, x, yt, r, t) }
+    }
+}
+
+macro_rules! matmul_entry {
+    ($name:ident, $format:ident) => {
+        /// i8mm version of the [`crate::quant::scalar`] function of the same name (same contract, same
+        /// panics).
+        pub fn $name(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+            check_qmatmul(w, $format::FORMAT, x, yt.len());
+            // SAFETY: only reachable through the i8mm table, built after detection confirmed NEON,
+            // dotprod and i8mm; `check_qmatmul` proved the plane lengths the tiles index.
+            unsafe {
+                if x.n == 1 {
+                    matmul_by_block::<$format, Dotprod>(w, x, yt)
+                } else {
+                    matmul::<$format, I8mm, ROWS, TOKENS>(w, x, yt)
+                }
+            }
+        }
+    };
+}
+
+matmul_entry!(matmul_q8_0_q8, Q8_0);
+matmul_entry!(matmul_q4_0_q8, Q4_0);
+matmul_entry!(matmul_q4_1_q8, Q4_1);

@@ -1,0 +1,565 @@
+//! Plain NEON (Armv8.0) quantized kernels, and the tile code the dotprod and i8mm variants share.
+//!
+//! # Products
+//!
+//! `matmul_<w>_q8` computes, like [`crate::quant::scalar`], `yt[r·n + t] = Σ_b term(r, t, b)` with the
+//! block terms of the scalar module docs. It works on tiles of `R` weight rows × `T` tokens and walks
+//! the row's blocks in groups of four:
+//!
+//! 1. *Integer dots* ([`Isums`]): for every (row, token) pair of the tile, one `int32x4` whose lane `q`
+//!    is block `b+q`'s exact dot `Σ qw·qx` (q4 nibbles unpacked to `i8`, q4_0's `− 8` applied per
+//!    element, so q4_0's `idot − 8·sx` comes out directly). Plain NEON multiplies with `smull` into i16
+//!    (any i8 product fits) and adds pairs into i32 with `sadalp`; dotprod uses `sdot`; i8mm `smmla`
+//!    (see the sibling modules).
+//! 2. *Scaling*: the four dots convert exactly to f32 (`|idot| ≤ 32·128·127 < 2²⁴`) and are fused into
+//!    an f32 accumulator per pair as `idot · (dw·dx)`, plus `(m) · (dx·sx)` for q4_1.
+//! 3. At the end of the row, the accumulator's four lanes are added: `yt` differs from the scalar
+//!    result only in the order of the f32 additions and the fused multiply-adds.
+//!
+//! A last group of fewer than four blocks loads its scales into zero-padded lanes, so it contributes
+//! exact zeros. Row and token tails use smaller tiles: callers never pad. Tiles are 4 × 1 for decode
+//! (`n == 1`: one activation load serves 4 rows) and 2 × 2 otherwise (i8mm: 4 × 2).
+//!
+//! # How the shared code gets each ISA's features
+//!
+//! Each ISA implements [`Isa::tile`] as a `#[target_feature]` function that calls the generic [`tile`]
+//! here. Everything below that ([`tile`], [`Isums`], [`BlockDot`], the loads) is `#[inline(always)]`
+//! without a `#[target_feature]` of its own, so it is compiled into the ISA's function with the ISA's
+//! features, and the `sdot`/`smmla` wrappers (`#[inline]`, `#[target_feature]`) inline into it. A
+//! NEON-only `#[target_feature]` function in between would stop that: LLVM does not inline a dotprod
+//! function into a NEON-only one, so every `sdot` would become a call. The price is that these
+//! `unsafe fn`s call NEON intrinsics (baseline on aarch64) without an `unsafe` block of their own;
+//! memory accesses still get one, with `// SAFETY:`.
+//!
+//! # Activations
+//!
+//! `quantize_q8_acts` produces the scalar bytes exactly: `fmaxnm` is [`f32::max`], `fdiv` is the
+//! scalar division, `fcvtas` is [`f32::round`] (ties away from zero) followed by the cast, and the
+//! ±127 clamp is applied to the integers.
+
+use core::arch::aarch64::*;
+use core::marker::PhantomData;
+
+use half::f16;
+
+use crate::quant::scalar::{check_qmatmul, check_quantize_acts};
+use crate::quant::{Q8ActsRef, QFormat, QWeight, QK};
+
+/// Blocks per group: the lanes of an `int32x4`/`float32x4`.
+const GROUP: usize = 4;
+
+/// A weight format as the tile code sees it: how one block's quants become 32 signed bytes.
+pub(super) trait Blocks {
+    const FORMAT: QFormat;
+    /// Bytes of `qs` per block.
+    const BYTES: usize = Self::FORMAT.qs_bytes_per_block();
+    /// Whether the block term has q4_1's `(m·dx)·sx` part.
+    const MIN: bool = Self::FORMAT.has_min();
+
+    /// The block at `p` as signed values: elements `0..16` and `16..32`.
+    ///
+    /// # Safety
+    /// `p..p + Self::BYTES` must be readable.
+    unsafe fn load(p: *const u8) -> [int8x16_t; 2];
+}
+
+pub(super) struct Q8_0;
+pub(super) struct Q4_0;
+pub(super) struct Q4_1;
+
+impl Blocks for Q8_0 {
+    const FORMAT: QFormat = QFormat::Q8_0;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> [int8x16_t; 2] {
+        // SAFETY: 32 readable bytes (the caller's contract); `ld1` needs no alignment.
+        unsafe { [vld1q_s8(p.cast()), vld1q_s8(p.add(16).cast())] }
+    }
+}
+
+/// Low nibbles are elements 0..16, high nibbles 16..32 (the format's nibble order), as `0..=15`.
+#[inline(always)]
+unsafe fn load_nibbles(p: *const u8) -> [int8x16_t; 2] {
+    // SAFETY: 16 readable bytes (the caller's contract).
+    let v = unsafe { vld1q_u8(p) };
+    [
+        vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(15))),
+        vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)),
+    ]
+}
+
+impl Blocks for Q4_0 {
+    const FORMAT: QFormat = QFormat::Q4_0;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> [int8x16_t; 2] {
+        // SAFETY: 16 readable bytes (the caller's contract).
+        let [lo, hi] = unsafe { load_nibbles(p) };
+        let eight = vdupq_n_s8(8);
+        [vsubq_s8(lo, eight), vsubq_s8(hi, eight)]
+    }
+}
+
+impl Blocks for Q4_1 {
+    const FORMAT: QFormat = QFormat::Q4_1;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> [int8x16_t; 2] {
+        // SAFETY: 16 readable bytes (the caller's contract).
+        unsafe { load_nibbles(p) }
+    }
+}
+
+/// Where a tile's rows and tokens start: one pointer per row into each weight plane and per token into
+/// each activation plane (all at block 0).
+pub(super) struct Tile<const R: usize, const T: usize> {
+    pub wq: [*const u8; R],
+    pub wd: [*const f16; R],
+    /// Unused (dangling) unless the format has minimums.
+    pub wm: [*const f16; R],
+    pub xq: [*const i8; T],
+    pub xd: [*const f32; T],
+    pub xs: [*const i32; T],
+}
+
+impl<const R: usize, const T: usize> Tile<R, T> {
+    /// Rows `r..r+R`, tokens `t..t+T`. Panics (bounds checks, once per tile) if they do not exist.
+    fn new(w: &QWeight<'_>, x: &Q8ActsRef<'_>, r: usize, t: usize) -> Tile<R, T> {
+        let (nb, rb) = (w.blocks_per_row(), w.row_bytes());
+        let has_min = w.format.has_min();
+        Tile {
+            wq: core::array::from_fn(|i| w.qs[(r + i) * rb..].as_ptr()),
+            wd: core::array::from_fn(|i| w.d[(r + i) * nb..].as_ptr()),
+            wm: core::array::from_fn(|i| {
+                if has_min {
+                    w.m[(r + i) * nb..].as_ptr()
+                } else {
+                    w.m.as_ptr()
+                }
+            }),
+            xq: core::array::from_fn(|j| x.qs[(t + j) * w.k..].as_ptr()),
+            xd: core::array::from_fn(|j| x.d[(t + j) * nb..].as_ptr()),
+            xs: core::array::from_fn(|j| x.sum[(t + j) * nb..].as_ptr()),
+        }
+    }
+}
+
+/// Step 1 of the module docs: the exact integer dots of a group of blocks.
+pub(super) trait Isums {
+    /// For row `i` and token `j` of `tile`, lane `q` of `out[i][j]` is the dot of block `b + q` for
+    /// `q < g`, and 0 for `g <= q < 4`.
+    ///
+    /// # Safety
+    /// `1 <= g <= 4`; blocks `b..b+g` exist in every row and token of `tile`; the CPU has the
+    /// implementor's features.
+    unsafe fn isums<F: Blocks, const R: usize, const T: usize>(
+        tile: &Tile<R, T>,
+        b: usize,
+        g: usize,
+    ) -> [[int32x4_t; T]; R];
+}
+
+/// One block's integer dot, as four i32 lanes whose sum is `Σ w·x` over the 32 elements.
+pub(super) trait BlockDot {
+    /// # Safety
+    /// The CPU has the implementor's features.
+    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2]) -> int32x4_t;
+}
+
+/// [`Isums`] one block and one (row, token) pair at a time with `D`, four blocks reduced by `addp`.
+pub(super) struct ByBlock<D>(PhantomData<D>);
+
+impl<D: BlockDot> ByBlock<D> {
+    /// Every pair's four partial sums of block `b`. Safety as [`Isums::isums`], for block `b`.
+    #[inline(always)]
+    unsafe fn block<F: Blocks, const R: usize, const T: usize>(
+        tile: &Tile<R, T>,
+        b: usize,
+    ) -> [[int32x4_t; T]; R] {
+        let mut wv = [[vdupq_n_s8(0); 2]; R];
+        for (v, p) in wv.iter_mut().zip(tile.wq) {
+            // SAFETY: block b of this row exists (the caller's contract).
+            *v = unsafe { F::load(p.add(b * F::BYTES)) };
+        }
+        let mut out = [[vdupq_n_s32(0); T]; R];
+        for (j, p) in tile.xq.into_iter().enumerate() {
+            // SAFETY: block b of this token exists: 32 quants at b·32.
+            let xv = unsafe { [vld1q_s8(p.add(b * QK)), vld1q_s8(p.add(b * QK + 16))] };
+            for i in 0..R {
+                // SAFETY: the CPU has D's features (the caller's contract).
+                out[i][j] = unsafe { D::dot(wv[i], xv) };
+            }
+        }
+        out
+    }
+}
+
+impl<D: BlockDot> Isums for ByBlock<D> {
+    #[inline(always)]
+    unsafe fn isums<F: Blocks, const R: usize, const T: usize>(
+        tile: &Tile<R, T>,
+        b: usize,
+        g: usize,
+    ) -> [[int32x4_t; T]; R] {
+        let none = [[vdupq_n_s32(0); T]; R];
+        // Four explicit blocks (no array indexed by a loop variable, so everything stays in registers);
+        // the `g` tests fold away in the full groups.
+        // SAFETY: blocks b..b+g exist and the CPU has D's features (the caller's contract).
+        let p = unsafe {
+            [
+                Self::block::<F, R, T>(tile, b),
+                if g > 1 {
+                    Self::block::<F, R, T>(tile, b + 1)
+                } else {
+                    none
+                },
+                if g > 2 {
+                    Self::block::<F, R, T>(tile, b + 2)
+                } else {
+                    none
+                },
+                if g > 3 {
+                    Self::block::<F, R, T>(tile, b + 3)
+                } else {
+                    none
+                },
+            ]
+        };
+        let mut out = none;
+        for i in 0..R {
+            for j in 0..T {
+                let (lo, hi) = (
+                    vpaddq_s32(p[0][i][j], p[1][i][j]),
+                    vpaddq_s32(p[2][i][j], p[3][i][j]),
+                );
+                out[i][j] = vpaddq_s32(lo, hi);
+            }
+        }
+        out
+    }
+}
+
+/// `smull`/`smull2` into i16 and `sadalp` into i32: exact for any i8 operands.
+pub(super) struct Widen;
+
+impl BlockDot for Widen {
+    #[inline(always)]
+    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2]) -> int32x4_t {
+        let mut acc = vdupq_n_s32(0);
+        for h in 0..2 {
+            acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w[h]), vget_low_s8(x[h])));
+            acc = vpadalq_s16(acc, vmull_high_s8(w[h], x[h]));
+        }
+        acc
+    }
+}
+
+/// `g` f16 values at `p` as f32 lanes, zero past `g`.
+///
+/// # Safety
+/// `p..p+g` readable, `1 <= g <= 4`.
+#[inline(always)]
+unsafe fn load_f16(p: *const f16, g: usize) -> float32x4_t {
+    let h = if g == GROUP {
+        // SAFETY: 4 readable halves; `half::f16` is a `u16`.
+        unsafe { vld1_u16(p.cast()) }
+    } else {
+        let mut pad = [0u16; GROUP];
+        // SAFETY: g readable halves into a 4-element buffer.
+        unsafe { core::ptr::copy_nonoverlapping(p.cast(), pad.as_mut_ptr(), g) };
+        // SAFETY: a local array of 4.
+        unsafe { vld1_u16(pad.as_ptr()) }
+    };
+    vcvt_f32_f16(vreinterpret_f16_u16(h))
+}
+
+/// `g` f32 values at `p`, zero past `g`. Safety as [`load_f16`].
+#[inline(always)]
+unsafe fn load_f32(p: *const f32, g: usize) -> float32x4_t {
+    if g == GROUP {
+        // SAFETY: 4 readable values.
+        unsafe { vld1q_f32(p) }
+    } else {
+        let mut pad = [0f32; GROUP];
+        // SAFETY: g readable values into a 4-element buffer.
+        unsafe { core::ptr::copy_nonoverlapping(p, pad.as_mut_ptr(), g) };
+        // SAFETY: a local array of 4.
+        unsafe { vld1q_f32(pad.as_ptr()) }
+    }
+}
+
+/// `g` i32 values at `p` converted to f32 (exactly: block sums are below 2²⁴), zero past `g`.
+/// Safety as [`load_f16`].
+#[inline(always)]
+unsafe fn load_i32(p: *const i32, g: usize) -> float32x4_t {
+    let v = if g == GROUP {
+        // SAFETY: 4 readable values.
+        unsafe { vld1q_s32(p) }
+    } else {
+        let mut pad = [0i32; GROUP];
+        // SAFETY: g readable values into a 4-element buffer.
+        unsafe { core::ptr::copy_nonoverlapping(p, pad.as_mut_ptr(), g) };
+        // SAFETY: a local array of 4.
+        unsafe { vld1q_s32(pad.as_ptr()) }
+    };
+    vcvtq_f32_s32(v)
+}
+
+/// Steps 2 and 3 of the module docs for one tile: rows `r..r+R` × tokens `t..t+T` of `yt`.
+///
+/// # Safety
+/// The CPU has `I`'s features; `check_qmatmul` accepted `w`, `x`, `yt` for `F`; the rows and tokens
+/// exist.
+#[inline(always)]
+pub(super) unsafe fn tile<F: Blocks, I: Isums, const R: usize, const T: usize>(
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    yt: &mut [f32],
+    r: usize,
+    t: usize,
+) {
+    let nb = w.blocks_per_row();
+    let tl = Tile::<R, T>::new(w, x, r, t);
+    let mut acc = [[vdupq_n_f32(0.0); T]; R];
+    // LOOP 0: groups of four blocks along k (a dependent chain per pair: the accumulators).
+    let mut b = 0;
+    while b + GROUP <= nb {
+        // SAFETY: blocks b..b+4 <= nb exist in every row and token of the tile; features by the caller.
+        unsafe { group::<F, I, R, T>(&tl, &mut acc, b, GROUP) };
+        b += GROUP;
+    }
+    if b < nb {
+        // SAFETY: as above, for the last 1..3 blocks.
+        unsafe { group::<F, I, R, T>(&tl, &mut acc, b, nb - b) };
+    }
+    let n = x.n;
+    for (i, row) in acc.iter().enumerate() {
+        for (j, a) in row.iter().enumerate() {
+            yt[(r + i) * n + t + j] = vaddvq_f32(*a);
+        }
+    }
+}
+
+/// Adds blocks `b..b+g` of every pair of `tl` to `acc`. Safety as [`Isums::isums`].
+#[inline(always)]
+unsafe fn group<F: Blocks, I: Isums, const R: usize, const T: usize>(
+    tl: &Tile<R, T>,
+    acc: &mut [[float32x4_t; T]; R],
+    b: usize,
+    g: usize,
+) {
+    // SAFETY: the caller's contract.
+    let dots = unsafe { I::isums::<F, R, T>(tl, b, g) };
+    let mut dw = [vdupq_n_f32(0.0); R];
+    let mut dm = [vdupq_n_f32(0.0); R];
+    for i in 0..R {
+        // SAFETY: blocks b..b+g of every row have scales (and minimums for a format with them).
+        unsafe {
+            dw[i] = load_f16(tl.wd[i].add(b), g);
+            if F::MIN {
+                dm[i] = load_f16(tl.wm[i].add(b), g);
+            }
+        }
+    }
+    for j in 0..T {
+        // SAFETY: blocks b..b+g of every token have a scale.
+        let dx = unsafe { load_f32(tl.xd[j].add(b), g) };
+        let dxsx = if F::MIN {
+            // SAFETY: ... and a sum.
+            let sx = unsafe { load_i32(tl.xs[j].add(b), g) };
+            vmulq_f32(dx, sx)
+        } else {
+            dx
+        };
+        for i in 0..R {
+            let a = vfmaq_f32(acc[i][j], vcvtq_f32_s32(dots[i][j]), vmulq_f32(dw[i], dx));
+            acc[i][j] = if F::MIN { vfmaq_f32(a, dm[i], dxsx) } else { a };
+        }
+    }
+}
+
+/// An ISA's tile entry: [`tile`] compiled with the ISA's target features.
+pub(super) trait Isa {
+    /// # Safety
+    /// As [`tile`].
+    unsafe fn tile<F: Blocks, const R: usize, const T: usize>(
+        w: &QWeight<'_>,
+        x: &Q8ActsRef<'_>,
+        yt: &mut [f32],
+        r: usize,
+        t: usize,
+    );
+}
+
+/// Every row and token in tiles of `R × T` (`R`, `T` in {1, 2, 4}); tails take the largest of
+/// 4, 2, 1 that fits.
+///
+/// # Safety
+/// The CPU has `A`'s features; `check_qmatmul` accepted `w`, `x`, `yt` for `F`.
+pub(super) unsafe fn matmul<F: Blocks, A: Isa, const R: usize, const T: usize>(
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    yt: &mut [f32],
+) {
+    // LOOP 2: row tiles (independent: a caller may split rows across threads).
+    let mut r = 0;
+    while r < w.rows {
+        let left = w.rows - r;
+        let step = if left >= R {
+            R
+        } else if left >= 2 {
+            2
+        } else {
+            1
+        };
+        // SAFETY: rows r..r+step exist; the rest is the caller's contract.
+        unsafe {
+            match step {
+                s if s == R => token_tiles::<F, A, R, T>(w, x, yt, r),
+                2 => token_tiles::<F, A, 2, T>(w, x, yt, r),
+                _ => token_tiles::<F, A, 1, T>(w, x, yt, r),
+            }
+        }
+        r += step;
+    }
+}
+
+/// LOOP 1: token tiles for rows `r..r+R`. Safety as [`matmul`], and the rows exist.
+#[inline(always)]
+unsafe fn token_tiles<F: Blocks, A: Isa, const R: usize, const T: usize>(
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    yt: &mut [f32],
+    r: usize,
+) {
+    let mut t = 0;
+    while t < x.n {
+        let left = x.n - t;
+        let step = if left >= T {
+            T
+        } else if left >= 2 {
+            2
+        } else {
+            1
+        };
+        // SAFETY: tokens t..t+step exist; the rest is the caller's contract.
+        unsafe {
+            match step {
+                s if s == T => A::tile::<F, R, T>(w, x, yt, r, t),
+                2 => A::tile::<F, R, 2>(w, x, yt, r, t),
+                _ => A::tile::<F, R, 1>(w, x, yt, r, t),
+            }
+        }
+        t += step;
+    }
+}
+
+/// Tile shape for the one-block-at-a-time variants (plain NEON, dotprod): decode (`n == 1`) shares each
+/// activation load among 4 rows; otherwise 2 × 2, which keeps the 4 blocks' partial dots of every pair
+/// in registers.
+///
+/// # Safety
+/// As [`matmul`].
+pub(super) unsafe fn matmul_by_block<F: Blocks, A: Isa>(
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    yt: &mut [f32],
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if x.n == 1 {
+            matmul::<F, A, 4, 1>(w, x, yt)
+        } else {
+            matmul::<F, A, 2, 2>(w, x, yt)
+        }
+    }
+}
+
+struct Neon;
+
+impl Isa for Neon {
+    #[target_feature(enable = "neon")]
+    unsafe fn tile<F: Blocks, const R: usize, const T: usize>(
+        w: &QWeight<'_>,
+        x: &Q8ActsRef<'_>,
+        yt: &mut [f32],
+        r: usize,
+        t: usize,
+    ) {
+        // SAFETY: the caller's contract; `Widen` needs only NEON.
+        unsafe { tile::<F, ByBlock<Widen>, R, T>(w, x, yt, r, t) }
+    }
+}
+
+macro_rules! matmul_entry {
+    ($name:ident, $format:ident) => {
+        /// NEON version of the [`crate::quant::scalar`] function of the same name (same contract, same
+        /// panics).
+        pub fn $name(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+            check_qmatmul(w, $format::FORMAT, x, yt.len());
+            // SAFETY: only reachable through the NEON tables, built after detection confirmed NEON;
+            // `check_qmatmul` proved the plane lengths the tiles index.
+            unsafe { matmul_by_block::<$format, Neon>(w, x, yt) }
+        }
+    };
+}
+
+matmul_entry!(matmul_q8_0_q8, Q8_0);
+matmul_entry!(matmul_q4_0_q8, Q4_0);
+matmul_entry!(matmul_q4_1_q8, Q4_1);
+
+/// NEON version of [`crate::quant::scalar::quantize_q8_acts`]: the same bytes (see the module docs).
+pub fn quantize_q8_acts(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sum: &mut [i32],
+) {
+    let len = check_quantize_acts(x.len(), n, k, qs.len(), d.len(), sum.len());
+    // SAFETY: only reachable through the NEON tables; `check_quantize_acts` proved that `x` and `qs`
+    // hold `len` elements and `d`, `sum` `len / 32`.
+    unsafe { quantize_q8_acts_neon(&x[..len], qs, d, sum) }
+}
+
+/// Preconditions: `x.len() == qs.len() == 32·d.len() == 32·sum.len()`.
+#[target_feature(enable = "neon")]
+unsafe fn quantize_q8_acts_neon(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
+    let (xp, qp) = (x.as_ptr(), qs.as_mut_ptr());
+    for (blk, (db, sb)) in d.iter_mut().zip(sum.iter_mut()).enumerate() {
+        let mut v = [vdupq_n_f32(0.0); QK / 4];
+        for (u, v) in v.iter_mut().enumerate() {
+            // SAFETY: block `blk` holds 32 values of x (precondition).
+            *v = unsafe { vld1q_f32(xp.add(blk * QK + 4 * u)) };
+        }
+        // `fmaxnm` returns the number when one operand is NaN, as `f32::max` does; from +0 as the scalar.
+        let mut m = vdupq_n_f32(0.0);
+        for v in v {
+            m = vmaxnmq_f32(m, vabsq_f32(v));
+        }
+        let amax = vmaxnmvq_f32(m);
+        let scale = amax / 127.0;
+        let mut q = [vdupq_n_s8(0); 2];
+        let mut s = vdupq_n_s32(0);
+        if scale != 0.0 {
+            let (sv, lim) = (vdupq_n_f32(scale), vdupq_n_s32(127));
+            let mut qi = [vdupq_n_s32(0); QK / 4];
+            for (qi, v) in qi.iter_mut().zip(v) {
+                // fdiv is the scalar's division; fcvtas rounds half away from zero (`f32::round`).
+                let r = vcvtaq_s32_f32(vdivq_f32(v, sv));
+                *qi = vmaxq_s32(vminq_s32(r, lim), vnegq_s32(lim));
+                s = vaddq_s32(s, *qi);
+            }
+            for (h, q) in q.iter_mut().enumerate() {
+                let a = vcombine_s16(vmovn_s32(qi[4 * h]), vmovn_s32(qi[4 * h + 1]));
+                let b = vcombine_s16(vmovn_s32(qi[4 * h + 2]), vmovn_s32(qi[4 * h + 3]));
+                *q = vcombine_s8(vmovn_s16(a), vmovn_s16(b));
+            }
+        }
+        // SAFETY: block `blk` holds 32 quants of qs (precondition).
+        unsafe {
+            vst1q_s8(qp.add(blk * QK), q[0]);
+            vst1q_s8(qp.add(blk * QK + 16), q[1]);
+        }
+        *db = scale;
+        *sb = vaddvq_s32(s);
+    }
+}
