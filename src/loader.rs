@@ -7,7 +7,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use edgeinfer_kernels::quant::{self, QFormat};
 use edgeinfer_kernels::DType;
+use edgeinfer_models::matrix::{self, Matrix, QTensor};
 use edgeinfer_models::{ModelError, Storage, Tensor, TensorSource};
 use memmap2::Mmap;
 use safetensors::tensor::TensorInfo;
@@ -135,6 +137,96 @@ impl TensorSource for CheckpointSource<'_> {
         };
         let storage: Storage = file.map.clone();
         Tensor::new(name, dtype, e.shape.clone(), storage, e.range.clone()).map_err(fail)
+    }
+
+    fn matrix(&self, name: &str) -> std::result::Result<Matrix, ModelError> {
+        let [qs_name, scales_name, mins_name] = matrix::plane_names(name);
+        let Some(qs) = self.ckpt.tensors.get(&qs_name) else {
+            // Not quantized: a dense tensor (or the missing-tensor error naming `name`).
+            return self.tensor(name).map(Matrix::Dense);
+        };
+        let file = &self.ckpt.files[qs.file];
+        *self.failed_in.borrow_mut() = Some(file.path.clone());
+        let bad = |reason: String| ModelError::TensorData {
+            name: name.to_string(),
+            reason,
+        };
+        let meta = |key: &str| file.metadata.get(key).map(String::as_str);
+        let (layout, version) = (meta(matrix::LAYOUT_KEY), meta(matrix::VERSION_KEY));
+        let expected_version = quant::LAYOUT_VERSION.to_string();
+        if layout != Some(quant::LAYOUT_NAME) || version != Some(expected_version.as_str()) {
+            return Err(bad(format!(
+                "quantized with layout {:?} version {:?}, but this build reads only `{}` version {}; re-quantize the model with `infer quantize`",
+                layout.unwrap_or("(none)"),
+                version.unwrap_or("(none)"),
+                quant::LAYOUT_NAME,
+                quant::LAYOUT_VERSION
+            )));
+        }
+        let format_key = matrix::format_key(name);
+        let format_name = meta(&format_key).ok_or_else(|| {
+            bad(format!(
+                "`__metadata__` has no `{format_key}` naming its format"
+            ))
+        })?;
+        let format = QFormat::from_name(format_name).ok_or_else(|| {
+            bad(format!(
+                "unknown quantized format `{format_name}` (this build reads q8_0, q4_0, q4_1)"
+            ))
+        })?;
+        let plane =
+            |plane_name: &str, dtype: &str| -> std::result::Result<&TensorEntry, ModelError> {
+                let e =
+                    self.ckpt
+                        .tensors
+                        .get(plane_name)
+                        .ok_or_else(|| ModelError::MissingTensor {
+                            name: plane_name.to_string(),
+                        })?;
+                if e.file != qs.file {
+                    return Err(bad(format!(
+                        "`{plane_name}` is in another file than `{qs_name}`"
+                    )));
+                }
+                if e.dtype != dtype || e.shape.len() != 2 {
+                    return Err(bad(format!(
+                        "`{plane_name}` is {} {:?}; a {} matrix needs a 2-D {dtype} tensor",
+                        e.dtype,
+                        e.shape,
+                        format.name()
+                    )));
+                }
+                Ok(e)
+            };
+        let qs_dtype = if format == QFormat::Q8_0 { "I8" } else { "U8" };
+        let qs = plane(&qs_name, qs_dtype)?;
+        let scales = plane(&scales_name, "F16")?;
+        let mins = if format.has_min() {
+            Some(plane(&mins_name, "F16")?)
+        } else {
+            None
+        };
+        let (rows, k) = (scales.shape[0], scales.shape[1].saturating_mul(quant::QK));
+        let qs_cols = k / quant::QK * format.qs_bytes_per_block();
+        if qs.shape != [rows, qs_cols] || mins.is_some_and(|m| m.shape != scales.shape) {
+            return Err(bad(format!(
+                "planes disagree: `{qs_name}` {:?}, `{scales_name}` {:?}; expected [{rows}, {qs_cols}] quants for {rows}×{k}",
+                qs.shape, scales.shape
+            )));
+        }
+        let storage: Storage = file.map.clone();
+        let t = QTensor::new(
+            name,
+            format,
+            rows,
+            k,
+            storage,
+            qs.range.clone(),
+            scales.range.clone(),
+            mins.map(|m| m.range.clone()),
+        )?;
+        *self.failed_in.borrow_mut() = None;
+        Ok(Matrix::Quant(t))
     }
 }
 

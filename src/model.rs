@@ -139,14 +139,14 @@ impl Model {
         self.checkpoint.mapped_bytes()
     }
 
-    /// The model's tensors, for inspection.
-    pub fn tensors(&self) -> impl Iterator<Item = &edgeinfer_models::Tensor> {
-        self.llama.tensors()
+    /// The model's weights (name, storage type, shape, bytes), for inspection.
+    pub fn weights(&self) -> impl Iterator<Item = edgeinfer_models::WeightInfo<'_>> {
+        self.llama.weights()
     }
 
     /// Bytes of the weights the forward pass reads.
     pub fn weight_bytes(&self) -> usize {
-        self.llama.tensors().map(|t| t.byte_len()).sum()
+        self.llama.weights().map(|w| w.bytes).sum()
     }
 }
 

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::config::Config;
 use crate::error::ModelError;
+use crate::matrix::Matrix;
 use crate::names;
 use crate::state::State;
 use crate::tensor::{Tensor, TensorSource};
@@ -18,33 +19,33 @@ pub struct Layer {
     /// `[hidden]`
     pub attn_norm: Tensor,
     /// `[heads × head_dim, hidden]`
-    pub wq: Tensor,
+    pub wq: Matrix,
     /// `[kv_heads × head_dim, hidden]`
-    pub wk: Tensor,
+    pub wk: Matrix,
     /// `[kv_heads × head_dim, hidden]`
-    pub wv: Tensor,
+    pub wv: Matrix,
     /// `[hidden, heads × head_dim]`
-    pub wo: Tensor,
+    pub wo: Matrix,
     /// `[hidden]`
     pub mlp_norm: Tensor,
     /// `[intermediate, hidden]`
-    pub w_gate: Tensor,
+    pub w_gate: Matrix,
     /// `[intermediate, hidden]`
-    pub w_up: Tensor,
+    pub w_up: Matrix,
     /// `[hidden, intermediate]`
-    pub w_down: Tensor,
+    pub w_down: Matrix,
 }
 
 /// A loaded Llama-family model: config plus weight views.
 pub struct Llama {
     pub config: Config,
     /// `[vocab, hidden]`
-    pub embed: Tensor,
+    pub embed: Matrix,
     pub layers: Vec<Layer>,
     /// `[hidden]`
     pub norm: Tensor,
     /// `[vocab, hidden]`; `None` when tied to `embed`.
-    pub lm_head: Option<Tensor>,
+    pub lm_head: Option<Matrix>,
 }
 
 /// Which logits a forward call leaves in the state.
@@ -70,27 +71,28 @@ impl Llama {
             c.vocab_size,
         );
         let get = |name: &str, shape: &[usize]| src.tensor(name)?.expect_shape(shape);
+        let mat = |name: &str, shape: &[usize]| src.matrix(name)?.expect_shape(shape);
         let mut layers = Vec::with_capacity(c.num_layers);
         for l in 0..c.num_layers {
             let n = |suffix| names::layer(l, suffix);
             layers.push(Layer {
                 attn_norm: get(&n(names::ATTN_NORM), &[h])?,
-                wq: get(&n(names::WQ), &[q, h])?,
-                wk: get(&n(names::WK), &[kv, h])?,
-                wv: get(&n(names::WV), &[kv, h])?,
-                wo: get(&n(names::WO), &[h, q])?,
+                wq: mat(&n(names::WQ), &[q, h])?,
+                wk: mat(&n(names::WK), &[kv, h])?,
+                wv: mat(&n(names::WV), &[kv, h])?,
+                wo: mat(&n(names::WO), &[h, q])?,
                 mlp_norm: get(&n(names::MLP_NORM), &[h])?,
-                w_gate: get(&n(names::W_GATE), &[i, h])?,
-                w_up: get(&n(names::W_UP), &[i, h])?,
-                w_down: get(&n(names::W_DOWN), &[h, i])?,
+                w_gate: mat(&n(names::W_GATE), &[i, h])?,
+                w_up: mat(&n(names::W_UP), &[i, h])?,
+                w_down: mat(&n(names::W_DOWN), &[h, i])?,
             });
         }
-        let embed = get(names::EMBED, &[v, h])?;
+        let embed = mat(names::EMBED, &[v, h])?;
         let norm = get(names::NORM, &[h])?;
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(get(names::LM_HEAD, &[v, h])?)
+            Some(mat(names::LM_HEAD, &[v, h])?)
         };
         Ok(Llama {
             config,
@@ -101,25 +103,25 @@ impl Llama {
         })
     }
 
-    /// Every weight tensor (for inspection and memory accounting).
-    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+    /// Every weight (for inspection and memory accounting), in file order of a Llama checkpoint.
+    pub fn weights(&self) -> impl Iterator<Item = WeightInfo<'_>> {
         let per_layer = self.layers.iter().flat_map(|l| {
             [
-                &l.attn_norm,
-                &l.wq,
-                &l.wk,
-                &l.wv,
-                &l.wo,
-                &l.mlp_norm,
-                &l.w_gate,
-                &l.w_up,
-                &l.w_down,
+                WeightInfo::tensor(&l.attn_norm),
+                WeightInfo::matrix(&l.wq),
+                WeightInfo::matrix(&l.wk),
+                WeightInfo::matrix(&l.wv),
+                WeightInfo::matrix(&l.wo),
+                WeightInfo::tensor(&l.mlp_norm),
+                WeightInfo::matrix(&l.w_gate),
+                WeightInfo::matrix(&l.w_up),
+                WeightInfo::matrix(&l.w_down),
             ]
         });
-        std::iter::once(&self.embed)
+        std::iter::once(WeightInfo::matrix(&self.embed))
             .chain(per_layer)
-            .chain([&self.norm])
-            .chain(self.lm_head.as_ref())
+            .chain([WeightInfo::tensor(&self.norm)])
+            .chain(self.lm_head.as_ref().map(WeightInfo::matrix))
     }
 
     /// Runs `tokens` at positions `state.len()..`, appends their keys and values to the cache and leaves
@@ -165,7 +167,6 @@ impl Llama {
         let s = state;
 
         // Embed: x[t] = embed[token t].
-        let embed = self.embed.view();
         for (t, &tok) in tokens.iter().enumerate() {
             if tok as usize >= c.vocab_size {
                 return Err(ModelError::InvalidToken {
@@ -173,9 +174,8 @@ impl Llama {
                     vocab: c.vocab_size,
                 });
             }
-            embed
-                .rows(tok as usize..tok as usize + 1, h)
-                .to_f32(&mut s.x[t * h..(t + 1) * h]);
+            self.embed
+                .row_f32(tok as usize, &mut s.x[t * h..(t + 1) * h]);
         }
 
         for (l, layer) in self.layers.iter().enumerate() {
@@ -188,32 +188,32 @@ impl Llama {
                 &mut s.xb[..n * h],
             );
             let xb = &s.xb[..n * h];
-            par::matmul(
+            layer.wq.matmul(
                 kern,
-                layer.wq.view(),
                 h,
                 xb,
                 n,
                 &mut s.q[..n * qd],
                 &mut s.scratch,
+                &mut s.acts,
             );
-            par::matmul(
+            layer.wk.matmul(
                 kern,
-                layer.wk.view(),
                 h,
                 xb,
                 n,
                 &mut s.k[..n * kvd],
                 &mut s.scratch,
+                &mut s.acts,
             );
-            par::matmul(
+            layer.wv.matmul(
                 kern,
-                layer.wv.view(),
                 h,
                 xb,
                 n,
                 &mut s.v[..n * kvd],
                 &mut s.scratch,
+                &mut s.acts,
             );
 
             // RoPE on q and k at each token's position.
@@ -246,14 +246,14 @@ impl Llama {
             );
 
             // Output projection and residual: x += att·Woᵀ.
-            par::matmul(
+            layer.wo.matmul(
                 kern,
-                layer.wo.view(),
                 qd,
                 &s.att[..n * qd],
                 n,
                 &mut s.out[..n * h],
                 &mut s.scratch,
+                &mut s.acts,
             );
             add_assign(&mut s.x[..n * h], &s.out[..n * h]);
 
@@ -266,40 +266,40 @@ impl Llama {
                 &mut s.xb[..n * h],
             );
             let xb = &s.xb[..n * h];
-            par::matmul(
+            layer.w_gate.matmul(
                 kern,
-                layer.w_gate.view(),
                 h,
                 xb,
                 n,
                 &mut s.gate[..n * inter],
                 &mut s.scratch,
+                &mut s.acts,
             );
-            par::matmul(
+            layer.w_up.matmul(
                 kern,
-                layer.w_up.view(),
                 h,
                 xb,
                 n,
                 &mut s.up[..n * inter],
                 &mut s.scratch,
+                &mut s.acts,
             );
             (kern.silu_mul_f32)(&mut s.gate[..n * inter], &s.up[..n * inter]);
-            par::matmul(
+            layer.w_down.matmul(
                 kern,
-                layer.w_down.view(),
                 inter,
                 &s.gate[..n * inter],
                 n,
                 &mut s.out[..n * h],
                 &mut s.scratch,
+                &mut s.acts,
             );
             add_assign(&mut s.x[..n * h], &s.out[..n * h]);
         }
         s.len = pos + n;
 
         // Final norm and logits for the tokens asked for.
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed).view();
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         let vocab = c.vocab_size;
         let rows = match logits {
             Logits::None => return Ok(()),
@@ -313,13 +313,14 @@ impl Llama {
                 c.rms_norm_eps,
                 &mut s.xb[..h],
             );
-            par::matmul_t(
+            head.matmul(
                 kern,
-                head,
                 h,
                 &s.xb[..h],
                 1,
                 &mut s.logits[slot * vocab..(slot + 1) * vocab],
+                &mut s.scratch,
+                &mut s.acts,
             );
         }
         Ok(())
@@ -397,5 +398,35 @@ fn attention(
             .zip(scores.par_chunks_mut(ctx))
             .enumerate()
             .for_each(|(g, (out, sc))| run(g * per_group, out, sc));
+    }
+}
+
+/// One weight's name, storage type, shape and bytes, for inspection.
+#[derive(Clone, Debug)]
+pub struct WeightInfo<'a> {
+    pub name: &'a str,
+    /// `F32`, `F16`, `BF16`, `q8_0`, `q4_0` or `q4_1`.
+    pub type_name: &'static str,
+    pub shape: Vec<usize>,
+    pub bytes: usize,
+}
+
+impl<'a> WeightInfo<'a> {
+    fn tensor(t: &'a Tensor) -> Self {
+        WeightInfo {
+            name: t.name(),
+            type_name: t.dtype().name(),
+            shape: t.shape().to_vec(),
+            bytes: t.byte_len(),
+        }
+    }
+
+    fn matrix(m: &'a Matrix) -> Self {
+        WeightInfo {
+            name: m.name(),
+            type_name: m.type_name(),
+            shape: m.shape(),
+            bytes: m.byte_len(),
+        }
     }
 }

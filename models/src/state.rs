@@ -1,6 +1,8 @@
 //! The activation arena: every buffer a session needs, allocated once from the config and the session's
 //! sizes. A forward pass only writes into these buffers; decoding a token allocates nothing.
 
+use edgeinfer_kernels::quant::Q8Acts;
+
 use crate::config::Config;
 use crate::error::ModelError;
 
@@ -48,6 +50,9 @@ pub struct State {
     pub(crate) rope_sin: Vec<f32>,
     /// Logits, `[vocab]`, or `[batch, vocab]` with `all_logits`.
     pub(crate) logits: Vec<f32>,
+    /// The activations of the current matmul quantized to q8 blocks (quantized weights only),
+    /// `[batch, max(hidden, intermediate, q_dim)]`.
+    pub(crate) acts: Q8Acts,
     /// Positions already in the KV cache.
     pub(crate) len: usize,
 }
@@ -120,6 +125,7 @@ impl State {
             rope_cos,
             rope_sin,
             logits: zeros(mul(logits_rows, cfg.vocab_size, "batch")?),
+            acts: Q8Acts::new(batch, max_rows),
             len: 0,
         })
     }
@@ -176,7 +182,9 @@ impl State {
             &self.rope_sin,
             &self.logits,
         ];
-        v.iter().map(|b| b.len() * 4).sum()
+        // i8 quants, plus an f32 scale and an i32 sum per 32-block.
+        let acts = self.acts.capacity() + self.acts.capacity() / edgeinfer_kernels::quant::QK * 8;
+        v.iter().map(|b| b.len() * 4).sum::<usize>() + acts
     }
 
     /// Bytes of the KV cache alone.

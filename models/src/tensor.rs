@@ -17,7 +17,14 @@ pub type Storage = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 /// Where tensors come from: one lookup per name, done at load time.
 pub trait TensorSource {
+    /// A dense tensor (F32, F16 or BF16).
     fn tensor(&self, name: &str) -> Result<Tensor, ModelError>;
+
+    /// A weight matrix, dense or quantized (see [`crate::matrix`] for how quantized ones are stored).
+    /// The default knows only dense tensors.
+    fn matrix(&self, name: &str) -> Result<crate::matrix::Matrix, ModelError> {
+        self.tensor(name).map(crate::matrix::Matrix::Dense)
+    }
 }
 
 #[derive(Clone)]

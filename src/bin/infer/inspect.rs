@@ -38,16 +38,16 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let (ctx, arena) = (session.ctx(), session.arena_bytes());
     let weights = model.weight_bytes();
     let available: Vec<&str> = Kernels::available().iter().map(|v| v.name()).collect();
-    let tensors: Vec<_> = model.tensors().collect();
+    let tensors: Vec<_> = model.weights().collect();
     let mut params = 0usize;
     for t in &tensors {
-        params += t.shape().iter().product::<usize>();
+        params += t.shape.iter().product::<usize>();
     }
 
     if args.json {
         let list: Vec<_> = tensors
             .iter()
-            .map(|t| serde_json::json!({"name": t.name(), "dtype": t.dtype().name(), "shape": t.shape(), "bytes": t.byte_len()}))
+            .map(|t| serde_json::json!({"name": t.name, "dtype": t.type_name, "shape": t.shape, "bytes": t.bytes}))
             .collect();
         let json = serde_json::json!({
             "model": model.dir().display().to_string(),
@@ -120,10 +120,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
         for t in &tensors {
             println!(
                 "{:<48} {:>5} {:>14} {:>12}",
-                t.name(),
-                t.dtype().name(),
-                format!("{:?}", t.shape()),
-                t.byte_len()
+                t.name,
+                t.type_name,
+                format!("{:?}", t.shape),
+                t.bytes
             );
         }
     } else {
