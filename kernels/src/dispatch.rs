@@ -55,7 +55,14 @@ impl Variant {
             Variant::Scalar => true,
             Variant::Avx2 => arch_x86 && f.avx2 && f.fma && f.f16c,
             Variant::Avx512Vnni => {
-                arch_x86 && f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni
+                arch_x86
+                    && f.avx2
+                    && f.fma
+                    && f.f16c
+                    && f.avx512f
+                    && f.avx512bw
+                    && f.avx512vl
+                    && f.avx512vnni
             }
             Variant::Neon => arch_arm && f.neon,
             Variant::NeonDotprod => arch_arm && f.neon && f.dotprod,
@@ -104,7 +111,9 @@ pub struct Kernels {
 
 impl std::fmt::Debug for Kernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kernels").field("variant", &self.variant).finish_non_exhaustive()
+        f.debug_struct("Kernels")
+            .field("variant", &self.variant)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,14 +148,19 @@ impl Kernels {
     /// The table of `variant`, if this CPU supports it.
     pub fn new(variant: Variant) -> Result<Kernels, KernelError> {
         if !variant.supported_by(&features()) {
-            return Err(KernelError::Unsupported { variant, available: names(&Kernels::available()) });
+            return Err(KernelError::Unsupported {
+                variant,
+                available: names(&Kernels::available()),
+            });
         }
         Ok(Self::table(variant))
     }
 
     /// The best variant for this CPU.
     pub fn detect() -> Kernels {
-        let best = *Kernels::available().last().expect("scalar is always available");
+        let best = *Kernels::available()
+            .last()
+            .expect("scalar is always available");
         Self::table(best)
     }
 
@@ -156,7 +170,9 @@ impl Kernels {
         if name.is_empty() || name == "auto" {
             return Ok(Kernels::detect());
         }
-        let variant = Variant::from_name(name).ok_or_else(|| KernelError::Unknown { name: name.to_string() })?;
+        let variant = Variant::from_name(name).ok_or_else(|| KernelError::Unknown {
+            name: name.to_string(),
+        })?;
         Kernels::new(variant)
     }
 
@@ -174,7 +190,10 @@ impl Kernels {
     /// Variants this CPU can run, slowest first (scalar is always first).
     pub fn available() -> Vec<Variant> {
         let f = features();
-        Variant::ALL.into_iter().filter(|v| v.supported_by(&f)).collect()
+        Variant::ALL
+            .into_iter()
+            .filter(|v| v.supported_by(&f))
+            .collect()
     }
 
     // Only called once `variant` is known to be supported.

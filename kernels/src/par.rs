@@ -34,16 +34,26 @@ pub fn matmul_t(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize,
     }
     // A few tasks per thread balance rows of uneven cost; more would only add scheduling overhead.
     let per_task = rows.div_ceil(threads * 4).next_multiple_of(ROW_ALIGN);
-    yt.par_chunks_mut(per_task * n).enumerate().for_each(|(i, out)| {
-        let r0 = i * per_task;
-        let r1 = r0 + out.len() / n;
-        run(kern, w.rows(r0..r1, k), k, x, n, out);
-    });
+    yt.par_chunks_mut(per_task * n)
+        .enumerate()
+        .for_each(|(i, out)| {
+            let r0 = i * per_task;
+            let r1 = r0 + out.len() / n;
+            run(kern, w.rows(r0..r1, k), k, x, n, out);
+        });
 }
 
 /// Token-major product `y[t*rows + r] = Σ_j w[r, j] · x[t, j]`. For one token the kernel writes `y`
 /// directly; for several it goes through `scratch` (at least `rows × n`) and a transpose.
-pub fn matmul(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize, y: &mut [f32], scratch: &mut [f32]) {
+pub fn matmul(
+    kern: &Kernels,
+    w: WeightRef<'_>,
+    k: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
     let rows = w.len() / k.max(1);
     if n == 1 {
         return matmul_t(kern, w, k, x, 1, &mut y[..rows]);
@@ -63,15 +73,26 @@ pub fn matmul_q(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f3
     let (rows, n, k) = (w.rows, x.n, w.k);
     let f = kern.matmul_q(w.format);
     let threads = threads();
-    if threads <= 1 || n == 0 || rows.saturating_mul(k).saturating_mul(n) < MIN_PARALLEL_WORK || rows < 2 * ROW_ALIGN {
+    if threads <= 1
+        || n == 0
+        || rows.saturating_mul(k).saturating_mul(n) < MIN_PARALLEL_WORK
+        || rows < 2 * ROW_ALIGN
+    {
         return f(w, x, yt);
     }
-    assert_eq!(yt.len(), rows * n, "par::matmul_q: yt has {} elements, need {rows}×{n}", yt.len());
+    assert_eq!(
+        yt.len(),
+        rows * n,
+        "par::matmul_q: yt has {} elements, need {rows}×{n}",
+        yt.len()
+    );
     let per_task = rows.div_ceil(threads * 4).next_multiple_of(ROW_ALIGN);
-    yt.par_chunks_mut(per_task * n).enumerate().for_each(|(i, out)| {
-        let r0 = i * per_task;
-        f(&w.rows(r0..r0 + out.len() / n), x, out);
-    });
+    yt.par_chunks_mut(per_task * n)
+        .enumerate()
+        .for_each(|(i, out)| {
+            let r0 = i * per_task;
+            f(&w.rows(r0..r0 + out.len() / n), x, out);
+        });
 }
 
 fn run(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize, yt: &mut [f32]) {

@@ -84,7 +84,9 @@ impl QFormat {
     /// The format called `name` (case-insensitive, surrounding blanks ignored).
     pub fn from_name(name: &str) -> Option<QFormat> {
         let name = name.trim();
-        QFormat::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name))
+        QFormat::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(name))
     }
 
     /// Bytes of the `qs` plane per block of [`QK`] elements: 32 for q8_0, 16 for the 4-bit formats.
@@ -123,5 +125,6 @@ const _: () = assert!(QFormat::Q4_0.bytes_per_block() == 18);
 const _: () = assert!(QFormat::Q4_1.bytes_per_block() == 20);
 // Every block's quants start on a 16-byte boundary relative to the plane (one full SIMD load).
 const _: () = assert!(
-    QFormat::Q8_0.qs_bytes_per_block().is_multiple_of(16) && QFormat::Q4_0.qs_bytes_per_block().is_multiple_of(16)
+    QFormat::Q8_0.qs_bytes_per_block().is_multiple_of(16)
+        && QFormat::Q4_0.qs_bytes_per_block().is_multiple_of(16)
 );

@@ -26,17 +26,33 @@ pub type QMatmulFn = fn(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]);
 
 /// Quantizes `n` rows of `k` activations (`x[t·k + j]`, `k` a multiple of [`QK`]) into q8 blocks:
 /// `qs` (`n·k`), `d` and `sum` (`n·k/32` each). See [`scalar::quantize_q8_acts`].
-pub type QuantizeActsFn = fn(x: &[f32], n: usize, k: usize, qs: &mut [i8], d: &mut [f32], sum: &mut [i32]);
+pub type QuantizeActsFn =
+    fn(x: &[f32], n: usize, k: usize, qs: &mut [i8], d: &mut [f32], sum: &mut [i32]);
 
 /// A malformed quantized tensor.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QuantError {
     #[error("{format} [{rows}, {k}]: k is not a positive multiple of the block size {QK}")]
-    BlockSize { format: QFormat, rows: usize, k: usize },
+    BlockSize {
+        format: QFormat,
+        rows: usize,
+        k: usize,
+    },
     #[error("{format} [{rows}, {k}]: plane `{plane}` has {got} elements, expected {expected}")]
-    PlaneLength { format: QFormat, rows: usize, k: usize, plane: &'static str, expected: usize, got: usize },
+    PlaneLength {
+        format: QFormat,
+        rows: usize,
+        k: usize,
+        plane: &'static str,
+        expected: usize,
+        got: usize,
+    },
     #[error("{format} [{rows}, {k}]: size overflows the address space")]
-    TooLarge { format: QFormat, rows: usize, k: usize },
+    TooLarge {
+        format: QFormat,
+        rows: usize,
+        k: usize,
+    },
 }
 
 /// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`]).
@@ -67,7 +83,14 @@ impl<'a> QWeight<'a> {
         d: &'a [f16],
         m: &'a [f16],
     ) -> Result<QWeight<'a>, QuantError> {
-        let w = QWeight { format, rows, k, qs, d, m };
+        let w = QWeight {
+            format,
+            rows,
+            k,
+            qs,
+            d,
+            m,
+        };
         w.validate()?;
         Ok(w)
     }
@@ -83,11 +106,20 @@ impl<'a> QWeight<'a> {
         let qs_len = elems / QK * format.qs_bytes_per_block();
         let scales = elems / QK;
         let m_len = if format.has_min() { scales } else { 0 };
-        for (plane, expected, got) in
-            [("qs", qs_len, self.qs.len()), ("d", scales, self.d.len()), ("m", m_len, self.m.len())]
-        {
+        for (plane, expected, got) in [
+            ("qs", qs_len, self.qs.len()),
+            ("d", scales, self.d.len()),
+            ("m", m_len, self.m.len()),
+        ] {
             if expected != got {
-                return Err(QuantError::PlaneLength { format, rows, k, plane, expected, got });
+                return Err(QuantError::PlaneLength {
+                    format,
+                    rows,
+                    k,
+                    plane,
+                    expected,
+                    got,
+                });
             }
         }
         Ok(())
@@ -105,9 +137,17 @@ impl<'a> QWeight<'a> {
 
     /// Rows `range` as a view of the same planes (no copy). Panics if the range is out of bounds.
     pub fn rows(&self, range: Range<usize>) -> QWeight<'a> {
-        assert!(range.start <= range.end && range.end <= self.rows, "QWeight::rows: {range:?} of {} rows", self.rows);
+        assert!(
+            range.start <= range.end && range.end <= self.rows,
+            "QWeight::rows: {range:?} of {} rows",
+            self.rows
+        );
         let (nb, rb) = (self.blocks_per_row(), self.row_bytes());
-        let m = if self.format.has_min() { &self.m[range.start * nb..range.end * nb] } else { self.m };
+        let m = if self.format.has_min() {
+            &self.m[range.start * nb..range.end * nb]
+        } else {
+            self.m
+        };
         QWeight {
             format: self.format,
             rows: range.len(),
@@ -120,8 +160,18 @@ impl<'a> QWeight<'a> {
 
     /// Row `r` as f32 values into `out` (`k` elements), by the format's value formula.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        assert!(r < self.rows, "QWeight::dequantize_row: row {r} of {}", self.rows);
-        assert_eq!(out.len(), self.k, "QWeight::dequantize_row: out has {} elements, k={}", out.len(), self.k);
+        assert!(
+            r < self.rows,
+            "QWeight::dequantize_row: row {r} of {}",
+            self.rows
+        );
+        assert_eq!(
+            out.len(),
+            self.k,
+            "QWeight::dequantize_row: out has {} elements, k={}",
+            out.len(),
+            self.k
+        );
         let (nb, bb) = (self.blocks_per_row(), self.format.qs_bytes_per_block());
         for (b, o) in out.chunks_exact_mut(QK).enumerate() {
             let qs = &self.qs[(r * nb + b) * bb..][..bb];
@@ -133,7 +183,11 @@ impl<'a> QWeight<'a> {
                     }
                 }
                 QFormat::Q4_0 | QFormat::Q4_1 => {
-                    let m = if self.format.has_min() { f32::from(self.m[r * nb + b]) } else { -8.0 * d };
+                    let m = if self.format.has_min() {
+                        f32::from(self.m[r * nb + b])
+                    } else {
+                        -8.0 * d
+                    };
                     for (j, &q) in qs.iter().enumerate() {
                         o[j] = d * f32::from(q & 15) + m;
                         o[j + QK / 2] = d * f32::from(q >> 4) + m;
@@ -161,8 +215,16 @@ pub struct Q8Acts {
 impl Q8Acts {
     /// Room for `max_n` tokens of `max_k` activations (or any `n·k` up to that product); holds nothing yet.
     pub fn new(max_n: usize, max_k: usize) -> Q8Acts {
-        let cap = max_n.checked_mul(max_k).expect("Q8Acts::new: size overflow");
-        Q8Acts { qs: vec![0; cap], d: vec![0.0; cap / QK], sum: vec![0; cap / QK], n: 0, k: 0 }
+        let cap = max_n
+            .checked_mul(max_k)
+            .expect("Q8Acts::new: size overflow");
+        Q8Acts {
+            qs: vec![0; cap],
+            d: vec![0.0; cap / QK],
+            sum: vec![0; cap / QK],
+            n: 0,
+            k: 0,
+        }
     }
 
     /// Largest `n·k` this arena holds.
@@ -184,7 +246,13 @@ impl Q8Acts {
     #[allow(clippy::should_implement_trait)] // returns a view by value, which `AsRef` cannot
     pub fn as_ref(&self) -> Q8ActsRef<'_> {
         let (len, nb) = (self.n * self.k, self.n * self.k / QK);
-        Q8ActsRef { qs: &self.qs[..len], d: &self.d[..nb], sum: &self.sum[..nb], n: self.n, k: self.k }
+        Q8ActsRef {
+            qs: &self.qs[..len],
+            d: &self.d[..nb],
+            sum: &self.sum[..nb],
+            n: self.n,
+            k: self.k,
+        }
     }
 }
 
@@ -208,10 +276,24 @@ pub struct Q8ActsRef<'a> {
 /// Quantizes `n` tokens of `k` activations (`x[t·k + j]`) into `out` with the table's kernel.
 /// Panics if `k` is not a positive multiple of [`QK`], `x` is shorter than `n·k`, or `out` is too small.
 pub fn quantize_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, out: &mut Q8Acts) {
-    assert!(k > 0 && k.is_multiple_of(QK), "quantize_acts: k={k} is not a positive multiple of {QK}");
+    assert!(
+        k > 0 && k.is_multiple_of(QK),
+        "quantize_acts: k={k} is not a positive multiple of {QK}"
+    );
     let len = n.checked_mul(k).expect("quantize_acts: size overflow");
-    assert!(len <= out.capacity(), "quantize_acts: {n}×{k} does not fit an arena of {}", out.capacity());
-    (kern.quantize_acts)(x, n, k, &mut out.qs[..len], &mut out.d[..len / QK], &mut out.sum[..len / QK]);
+    assert!(
+        len <= out.capacity(),
+        "quantize_acts: {n}×{k} does not fit an arena of {}",
+        out.capacity()
+    );
+    (kern.quantize_acts)(
+        x,
+        n,
+        k,
+        &mut out.qs[..len],
+        &mut out.d[..len / QK],
+        &mut out.sum[..len / QK],
+    );
     out.n = n;
     out.k = k;
 }

@@ -35,14 +35,29 @@ use super::{Q8ActsRef, QFormat, QWeight, QK};
 /// Checks the contract of every `matmul_*_q8` kernel and returns `(rows, n, blocks_per_row)`. Panics
 /// (never UB) on a malformed weight view, mismatched `k`, short activation planes or a wrong `yt` length.
 #[inline]
-pub fn check_qmatmul(w: &QWeight<'_>, format: QFormat, x: &Q8ActsRef<'_>, yt_len: usize) -> (usize, usize, usize) {
-    assert_eq!(w.format, format, "matmul_q: a {} weight passed to the {format} kernel", w.format);
+pub fn check_qmatmul(
+    w: &QWeight<'_>,
+    format: QFormat,
+    x: &Q8ActsRef<'_>,
+    yt_len: usize,
+) -> (usize, usize, usize) {
+    assert_eq!(
+        w.format, format,
+        "matmul_q: a {} weight passed to the {format} kernel",
+        w.format
+    );
     if let Err(e) = w.validate() {
         panic!("matmul_q: {e}");
     }
-    assert_eq!(w.k, x.k, "matmul_q: weight k={} but activations have k={}", w.k, x.k);
+    assert_eq!(
+        w.k, x.k,
+        "matmul_q: weight k={} but activations have k={}",
+        w.k, x.k
+    );
     let nb = w.k / QK;
-    let len = x.n.checked_mul(x.k).expect("matmul_q: activation size overflow");
+    let len =
+        x.n.checked_mul(x.k)
+            .expect("matmul_q: activation size overflow");
     assert!(
         x.qs.len() >= len && x.d.len() >= len / QK && x.sum.len() >= len / QK,
         "matmul_q: activation planes (qs {}, d {}, sum {}) too short for {}×{}",
@@ -52,25 +67,58 @@ pub fn check_qmatmul(w: &QWeight<'_>, format: QFormat, x: &Q8ActsRef<'_>, yt_len
         x.n,
         x.k
     );
-    let out = w.rows.checked_mul(x.n).expect("matmul_q: output size overflow");
-    assert_eq!(yt_len, out, "matmul_q: yt has {yt_len} elements, need {}×{}", w.rows, x.n);
+    let out = w
+        .rows
+        .checked_mul(x.n)
+        .expect("matmul_q: output size overflow");
+    assert_eq!(
+        yt_len, out,
+        "matmul_q: yt has {yt_len} elements, need {}×{}",
+        w.rows, x.n
+    );
     (w.rows, x.n, nb)
 }
 
 /// Checks the contract of every `quantize_q8_acts` kernel and returns `n·k`.
 #[inline]
-pub fn check_quantize_acts(x_len: usize, n: usize, k: usize, qs_len: usize, d_len: usize, sum_len: usize) -> usize {
-    assert!(k > 0 && k.is_multiple_of(QK), "quantize_acts: k={k} is not a positive multiple of {QK}");
+pub fn check_quantize_acts(
+    x_len: usize,
+    n: usize,
+    k: usize,
+    qs_len: usize,
+    d_len: usize,
+    sum_len: usize,
+) -> usize {
+    assert!(
+        k > 0 && k.is_multiple_of(QK),
+        "quantize_acts: k={k} is not a positive multiple of {QK}"
+    );
     let len = n.checked_mul(k).expect("quantize_acts: size overflow");
-    assert!(x_len >= len, "quantize_acts: x has {x_len} elements, need {n}×{k}");
-    assert_eq!(qs_len, len, "quantize_acts: qs has {qs_len} elements, need {n}×{k}");
-    assert!(d_len == len / QK && sum_len == len / QK, "quantize_acts: d/sum have {d_len}/{sum_len}, need {}", len / QK);
+    assert!(
+        x_len >= len,
+        "quantize_acts: x has {x_len} elements, need {n}×{k}"
+    );
+    assert_eq!(
+        qs_len, len,
+        "quantize_acts: qs has {qs_len} elements, need {n}×{k}"
+    );
+    assert!(
+        d_len == len / QK && sum_len == len / QK,
+        "quantize_acts: d/sum have {d_len}/{sum_len}, need {}",
+        len / QK
+    );
     len
 }
 
 /// Drives a product: `term(r, t, b)` is block `b`'s contribution to `yt[r·n + t]`.
 #[inline]
-fn blocks(rows: usize, n: usize, nb: usize, yt: &mut [f32], term: impl Fn(usize, usize, usize) -> f32) {
+fn blocks(
+    rows: usize,
+    n: usize,
+    nb: usize,
+    yt: &mut [f32],
+    term: impl Fn(usize, usize, usize) -> f32,
+) {
     for r in 0..rows {
         for t in 0..n {
             let mut acc = 0.0f32;
@@ -87,7 +135,8 @@ fn blocks(rows: usize, n: usize, nb: usize, yt: &mut [f32], term: impl Fn(usize,
 fn nib_dot(qs: &[u8], qx: &[i8]) -> i32 {
     let mut s = 0i32;
     for j in 0..QK / 2 {
-        s += i32::from(qs[j] & 15) * i32::from(qx[j]) + i32::from(qs[j] >> 4) * i32::from(qx[j + QK / 2]);
+        s += i32::from(qs[j] & 15) * i32::from(qx[j])
+            + i32::from(qs[j] >> 4) * i32::from(qx[j + QK / 2]);
     }
     s
 }
@@ -99,7 +148,11 @@ pub fn matmul_q8_0_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     blocks(rows, n, nb, yt, |r, t, b| {
         let qw = &w.qs[r * k + b * QK..][..QK];
         let qx = &x.qs[t * k + b * QK..][..QK];
-        let idot: i32 = qw.iter().zip(qx).map(|(&a, &c)| i32::from(a as i8) * i32::from(c)).sum();
+        let idot: i32 = qw
+            .iter()
+            .zip(qx)
+            .map(|(&a, &c)| i32::from(a as i8) * i32::from(c))
+            .sum();
         (f32::from(w.d[r * nb + b]) * x.d[t * nb + b]) * idot as f32
     });
 }
@@ -130,14 +183,30 @@ pub fn matmul_q4_1_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
 }
 
 /// Quantizes `n` tokens of `k` activations into q8 blocks (see the module docs).
-pub fn quantize_q8_acts(x: &[f32], n: usize, k: usize, qs: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
+pub fn quantize_q8_acts(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sum: &mut [i32],
+) {
     let len = check_quantize_acts(x.len(), n, k, qs.len(), d.len(), sum.len());
-    for (((xb, qb), db), sb) in x[..len].chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).zip(d).zip(sum) {
+    for (((xb, qb), db), sb) in x[..len]
+        .chunks_exact(QK)
+        .zip(qs.chunks_exact_mut(QK))
+        .zip(d)
+        .zip(sum)
+    {
         let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         let scale = amax / 127.0;
         let mut s = 0i32;
         for (q, &v) in qb.iter_mut().zip(xb) {
-            *q = if scale == 0.0 { 0 } else { (v / scale).round().clamp(-127.0, 127.0) as i8 };
+            *q = if scale == 0.0 {
+                0
+            } else {
+                (v / scale).round().clamp(-127.0, 127.0) as i8
+            };
             s += i32::from(*q);
         }
         *db = scale;
@@ -165,7 +234,9 @@ pub fn quantize_row_q8_0(x: &[f32], qs: &mut [u8], d: &mut [f16]) {
 pub fn quantize_row_q4_0(x: &[f32], qs: &mut [u8], d: &mut [f16]) {
     check_row(x.len(), QFormat::Q4_0, qs.len(), d.len(), None);
     for ((xb, qb), db) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK / 2)).zip(d) {
-        let max = xb.iter().fold(0.0f32, |a, &v| if v.abs() > a.abs() { v } else { a });
+        let max = xb
+            .iter()
+            .fold(0.0f32, |a, &v| if v.abs() > a.abs() { v } else { a });
         let scale = max / -8.0;
         let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
         *db = f16::from_f32(scale);
@@ -180,8 +251,17 @@ pub fn quantize_row_q4_0(x: &[f32], qs: &mut [u8], d: &mut [f16]) {
 /// Quantizes one row to q4_1: per block `m = min`, `d = (max − min)/15`, `nib = min(15, ⌊(x − m)/d + 0.5⌋)`.
 pub fn quantize_row_q4_1(x: &[f32], qs: &mut [u8], d: &mut [f16], m: &mut [f16]) {
     check_row(x.len(), QFormat::Q4_1, qs.len(), d.len(), Some(m.len()));
-    for (((xb, qb), db), mb) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK / 2)).zip(d).zip(m) {
-        let (min, max) = xb.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    for (((xb, qb), db), mb) in x
+        .chunks_exact(QK)
+        .zip(qs.chunks_exact_mut(QK / 2))
+        .zip(d)
+        .zip(m)
+    {
+        let (min, max) = xb
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
         let scale = (max - min) / 15.0;
         let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
         *db = f16::from_f32(scale);
@@ -194,9 +274,16 @@ pub fn quantize_row_q4_1(x: &[f32], qs: &mut [u8], d: &mut [f16], m: &mut [f16])
 }
 
 fn check_row(len: usize, format: QFormat, qs_len: usize, d_len: usize, m_len: Option<usize>) {
-    assert!(len.is_multiple_of(QK), "quantize_row_{format}: length {len} is not a multiple of {QK}");
+    assert!(
+        len.is_multiple_of(QK),
+        "quantize_row_{format}: length {len} is not a multiple of {QK}"
+    );
     let nb = len / QK;
-    assert_eq!(qs_len, nb * format.qs_bytes_per_block(), "quantize_row_{format}: qs length");
+    assert_eq!(
+        qs_len,
+        nb * format.qs_bytes_per_block(),
+        "quantize_row_{format}: qs length"
+    );
     assert_eq!(d_len, nb, "quantize_row_{format}: d length");
     if let Some(m_len) = m_len {
         assert_eq!(m_len, nb, "quantize_row_{format}: m length");

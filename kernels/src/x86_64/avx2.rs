@@ -30,6 +30,10 @@ pub(crate) fn table() -> Kernels {
         matmul_bf16,
         dot_f32,
         axpy_f32,
+        quantize_acts: super::quant_avx2::quantize_q8_acts,
+        matmul_q8_0: super::quant_avx2::matmul_q8_0_q8,
+        matmul_q4_0: super::quant_avx2::matmul_q4_0_q8,
+        matmul_q4_1: super::quant_avx2::matmul_q4_1_q8,
         ..Kernels::SCALAR
     }
 }
@@ -73,7 +77,11 @@ impl Lanes8 for bf16 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load8(p: *const bf16) -> __m256 {
         // SAFETY: 8 readable bf16 are 16 bytes. bf16 is the top half of an f32: widen, shift by 16.
-        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))) }
+        unsafe {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(p.cast()),
+            )))
+        }
     }
     fn to_f32(self) -> f32 {
         f32::from(self)
@@ -120,7 +128,14 @@ unsafe fn matmul<W: Lanes8>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f3
 /// Rows `r..r+R` against every token. Requires `(r+R)*k <= w.len()` and the `matmul` preconditions.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row_tile<W: Lanes8, const R: usize>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32], r: usize) {
+unsafe fn row_tile<W: Lanes8, const R: usize>(
+    w: &[W],
+    k: usize,
+    x: &[f32],
+    n: usize,
+    yt: &mut [f32],
+    r: usize,
+) {
     // LOOP 1: token tiles.
     let mut t = 0;
     while t + TOKENS <= n {
@@ -147,7 +162,9 @@ unsafe fn tile<W: Lanes8, const R: usize, const T: usize>(
     r: usize,
     t: usize,
 ) {
-    debug_assert!((r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len());
+    debug_assert!(
+        (r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len()
+    );
     let wp = w[r * k..].as_ptr();
     let xp = x[t * k..].as_ptr();
     // Token-major: acc[j][i] sums row i × token j.
@@ -205,7 +222,12 @@ unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     while i + 32 <= len {
         for (u, s) in acc.iter_mut().enumerate() {
             // SAFETY: i+32 <= len, so elements i+8u..i+8u+8 lie in both slices.
-            let (va, vb) = unsafe { (_mm256_loadu_ps(ap.add(i + 8 * u)), _mm256_loadu_ps(bp.add(i + 8 * u))) };
+            let (va, vb) = unsafe {
+                (
+                    _mm256_loadu_ps(ap.add(i + 8 * u)),
+                    _mm256_loadu_ps(bp.add(i + 8 * u)),
+                )
+            };
             *s = _mm256_fmadd_ps(va, vb, *s);
         }
         i += 32;

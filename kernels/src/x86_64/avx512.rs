@@ -27,6 +27,10 @@ pub(crate) fn table() -> Kernels {
         matmul_bf16,
         dot_f32,
         axpy_f32,
+        quantize_acts: super::quant_avx512::quantize_q8_acts,
+        matmul_q8_0: super::quant_avx512::matmul_q8_0_q8,
+        matmul_q4_0: super::quant_avx512::matmul_q4_0_q8,
+        matmul_q4_1: super::quant_avx512::matmul_q4_1_q8,
         ..super::avx2::table()
     }
 }
@@ -110,7 +114,14 @@ unsafe fn matmul<W: Lanes16>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f
 /// Rows `r..r+R` against every token. Requires `(r+R)*k <= w.len()` and the `matmul` preconditions.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn row_tile<W: Lanes16, const R: usize>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32], r: usize) {
+unsafe fn row_tile<W: Lanes16, const R: usize>(
+    w: &[W],
+    k: usize,
+    x: &[f32],
+    n: usize,
+    yt: &mut [f32],
+    r: usize,
+) {
     // LOOP 1: token tiles, then a tile for each of the 0..3 remaining tokens.
     let mut t = 0;
     while t + TOKENS <= n {
@@ -142,7 +153,9 @@ unsafe fn tile<W: Lanes16, const R: usize, const T: usize>(
     r: usize,
     t: usize,
 ) {
-    debug_assert!((r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len());
+    debug_assert!(
+        (r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len()
+    );
     let wp = w[r * k..].as_ptr();
     let xp = x[t * k..].as_ptr();
     // Token-major: acc[j][i] sums row i × token j.
@@ -151,7 +164,11 @@ unsafe fn tile<W: Lanes16, const R: usize, const T: usize>(
     // LOOP 0: k in steps of 16 lanes; the last step masks off lanes past k.
     let mut c = 0;
     while c < k {
-        let m: __mmask16 = if k - c >= 16 { 0xffff } else { (1u16 << (k - c)) - 1 };
+        let m: __mmask16 = if k - c >= 16 {
+            0xffff
+        } else {
+            (1u16 << (k - c)) - 1
+        };
         for (i, v) in wv.iter_mut().enumerate() {
             // SAFETY: the lanes selected by `m` are elements c..min(c+16, k) of row i, inside w.
             *v = unsafe { W::load16(wp.add(i * k + c), m) };
@@ -188,15 +205,29 @@ unsafe fn dot_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
     while i + 64 <= len {
         for (u, s) in acc.iter_mut().enumerate() {
             // SAFETY: i+64 <= len, so elements i+16u..i+16u+16 lie in both slices.
-            let (va, vb) = unsafe { (_mm512_loadu_ps(ap.add(i + 16 * u)), _mm512_loadu_ps(bp.add(i + 16 * u))) };
+            let (va, vb) = unsafe {
+                (
+                    _mm512_loadu_ps(ap.add(i + 16 * u)),
+                    _mm512_loadu_ps(bp.add(i + 16 * u)),
+                )
+            };
             *s = _mm512_fmadd_ps(va, vb, *s);
         }
         i += 64;
     }
     while i < len {
-        let m: __mmask16 = if len - i >= 16 { 0xffff } else { (1u16 << (len - i)) - 1 };
+        let m: __mmask16 = if len - i >= 16 {
+            0xffff
+        } else {
+            (1u16 << (len - i)) - 1
+        };
         // SAFETY: the lanes selected by `m` are elements i..min(i+16, len) of both slices.
-        let (va, vb) = unsafe { (_mm512_maskz_loadu_ps(m, ap.add(i)), _mm512_maskz_loadu_ps(m, bp.add(i))) };
+        let (va, vb) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(m, ap.add(i)),
+                _mm512_maskz_loadu_ps(m, bp.add(i)),
+            )
+        };
         acc[0] = _mm512_fmadd_ps(va, vb, acc[0]);
         i += 16;
     }
@@ -217,11 +248,19 @@ unsafe fn axpy_f32_avx512(alpha: f32, x: &[f32], y: &mut [f32]) {
     let va = _mm512_set1_ps(alpha);
     let mut i = 0;
     while i < len {
-        let m: __mmask16 = if len - i >= 16 { 0xffff } else { (1u16 << (len - i)) - 1 };
+        let m: __mmask16 = if len - i >= 16 {
+            0xffff
+        } else {
+            (1u16 << (len - i)) - 1
+        };
         // SAFETY: the lanes selected by `m` are elements i..min(i+16, len) of both slices; masked
         // lanes are neither read nor written, and `y` is borrowed mutably.
         unsafe {
-            let v = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, xp.add(i)), _mm512_maskz_loadu_ps(m, yp.add(i)));
+            let v = _mm512_fmadd_ps(
+                va,
+                _mm512_maskz_loadu_ps(m, xp.add(i)),
+                _mm512_maskz_loadu_ps(m, yp.add(i)),
+            );
             _mm512_mask_storeu_ps(yp.add(i), m, v);
         }
         i += 16;

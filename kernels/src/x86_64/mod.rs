@@ -2,3 +2,5 @@
 
 pub mod avx2;
 pub mod avx512;
+pub mod quant_avx2;
+pub mod quant_avx512;

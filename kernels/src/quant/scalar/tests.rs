@@ -32,10 +32,23 @@ impl Planes {
     /// Random quants and scales (every bit pattern of the quants; scales of magnitude about `scale`).
     fn random(rng: &mut Rng, format: QFormat, rows: usize, k: usize, scale: f32) -> Planes {
         let nb = rows * k / QK;
-        let qs = (0..nb * format.qs_bytes_per_block()).map(|_| rng.next_u64() as u8).collect();
+        let qs = (0..nb * format.qs_bytes_per_block())
+            .map(|_| rng.next_u64() as u8)
+            .collect();
         let d = (0..nb).map(|_| f16::from_f32(rng.uniform(scale))).collect();
-        let m = if format.has_min() { (0..nb).map(|_| f16::from_f32(rng.uniform(scale))).collect() } else { vec![] };
-        Planes { format, rows, k, qs, d, m }
+        let m = if format.has_min() {
+            (0..nb).map(|_| f16::from_f32(rng.uniform(scale))).collect()
+        } else {
+            vec![]
+        };
+        Planes {
+            format,
+            rows,
+            k,
+            qs,
+            d,
+            m,
+        }
     }
 
     /// The reference quantizer applied to `x` (`rows × k`).
@@ -58,7 +71,8 @@ impl Planes {
     }
 
     fn view(&self) -> QWeight<'_> {
-        QWeight::new(self.format, self.rows, self.k, &self.qs, &self.d, &self.m).expect("valid planes")
+        QWeight::new(self.format, self.rows, self.k, &self.qs, &self.d, &self.m)
+            .expect("valid planes")
     }
 }
 
@@ -132,15 +146,29 @@ fn products_match_f64_within_budget() {
     let seed = seed();
     let mut rng = Rng::new(seed);
     for format in QFormat::ALL {
-        for &(rows, k, n) in &[(1, 32, 1), (3, 64, 2), (7, 96, 5), (9, 576, 3), (2, 1536, 4)] {
+        for &(rows, k, n) in &[
+            (1, 32, 1),
+            (3, 64, 2),
+            (7, 96, 5),
+            (9, 576, 3),
+            (2, 1536, 4),
+        ] {
             for (ws, xs) in [(1.0, 1.0), (1e-4, 1e-3), (6e4, 1e6)] {
                 let x = rng.vec(n * k, xs);
                 let a = acts(&x, n, k);
                 let random = Planes::random(&mut rng, format, rows, k, ws);
-                check_vs_f64(&random.view(), &a.as_ref(), &format!("random planes seed={seed}"));
+                check_vs_f64(
+                    &random.view(),
+                    &a.as_ref(),
+                    &format!("random planes seed={seed}"),
+                );
                 let wx = rng.vec(rows * k, ws);
                 let quantized = Planes::quantize(format, rows, k, &wx);
-                check_vs_f64(&quantized.view(), &a.as_ref(), &format!("quantized seed={seed}"));
+                check_vs_f64(
+                    &quantized.view(),
+                    &a.as_ref(),
+                    &format!("quantized seed={seed}"),
+                );
             }
         }
     }
@@ -150,7 +178,9 @@ fn products_match_f64_within_budget() {
 fn products_on_extremes() {
     let (rows, k, n) = (4, 64, 2);
     // Saturated activations of both signs, against every extreme quant.
-    let x: Vec<f32> = (0..n * k).map(|i| if i % 3 == 0 { -1.0 } else { 1.0 }).collect();
+    let x: Vec<f32> = (0..n * k)
+        .map(|i| if i % 3 == 0 { -1.0 } else { 1.0 })
+        .collect();
     let a = acts(&x, n, k);
     assert!(a.as_ref().qs.iter().all(|&q| q.abs() == 127));
     for format in QFormat::ALL {
@@ -195,7 +225,12 @@ fn quantize_acts_spec() {
                 if a.d[b] == 0.0 {
                     assert_eq!(q, 0);
                 } else {
-                    assert_eq!(f32::from(q), (v / a.d[b]).round(), "x={v:e} d={:e} seed {seed}", a.d[b]);
+                    assert_eq!(
+                        f32::from(q),
+                        (v / a.d[b]).round(),
+                        "x={v:e} d={:e} seed {seed}",
+                        a.d[b]
+                    );
                     assert!(
                         (f64::from(v) - f64::from(q) * f64::from(a.d[b])).abs()
                             <= 0.5 * f64::from(a.d[b]) * (1.0 + 4.0 * U)
@@ -259,7 +294,8 @@ fn round_trip_bounds() {
                             // Signed scale; values at or past 7.5·d (around −max) clamp to nibble 15.
                             let ds = f64::from(signed_max(xb) / -8.0);
                             let clamped = ds != 0.0 && f64::from(v) / ds > 7.49;
-                            (if clamped { ds.abs() } else { 0.5 * ds.abs() }) + 8.0 * (ds - dh).abs()
+                            (if clamped { ds.abs() } else { 0.5 * ds.abs() })
+                                + 8.0 * (ds - dh).abs()
                         }
                         QFormat::Q4_1 => {
                             let d = f64::from((max - min) / 15.0);
@@ -278,7 +314,8 @@ fn round_trip_bounds() {
 }
 
 fn signed_max(x: &[f32]) -> f32 {
-    x.iter().fold(0.0f32, |a, &v| if v.abs() > a.abs() { v } else { a })
+    x.iter()
+        .fold(0.0f32, |a, &v| if v.abs() > a.abs() { v } else { a })
 }
 
 #[test]
@@ -314,7 +351,10 @@ fn quantizers_bit_patterns() {
 fn weight_views() {
     let mut rng = Rng::new(1);
     for format in QFormat::ALL {
-        assert_eq!(QFormat::from_name(&format.name().to_uppercase()), Some(format));
+        assert_eq!(
+            QFormat::from_name(&format.name().to_uppercase()),
+            Some(format)
+        );
         let (rows, k) = (5, 64);
         let p = Planes::random(&mut rng, format, rows, k, 1.0);
         let w = p.view();
@@ -328,7 +368,11 @@ fn weight_views() {
             assert_eq!(a, b);
             for (j, &v) in a.iter().enumerate() {
                 let (d, q, o) = element(&w, r + 2, j);
-                assert_eq!(f64::from(v), (d * f64::from(q) + o) as f32 as f64, "{format} r={r} j={j}");
+                assert_eq!(
+                    f64::from(v),
+                    (d * f64::from(q) + o) as f32 as f64,
+                    "{format} r={r} j={j}"
+                );
             }
         }
         assert_eq!(w.rows(5..5).rows, 0);
@@ -336,10 +380,16 @@ fn weight_views() {
         let bad_k = QWeight::new(format, rows, 48, &p.qs, &p.d, &p.m).unwrap_err();
         assert!(matches!(bad_k, QuantError::BlockSize { .. }), "{bad_k}");
         let short = QWeight::new(format, rows, k, &p.qs[1..], &p.d, &p.m).unwrap_err();
-        assert!(matches!(short, QuantError::PlaneLength { plane: "qs", .. }), "{short}");
+        assert!(
+            matches!(short, QuantError::PlaneLength { plane: "qs", .. }),
+            "{short}"
+        );
         let m: &[f16] = if format.has_min() { &[] } else { &p.d };
         let bad_m = QWeight::new(format, rows, k, &p.qs, &p.d, m).unwrap_err();
-        assert!(matches!(bad_m, QuantError::PlaneLength { plane: "m", .. }), "{bad_m}");
+        assert!(
+            matches!(bad_m, QuantError::PlaneLength { plane: "m", .. }),
+            "{bad_m}"
+        );
         let huge = QWeight::new(format, usize::MAX / 2, k, &p.qs, &p.d, &p.m).unwrap_err();
         assert!(matches!(huge, QuantError::TooLarge { .. }), "{huge}");
     }

@@ -1,0 +1,487 @@
+//! Every kernel variant this CPU can run against the scalar spec, for the quantized kernels.
+//!
+//! Products (`matmul_q8_0/q4_0/q4_1`): integer block dots must be exact and the f32 result within 1e-5 of
+//! scalar relative to `Σ_b |dw·dx·idot_b|` (plus `|m·dx·Σx|` for q4_1), so one unit off in any block dot
+//! fails. Activation quantization must match scalar bit for bit. Inputs are seeded random (the seed is
+//! printed on failure; `EDGEINFER_TEST_SEED=<seed>` replays it), every plane is offset from its
+//! allocation, and `EDGEINFER_REQUIRE_VARIANTS=avx2,avx512_vnni` (say) turns a skipped variant into a
+//! failure.
+
+use edgeinfer_kernels::quant::{self, scalar as qscalar, Q8Acts, Q8ActsRef, QFormat, QWeight, QK};
+use edgeinfer_kernels::testing::{close, seed, variants_under_test, Rng, Unaligned};
+use edgeinfer_kernels::{par, Kernels, Variant};
+use half::f16;
+
+const REL: f32 = 1e-5;
+
+const ROWS: [usize; 14] = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 129];
+const TOKENS: [usize; 7] = [1, 2, 3, 4, 5, 8, 17];
+
+/// Owned planes of a `[rows, k]` weight.
+#[derive(Clone)]
+struct Weight {
+    format: QFormat,
+    rows: usize,
+    k: usize,
+    qs: Vec<u8>,
+    d: Vec<f16>,
+    m: Vec<f16>,
+}
+
+impl Weight {
+    /// Random quants (every bit pattern) and scales uniform in ±`scale` (minimums in ±`8·scale`, kept
+    /// inside the f16 range).
+    fn random(rng: &mut Rng, format: QFormat, rows: usize, k: usize, scale: f32) -> Weight {
+        let nb = rows * k / QK;
+        let qs = (0..nb * format.qs_bytes_per_block())
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        let d = (0..nb).map(|_| f16::from_f32(rng.uniform(scale))).collect();
+        let mscale = (8.0 * scale).min(6.0e4);
+        let m = if format.has_min() {
+            (0..nb)
+                .map(|_| f16::from_f32(rng.uniform(mscale)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Weight {
+            format,
+            rows,
+            k,
+            qs,
+            d,
+            m,
+        }
+    }
+
+    fn view(&self) -> QWeight<'_> {
+        QWeight::new(self.format, self.rows, self.k, &self.qs, &self.d, &self.m).expect("valid")
+    }
+}
+
+/// Owned q8 activation planes.
+#[derive(Clone)]
+struct Acts {
+    n: usize,
+    k: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    sum: Vec<i32>,
+}
+
+impl Acts {
+    /// Scalar-quantized random activations of magnitude `scale`; one block in five is all zero.
+    fn quantized(rng: &mut Rng, n: usize, k: usize, scale: f32) -> Acts {
+        let mut x = rng.vec(n * k, scale);
+        for blk in x.chunks_exact_mut(QK) {
+            if rng.below(5) == 0 {
+                blk.fill(0.0);
+            }
+        }
+        let mut a = Q8Acts::new(n, k);
+        quant::quantize_acts(&Kernels::SCALAR, &x, n, k, &mut a);
+        let r = a.as_ref();
+        Acts {
+            n,
+            k,
+            qs: r.qs.to_vec(),
+            d: r.d.to_vec(),
+            sum: r.sum.to_vec(),
+        }
+    }
+
+    /// Quants all `q` (in −127..=127), scales `d`.
+    fn constant(n: usize, k: usize, q: i8, d: f32) -> Acts {
+        let nb = n * k / QK;
+        Acts {
+            n,
+            k,
+            qs: vec![q; n * k],
+            d: vec![d; nb],
+            sum: vec![i32::from(q) * QK as i32; nb],
+        }
+    }
+}
+
+/// `Σ_b |dw·dx·idot_b| (+ |m·dx·sx|)` for row `r`, token `t`: the magnitude the f32 bar is relative to.
+fn magnitude(w: &Weight, x: &Acts, r: usize, t: usize) -> f32 {
+    let (k, nb) = (w.k, w.k / QK);
+    let mut mag = 0.0f64;
+    for b in 0..nb {
+        let (dw, dx) = (
+            f64::from(f32::from(w.d[r * nb + b])),
+            f64::from(x.d[t * nb + b]),
+        );
+        let qx = &x.qs[t * k + b * QK..][..QK];
+        let sx: i64 = qx.iter().map(|&q| i64::from(q)).sum();
+        let idot: i64 = match w.format {
+            QFormat::Q8_0 => w.qs[r * k + b * QK..][..QK]
+                .iter()
+                .zip(qx)
+                .map(|(&a, &c)| i64::from(a as i8) * i64::from(c))
+                .sum(),
+            QFormat::Q4_0 | QFormat::Q4_1 => {
+                let qw = &w.qs[(r * k + b * QK) / 2..][..QK / 2];
+                let off = if w.format == QFormat::Q4_0 { 8 } else { 0 };
+                (0..QK / 2)
+                    .map(|j| {
+                        (i64::from(qw[j] & 15) - off) * i64::from(qx[j])
+                            + (i64::from(qw[j] >> 4) - off) * i64::from(qx[j + QK / 2])
+                    })
+                    .sum()
+            }
+        };
+        mag += (dw * dx * idot as f64).abs();
+        if w.format.has_min() {
+            mag += (f64::from(f32::from(w.m[r * nb + b])) * dx * sx as f64).abs();
+        }
+    }
+    mag as f32
+}
+
+fn reference(format: QFormat) -> quant::QMatmulFn {
+    match format {
+        QFormat::Q8_0 => qscalar::matmul_q8_0_q8,
+        QFormat::Q4_0 => qscalar::matmul_q4_0_q8,
+        QFormat::Q4_1 => qscalar::matmul_q4_1_q8,
+    }
+}
+
+/// Runs one product through `kern` (every plane offset from its allocation) and scalar; compares.
+fn product_case(kern: &Kernels, rng: &mut Rng, w: &Weight, x: &Acts, seed: u64, what: &str) {
+    let (rows, n) = (w.rows, x.n);
+    let mut want = vec![f32::NAN; rows * n];
+    reference(w.format)(
+        &w.view(),
+        &Q8ActsRef {
+            qs: &x.qs,
+            d: &x.d,
+            sum: &x.sum,
+            n,
+            k: x.k,
+        },
+        &mut want,
+    );
+
+    let offs = [
+        rng.below(32),
+        rng.below(4),
+        rng.below(4),
+        rng.below(32),
+        rng.below(4),
+        rng.below(4),
+        rng.below(4),
+    ];
+    let (wq, wd, wm) = (
+        Unaligned::new(&w.qs, offs[0]),
+        Unaligned::new(&w.d, offs[1]),
+        Unaligned::new(&w.m, offs[2]),
+    );
+    let (xq, xd, xs) = (
+        Unaligned::new(&x.qs, offs[3]),
+        Unaligned::new(&x.d, offs[4]),
+        Unaligned::new(&x.sum, offs[5]),
+    );
+    let mut got = Unaligned::new(&vec![f32::NAN; rows * n], offs[6]);
+    let wv = QWeight::new(w.format, rows, w.k, wq.get(), wd.get(), wm.get()).expect("valid");
+    let xv = Q8ActsRef {
+        qs: xq.get(),
+        d: xd.get(),
+        sum: xs.get(),
+        n,
+        k: x.k,
+    };
+    (kern.matmul_q(w.format))(&wv, &xv, got.get_mut());
+
+    for r in 0..rows {
+        for t in 0..n {
+            let (g, e) = (got.get()[r * n + t], want[r * n + t]);
+            let mag = magnitude(w, x, r, t);
+            assert!(
+                close(g, e, mag, REL),
+                "matmul_{} variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: yt[{r}*n+{t}] = {g:e}, \
+                 scalar {e:e}, magnitude {mag:e}; seed {seed} (replay: EDGEINFER_TEST_SEED={seed})",
+                w.format,
+                kern.variant,
+                w.k,
+            );
+        }
+    }
+}
+
+/// Ragged rows × k of one to three blocks (and real widths on some) × a rotating token count.
+#[test]
+fn products_ragged() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for format in QFormat::ALL {
+            for (ri, &rows) in ROWS.iter().enumerate() {
+                let mut ks = vec![32, 64, 96];
+                if ri % 3 == 0 {
+                    ks.push(576);
+                }
+                if rows == 17 {
+                    ks.push(1536);
+                }
+                for (ki, &k) in ks.iter().enumerate() {
+                    let n = TOKENS[(ri + ki) % TOKENS.len()];
+                    let (ws, xs) = [(1.0, 1.0), (1e-3, 1e-2), (6e4, 1e15)][(ri + 2 * ki) % 3];
+                    let w = Weight::random(&mut rng, format, rows, k, ws);
+                    let x = Acts::quantized(&mut rng, n, k, xs);
+                    product_case(&kern, &mut rng, &w, &x, seed, "random");
+                }
+            }
+            // Every token count on a few shapes (tile and token tails).
+            for &n in &TOKENS {
+                for &(rows, k) in &[(1, 32), (4, 64), (5, 96), (9, 576), (8, 288)] {
+                    let w = Weight::random(&mut rng, format, rows, k, 1.0);
+                    let x = Acts::quantized(&mut rng, n, k, 1.0);
+                    product_case(&kern, &mut rng, &w, &x, seed, "tokens");
+                }
+            }
+        }
+    }
+}
+
+/// Extreme quants (±127/−128, nibbles 0 and 15), zero blocks and f16 scales from subnormal to max.
+#[test]
+fn products_extremes() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for format in QFormat::ALL {
+            let (rows, k) = (9, 160);
+            for byte in [0x00u8, 0xff, 0x80, 0x7f, 0x0f, 0xf0, 0x81] {
+                for dv in [0.0f32, 65504.0, -65504.0, 6.0e-8, 6.1e-5, 1.0] {
+                    let mut w = Weight::random(&mut rng, format, rows, k, 1.0);
+                    w.qs.fill(byte);
+                    w.d.fill(f16::from_f32(dv));
+                    w.m.fill(f16::from_f32(-dv));
+                    for &(q, dx) in &[(127i8, 1e20f32), (-127, 1.0), (0, 1.0), (1, 1e-30)] {
+                        for n in [1, 3, 4] {
+                            let x = Acts::constant(n, k, q, dx);
+                            product_case(
+                                &kern,
+                                &mut rng,
+                                &w,
+                                &x,
+                                seed,
+                                &format!("qs=0x{byte:02x} d={dv:e} x={q}"),
+                            );
+                        }
+                    }
+                    // Alternating-sign saturated activations against the same weights.
+                    let mut x = Acts::constant(4, k, 127, 0.5);
+                    for (i, q) in x.qs.iter_mut().enumerate() {
+                        if i % 3 == 1 {
+                            *q = -127;
+                        }
+                    }
+                    for (s, blk) in x.sum.iter_mut().zip(x.qs.chunks_exact(QK)) {
+                        *s = blk.iter().map(|&q| i32::from(q)).sum();
+                    }
+                    product_case(
+                        &kern,
+                        &mut rng,
+                        &w,
+                        &x,
+                        seed,
+                        &format!("qs=0x{byte:02x} d={dv:e} alternating"),
+                    );
+                }
+            }
+            // Zero blocks inside random weights and activations.
+            let mut w = Weight::random(&mut rng, format, 17, 96, 1.0);
+            let bb = format.qs_bytes_per_block();
+            w.qs[bb..2 * bb].fill(if format == QFormat::Q8_0 { 0 } else { 0x88 });
+            w.d[5] = f16::ZERO;
+            let x = Acts::quantized(&mut rng, 5, 96, 1.0);
+            product_case(&kern, &mut rng, &w, &x, seed, "zero blocks");
+        }
+    }
+}
+
+/// Zero rows or zero tokens write nothing and do not panic.
+#[test]
+fn products_empty() {
+    for kern in variants_under_test() {
+        for format in QFormat::ALL {
+            let w = Weight::random(&mut Rng::new(1), format, 0, 64, 1.0);
+            let x = Acts::constant(3, 64, 1, 1.0);
+            (kern.matmul_q(format))(
+                &w.view(),
+                &Q8ActsRef {
+                    qs: &x.qs,
+                    d: &x.d,
+                    sum: &x.sum,
+                    n: 3,
+                    k: 64,
+                },
+                &mut [],
+            );
+            let w = Weight::random(&mut Rng::new(1), format, 5, 64, 1.0);
+            (kern.matmul_q(format))(
+                &w.view(),
+                &Q8ActsRef {
+                    qs: &[],
+                    d: &[],
+                    sum: &[],
+                    n: 0,
+                    k: 64,
+                },
+                &mut [],
+            );
+        }
+    }
+}
+
+/// Activation quantization: identical quants, sums and scales to scalar.
+#[test]
+fn quantize_acts_exact() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for &(n, k) in &[(1, 32), (1, 576), (3, 64), (5, 1536), (17, 96), (2, 4096)] {
+            for scale in [1.0f32, 1e-30, 1e30, 1e-40, 300.0] {
+                let mut x = rng.vec(n * k, scale);
+                let nb = n * k / QK;
+                // Special blocks: all zero; exact halves with d = 1 (rounding ties); one huge outlier;
+                // a subnormal block whose scale rounds down (quants clamp at ±127).
+                x[..QK].fill(0.0);
+                if nb > 1 {
+                    for (j, v) in x[QK..2 * QK].iter_mut().enumerate() {
+                        *v = j as f32 - 15.5;
+                    }
+                    x[QK] = 127.0;
+                }
+                if nb > 2 {
+                    x[2 * QK + 7] = 1e35;
+                }
+                if nb > 3 {
+                    x[3 * QK] = 143.0 * f32::from_bits(1);
+                    x[3 * QK + 1] = -x[3 * QK];
+                }
+                let (mut qs, mut d, mut sum) = (vec![0i8; n * k], vec![0f32; nb], vec![0i32; nb]);
+                qscalar::quantize_q8_acts(&x, n, k, &mut qs, &mut d, &mut sum);
+
+                let offs = [rng.below(8), rng.below(32), rng.below(4), rng.below(4)];
+                let xu = Unaligned::new(&x, offs[0]);
+                let (mut gq, mut gd, mut gs) = (
+                    Unaligned::new(&vec![99i8; n * k], offs[1]),
+                    Unaligned::new(&vec![f32::NAN; nb], offs[2]),
+                    Unaligned::new(&vec![i32::MIN; nb], offs[3]),
+                );
+                (kern.quantize_acts)(xu.get(), n, k, gq.get_mut(), gd.get_mut(), gs.get_mut());
+                let ctx = || {
+                    format!(
+                        "quantize_acts variant {} n={n} k={k} scale={scale:e} offsets={offs:?}; seed {seed} \
+                         (replay: EDGEINFER_TEST_SEED={seed})",
+                        kern.variant
+                    )
+                };
+                for b in 0..nb {
+                    assert_eq!(
+                        gd.get()[b].to_bits(),
+                        d[b].to_bits(),
+                        "block {b} scale: {}",
+                        ctx()
+                    );
+                    assert_eq!(
+                        gq.get()[b * QK..][..QK],
+                        qs[b * QK..][..QK],
+                        "block {b} quants: {}",
+                        ctx()
+                    );
+                    assert_eq!(gs.get()[b], sum[b], "block {b} sum: {}", ctx());
+                }
+            }
+        }
+    }
+}
+
+/// `quant::quantize_acts` fills the arena through the table and `par::matmul_q` splits rows on a
+/// 3-thread pool (uneven on purpose); both against scalar.
+#[test]
+fn par_matmul_q_three_threads() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .expect("rayon pool");
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        let mut arena = Q8Acts::new(4, 1536);
+        for format in QFormat::ALL {
+            for &(rows, k, n) in &[
+                (257, 576, 1),
+                (129, 1536, 2),
+                (65, 576, 4),
+                (33, 64, 17),
+                (7, 96, 2),
+            ] {
+                let xf = rng.vec(n * k, 1.0);
+                let w = Weight::random(&mut rng, format, rows, k, 0.1);
+                let mut small = Q8Acts::new(n, k);
+                quant::quantize_acts(&Kernels::SCALAR, &xf, n, k, &mut small);
+                let s = small.as_ref();
+                let x = Acts {
+                    n,
+                    k,
+                    qs: s.qs.to_vec(),
+                    d: s.d.to_vec(),
+                    sum: s.sum.to_vec(),
+                };
+                let mut want = vec![0.0; rows * n];
+                reference(format)(&w.view(), &s, &mut want);
+
+                let acts = if n * k <= arena.capacity() {
+                    quant::quantize_acts(&kern, &xf, n, k, &mut arena);
+                    arena.as_ref()
+                } else {
+                    s
+                };
+                assert_eq!(
+                    (acts.n, acts.k, acts.qs),
+                    (n, k, s.qs),
+                    "quantize_acts into the arena"
+                );
+                let mut got = vec![f32::NAN; rows * n];
+                pool.install(|| par::matmul_q(&kern, &w.view(), &acts, &mut got));
+                for r in 0..rows {
+                    for t in 0..n {
+                        let (g, e) = (got[r * n + t], want[r * n + t]);
+                        assert!(
+                            close(g, e, magnitude(&w, &x, r, t), REL),
+                            "par::matmul_q {format} variant {} rows={rows} k={k} n={n} at (r={r}, t={t}): {g:e} vs \
+                             scalar {e:e}; seed {seed}",
+                            kern.variant
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Prints which variants this run tests (visible with `--nocapture` or `--show-output`; parsed by
+/// scripts/test-aarch64.sh).
+#[test]
+fn report_variants() {
+    let ran: Vec<&str> = variants_under_test()
+        .iter()
+        .map(|k| k.variant.name())
+        .collect();
+    let skipped: Vec<&str> = Variant::ALL
+        .into_iter()
+        .filter(|v| !Kernels::available().contains(v))
+        .map(|v| v.name())
+        .collect();
+    println!(
+        "kernel variants tested: {} (unavailable here: {})",
+        ran.join(","),
+        skipped.join(",")
+    );
+    assert_eq!(ran.first(), Some(&"scalar"));
+}
