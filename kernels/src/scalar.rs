@@ -14,10 +14,21 @@ use crate::weight::WeightRef;
 #[inline]
 pub fn check_matmul(w_len: usize, k: usize, x_len: usize, n: usize, yt_len: usize) -> usize {
     assert!(k > 0, "matmul: k must be positive");
-    assert_eq!(w_len % k, 0, "matmul: weight length {w_len} is not a multiple of k={k}");
+    assert_eq!(
+        w_len % k,
+        0,
+        "matmul: weight length {w_len} is not a multiple of k={k}"
+    );
     let rows = w_len / k;
-    assert!(x_len >= n * k, "matmul: x has {x_len} elements, need {n}×{k}");
-    assert_eq!(yt_len, rows * n, "matmul: yt has {yt_len} elements, need {rows}×{n}");
+    assert!(
+        x_len >= n * k,
+        "matmul: x has {x_len} elements, need {n}×{k}"
+    );
+    assert_eq!(
+        yt_len,
+        rows * n,
+        "matmul: yt has {yt_len} elements, need {rows}×{n}"
+    );
     rows
 }
 
@@ -91,7 +102,11 @@ pub fn softmax_f32(x: &mut [f32]) {
 
 /// SwiGLU's elementwise part: `gate[i] = silu(gate[i]) · up[i]`, `silu(g) = g / (1 + e^-g)`.
 pub fn silu_mul_f32(gate: &mut [f32], up: &[f32]) {
-    assert_eq!(gate.len(), up.len(), "silu_mul: gate and up differ in length");
+    assert_eq!(
+        gate.len(),
+        up.len(),
+        "silu_mul: gate and up differ in length"
+    );
     for (g, u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
@@ -103,8 +118,14 @@ pub fn silu_mul_f32(gate: &mut [f32], up: &[f32]) {
 /// `cos`/`sin` hold the angles of this token's position (`head_dim/2` each).
 pub fn rope_f32(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
     let half = head_dim / 2;
-    assert!(head_dim % 2 == 0 && x.len() % head_dim == 0, "rope: bad head_dim {head_dim}");
-    assert!(cos.len() >= half && sin.len() >= half, "rope: angle tables too short");
+    assert!(
+        head_dim % 2 == 0 && x.len() % head_dim == 0,
+        "rope: bad head_dim {head_dim}"
+    );
+    assert!(
+        cos.len() >= half && sin.len() >= half,
+        "rope: angle tables too short"
+    );
     for head in x.chunks_exact_mut(head_dim) {
         let (lo, hi) = head.split_at_mut(half);
         for i in 0..half {

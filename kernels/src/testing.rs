@@ -11,7 +11,9 @@ use crate::dispatch::{Kernels, Variant};
 pub const ENV_REQUIRE_VARIANTS: &str = "EDGEINFER_REQUIRE_VARIANTS";
 
 /// Row and token counts around every SIMD width and tile boundary.
-pub const RAGGED: [usize; 19] = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 257];
+pub const RAGGED: [usize; 19] = [
+    1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 257,
+];
 
 /// Reduction lengths: one, ragged values around 4/8/16/32-lane steps, and real model widths.
 pub const K_SIZES: [usize; 12] = [1, 2, 3, 5, 7, 9, 15, 17, 33, 100, 576, 1536];
@@ -58,10 +60,15 @@ impl Rng {
 /// A seed for a test: `$EDGEINFER_TEST_SEED` if set (to reproduce a failure), else one derived from the
 /// clock. Tests print it on failure.
 pub fn seed() -> u64 {
-    if let Some(s) = std::env::var("EDGEINFER_TEST_SEED").ok().and_then(|s| s.trim().parse().ok()) {
+    if let Some(s) = std::env::var("EDGEINFER_TEST_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
         return s;
     }
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     t.as_nanos() as u64
 }
 
@@ -103,11 +110,16 @@ pub fn close(got: f32, want: f32, scale: f32, rel: f32) -> bool {
 /// Variants named in `$EDGEINFER_REQUIRE_VARIANTS`. Panics on an unknown name (a typo must not turn the
 /// requirement off).
 pub fn required_variants() -> Vec<Variant> {
-    let Ok(list) = std::env::var(ENV_REQUIRE_VARIANTS) else { return Vec::new() };
+    let Ok(list) = std::env::var(ENV_REQUIRE_VARIANTS) else {
+        return Vec::new();
+    };
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| Variant::from_name(s).unwrap_or_else(|| panic!("{ENV_REQUIRE_VARIANTS}: unknown variant `{s}`")))
+        .map(|s| {
+            Variant::from_name(s)
+                .unwrap_or_else(|| panic!("{ENV_REQUIRE_VARIANTS}: unknown variant `{s}`"))
+        })
         .collect()
 }
 
@@ -116,7 +128,11 @@ pub fn required_variants() -> Vec<Variant> {
 pub fn variants_under_test() -> Vec<Kernels> {
     let available = Kernels::available();
     let required = required_variants();
-    let missing: Vec<_> = required.iter().filter(|v| !available.contains(v)).map(|v| v.name()).collect();
+    let missing: Vec<_> = required
+        .iter()
+        .filter(|v| !available.contains(v))
+        .map(|v| v.name())
+        .collect();
     assert!(
         missing.is_empty(),
         "{ENV_REQUIRE_VARIANTS} requires {missing:?}, but this CPU only runs {:?}",
@@ -131,7 +147,10 @@ pub fn variants_under_test() -> Vec<Kernels> {
             }
         }
     });
-    available.into_iter().map(|v| Kernels::new(v).expect("available variant")).collect()
+    available
+        .into_iter()
+        .map(|v| Kernels::new(v).expect("available variant"))
+        .collect()
 }
 
 /// The architecture a variant belongs to (`std::env::consts::ARCH` spelling).

@@ -6,7 +6,9 @@
 //! `EDGEINFER_REQUIRE_VARIANTS=avx2,avx512_vnni` (say) turns a skipped variant into a failure.
 
 use edgeinfer_kernels::dispatch::MatmulFn;
-use edgeinfer_kernels::testing::{close, required_variants, seed, variants_under_test, Rng, Unaligned, K_SIZES, RAGGED};
+use edgeinfer_kernels::testing::{
+    close, required_variants, seed, variants_under_test, Rng, Unaligned, K_SIZES, RAGGED,
+};
 use edgeinfer_kernels::{par, scalar, Kernels, Variant, WeightRef};
 use half::{bf16, f16};
 
@@ -65,8 +67,15 @@ fn matmul_case<T: Copy + Default>(
     zero_weights: bool,
     seed: u64,
 ) {
-    let w: Vec<T> =
-        (0..rows * k).map(|_| (f.from_f32)(if zero_weights { 0.0 } else { rng.uniform(w_scale) })).collect();
+    let w: Vec<T> = (0..rows * k)
+        .map(|_| {
+            (f.from_f32)(if zero_weights {
+                0.0
+            } else {
+                rng.uniform(w_scale)
+            })
+        })
+        .collect();
     let x = rng.vec(n * k, x_scale);
     let mut want = vec![f32::NAN; rows * n];
     (f.reference)(&w, k, &x, n, &mut want);
@@ -78,7 +87,9 @@ fn matmul_case<T: Copy + Default>(
 
     for r in 0..rows {
         for t in 0..n {
-            let mag: f32 = (0..k).map(|j| ((f.to_f32)(w[r * k + j]) * x[t * k + j]).abs()).sum();
+            let mag: f32 = (0..k)
+                .map(|j| ((f.to_f32)(w[r * k + j]) * x[t * k + j]).abs())
+                .sum();
             let (g, e) = (got.get()[r * n + t], want[r * n + t]);
             assert!(
                 close(g, e, mag, REL),
@@ -150,7 +161,8 @@ fn dot_f32() {
             for scale in [1.0, 1e15, 1e-12] {
                 let (a, b) = (rng.vec(len, scale), rng.vec(len, scale));
                 let (oa, ob) = (rng.below(4), rng.below(4));
-                let got = (kern.dot_f32)(Unaligned::new(&a, oa).get(), Unaligned::new(&b, ob).get());
+                let got =
+                    (kern.dot_f32)(Unaligned::new(&a, oa).get(), Unaligned::new(&b, ob).get());
                 let want = scalar::dot_f32(&a, &b);
                 let mag: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum();
                 assert!(
@@ -163,7 +175,11 @@ fn dot_f32() {
         }
         // Unequal lengths: the common length counts.
         let (a, b) = (rng.vec(37, 1.0), rng.vec(20, 1.0));
-        assert!(close((kern.dot_f32)(&a, &b), scalar::dot_f32(&a, &b), 20.0, REL), "dot_f32 {}", kern.variant);
+        assert!(
+            close((kern.dot_f32)(&a, &b), scalar::dot_f32(&a, &b), 20.0, REL),
+            "dot_f32 {}",
+            kern.variant
+        );
     }
 }
 
@@ -200,13 +216,24 @@ fn rmsnorm_f32() {
         let mut rng = Rng::new(seed);
         for len in RAGGED.into_iter().chain([576, 896]) {
             let (x, wf) = (rng.vec(len, 3.0), rng.vec(len, 2.0));
-            let (w16, wb16): (Vec<f16>, Vec<bf16>) =
-                (wf.iter().map(|&v| f16::from_f32(v)).collect(), wf.iter().map(|&v| bf16::from_f32(v)).collect());
-            for w in [WeightRef::F32(&wf), WeightRef::F16(&w16), WeightRef::BF16(&wb16)] {
+            let (w16, wb16): (Vec<f16>, Vec<bf16>) = (
+                wf.iter().map(|&v| f16::from_f32(v)).collect(),
+                wf.iter().map(|&v| bf16::from_f32(v)).collect(),
+            );
+            for w in [
+                WeightRef::F32(&wf),
+                WeightRef::F16(&w16),
+                WeightRef::BF16(&wb16),
+            ] {
                 let mut want = vec![0.0; len];
                 scalar::rmsnorm_f32(&x, w, 1e-6, &mut want);
                 let mut got = Unaligned::new(&vec![0.0; len], rng.below(4));
-                (kern.rmsnorm_f32)(Unaligned::new(&x, rng.below(4)).get(), w, 1e-6, got.get_mut());
+                (kern.rmsnorm_f32)(
+                    Unaligned::new(&x, rng.below(4)).get(),
+                    w,
+                    1e-6,
+                    got.get_mut(),
+                );
                 for (i, (&g, &e)) in got.get().iter().zip(&want).enumerate() {
                     assert!(
                         close(g, e, e.abs(), REL),
@@ -258,7 +285,12 @@ fn silu_mul_f32() {
             (kern.silu_mul_f32)(got.get_mut(), Unaligned::new(&u, rng.below(4)).get());
             for i in 0..len {
                 assert!(
-                    close(got.get()[i], want[i], want[i].abs() + 1e-7 * u[i].abs(), REL),
+                    close(
+                        got.get()[i],
+                        want[i],
+                        want[i].abs() + 1e-7 * u[i].abs(),
+                        REL
+                    ),
                     "silu_mul_f32 variant {} len={len} at {i}: {} vs scalar {}; seed {seed}",
                     kern.variant,
                     got.get()[i],
@@ -277,7 +309,9 @@ fn rope_f32() {
         for (head_dim, heads) in [(2, 1), (8, 3), (14, 2), (32, 5), (64, 9), (128, 2)] {
             let half = head_dim / 2;
             let pos = rng.below(4096) as f32;
-            let angle: Vec<f32> = (0..half).map(|i| pos * 10000f32.powf(-((2 * i) as f32) / head_dim as f32)).collect();
+            let angle: Vec<f32> = (0..half)
+                .map(|i| pos * 10000f32.powf(-((2 * i) as f32) / head_dim as f32))
+                .collect();
             let (cos, sin): (Vec<f32>, Vec<f32>) = angle.iter().map(|a| (a.cos(), a.sin())).unzip();
             let x = rng.vec(head_dim * heads, 2.0);
             let mut want = x.clone();
@@ -286,7 +320,9 @@ fn rope_f32() {
             (kern.rope_f32)(got.get_mut(), head_dim, &cos, &sin);
             for (i, (&g, &e)) in got.get().iter().zip(&want).enumerate() {
                 let (h, j) = (i / head_dim * head_dim, i % head_dim % half);
-                let mag = (x[h + j] * cos[j]).abs() + (x[h + j + half] * sin[j]).abs() + (x[h + j] * sin[j]).abs();
+                let mag = (x[h + j] * cos[j]).abs()
+                    + (x[h + j + half] * sin[j]).abs()
+                    + (x[h + j] * sin[j]).abs();
                 assert!(
                     close(g, e, mag + (x[h + j + half] * cos[j]).abs(), REL),
                     "rope_f32 variant {} head_dim={head_dim} heads={heads} at {i}: {g} vs scalar {e}; seed {seed}",
@@ -300,16 +336,30 @@ fn rope_f32() {
 /// `par::matmul_t` and `par::matmul` on a 3-thread pool (uneven split on purpose) against scalar.
 #[test]
 fn par_matmul_three_threads() {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("rayon pool");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .expect("rayon pool");
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
-        for &(rows, k, n) in &[(257, 576, 1), (257, 576, 3), (129, 1536, 2), (33, 64, 17), (7, 9, 2), (65, 100, 5)] {
+        for &(rows, k, n) in &[
+            (257, 576, 1),
+            (257, 576, 3),
+            (129, 1536, 2),
+            (33, 64, 17),
+            (7, 9, 2),
+            (65, 100, 5),
+        ] {
             let wf = rng.vec(rows * k, 1.0);
             let w16: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
             let wb16: Vec<bf16> = wf.iter().map(|&v| bf16::from_f32(v)).collect();
             let x = rng.vec(n * k, 1.0);
-            for w in [WeightRef::F32(&wf), WeightRef::F16(&w16), WeightRef::BF16(&wb16)] {
+            for w in [
+                WeightRef::F32(&wf),
+                WeightRef::F16(&w16),
+                WeightRef::BF16(&wb16),
+            ] {
                 let mut wq = vec![0.0; rows * k];
                 w.to_f32(&mut wq);
                 let mut want_t = vec![0.0; rows * n];
@@ -346,19 +396,29 @@ fn par_matmul_three_threads() {
 fn required_variants_available() {
     let available = Kernels::available();
     for v in required_variants() {
-        assert!(available.contains(&v), "required kernel variant {v} is not available on this CPU ({available:?})");
+        assert!(
+            available.contains(&v),
+            "required kernel variant {v} is not available on this CPU ({available:?})"
+        );
     }
 }
 
 /// Prints which variants this run tests (visible with `--nocapture` or `--show-output`).
 #[test]
 fn report_variants() {
-    let ran: Vec<&str> = variants_under_test().iter().map(|k| k.variant.name()).collect();
+    let ran: Vec<&str> = variants_under_test()
+        .iter()
+        .map(|k| k.variant.name())
+        .collect();
     let skipped: Vec<&str> = Variant::ALL
         .into_iter()
         .filter(|v| !Kernels::available().contains(v))
         .map(|v| v.name())
         .collect();
-    println!("kernel variants tested: {} (unavailable here: {})", ran.join(","), skipped.join(","));
+    println!(
+        "kernel variants tested: {} (unavailable here: {})",
+        ran.join(","),
+        skipped.join(",")
+    );
     assert_eq!(ran.first(), Some(&"scalar"));
 }

@@ -135,7 +135,14 @@ unsafe fn matmul<W: Lanes8>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f3
 /// Rows `r..r+R` against every token. Requires `(r+R)*k <= w.len()` and the `matmul` preconditions.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn row_tile<W: Lanes8, const R: usize>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32], r: usize) {
+unsafe fn row_tile<W: Lanes8, const R: usize>(
+    w: &[W],
+    k: usize,
+    x: &[f32],
+    n: usize,
+    yt: &mut [f32],
+    r: usize,
+) {
     // LOOP 1: token tiles.
     let mut t = 0;
     while t + TOKENS <= n {
@@ -162,7 +169,9 @@ unsafe fn tile<W: Lanes8, const R: usize, const T: usize>(
     r: usize,
     t: usize,
 ) {
-    debug_assert!((r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len());
+    debug_assert!(
+        (r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len()
+    );
     let wp = w[r * k..].as_ptr();
     let xp = x[t * k..].as_ptr();
     let zero = vdupq_n_f32(0.0);
@@ -178,7 +187,12 @@ unsafe fn tile<W: Lanes8, const R: usize, const T: usize>(
         }
         for j in 0..T {
             // SAFETY: c+8 <= k, so token j's elements c..c+8 lie inside x.
-            let (x_lo, x_hi) = unsafe { (vld1q_f32(xp.add(j * k + c)), vld1q_f32(xp.add(j * k + c + 4))) };
+            let (x_lo, x_hi) = unsafe {
+                (
+                    vld1q_f32(xp.add(j * k + c)),
+                    vld1q_f32(xp.add(j * k + c + 4)),
+                )
+            };
             for i in 0..R {
                 acc_lo[i][j] = vfmaq_f32(acc_lo[i][j], wv[i].0, x_lo);
                 acc_hi[i][j] = vfmaq_f32(acc_hi[i][j], wv[i].1, x_hi);
