@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use edgeinfer::{Model, ModelOptions};
 
+mod bench;
 #[cfg(feature = "import")]
 mod import;
 mod inspect;
@@ -40,6 +41,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Show a model's tensors, kernels and memory needs.
     Inspect(inspect::InspectArgs),
+    /// Prefill and decode speed, with llama-bench's test definitions (pp512, tg128).
+    Bench(bench::BenchArgs),
 }
 
 /// How to load the model; shared by every subcommand that runs one.
@@ -60,37 +63,9 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The model directory; the default one is also looked for at the repository root when `infer`
-    /// runs from `target/<profile>/` outside the repository.
-    fn model_dir(&self) -> PathBuf {
-        if self.model.exists() || self.model != Path::new(DEFAULT_MODEL) {
-            return self.model.clone();
-        }
-        let beside_repo = std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join(DEFAULT_MODEL)));
-        match beside_repo {
-            Some(dir) if dir.join("config.json").is_file() => dir,
-            _ => self.model.clone(),
-        }
-    }
-
     fn load(&self) -> Result<Arc<Model>> {
-        let dir = self.model_dir();
-        if !dir.exists() {
-            if dir == Path::new(DEFAULT_MODEL) {
-                bail!(
-                    "the default model is not here yet ({DEFAULT_MODEL} does not exist).\n\
-                     Fetch and import it with `scripts/fetch-model.sh` (or `make model`), \
-                     or point -m/--model (or $EDGEINFER_MODEL) at a model directory."
-                );
-            }
-            bail!(
-                "model directory {} does not exist; pass -m/--model with a directory holding config.json, \
-                 model.safetensors and tokenizer.json (GGUF files can be converted with `infer import`)",
-                dir.display()
-            );
-        }
+        let dir = resolve_model_dir(&self.model);
+        check_model_dir(&dir)?;
         let opts = ModelOptions {
             threads: self.threads,
             kernels: self.kernels.clone(),
@@ -115,6 +90,40 @@ impl ModelArgs {
     }
 }
 
+/// The model directory; the default one is also looked for at the repository root when `infer` runs
+/// from `target/<profile>/` outside the repository.
+fn resolve_model_dir(model: &Path) -> PathBuf {
+    if model.exists() || model != Path::new(DEFAULT_MODEL) {
+        return model.to_path_buf();
+    }
+    let beside_repo = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join(DEFAULT_MODEL)));
+    match beside_repo {
+        Some(dir) if dir.join("config.json").is_file() => dir,
+        _ => model.to_path_buf(),
+    }
+}
+
+/// A missing model directory, with what to do about it.
+fn check_model_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    if dir == Path::new(DEFAULT_MODEL) {
+        bail!(
+            "the default model is not here yet ({DEFAULT_MODEL} does not exist).\n\
+             Fetch and import it with `scripts/fetch-model.sh` (or `make model`), \
+             or point -m/--model (or $EDGEINFER_MODEL) at a model directory."
+        );
+    }
+    bail!(
+        "model directory {} does not exist; pass -m/--model with a directory holding config.json, \
+         model.safetensors and tokenizer.json (GGUF files can be converted with `infer import`)",
+        dir.display()
+    );
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -123,6 +132,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "import")]
         Command::Import(args) => import::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
