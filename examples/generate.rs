@@ -12,8 +12,12 @@ use edgeinfer::{GenerateOptions, Message, Model, Prompt, SamplerConfig, SessionO
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().unwrap_or_else(|| "weights/SmolLM2-135M-Instruct".into());
-    let question = args.next().unwrap_or_else(|| "What is the capital of France?".into());
+    let dir = args
+        .next()
+        .unwrap_or_else(|| "weights/SmolLM2-135M-Instruct".into());
+    let question = args
+        .next()
+        .unwrap_or_else(|| "What is the capital of France?".into());
 
     // Load once: weights are mapped, not copied. `Model` is Send + Sync; share it with Arc.
     let model: Arc<Model> = Model::load(&dir)?;
@@ -24,19 +28,35 @@ fn main() -> anyhow::Result<()> {
             let model = Arc::clone(&model);
             std::thread::spawn(move || -> edgeinfer::Result<String> {
                 let mut session = model.session(SessionOptions::default())?;
-                let opts = GenerateOptions { max_tokens: 16, sampler: SamplerConfig { seed: i, ..Default::default() }, ..Default::default() };
-                Ok(session.generate(&Prompt::Text("Once upon a time"), &opts, |_| true)?.text)
+                let opts = GenerateOptions {
+                    max_tokens: 16,
+                    sampler: SamplerConfig {
+                        seed: i,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                Ok(session
+                    .generate(&Prompt::Text("Once upon a time"), &opts, |_| true)?
+                    .text)
             })
         })
         .collect();
     for (i, h) in handles.into_iter().enumerate() {
-        println!("thread {i}: Once upon a time{}", h.join().expect("thread panicked")?);
+        println!(
+            "thread {i}: Once upon a time{}",
+            h.join().expect("thread panicked")?
+        );
     }
 
     // Streaming a chat answer: the callback gets each piece of text as soon as it is complete.
     let mut session = model.session(SessionOptions::default())?;
     let messages = [Message::new("user", question.as_str())];
-    let opts = GenerateOptions { max_tokens: 64, sampler: SamplerConfig::greedy(), ..Default::default() };
+    let opts = GenerateOptions {
+        max_tokens: 64,
+        sampler: SamplerConfig::greedy(),
+        ..Default::default()
+    };
     let result = session.generate(&Prompt::Chat(&messages), &opts, |piece| {
         print!("{piece}");
         std::io::stdout().flush().is_ok()
