@@ -151,9 +151,21 @@ fn check_config(out: &Path) {
 
 fn check_tokenizer(out: &Path) {
     let tok = tokenizers::Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/smollm2-tokenizer-cases.json");
+    // A copy of ../shared/fixtures/smollm2-tokenizer-cases.json, so a clean clone tests the same cases;
+    // where the shared original is present, it must not have moved on.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = root.join("tests/fixtures/smollm2-tokenizer-cases.json");
     let cases = read_json(&fixture);
+    let shared = root.join("../shared/fixtures/smollm2-tokenizer-cases.json");
+    if shared.is_file() {
+        assert_eq!(
+            read_json(&shared),
+            cases,
+            "{} differs from {}; copy it again",
+            shared.display(),
+            fixture.display()
+        );
+    }
     let cases = cases["cases"].as_array().unwrap();
     assert!(!cases.is_empty());
     let mut failures = Vec::new();
