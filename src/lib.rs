@@ -38,6 +38,7 @@ pub mod session;
 
 pub use chat::Message;
 pub use error::{Error, Result};
+pub use edgeinfer_models::state::KvDType;
 pub use model::{Model, ModelOptions};
 pub use sampler::SamplerConfig;
 pub use session::{

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use edgeinfer_models::state::StateOptions;
+use edgeinfer_models::state::{KvDType, StateOptions};
 use edgeinfer_models::{Logits, State};
 
 use crate::chat::Message;
@@ -22,6 +22,8 @@ pub struct SessionOptions {
     pub batch: usize,
     /// Keep the logits of every position (needed by [`Session::evaluate`]).
     pub all_logits: bool,
+    /// Element type of the KV cache (default F16: half the memory; F32 for bit-level comparisons).
+    pub kv_dtype: KvDType,
 }
 
 impl SessionOptions {
@@ -34,6 +36,7 @@ impl Default for SessionOptions {
             ctx: 0,
             batch: 64,
             all_logits: false,
+            kv_dtype: KvDType::F16,
         }
     }
 }
@@ -158,6 +161,7 @@ impl Session {
                 batch: opts.batch.min(ctx),
                 threads: model.threads(),
                 all_logits: opts.all_logits,
+                kv_dtype: opts.kv_dtype,
             },
         )?;
         Ok(Session {

@@ -526,7 +526,7 @@ fn session(name: &str, ctx: usize) -> (Arc<Model>, Session) {
         .session(SessionOptions {
             ctx,
             batch: 4,
-            all_logits: false,
+            ..SessionOptions::default()
         })
         .unwrap();
     (model, session)

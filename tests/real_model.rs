@@ -76,6 +76,8 @@ fn our_logits(model: &Arc<Model>, tokens: &[u32]) -> Vec<Vec<f32>> {
         ctx: tokens.len(),
         batch: tokens.len(),
         all_logits: true,
+        // f32 cache: the comparison is with candle's f32 reference.
+        kv_dtype: edgeinfer::KvDType::F32,
     };
     let mut session = model.session(opts).unwrap();
     let mut out = vec![Vec::new(); tokens.len()];

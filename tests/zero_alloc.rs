@@ -199,7 +199,7 @@ fn decode_steps_do_not_allocate() {
                 .session(SessionOptions {
                     ctx: 64,
                     batch: 8,
-                    all_logits: false,
+                    ..SessionOptions::default()
                 })
                 .unwrap();
             let mut sampler = Sampler::new(cfg, SHAPE.vocab).unwrap();

@@ -72,6 +72,13 @@ pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `y[i] += alpha · x[i]` over the common length, `x` in f16 (the KV cache's values).
+pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += alpha * f32::from(*x);
+    }
+}
+
 /// RMSNorm: `out[i] = x[i] / sqrt(mean(x²) + eps) · w[i]`, with the mean taken in f32.
 pub fn rmsnorm_f32(x: &[f32], w: WeightRef<'_>, eps: f32, out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "rmsnorm: x and out differ in length");

@@ -210,6 +210,33 @@ fn axpy_f32() {
 }
 
 #[test]
+fn axpy_f16() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for len in vec_lengths() {
+            let (alpha, y) = (rng.uniform(2.0), rng.vec(len, 1.0));
+            let x: Vec<f16> = rng.vec(len, 1.0).into_iter().map(f16::from_f32).collect();
+            let mut want = y.clone();
+            scalar::axpy_f16(alpha, &x, &mut want);
+            let (ox, oy) = (rng.below(4), rng.below(4));
+            let mut got = Unaligned::new(&y, oy);
+            (kern.axpy_f16)(alpha, Unaligned::new(&x, ox).get(), got.get_mut());
+            for i in 0..len {
+                let mag = y[i].abs() + (alpha * f32::from(x[i])).abs();
+                assert!(
+                    close(got.get()[i], want[i], mag, REL),
+                    "axpy_f16 variant {} len={len} offsets=({ox},{oy}) at {i}: {} vs scalar {}; seed {seed}",
+                    kern.variant,
+                    got.get()[i],
+                    want[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn rmsnorm_f32() {
     for kern in variants_under_test() {
         let seed = seed();

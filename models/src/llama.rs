@@ -4,14 +4,17 @@
 //! causal grouped-query attention → output projection → residual; RMSNorm → gate/up → SwiGLU → down →
 //! residual; final RMSNorm; logits.
 
+use edgeinfer_kernels::dispatch::MatmulFn;
 use edgeinfer_kernels::{par, Kernels};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::config::Config;
 use crate::error::ModelError;
 use crate::matrix::Matrix;
 use crate::names;
-use crate::state::State;
+use crate::state::{KvCache, State};
 use crate::tensor::{Tensor, TensorSource};
 
 /// Weights of one decoder layer (views into the mapped file).
@@ -225,25 +228,24 @@ impl Llama {
                 (kern.rope_f32)(&mut s.k[t * kvd..(t + 1) * kvd], hd, cos, sin);
             }
 
-            // Cache write: positions pos..pos+n of layer l.
-            let layer_base = l * s.opts.ctx * kvd;
-            let dst = layer_base + pos * kvd..layer_base + (pos + n) * kvd;
-            s.key_cache[dst.clone()].copy_from_slice(&s.k[..n * kvd]);
-            s.value_cache[dst].copy_from_slice(&s.v[..n * kvd]);
-
-            // Causal attention of every (token, head) over the cache; att = softmax(q·Kᵀ/√d)·V.
-            let cache = layer_base..layer_base + s.opts.ctx * kvd;
-            attention(
-                kern,
-                c,
-                &s.q[..n * qd],
-                &s.key_cache[cache.clone()],
-                &s.value_cache[cache],
-                pos,
-                &mut s.att[..n * qd],
-                &mut s.scores,
-                s.opts.ctx,
-            );
+            // Cache write (positions pos..pos+n of layer l, per kv head), then causal attention of
+            // every (token, head) over the cache: att = softmax(q·Kᵀ/√d)·V.
+            let layer_cache =
+                l * c.num_kv_heads * s.opts.ctx * hd..(l + 1) * c.num_kv_heads * s.opts.ctx * hd;
+            let (k, v, q) = (&s.k[..n * kvd], &s.v[..n * kvd], &s.q[..n * qd]);
+            let (att, scores) = (&mut s.att[..n * qd], &mut s.scores);
+            match &mut s.kv {
+                KvCache::F32 { k: kc, v: vc } => {
+                    let (kc, vc) = (&mut kc[layer_cache.clone()], &mut vc[layer_cache.clone()]);
+                    write_cache(c, s.opts.ctx, pos, k, v, kc, vc);
+                    attention(kern, c, q, kc, vc, pos, att, scores, s.opts.ctx);
+                }
+                KvCache::F16 { k: kc, v: vc } => {
+                    let (kc, vc) = (&mut kc[layer_cache.clone()], &mut vc[layer_cache.clone()]);
+                    write_cache(c, s.opts.ctx, pos, k, v, kc, vc);
+                    attention(kern, c, q, kc, vc, pos, att, scores, s.opts.ctx);
+                }
+            }
 
             // Output projection and residual: x += att·Woᵀ.
             layer.wo.matmul(
@@ -346,24 +348,77 @@ fn add_assign(x: &mut [f32], y: &[f32]) {
     }
 }
 
+/// An element type the KV cache can hold, with the kernels attention needs for it.
+trait KvElem: Copy + Send + Sync {
+    fn store(dst: &mut [Self], src: &[f32]);
+    fn matmul(kern: &Kernels) -> MatmulFn<Self>;
+    fn axpy(kern: &Kernels) -> fn(f32, &[Self], &mut [f32]);
+}
+
+impl KvElem for f32 {
+    fn store(dst: &mut [f32], src: &[f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn matmul(kern: &Kernels) -> MatmulFn<f32> {
+        kern.matmul_f32
+    }
+    fn axpy(kern: &Kernels) -> fn(f32, &[f32], &mut [f32]) {
+        kern.axpy_f32
+    }
+}
+
+impl KvElem for f16 {
+    fn store(dst: &mut [f16], src: &[f32]) {
+        dst.convert_from_f32_slice(src);
+    }
+    fn matmul(kern: &Kernels) -> MatmulFn<f16> {
+        kern.matmul_f16
+    }
+    fn axpy(kern: &Kernels) -> fn(f32, &[f16], &mut [f32]) {
+        kern.axpy_f16
+    }
+}
+
+/// Appends `n` tokens' keys and values (`[n, kv_heads × head_dim]`) at positions `pos..pos+n` of one
+/// layer's cache (`[kv_heads, ctx, head_dim]`).
+fn write_cache<T: KvElem>(
+    c: &Config,
+    ctx: usize,
+    pos: usize,
+    k: &[f32],
+    v: &[f32],
+    kc: &mut [T],
+    vc: &mut [T],
+) {
+    let (hd, kvd) = (c.head_dim, c.kv_dim());
+    for t in 0..k.len() / kvd {
+        for g in 0..c.num_kv_heads {
+            let src = t * kvd + g * hd..t * kvd + (g + 1) * hd;
+            let dst = (g * ctx + pos + t) * hd..(g * ctx + pos + t + 1) * hd;
+            T::store(&mut kc[dst.clone()], &k[src.clone()]);
+            T::store(&mut vc[dst], &v[src]);
+        }
+    }
+}
+
 /// Causal grouped-query attention for `n = q.len() / q_dim` tokens at positions `pos..pos+n`.
 ///
 /// Work items are the `(token, head)` pairs in `att`'s row-major order, each owning `head_dim` outputs.
 /// They are split into at most `scores.len() / ctx` contiguous groups; each group owns one row of
 /// `scores`, so threads never share memory.
 #[allow(clippy::too_many_arguments)]
-fn attention(
+fn attention<T: KvElem>(
     kern: &Kernels,
     c: &Config,
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[T],
+    values: &[T],
     pos: usize,
     att: &mut [f32],
     scores: &mut [f32],
     ctx: usize,
 ) {
-    let (hd, nh, kvd) = (c.head_dim, c.num_heads, c.kv_dim());
+    let (hd, nh) = (c.head_dim, c.num_heads);
     let group = nh / c.num_kv_heads;
     let items = q.len() / hd;
     let max_groups = (scores.len() / ctx).min(par::threads()).max(1);
@@ -374,19 +429,24 @@ fn attention(
         for (j, o) in out.chunks_exact_mut(hd).enumerate() {
             let item = first_item + j;
             let (t, head) = (item / nh, item % nh);
-            let kv_off = (head / group) * hd;
-            let qv = &q[item * hd..(item + 1) * hd];
+            // This head's keys and values: rows 0..seen of its kv head, `[ctx, head_dim]`.
+            let kv = (head / group) * ctx * hd;
             let seen = pos + t + 1;
             let sc = &mut sc[..seen];
-            for (p, s) in sc.iter_mut().enumerate() {
-                let base = p * kvd + kv_off;
-                *s = (kern.dot_f32)(qv, &keys[base..base + hd]) * scale;
+            (T::matmul(kern))(
+                &keys[kv..kv + seen * hd],
+                hd,
+                &q[item * hd..(item + 1) * hd],
+                1,
+                sc,
+            );
+            for s in sc.iter_mut() {
+                *s *= scale;
             }
             (kern.softmax_f32)(sc);
             o.fill(0.0);
             for (p, &w) in sc.iter().enumerate() {
-                let base = p * kvd + kv_off;
-                (kern.axpy_f32)(w, &values[base..base + hd], o);
+                (T::axpy(kern))(w, &values[kv + p * hd..kv + (p + 1) * hd], o);
             }
         }
     };

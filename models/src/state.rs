@@ -2,6 +2,7 @@
 //! sizes. A forward pass only writes into these buffers; decoding a token allocates nothing.
 
 use edgeinfer_kernels::quant::Q8Acts;
+use half::f16;
 
 use crate::config::Config;
 use crate::error::ModelError;
@@ -17,6 +18,24 @@ pub struct StateOptions {
     pub threads: usize,
     /// Keep logits for every token of a batch, not only the last (perplexity, parity tests).
     pub all_logits: bool,
+    /// Element type of the KV cache.
+    pub kv_dtype: KvDType,
+}
+
+/// Element type of the KV cache. F16 halves its memory and the bandwidth attention needs, at a
+/// relative rounding of 2⁻¹¹ on keys and values; F32 keeps the forward bit-comparable to an f32
+/// reference (the parity tests use it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvDType {
+    F32,
+    #[default]
+    F16,
+}
+
+/// The KV cache of every layer in the session's [`KvDType`].
+pub(crate) enum KvCache {
+    F32 { k: Vec<f32>, v: Vec<f32> },
+    F16 { k: Vec<f16>, v: Vec<f16> },
 }
 
 /// The current wave of activations plus the KV cache of one session.
@@ -42,9 +61,9 @@ pub struct State {
     pub(crate) scratch: Vec<f32>,
     /// Attention scores, one row per thread group, `[threads, ctx]`.
     pub(crate) scores: Vec<f32>,
-    /// KV cache, `[layers, ctx, kv_heads × head_dim]` each.
-    pub(crate) key_cache: Vec<f32>,
-    pub(crate) value_cache: Vec<f32>,
+    /// KV cache, `[layers, kv_heads, ctx, head_dim]` each: one head's keys are contiguous rows, so
+    /// its attention scores are one matmul over them.
+    pub(crate) kv: KvCache,
     /// Rotary angles per position, `[ctx, head_dim / 2]` each.
     pub(crate) rope_cos: Vec<f32>,
     pub(crate) rope_sin: Vec<f32>,
@@ -64,6 +83,7 @@ impl State {
             batch,
             threads,
             all_logits,
+            kv_dtype: _,
         } = opts;
         if ctx == 0 {
             return Err(ModelError::Options {
@@ -120,8 +140,16 @@ impl State {
             up: zeros(batch * inter),
             scratch: zeros(mul(max_rows, batch, "batch")?),
             scores: zeros(mul(threads, ctx, "threads")?),
-            key_cache: zeros(cache),
-            value_cache: zeros(cache),
+            kv: match opts.kv_dtype {
+                KvDType::F32 => KvCache::F32 {
+                    k: vec![0.0; cache],
+                    v: vec![0.0; cache],
+                },
+                KvDType::F16 => KvCache::F16 {
+                    k: vec![f16::ZERO; cache],
+                    v: vec![f16::ZERO; cache],
+                },
+            },
             rope_cos,
             rope_sin,
             logits: zeros(mul(logits_rows, cfg.vocab_size, "batch")?),
@@ -176,19 +204,20 @@ impl State {
             &self.up,
             &self.scratch,
             &self.scores,
-            &self.key_cache,
-            &self.value_cache,
             &self.rope_cos,
             &self.rope_sin,
             &self.logits,
         ];
         // i8 quants, plus an f32 scale and an i32 sum per 32-block.
         let acts = self.acts.capacity() + self.acts.capacity() / edgeinfer_kernels::quant::QK * 8;
-        v.iter().map(|b| b.len() * 4).sum::<usize>() + acts
+        v.iter().map(|b| b.len() * 4).sum::<usize>() + acts + self.kv_bytes()
     }
 
     /// Bytes of the KV cache alone.
     pub fn kv_bytes(&self) -> usize {
-        (self.key_cache.len() + self.value_cache.len()) * 4
+        match &self.kv {
+            KvCache::F32 { k, v } => (k.len() + v.len()) * 4,
+            KvCache::F16 { k, v } => (k.len() + v.len()) * 2,
+        }
     }
 }

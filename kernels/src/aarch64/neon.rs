@@ -31,6 +31,7 @@ pub(crate) fn table() -> Kernels {
         matmul_bf16,
         dot_f32,
         axpy_f32,
+        axpy_f16,
         quantize_acts: super::quant_neon::quantize_q8_acts,
         matmul_q8_0: super::quant_neon::matmul_q8_0_q8,
         matmul_q4_0: super::quant_neon::matmul_q4_0_q8,
@@ -249,23 +250,33 @@ unsafe fn dot_f32_neon(a: &[f32], b: &[f32]) -> f32 {
 /// NEON version of [`scalar::axpy_f32`] (fused multiply-add, so last-bit differences are expected).
 pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
     // SAFETY: only reachable through the NEON tables, built after detection.
-    unsafe { axpy_f32_neon(alpha, x, y) }
+    unsafe { axpy(alpha, x, y) }
+}
+
+/// NEON version of [`scalar::axpy_f16`].
+pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+    // SAFETY: only reachable through the NEON tables, built after detection.
+    unsafe { axpy(alpha, x, y) }
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn axpy_f32_neon(alpha: f32, x: &[f32], y: &mut [f32]) {
+unsafe fn axpy<W: Lanes8>(alpha: f32, x: &[W], y: &mut [f32]) {
     let len = x.len().min(y.len());
     let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
     let mut i = 0;
-    while i + 4 <= len {
-        // SAFETY: i+4 <= len, so elements i..i+4 lie in both slices; `y` is borrowed mutably.
+    while i + 8 <= len {
+        // SAFETY: i+8 <= len, so elements i..i+8 lie in both slices; `y` is borrowed mutably.
         unsafe {
-            let v = vfmaq_n_f32(vld1q_f32(yp.add(i)), vld1q_f32(xp.add(i)), alpha);
-            vst1q_f32(yp.add(i), v);
+            let (lo, hi) = W::load8(xp.add(i));
+            vst1q_f32(yp.add(i), vfmaq_n_f32(vld1q_f32(yp.add(i)), lo, alpha));
+            vst1q_f32(
+                yp.add(i + 4),
+                vfmaq_n_f32(vld1q_f32(yp.add(i + 4)), hi, alpha),
+            );
         }
-        i += 4;
+        i += 8;
     }
     for j in i..len {
-        y[j] += alpha * x[j];
+        y[j] += alpha * x[j].to_f32();
     }
 }

@@ -30,6 +30,7 @@ pub(crate) fn table() -> Kernels {
         matmul_bf16,
         dot_f32,
         axpy_f32,
+        axpy_f16,
         quantize_acts: super::quant_avx2::quantize_q8_acts,
         matmul_q8_0: super::quant_avx2::matmul_q8_0_q8,
         matmul_q4_0: super::quant_avx2::matmul_q4_0_q8,
@@ -249,11 +250,17 @@ unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
 /// AVX2 version of [`scalar::axpy_f32`] (fused multiply-add, so last-bit differences are expected).
 pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
     // SAFETY: only reachable through the AVX2 table, built after detection.
-    unsafe { axpy_f32_avx2(alpha, x, y) }
+    unsafe { axpy(alpha, x, y) }
+}
+
+/// AVX2 version of [`scalar::axpy_f16`].
+pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 table, built after detection.
+    unsafe { axpy(alpha, x, y) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn axpy_f32_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
+unsafe fn axpy<W: Lanes8>(alpha: f32, x: &[W], y: &mut [f32]) {
     let len = x.len().min(y.len());
     let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
     let va = _mm256_set1_ps(alpha);
@@ -261,12 +268,12 @@ unsafe fn axpy_f32_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
     while i + 8 <= len {
         // SAFETY: i+8 <= len, so elements i..i+8 lie in both slices; `y` is borrowed mutably.
         unsafe {
-            let v = _mm256_fmadd_ps(va, _mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i)));
+            let v = _mm256_fmadd_ps(va, W::load8(xp.add(i)), _mm256_loadu_ps(yp.add(i)));
             _mm256_storeu_ps(yp.add(i), v);
         }
         i += 8;
     }
     for j in i..len {
-        y[j] += alpha * x[j];
+        y[j] += alpha * x[j].to_f32();
     }
 }

@@ -27,6 +27,7 @@ pub(crate) fn table() -> Kernels {
         matmul_bf16,
         dot_f32,
         axpy_f32,
+        axpy_f16,
         quantize_acts: super::quant_avx512::quantize_q8_acts,
         matmul_q8_0: super::quant_avx512::matmul_q8_0_q8,
         matmul_q4_0: super::quant_avx512::matmul_q4_0_q8,
@@ -238,11 +239,17 @@ unsafe fn dot_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
 /// AVX-512 version of [`scalar::axpy_f32`] (fused multiply-add, so last-bit differences are expected).
 pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
     // SAFETY: only reachable through the AVX-512 table, built after detection.
-    unsafe { axpy_f32_avx512(alpha, x, y) }
+    unsafe { axpy(alpha, x, y) }
+}
+
+/// AVX-512 version of [`scalar::axpy_f16`].
+pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+    // SAFETY: only reachable through the AVX-512 table, built after detection.
+    unsafe { axpy(alpha, x, y) }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn axpy_f32_avx512(alpha: f32, x: &[f32], y: &mut [f32]) {
+unsafe fn axpy<W: Lanes16>(alpha: f32, x: &[W], y: &mut [f32]) {
     let len = x.len().min(y.len());
     let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
     let va = _mm512_set1_ps(alpha);
@@ -258,7 +265,7 @@ unsafe fn axpy_f32_avx512(alpha: f32, x: &[f32], y: &mut [f32]) {
         unsafe {
             let v = _mm512_fmadd_ps(
                 va,
-                _mm512_maskz_loadu_ps(m, xp.add(i)),
+                W::load16(xp.add(i), m),
                 _mm512_maskz_loadu_ps(m, yp.add(i)),
             );
             _mm512_mask_storeu_ps(yp.add(i), m, v);

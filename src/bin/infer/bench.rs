@@ -199,7 +199,7 @@ fn prefill(model: &std::sync::Arc<Model>, n: usize, batch: usize) -> Result<f64>
     let mut session = model.session(SessionOptions {
         ctx: n,
         batch: batch.max(1),
-        all_logits: false,
+        ..SessionOptions::default()
     })?;
     let prompt = tokens(model, n);
     let t = Instant::now();
@@ -211,7 +211,7 @@ fn decode(model: &std::sync::Arc<Model>, n: usize) -> Result<f64> {
     let mut session = model.session(SessionOptions {
         ctx: n + 1,
         batch: 1,
-        all_logits: false,
+        ..SessionOptions::default()
     })?;
     let ids = tokens(model, n + 1);
     session.prefill(&ids[..1])?;
