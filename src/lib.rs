@@ -34,6 +34,8 @@ pub mod error;
 pub mod import;
 pub mod loader;
 pub mod model;
+pub mod qstore;
+pub mod quantize;
 pub mod session;
 
 pub use chat::Message;

@@ -13,6 +13,7 @@ mod bench;
 mod import;
 mod inspect;
 mod perplexity;
+mod quantize;
 mod run;
 
 /// Where `scripts/fetch-model.sh` puts the default model.
@@ -23,7 +24,7 @@ const DEFAULT_MODEL: &str = "weights/SmolLM2-135M-Instruct";
     name = "infer",
     version,
     about = "Run tiny LLMs (SmolLM2, Llama-family) on ARM and x86 CPUs with edgeinfer",
-    after_help = "Examples:\n  infer run \"The capital of France is\"\n  infer run --chat \"What is the capital of France?\"\n  infer perplexity -f README.md --json\n  infer import model.gguf weights/my-model\n  infer inspect -m weights/my-model -c 2048"
+    after_help = "Examples:\n  infer run \"The capital of France is\"\n  infer run --chat \"What is the capital of France?\"\n  infer perplexity -f README.md --json\n  infer import model.gguf weights/my-model\n  infer quantize weights/my-model-f32 weights/my-model-q8 --type q8_0\n  infer inspect -m weights/my-model -c 2048"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +40,8 @@ enum Command {
     /// Convert a GGUF file (Llama family) into a Hugging Face checkpoint directory.
     #[cfg(feature = "import")]
     Import(import::ImportArgs),
+    /// Quantize an F32/F16/BF16 checkpoint directory to q8_0, q4_0 or q4_1.
+    Quantize(quantize::QuantizeArgs),
     /// Show a model's tensors, kernels and memory needs.
     Inspect(inspect::InspectArgs),
     /// Prefill and decode speed, with llama-bench's test definitions (pp512, tg128).
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         #[cfg(feature = "import")]
         Command::Import(args) => import::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
     };

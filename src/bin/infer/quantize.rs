@@ -1,0 +1,82 @@
+//! `infer quantize`: an F32/F16/BF16 checkpoint directory → the same model with q8_0/q4_0/q4_1 matrices.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use edgeinfer::quantize::{quantize_checkpoint, QuantizeOptions};
+use edgeinfer_kernels::quant::QFormat;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args)]
+#[command(
+    after_help = "Quantized: every 2-D matmul weight (q/k/v/o_proj, gate/up/down_proj), the token embedding \
+and an untied lm_head, with the reference quantizers.\n\
+Kept in F32: the RMSNorm weights (a few KB; each scales one channel of every activation, so their error \
+would not average out).\n\
+Kept dense in the input's dtype: any matrix whose row length is not a multiple of 32 (the block size).\n\
+config.json gets a `quantization_config`; tokenizer.json, tokenizer_config.json and generation_config.json \
+are copied. Nothing is published in OUT_DIR unless every file was written."
+)]
+pub struct QuantizeArgs {
+    /// Input model directory (config.json, model.safetensors, tokenizer files), F32, F16 or BF16.
+    in_dir: PathBuf,
+    /// Output directory (created if missing; files of the same names are replaced atomically).
+    out_dir: PathBuf,
+    /// Format of the quantized matrices: q8_0 (8.5 bits/weight), q4_0 (4.5) or q4_1 (5).
+    #[arg(long = "type", value_parser = parse_format)]
+    format: QFormat,
+    /// No progress bar.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+fn parse_format(s: &str) -> Result<QFormat> {
+    QFormat::from_name(s)
+        .ok_or_else(|| anyhow!("unknown format `{s}` (expected q8_0, q4_0 or q4_1)"))
+}
+
+pub fn run(args: QuantizeArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} quantizing [{bar:30}] {pos}/{len} tensors {wide_msg}",
+        )
+        .context("progress bar template")?
+        .progress_chars("=> "),
+    );
+    let opts = QuantizeOptions {
+        format: args.format,
+    };
+    let summary = quantize_checkpoint(&args.in_dir, &args.out_dir, &opts, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.index as u64 + 1);
+        bar.set_message(p.name);
+    });
+    bar.finish_and_clear();
+    let s = summary.with_context(|| format!("quantizing {}", args.in_dir.display()))?;
+    for name in &s.kept_dense {
+        println!("kept dense: {name} (its row length is not a multiple of 32)");
+    }
+    for name in &s.skipped {
+        println!("not copied: {name} (the model does not read it)");
+    }
+    println!(
+        "wrote {} in {:.1} s: {} tensors, {} matrices in {}, {:.1} M parameters; weights {:.1} MB -> {:.1} MB ({:.2}x smaller)",
+        s.out_dir.display(),
+        started.elapsed().as_secs_f64(),
+        s.tensors,
+        s.quantized,
+        s.format,
+        s.parameters as f64 / 1e6,
+        s.input_bytes as f64 / 1e6,
+        s.output_bytes as f64 / 1e6,
+        s.input_bytes as f64 / s.output_bytes.max(1) as f64,
+    );
+    Ok(())
+}

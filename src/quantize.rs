@@ -1,0 +1,425 @@
+//! Quantizing a checkpoint: an F32/F16/BF16 Llama checkpoint directory in, the same model with its
+//! matrices in q8_0, q4_0 or q4_1 (`rowsplit` planes in `model.safetensors`, see
+//! `edgeinfer_models::matrix`) out. This is what `infer quantize` runs.
+//!
+//! What is quantized, and what is not:
+//! - **Quantized** with the reference quantizers (`edgeinfer_kernels::quant::scalar::quantize_row_*`):
+//!   every 2-D matmul weight (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`,
+//!   `down_proj`), the token embedding, and `lm_head` when it is not tied to the embedding. These are
+//!   all but a fraction of a percent of the bytes, and decode time is the time to stream them.
+//!   The embedding is only ever read one row per token (dequantized on lookup), so quantizing it costs
+//!   nothing at run time; when tied it is also the output projection, the largest matrix.
+//! - **Kept in F32**: the RMSNorm weights (`input_layernorm`, `post_attention_layernorm`,
+//!   `model.norm`). They are `hidden` floats per layer (≈0.05% of the model), and each one scales one
+//!   channel of every activation, so an error there is systematic rather than averaged out over a dot
+//!   product; quantizing them would save nothing worth having.
+//! - **Kept dense, in the input's dtype**: a matrix whose row length `k` is not a multiple of the
+//!   32-element block (the formats cannot hold it); the summary lists them.
+//! - Tensors the Llama forward pass does not read (e.g. `rotary_emb.inv_freq`) are not copied; the
+//!   summary lists them.
+//!
+//! `config.json` is copied with `"quantization_config": {"quant_method": "edgeinfer", "format": …,
+//! "layout": "rowsplit", "version": 1}` added; `tokenizer.json`, `tokenizer_config.json` and
+//! `generation_config.json` are copied when present. The output is staged and published as a whole
+//! ([`crate::qstore::Staging`]): on any error nothing is left in the output directory.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use edgeinfer_kernels::quant::{scalar, QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
+use edgeinfer_kernels::WeightRef;
+use edgeinfer_models::{names, Config, Llama, Matrix, ModelError, Tensor};
+use half::f16;
+use rayon::prelude::*;
+use safetensors::Dtype;
+
+use crate::loader::{Checkpoint, CheckpointSource};
+use crate::qstore::{self, Data, Entry, QPlanes, Staging, StoreError, StoredAs, WEIGHTS_FILE};
+
+/// How to quantize.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantizeOptions {
+    /// Format of every quantized matrix.
+    pub format: QFormat,
+}
+
+/// Reported once per weight, after it has been written. `index` counts from 0, so the last event has
+/// `index + 1 == total`.
+#[derive(Clone, Debug)]
+pub struct QuantizeProgress {
+    pub index: usize,
+    pub total: usize,
+    pub name: String,
+}
+
+/// What a quantization wrote.
+#[derive(Clone, Debug)]
+pub struct QuantizeSummary {
+    pub out_dir: PathBuf,
+    pub format: QFormat,
+    /// Weights written (dense tensors and quantized matrices).
+    pub tensors: usize,
+    /// Matrices stored in `format`.
+    pub quantized: usize,
+    /// Matrices kept dense because their row length is not a multiple of 32.
+    pub kept_dense: Vec<String>,
+    /// Input tensors that were not copied (the forward pass does not read them).
+    pub skipped: Vec<String>,
+    pub parameters: u64,
+    /// Bytes of the input's safetensors files.
+    pub input_bytes: u64,
+    /// Bytes of the written `model.safetensors`.
+    pub output_bytes: u64,
+}
+
+/// Why a quantization failed; every variant names the file or tensor at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The input checkpoint does not load (missing tensor, wrong shape, bad file, bad config…).
+    #[error("input checkpoint: {0}")]
+    Input(#[source] Box<crate::Error>),
+    #[error("{}: tensor `{name}` is already quantized ({format}); quantize from an F32, F16 or BF16 checkpoint", path.display())]
+    AlreadyQuantized {
+        path: PathBuf,
+        name: String,
+        format: QFormat,
+    },
+    #[error("{}: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
+    #[error("{}: is the input directory; write the quantized model elsewhere", path.display())]
+    SameDirectory { path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> QuantizeError + '_ {
+    move |source| QuantizeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Files copied from the input directory (when present) besides `config.json`.
+const COPIED: [&str; 3] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+];
+
+/// Quantizes the checkpoint in `in_dir` into `out_dir` (created if needed; files of the same names are
+/// replaced only once all are written). `progress` is called once per weight.
+pub fn quantize_checkpoint(
+    in_dir: &Path,
+    out_dir: &Path,
+    opts: &QuantizeOptions,
+    progress: &mut dyn FnMut(QuantizeProgress),
+) -> Result<QuantizeSummary, QuantizeError> {
+    if same_dir(in_dir, out_dir) {
+        return Err(QuantizeError::SameDirectory {
+            path: out_dir.to_path_buf(),
+        });
+    }
+    // Load and validate the whole input before creating anything.
+    let ckpt = Checkpoint::open(in_dir).map_err(|e| QuantizeError::Input(Box::new(e)))?;
+    let config_path = in_dir.join("config.json");
+    let config_text = std::fs::read_to_string(&config_path).map_err(io_err(&config_path))?;
+    let config = Config::from_json(&config_text).map_err(|source| {
+        QuantizeError::Input(Box::new(crate::Error::Config {
+            path: config_path.clone(),
+            source,
+        }))
+    })?;
+    let source = ckpt.source();
+    let llama = Llama::load(config, &source).map_err(|e| input_error(&ckpt, &source, in_dir, e))?;
+    let weights = plan(&llama, &ckpt, opts.format)?;
+    let config_json = quantized_config(&config_text, &config_path, opts.format)?;
+
+    let entries: Vec<Entry> = weights.iter().map(|w| w.entry.clone()).collect();
+    // The input is dense (quantized matrices were refused above), so every entry is one input tensor.
+    let planned: HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    let mut skipped: Vec<String> = ckpt
+        .tensors
+        .keys()
+        .filter(|n| !planned.contains(n.as_str()))
+        .cloned()
+        .collect();
+    skipped.sort();
+
+    let mut staging = Staging::new(out_dir)?;
+    let weights_path = staging.stage(WEIGHTS_FILE);
+    let total = weights.len();
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let stats = qstore::write_model(&weights_path, &entries, &meta, |i, e| {
+        let data = weights[i].produce(e);
+        progress(QuantizeProgress {
+            index: i,
+            total,
+            name: e.name.clone(),
+        });
+        Ok::<_, QuantizeError>(data)
+    })?;
+    for file in COPIED {
+        let from = in_dir.join(file);
+        if from.is_file() {
+            let bytes = std::fs::read(&from).map_err(io_err(&from))?;
+            staging.write(file, &bytes)?;
+        }
+    }
+    staging.write("config.json", config_json.as_bytes())?;
+    staging.publish()?;
+
+    let kept_dense = weights
+        .iter()
+        .filter(|w| w.kept_dense)
+        .map(|w| w.entry.name.clone())
+        .collect();
+    Ok(QuantizeSummary {
+        out_dir: out_dir.to_path_buf(),
+        format: opts.format,
+        tensors: entries.len(),
+        quantized: weights
+            .iter()
+            .filter(|w| matches!(w.entry.stored, StoredAs::Quant { .. }))
+            .count(),
+        kept_dense,
+        skipped,
+        parameters: stats.parameters,
+        input_bytes: ckpt.mapped_bytes() as u64,
+        output_bytes: stats.bytes,
+    })
+}
+
+/// Whether `a` and `b` are the same existing directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A load error with the file it concerns, as `Model::load` reports it.
+fn input_error(
+    ckpt: &Checkpoint,
+    source: &CheckpointSource<'_>,
+    dir: &Path,
+    e: ModelError,
+) -> QuantizeError {
+    let name = match &e {
+        ModelError::Shape { name, .. }
+        | ModelError::DType { name, .. }
+        | ModelError::TensorData { name, .. } => Some(name.as_str()),
+        _ => None,
+    };
+    let path = source
+        .failed_file()
+        .or_else(|| name.and_then(|n| ckpt.file_of(n)).map(Path::to_path_buf))
+        .unwrap_or_else(|| dir.to_path_buf());
+    QuantizeError::Input(Box::new(crate::Error::Model { path, source: e }))
+}
+
+/// `config.json` with `quantization_config` set.
+fn quantized_config(text: &str, path: &Path, format: QFormat) -> Result<String, QuantizeError> {
+    let mut json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| QuantizeError::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let obj = json.as_object_mut().ok_or_else(|| QuantizeError::Config {
+        path: path.to_path_buf(),
+        reason: "top level is not an object".into(),
+    })?;
+    obj.insert("quantization_config".into(), quantization_config(format));
+    let text = serde_json::to_string_pretty(&json).map_err(|e| QuantizeError::Config {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(text + "\n")
+}
+
+/// The `quantization_config` object of a checkpoint whose matrices are (mostly) in `format`.
+pub fn quantization_config(format: QFormat) -> serde_json::Value {
+    serde_json::json!({
+        "quant_method": "edgeinfer",
+        "format": format.name(),
+        "layout": LAYOUT_NAME,
+        "version": LAYOUT_VERSION,
+    })
+}
+
+/// One weight of the output and where its values come from.
+struct Weight {
+    entry: Entry,
+    src: Src,
+    kept_dense: bool,
+}
+
+enum Src {
+    /// A norm: converted to F32.
+    Norm(Tensor),
+    /// A matrix quantized row by row.
+    Quantize(Matrix),
+    /// A matrix copied as is.
+    Copy(Tensor),
+}
+
+impl Weight {
+    fn produce(&self, e: &Entry) -> Data {
+        match (&self.src, &e.stored) {
+            (Src::Norm(t), _) => {
+                let mut v = vec![0f32; t.shape().iter().product()];
+                t.view().to_f32(&mut v);
+                Data::Dense(bytemuck::cast_slice(&v).to_vec())
+            }
+            (Src::Copy(t), _) => Data::Dense(tensor_bytes(t).to_vec()),
+            (Src::Quantize(m), &StoredAs::Quant { format, rows, k }) => {
+                Data::Quant(quantize_matrix(format, rows, k, |r, out| m.row_f32(r, out)))
+            }
+            (Src::Quantize(_), StoredAs::Dense { .. }) => unreachable!("planned as quantized"),
+        }
+    }
+}
+
+/// Every weight the Llama forward pass reads, in checkpoint order, with how it is stored.
+fn plan(llama: &Llama, ckpt: &Checkpoint, format: QFormat) -> Result<Vec<Weight>, QuantizeError> {
+    let norm = |t: &Tensor| Weight {
+        entry: Entry {
+            name: t.name().to_string(),
+            stored: StoredAs::Dense {
+                dtype: Dtype::F32,
+                shape: t.shape().to_vec(),
+            },
+        },
+        src: Src::Norm(t.clone()),
+        kept_dense: false,
+    };
+    let matrix = |m: &Matrix| -> Result<Weight, QuantizeError> {
+        let t = match m {
+            Matrix::Dense(t) => t,
+            Matrix::Quant(q) => {
+                return Err(QuantizeError::AlreadyQuantized {
+                    path: ckpt
+                        .file_of(&format!("{}.qs", m.name()))
+                        .unwrap_or(Path::new(""))
+                        .to_path_buf(),
+                    name: m.name().to_string(),
+                    format: q.format(),
+                })
+            }
+        };
+        let (rows, k) = match *t.shape() {
+            [rows, k] => (rows, k),
+            _ => unreachable!("the loader checked matrix shapes"),
+        };
+        Ok(if k.is_multiple_of(QK) && rows > 0 {
+            Weight {
+                entry: Entry {
+                    name: t.name().to_string(),
+                    stored: StoredAs::Quant { format, rows, k },
+                },
+                src: Src::Quantize(m.clone()),
+                kept_dense: false,
+            }
+        } else {
+            Weight {
+                entry: Entry {
+                    name: t.name().to_string(),
+                    stored: StoredAs::Dense {
+                        dtype: safetensors_dtype(t),
+                        shape: vec![rows, k],
+                    },
+                },
+                src: Src::Copy(t.clone()),
+                kept_dense: true,
+            }
+        })
+    };
+    let mut out = vec![matrix(&llama.embed)?];
+    for l in &llama.layers {
+        out.push(norm(&l.attn_norm));
+        for m in [&l.wq, &l.wk, &l.wv, &l.wo] {
+            out.push(matrix(m)?);
+        }
+        out.push(norm(&l.mlp_norm));
+        for m in [&l.w_gate, &l.w_up, &l.w_down] {
+            out.push(matrix(m)?);
+        }
+    }
+    out.push(norm(&llama.norm));
+    if let Some(head) = &llama.lm_head {
+        out.push(matrix(head)?);
+    }
+    debug_assert!(out.iter().any(|w| w.entry.name == names::EMBED));
+    Ok(out)
+}
+
+/// A dense tensor's bytes as stored.
+fn tensor_bytes(t: &Tensor) -> &[u8] {
+    match t.view() {
+        WeightRef::F32(v) => bytemuck::cast_slice(v),
+        WeightRef::F16(v) => bytemuck::cast_slice(v),
+        WeightRef::BF16(v) => bytemuck::cast_slice(v),
+    }
+}
+
+fn safetensors_dtype(t: &Tensor) -> Dtype {
+    match t.dtype() {
+        edgeinfer_kernels::DType::F32 => Dtype::F32,
+        edgeinfer_kernels::DType::F16 => Dtype::F16,
+        edgeinfer_kernels::DType::BF16 => Dtype::BF16,
+    }
+}
+
+/// Rows handed to one rayon task: enough work to amortise the task, small enough to balance.
+const ROWS_PER_TASK: usize = 8;
+
+/// Quantizes a `[rows, k]` matrix (`k` a positive multiple of 32) whose row `r` `row(r, out)` writes
+/// as f32, with the reference quantizer of `format`; rows are split across the current rayon pool.
+pub fn quantize_matrix(
+    format: QFormat,
+    rows: usize,
+    k: usize,
+    row: impl Fn(usize, &mut [f32]) + Sync,
+) -> QPlanes {
+    assert!(
+        k > 0 && k.is_multiple_of(QK),
+        "quantize_matrix: k={k} is not a positive multiple of {QK}"
+    );
+    let nb = k / QK;
+    let rb = nb * format.qs_bytes_per_block();
+    let mut qs = vec![0u8; rows * rb];
+    let mut d = vec![f16::ZERO; rows * nb];
+    // Allocated for every format to keep one loop; dropped below when the format has no minimums.
+    let mut m = vec![f16::ZERO; rows * nb];
+    qs.par_chunks_mut(rb * ROWS_PER_TASK)
+        .zip(d.par_chunks_mut(nb * ROWS_PER_TASK))
+        .zip(m.par_chunks_mut(nb * ROWS_PER_TASK))
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; k],
+            |x, (task, ((qs, d), m))| {
+                let rows_here = d.len() / nb;
+                for i in 0..rows_here {
+                    row(task * ROWS_PER_TASK + i, x);
+                    let (qs, d, m) = (
+                        &mut qs[i * rb..(i + 1) * rb],
+                        &mut d[i * nb..(i + 1) * nb],
+                        &mut m[i * nb..(i + 1) * nb],
+                    );
+                    match format {
+                        QFormat::Q8_0 => scalar::quantize_row_q8_0(x, qs, d),
+                        QFormat::Q4_0 => scalar::quantize_row_q4_0(x, qs, d),
+                        QFormat::Q4_1 => scalar::quantize_row_q4_1(x, qs, d, m),
+                    }
+                }
+            },
+        );
+    if !format.has_min() {
+        m = Vec::new();
+    }
+    QPlanes { qs, d, m }
+}
