@@ -231,3 +231,37 @@ pub fn real_gguf() -> Option<PathBuf> {
         "",
     )
 }
+
+/// A SentencePiece-style byte-fallback BPE `tokenizer.json` (Llama 2 layout: `▁` for spaces, `<unk>`,
+/// `<s>`, `</s>` as ids 0–2) over `tokens` (index = id) and `merges`.
+pub fn byte_fallback_bpe_json(
+    tokens: &[String],
+    merges: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let vocab_map: Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    let added = |id: usize, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+               "normalized": false, "special": true})
+    };
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                  "vocab": vocab_map, "merges": merges}
+    })
+}
