@@ -1,6 +1,6 @@
-//! Import the real SmolLM2-135M-Instruct GGUF and check the checkpoint it produces: the rebuilt
-//! tokenizer against independently produced token ids, config.json, the Q/K un-permutation and the
-//! safetensors alignment.
+//! Import the real SmolLM2-135M-Instruct GGUF (dequantized to F32) and check the checkpoint it
+//! produces: the rebuilt tokenizer against independently produced token ids, config.json, the Q/K
+//! un-permutation and the safetensors alignment.
 //!
 //! The GGUF comes from `EDGEINFER_GGUF` or `weights/SmolLM2-135M-Instruct.Q4_1.gguf`
 //! (`scripts/fetch-model.sh` puts it there). Without it the test is skipped with a message, unless
@@ -69,11 +69,13 @@ fn imported_smollm2_checkpoint() {
     let scratch = Scratch::new("smollm2");
     let out = scratch.0.join("SmolLM2-135M-Instruct");
 
+    // F32, so the weights can be compared with candle's dequantization (the default, native import
+    // is checked block for block in tests/quantized.rs).
+    let opts = ImportOptions {
+        dtype: ImportDType::F32,
+    };
     let mut events: Vec<ImportProgress> = Vec::new();
-    let summary = import_gguf(&gguf, &out, &ImportOptions::default(), &mut |p| {
-        events.push(p)
-    })
-    .unwrap();
+    let summary = import_gguf(&gguf, &out, &opts, &mut |p| events.push(p)).unwrap();
     println!("{summary:?}");
 
     // Progress: one event per tensor, counting up.

@@ -134,9 +134,10 @@ pub(crate) fn config_json(
     ids: &SpecialIds,
     tied: bool,
     dtype: ImportDType,
+    quantization: Option<Value>,
 ) -> Value {
     let d = &p.dims;
-    json!({
+    let mut config = json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "hidden_size": d.hidden,
@@ -158,7 +159,11 @@ pub(crate) fn config_json(
         "eos_token_id": ids.eos,
         "pad_token_id": ids.pad,
         "torch_dtype": dtype.torch_name(),
-    })
+    });
+    if let Some(q) = quantization {
+        config["quantization_config"] = q;
+    }
+    config
 }
 
 pub(crate) fn generation_config_json(ids: &SpecialIds) -> Value {

@@ -6,6 +6,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
 use super::ImportError;
@@ -170,6 +171,22 @@ impl Gguf {
             .tensor_infos
             .get(name)
             .map(|t| t.shape.dims().to_vec())
+    }
+
+    /// One tensor's bytes exactly as stored: ggml blocks for quantized types, little-endian elements
+    /// for dense ones, row-major in `shape(name)` order.
+    pub fn read_raw(&mut self, name: &str) -> Result<(GgmlDType, Vec<u8>), ImportError> {
+        let fail = |source| ImportError::Tensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            source: Box::new(source),
+        };
+        let q = self
+            .content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(fail)?;
+        let bytes = q.data().map_err(fail)?.into_owned();
+        Ok((q.dtype(), bytes))
     }
 
     /// Read and dequantize one tensor to f32, row-major in `shape(name)` order.
@@ -352,18 +369,22 @@ pub(crate) fn llama_plan(d: &Dims, tied: bool) -> Vec<TensorPlan> {
 ///
 /// This returns `hf` from `gguf`. `data` is `rows × cols` row-major; `rows = heads × d` with `d` even
 /// (the caller checks shapes before calling).
-pub(crate) fn unpermute_rows(data: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn unpermute_rows<T: Copy>(
+    data: &[T],
+    heads: usize,
+    rows: usize,
+    cols: usize,
+) -> Vec<T> {
     debug_assert_eq!(data.len(), rows * cols);
     let d = rows / heads;
     let half = d / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut out = Vec::with_capacity(data.len());
+    // Destination rows in order: head h, half s, index i is GGUF row h·d + 2i + s.
     for h in 0..heads {
         for s in 0..2 {
             for i in 0..half {
-                let dst = h * d + s * half + i;
                 let src = h * d + 2 * i + s;
-                out[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
+                out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
             }
         }
     }

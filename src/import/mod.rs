@@ -2,52 +2,65 @@
 //! (`config.json`, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`,
 //! `generation_config.json`) that the loader can mmap.
 //!
-//! Weights are dequantized (to F32 by default) with llama.cpp's Q/K row permutation undone, so the
-//! result uses the usual half-rotation RoPE. The tokenizer is rebuilt from `tokenizer.ggml.*`
-//! metadata and checked by loading it with the `tokenizers` crate before anything is published.
+//! # Weights
+//! By default ([`ImportDType::Native`]) every tensor keeps the precision it has in the GGUF file:
+//!
+//! | GGUF type of a matrix | written as | |
+//! |---|---|---|
+//! | `Q8_0`, `Q4_0`, `Q4_1` | `q8_0`, `q4_0`, `q4_1` | bit-exact: each ggml block's `d` (`m`) and quants are moved into the `rowsplit` planes |
+//! | `F32`, `F16`, `BF16` | the same dtype, dense | lossless (`infer quantize` can quantize the result) |
+//! | `Q5_0`, `Q5_1`, `Q8_1`, `Q5_K`, `Q6_K`, `Q8_K` | `q8_0` | dequantized, then requantized: 8 bits keep a 5–8-bit source almost exactly |
+//! | `Q2_K`, `Q3_K`, `Q4_K` | `q4_1` | dequantized, then requantized: like `Q4_K`, q4_1 has a scale and a minimum per 32 weights |
+//!
+//! 1-D tensors (the RMSNorm weights) are always written as F32. ggml blocks run along a row, so a
+//! quantized GGUF matrix always has a row length that is a multiple of 32; a dense matrix whose row
+//! length is not stays dense. The summary lists what was requantized.
+//!
+//! With `--dtype f32|f16|bf16` every tensor is instead dequantized to that type, as before.
+//!
+//! llama.cpp's Q/K row permutation is undone in both cases, so the result uses the usual half-rotation
+//! RoPE; a quantized block lies within one row, so whole rows of planes are moved and the blocks stay
+//! bit-exact. The tokenizer is rebuilt from `tokenizer.ggml.*` metadata and checked by loading it with
+//! the `tokenizers` crate before anything is published.
 //!
 //! Every file is first written under a `.partial` name inside the output directory and renamed only
-//! once all of them are complete; `config.json` is renamed last, so its presence means the
-//! directory is whole.
+//! once all of them are complete ([`crate::qstore::Staging`]); `config.json` is renamed last, so its
+//! presence means the directory is whole.
 
 mod config;
 mod gguf;
 mod tokenizer_json;
 mod weights;
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::qstore::{Staging, WEIGHTS_FILE};
 use config::{LlamaParams, SpecialIds};
 use gguf::Gguf;
 use tokenizer_json::Vocab;
 
-/// Element type of the written `model.safetensors`.
+/// Element type of the written `model.safetensors` (see the [module docs](self)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ImportDType {
+    /// Quantized matrices stay quantized (bit-exact where the format is supported), dense ones keep
+    /// their dtype, norms are F32.
     #[default]
+    Native,
     F32,
     F16,
     Bf16,
 }
 
 impl ImportDType {
-    /// The `torch_dtype` value in `config.json`.
+    /// The `torch_dtype` value in `config.json` (for `Native`, that of the dense tensors).
     pub fn torch_name(self) -> &'static str {
         match self {
-            ImportDType::F32 => "float32",
+            ImportDType::Native | ImportDType::F32 => "float32",
             ImportDType::F16 => "float16",
             ImportDType::Bf16 => "bfloat16",
-        }
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            ImportDType::F32 => 4,
-            ImportDType::F16 | ImportDType::Bf16 => 2,
         }
     }
 }
@@ -55,6 +68,7 @@ impl ImportDType {
 impl fmt::Display for ImportDType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            ImportDType::Native => "native",
             ImportDType::F32 => "f32",
             ImportDType::F16 => "f16",
             ImportDType::Bf16 => "bf16",
@@ -66,11 +80,12 @@ impl FromStr for ImportDType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
+            "native" => Ok(ImportDType::Native),
             "f32" | "float32" => Ok(ImportDType::F32),
             "f16" | "float16" => Ok(ImportDType::F16),
             "bf16" | "bfloat16" => Ok(ImportDType::Bf16),
             other => Err(format!(
-                "unknown dtype `{other}` (expected f32, f16 or bf16)"
+                "unknown dtype `{other}` (expected native, f32, f16 or bf16)"
             )),
         }
     }
@@ -79,7 +94,7 @@ impl FromStr for ImportDType {
 /// How to import.
 #[derive(Clone, Debug, Default)]
 pub struct ImportOptions {
-    /// Element type of the written weights (default F32).
+    /// Element type of the written weights (default: native).
     pub dtype: ImportDType,
 }
 
@@ -102,6 +117,11 @@ pub struct ImportSummary {
     pub parameters: u64,
     /// Size of `model.safetensors` in bytes.
     pub weights_bytes: u64,
+    /// Tensors per storage type written (`"q4_1"` → 180, `"F32"` → 61, …).
+    pub types: BTreeMap<String, usize>,
+    /// Matrices whose GGUF type has no bit-exact equivalent and which were requantized:
+    /// (Hugging Face name, GGUF type, written format).
+    pub requantized: Vec<(String, String, String)>,
     pub vocab_size: usize,
     pub tie_word_embeddings: bool,
 }
@@ -150,37 +170,8 @@ pub enum ImportError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("{}: {source}", path.display())]
-    Safetensors {
-        path: PathBuf,
-        source: safetensors::SafeTensorError,
-    },
-    #[error("{}: tensor `{name}` data starts at byte {offset}, which is not 8-byte aligned", path.display())]
-    Misaligned {
-        path: PathBuf,
-        name: String,
-        offset: u64,
-    },
-}
-
-pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
-    move |source| ImportError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// The files of a checkpoint directory, in the order they are published (`config.json` last).
-const FILES: [&str; 5] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "config.json",
-];
-
-fn partial_name(dir: &Path, file: &str) -> PathBuf {
-    dir.join(format!("{file}.partial"))
+    #[error(transparent)]
+    Store(#[from] crate::qstore::StoreError),
 }
 
 /// Convert the GGUF file `gguf` into a Hugging Face Llama checkpoint in `out_dir` (created if
@@ -197,6 +188,7 @@ pub fn import_gguf(
     let tied = g.shape("output.weight").is_none();
     let plan = gguf::llama_plan(&params.dims, tied);
     weights::check_plan(&g, &plan)?;
+    let planned = weights::plan_conversions(&g, &plan, opts.dtype);
 
     let vocab = Vocab::read(&g)?;
     if vocab.tokens.len() != params.dims.vocab {
@@ -232,44 +224,39 @@ pub fn import_gguf(
         ),
         (
             "config.json",
-            config::config_json(&params, &ids, tied, opts.dtype),
+            config::config_json(
+                &params,
+                &ids,
+                tied,
+                opts.dtype,
+                weights::quantization_config(&planned),
+            ),
         ),
     ];
     let vocab_size = vocab.tokens.len();
     drop(vocab);
 
-    fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
-    let result = (|| {
-        let path = partial_name(out_dir, "tokenizer.json");
-        fs::write(&path, tokenizer_text).map_err(io_err(&path))?;
-        for (file, value) in &json_files {
-            let path = partial_name(out_dir, file);
-            let text = serde_json::to_string_pretty(value).map_err(|source| ImportError::Json {
-                path: path.clone(),
-                source,
-            })?;
-            fs::write(&path, text + "\n").map_err(io_err(&path))?;
-        }
-        let weights_path = partial_name(out_dir, "model.safetensors");
-        let stats = weights::write_safetensors(g, &plan, opts.dtype, &weights_path, progress)?;
-        for file in FILES {
-            let (from, to) = (partial_name(out_dir, file), out_dir.join(file));
-            fs::rename(&from, &to).map_err(io_err(&to))?;
-        }
-        Ok(stats)
-    })();
-    let stats = result.inspect_err(|_| {
-        for file in FILES {
-            let _ = fs::remove_file(partial_name(out_dir, file));
-        }
-    })?;
+    let mut staging = Staging::new(out_dir)?;
+    staging.write("tokenizer.json", tokenizer_text.as_bytes())?;
+    for (file, value) in &json_files {
+        let text = serde_json::to_string_pretty(value).map_err(|source| ImportError::Json {
+            path: out_dir.join(file),
+            source,
+        })?;
+        staging.write(file, (text + "\n").as_bytes())?;
+    }
+    let weights_path = staging.stage(WEIGHTS_FILE);
+    let written = weights::write_safetensors(g, &planned, &weights_path, progress)?;
+    staging.publish()?;
 
     Ok(ImportSummary {
         out_dir: out_dir.to_path_buf(),
         dtype: opts.dtype,
         tensors: plan.len(),
-        parameters: stats.parameters,
-        weights_bytes: stats.bytes,
+        parameters: written.stats.parameters,
+        weights_bytes: written.stats.bytes,
+        types: written.stats.types,
+        requantized: written.requantized,
         vocab_size,
         tie_word_embeddings: tied,
     })

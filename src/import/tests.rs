@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use edgeinfer_kernels::quant::QFormat;
 
 use super::*;
 
@@ -48,25 +49,68 @@ fn ramp(rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Deterministic values in about [-1, 1), different per `seed`.
+fn noise(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104_729) as f32 * 0.618_034).sin())
+        .collect()
+}
+
 struct Synth {
     meta: Vec<(String, Value)>,
     tensors: Vec<(String, Vec<usize>)>,
+    /// GGUF type of each tensor (by name); F32 when it returns `None`.
+    types: fn(&str) -> Option<GgmlDType>,
+    /// Values: a recognisable ramp, or pseudo-random ones for quantized tests.
+    random: bool,
 }
+
+/// Dimensions of a synthetic Llama.
+#[derive(Clone, Copy)]
+struct Dims {
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    inter: usize,
+    layers: usize,
+}
+
+const DIMS: Dims = Dims {
+    hidden: HIDDEN,
+    heads: HEADS,
+    kv_heads: KV_HEADS,
+    head_dim: HEAD_DIM,
+    inter: INTER,
+    layers: LAYERS,
+};
 
 impl Synth {
     fn llama() -> Synth {
+        Synth::llama_with(DIMS)
+    }
+
+    fn llama_with(d: Dims) -> Synth {
+        let Dims {
+            hidden,
+            heads,
+            kv_heads,
+            head_dim,
+            inter,
+            layers,
+        } = d;
         let toks = tokens();
         let mut types = vec![3i32; SPECIALS.len()];
         types.resize(toks.len(), 1);
         let u = |v: usize| Value::U32(v as u32);
         let meta = vec![
             ("general.architecture", Value::String("llama".into())),
-            ("llama.block_count", u(LAYERS)),
+            ("llama.block_count", u(layers)),
             ("llama.context_length", u(64)),
-            ("llama.embedding_length", u(HIDDEN)),
-            ("llama.feed_forward_length", u(INTER)),
-            ("llama.attention.head_count", u(HEADS)),
-            ("llama.attention.head_count_kv", u(KV_HEADS)),
+            ("llama.embedding_length", u(hidden)),
+            ("llama.feed_forward_length", u(inter)),
+            ("llama.attention.head_count", u(heads)),
+            ("llama.attention.head_count_kv", u(kv_heads)),
             ("llama.rope.freq_base", Value::F32(10000.0)),
             ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
             ("tokenizer.ggml.model", Value::String("gpt2".into())),
@@ -93,22 +137,22 @@ impl Synth {
         let mut tensors = vec![
             (
                 "token_embd.weight".to_string(),
-                vec![tokens().len(), HIDDEN],
+                vec![tokens().len(), hidden],
             ),
-            ("output_norm.weight".into(), vec![HIDDEN]),
+            ("output_norm.weight".into(), vec![hidden]),
         ];
-        for l in 0..LAYERS {
-            let kv = KV_HEADS * HEAD_DIM;
+        for l in 0..layers {
+            let kv = kv_heads * head_dim;
             for (n, s) in [
-                ("attn_norm", vec![HIDDEN]),
-                ("ffn_norm", vec![HIDDEN]),
-                ("attn_q", vec![HEADS * HEAD_DIM, HIDDEN]),
-                ("attn_k", vec![kv, HIDDEN]),
-                ("attn_v", vec![kv, HIDDEN]),
-                ("attn_output", vec![HIDDEN, HIDDEN]),
-                ("ffn_gate", vec![INTER, HIDDEN]),
-                ("ffn_up", vec![INTER, HIDDEN]),
-                ("ffn_down", vec![HIDDEN, INTER]),
+                ("attn_norm", vec![hidden]),
+                ("ffn_norm", vec![hidden]),
+                ("attn_q", vec![heads * head_dim, hidden]),
+                ("attn_k", vec![kv, hidden]),
+                ("attn_v", vec![kv, hidden]),
+                ("attn_output", vec![hidden, hidden]),
+                ("ffn_gate", vec![inter, hidden]),
+                ("ffn_up", vec![inter, hidden]),
+                ("ffn_down", vec![hidden, inter]),
             ] {
                 tensors.push((format!("blk.{l}.{n}.weight"), s));
             }
@@ -116,6 +160,8 @@ impl Synth {
         Synth {
             meta: meta.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             tensors,
+            types: |_| None,
+            random: false,
         }
     }
 
@@ -130,8 +176,14 @@ impl Synth {
             .iter()
             .map(|(n, s)| {
                 let (rows, cols) = (s[0], s.get(1).copied().unwrap_or(1));
-                let t = Tensor::from_vec(ramp(rows, cols), s.as_slice(), &Device::Cpu).unwrap();
-                (n.clone(), QTensor::quantize(&t, GgmlDType::F32).unwrap())
+                let values = if self.random {
+                    noise(rows * cols, n.len())
+                } else {
+                    ramp(rows, cols)
+                };
+                let t = Tensor::from_vec(values, s.as_slice(), &Device::Cpu).unwrap();
+                let ty = (self.types)(n).unwrap_or(GgmlDType::F32);
+                (n.clone(), QTensor::quantize(&t, ty).unwrap())
             })
             .collect();
         let meta: Vec<(&str, &Value)> = self.meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -323,6 +375,148 @@ fn synthetic_bad_files_fail_cleanly() {
             "{tag}: output published or created"
         );
     }
+}
+
+/// The default (native) import keeps Q8_0/Q4_0/Q4_1 blocks bit-exact (Q/K rows un-permuted whole),
+/// copies F16 matrices, requantizes the other block types, writes norms as F32, and the result loads.
+#[test]
+fn synthetic_native_keeps_blocks() {
+    let d = Dims {
+        hidden: 64,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 32,
+        inter: 256,
+        layers: 1,
+    };
+    let mut s = Synth::llama_with(d);
+    s.random = true;
+    s.types = |name| {
+        Some(match name.rsplit('.').nth(1)? {
+            "token_embd" => GgmlDType::Q8_0,
+            "attn_q" => GgmlDType::Q4_1,
+            "attn_k" => GgmlDType::Q4_0,
+            "attn_v" => GgmlDType::F16,
+            "attn_output" => GgmlDType::Q8_0,
+            "ffn_gate" => GgmlDType::Q4_1,
+            "ffn_up" => GgmlDType::Q5_0,
+            "ffn_down" => GgmlDType::Q4K,
+            _ => return None,
+        })
+    };
+    let scratch = Scratch::new("native");
+    let summary = import(&s, &scratch.0).unwrap();
+    let out = scratch.0.join("out");
+    println!("{:?} {:?}", summary.types, summary.requantized);
+    assert_eq!(summary.types["q4_1"], 3, "attn_q, ffn_gate, ffn_down");
+    assert_eq!(summary.types["q8_0"], 3, "embed, attn_output, ffn_up");
+    assert_eq!(summary.types["F16"], 1);
+    assert_eq!(summary.types["F32"], 3, "norms");
+    let requantized: Vec<&str> = summary.requantized.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        requantized,
+        [
+            "model.layers.0.mlp.up_proj.weight",
+            "model.layers.0.mlp.down_proj.weight"
+        ]
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    // The format holding most parameters: the embedding tips it to q8_0 (37 120 vs 36 864).
+    assert_eq!(config["quantization_config"]["format"], "q8_0");
+    assert_eq!(config["quantization_config"]["formats"]["q4_1"], 3);
+    assert_eq!(config["quantization_config"]["layout"], "rowsplit");
+
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let gguf = scratch.0.join("m.gguf");
+    let mut g = gguf::Gguf::open(&gguf).unwrap();
+    for (hf, gg, format, heads) in [
+        (
+            "model.embed_tokens.weight",
+            "token_embd.weight",
+            QFormat::Q8_0,
+            0,
+        ),
+        (
+            "model.layers.0.self_attn.q_proj.weight",
+            "blk.0.attn_q.weight",
+            QFormat::Q4_1,
+            2,
+        ),
+        (
+            "model.layers.0.self_attn.k_proj.weight",
+            "blk.0.attn_k.weight",
+            QFormat::Q4_0,
+            1,
+        ),
+        (
+            "model.layers.0.self_attn.o_proj.weight",
+            "blk.0.attn_output.weight",
+            QFormat::Q8_0,
+            0,
+        ),
+    ] {
+        let (_, raw) = g.read_raw(gg).unwrap();
+        let shape = g.shape(gg).unwrap();
+        let (rows, k) = (shape[0], shape[1]);
+        let mut want = weights::split_blocks(format, &raw, rows, k).unwrap();
+        if heads > 0 {
+            let nb = k / 32;
+            want.qs = gguf::unpermute_rows(&want.qs, heads, rows, nb * format.qs_bytes_per_block());
+            want.d = gguf::unpermute_rows(&want.d, heads, rows, nb);
+            want.m =
+                gguf::unpermute_rows(&want.m, heads, rows, if format.has_min() { nb } else { 0 });
+        }
+        let [qs, scales, mins] = edgeinfer_models::matrix::plane_names(hf);
+        assert_eq!(st.tensor(&qs).unwrap().data(), &want.qs[..], "{hf}");
+        assert_eq!(
+            st.tensor(&scales).unwrap().data(),
+            bytemuck::cast_slice::<_, u8>(&want.d),
+            "{hf}"
+        );
+        if format.has_min() {
+            assert_eq!(
+                st.tensor(&mins).unwrap().data(),
+                bytemuck::cast_slice::<_, u8>(&want.m),
+                "{hf}"
+            );
+        }
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        assert_eq!(
+            meta[&edgeinfer_models::matrix::format_key(hf)],
+            format.name()
+        );
+    }
+    let (_, raw_v) = g.read_raw("blk.0.attn_v.weight").unwrap();
+    let v = st.tensor("model.layers.0.self_attn.v_proj.weight").unwrap();
+    assert_eq!((v.dtype(), v.data()), (safetensors::Dtype::F16, &raw_v[..]));
+    assert_eq!(
+        st.tensor("model.norm.weight").unwrap().dtype(),
+        safetensors::Dtype::F32
+    );
+
+    // Loads, and the requantized Q4_K matrix stays close to the GGUF's values.
+    let ckpt = crate::loader::Checkpoint::open(&out).unwrap();
+    let cfg = edgeinfer_models::Config::from_json(
+        &std::fs::read_to_string(out.join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let llama = edgeinfer_models::Llama::load(cfg, &ckpt.source()).unwrap();
+    let down = &llama.layers[0].w_down;
+    assert_eq!(down.type_name(), "q4_1");
+    let src = g.read_f32("blk.0.ffn_down.weight").unwrap();
+    let mut row = vec![0f32; 256];
+    let mut worst = 0f32;
+    for r in 0..64 {
+        down.row_f32(r, &mut row);
+        for (a, b) in row.iter().zip(&src[r * 256..]) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    // q4_1 steps are (max - min)/15 of a block, here at most 2/15; rounding is half a step.
+    assert!(worst < 0.07, "requantized Q4_K differs by {worst}");
 }
 
 #[test]

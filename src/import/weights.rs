@@ -1,18 +1,19 @@
-//! Writing `model.safetensors`: tensors are dequantized one at a time while the `safetensors`
-//! crate streams them out, so peak memory is the quantized file plus one tensor, not the whole
-//! F32 model.
+//! Writing `model.safetensors`: how each GGUF tensor is stored (see the table in the
+//! [module docs](super)), then one tensor at a time converted and streamed out by
+//! [`crate::qstore::write_model`], so peak memory is one tensor, not the model.
 
-use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
-use std::fs::File;
-use std::io::Read;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, View};
+use candle_core::quantized::GgmlDType;
+use edgeinfer_kernels::quant::{QFormat, QK};
+use half::f16;
+use safetensors::Dtype;
 
 use super::gguf::{unpermute_rows, Gguf, Rows, TensorPlan};
-use super::{io_err, ImportDType, ImportError, ImportProgress};
+use super::{ImportDType, ImportError, ImportProgress};
+use crate::qstore::{self, Data, Entry, QPlanes, StoredAs, WriteStats};
+use crate::quantize::quantize_matrix;
 
 /// Every planned tensor is present with its expected shape and nothing else is in the file.
 pub(crate) fn check_plan(g: &Gguf, plan: &[TensorPlan]) -> Result<(), ImportError> {
@@ -47,165 +48,300 @@ pub(crate) fn check_plan(g: &Gguf, plan: &[TensorPlan]) -> Result<(), ImportErro
     Ok(())
 }
 
-pub(crate) struct WriteStats {
-    pub parameters: u64,
-    pub bytes: u64,
+/// How one tensor is converted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Conversion {
+    /// Dequantize to f32 and encode as this dense dtype.
+    Dense(Dtype),
+    /// Copy the dense GGUF elements as they are (F32, F16, BF16 under `Native`).
+    Copy(Dtype),
+    /// Split the ggml blocks into `rowsplit` planes, bit-exact.
+    Split(QFormat),
+    /// Dequantize, then quantize with the reference quantizer of this format.
+    Requantize(QFormat),
 }
 
-/// State shared by the lazy tensor views while the `safetensors` crate pulls their bytes.
-struct Job<'p> {
-    gguf: RefCell<Gguf>,
-    dtype: ImportDType,
-    progress: RefCell<&'p mut dyn FnMut(ImportProgress)>,
-    done: Cell<usize>,
-    total: usize,
-    /// The first error; once set, remaining tensors are skipped and the file is discarded.
-    error: RefCell<Option<ImportError>>,
-}
-
-impl Job<'_> {
-    fn convert(&self, t: &TensorPlan) -> Result<Vec<u8>, ImportError> {
-        let f32s = self.gguf.borrow_mut().read_f32(&t.gguf)?;
-        let f32s = match t.rows {
-            Rows::AsIs => f32s,
-            Rows::Unpermute { heads } => unpermute_rows(&f32s, heads, t.shape[0], t.shape[1]),
-        };
-        Ok(encode(&f32s, self.dtype))
-    }
-}
-
-fn encode(values: &[f32], dtype: ImportDType) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * dtype.size());
+/// The conversion of a tensor of GGUF type `ty` and `shape` under `dtype`.
+pub(crate) fn conversion(ty: GgmlDType, shape: &[usize], dtype: ImportDType) -> Conversion {
+    let dense = |d| Conversion::Dense(d);
     match dtype {
-        ImportDType::F32 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        ImportDType::F16 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
-        ImportDType::Bf16 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&half::bf16::from_f32(*v).to_le_bytes())),
+        ImportDType::F32 => return dense(Dtype::F32),
+        ImportDType::F16 => return dense(Dtype::F16),
+        ImportDType::Bf16 => return dense(Dtype::BF16),
+        ImportDType::Native => {}
     }
-    out
-}
-
-/// A tensor whose bytes are produced only when the writer asks for them.
-struct LazyTensor<'j, 'p> {
-    job: &'j Job<'p>,
-    plan: &'j TensorPlan,
-}
-
-impl View for LazyTensor<'_, '_> {
-    fn dtype(&self) -> Dtype {
-        match self.job.dtype {
-            ImportDType::F32 => Dtype::F32,
-            ImportDType::F16 => Dtype::F16,
-            ImportDType::Bf16 => Dtype::BF16,
-        }
+    let matrix = shape.len() == 2 && shape[1] > 0 && shape[1].is_multiple_of(QK);
+    if shape.len() != 2 {
+        return dense(Dtype::F32);
     }
-
-    fn shape(&self) -> &[usize] {
-        &self.plan.shape
-    }
-
-    fn data(&self) -> Cow<'_, [u8]> {
-        let job = self.job;
-        if job.error.borrow().is_some() {
-            return Cow::Owned(Vec::new());
-        }
-        match job.convert(self.plan) {
-            Ok(bytes) => {
-                let index = job.done.get();
-                job.done.set(index + 1);
-                (job.progress.borrow_mut())(ImportProgress {
-                    index,
-                    total: job.total,
-                    name: self.plan.hf.clone(),
-                });
-                Cow::Owned(bytes)
-            }
-            Err(e) => {
-                *job.error.borrow_mut() = Some(e);
-                Cow::Owned(Vec::new())
-            }
-        }
-    }
-
-    fn data_len(&self) -> usize {
-        self.plan.shape.iter().product::<usize>() * self.job.dtype.size()
+    match ty {
+        GgmlDType::F32 => Conversion::Copy(Dtype::F32),
+        GgmlDType::F16 => Conversion::Copy(Dtype::F16),
+        GgmlDType::BF16 => Conversion::Copy(Dtype::BF16),
+        // Block types always have k a multiple of their block; the check only guards odd files.
+        _ if !matrix => dense(Dtype::F32),
+        GgmlDType::Q8_0 => Conversion::Split(QFormat::Q8_0),
+        GgmlDType::Q4_0 => Conversion::Split(QFormat::Q4_0),
+        GgmlDType::Q4_1 => Conversion::Split(QFormat::Q4_1),
+        GgmlDType::Q5_0
+        | GgmlDType::Q5_1
+        | GgmlDType::Q8_1
+        | GgmlDType::Q5K
+        | GgmlDType::Q6K
+        | GgmlDType::Q8K => Conversion::Requantize(QFormat::Q8_0),
+        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K => Conversion::Requantize(QFormat::Q4_1),
     }
 }
 
-/// Write `plan` from `gguf` to `path` as safetensors, then check the result's alignment.
-pub(crate) fn write_safetensors(
-    gguf: Gguf,
-    plan: &[TensorPlan],
+/// A tensor of the output: the plan, its GGUF type and how it is converted.
+pub(crate) struct Planned<'p> {
+    pub plan: &'p TensorPlan,
+    pub ggml: GgmlDType,
+    pub conv: Conversion,
+}
+
+impl Planned<'_> {
+    fn entry(&self) -> Entry {
+        let name = self.plan.hf.clone();
+        let stored = match self.conv {
+            Conversion::Dense(dtype) | Conversion::Copy(dtype) => StoredAs::Dense {
+                dtype,
+                shape: self.plan.shape.clone(),
+            },
+            Conversion::Split(format) | Conversion::Requantize(format) => StoredAs::Quant {
+                format,
+                rows: self.plan.shape[0],
+                k: self.plan.shape[1],
+            },
+        };
+        Entry { name, stored }
+    }
+}
+
+/// Decides every tensor's conversion (shapes were checked by [`check_plan`]).
+pub(crate) fn plan_conversions<'p>(
+    g: &Gguf,
+    plan: &'p [TensorPlan],
     dtype: ImportDType,
+) -> Vec<Planned<'p>> {
+    plan.iter()
+        .map(|t| {
+            let ggml = g.content.tensor_infos[&t.gguf].ggml_dtype;
+            Planned {
+                plan: t,
+                ggml,
+                conv: conversion(ggml, &t.shape, dtype),
+            }
+        })
+        .collect()
+}
+
+/// `quantization_config` for `config.json` when some matrices are quantized: the format holding most
+/// parameters, plus the number of matrices in each format.
+pub(crate) fn quantization_config(planned: &[Planned<'_>]) -> Option<serde_json::Value> {
+    let mut params: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut top: Option<(usize, QFormat)> = None;
+    for p in planned {
+        if let Conversion::Split(f) | Conversion::Requantize(f) = p.conv {
+            let n = p.plan.shape.iter().product::<usize>();
+            let e = params.entry(f.name()).or_default();
+            *e = (e.0 + 1, e.1 + n);
+            if top.is_none_or(|(best, _)| e.1 > best) {
+                top = Some((e.1, f));
+            }
+        }
+    }
+    let (_, format) = top?;
+    let mut q = crate::quantize::quantization_config(format);
+    let counts: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(f, (n, _))| (f.to_string(), (*n).into()))
+        .collect();
+    q["formats"] = counts.into();
+    Some(q)
+}
+
+pub(crate) struct Written {
+    pub stats: WriteStats,
+    pub requantized: Vec<(String, String, String)>,
+}
+
+/// Write `planned` from `gguf` to `path` as safetensors.
+pub(crate) fn write_safetensors(
+    mut gguf: Gguf,
+    planned: &[Planned<'_>],
     path: &Path,
     progress: &mut dyn FnMut(ImportProgress),
-) -> Result<WriteStats, ImportError> {
-    let job = Job {
-        gguf: RefCell::new(gguf),
-        dtype,
-        progress: RefCell::new(progress),
-        done: Cell::new(0),
-        total: plan.len(),
-        error: RefCell::new(None),
-    };
-    let views = plan
-        .iter()
-        .map(|t| (t.hf.as_str(), LazyTensor { job: &job, plan: t }));
-    let written = safetensors::serialize_to_file(views, None, path);
-    if let Some(e) = job.error.take() {
-        return Err(e);
-    }
-    written.map_err(|source| ImportError::Safetensors {
-        path: path.to_path_buf(),
-        source,
+) -> Result<Written, ImportError> {
+    let entries: Vec<Entry> = planned.iter().map(Planned::entry).collect();
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let total = planned.len();
+    let stats = qstore::write_model(path, &entries, &meta, |i, _| {
+        let data = convert(&mut gguf, &planned[i])?;
+        progress(ImportProgress {
+            index: i,
+            total,
+            name: planned[i].plan.hf.clone(),
+        });
+        Ok::<_, ImportError>(data)
     })?;
-    let bytes = check_alignment(path)?;
-    let parameters = plan
+    let requantized = planned
         .iter()
-        .map(|t| t.shape.iter().product::<usize>() as u64)
-        .sum();
-    Ok(WriteStats { parameters, bytes })
+        .filter_map(|p| match p.conv {
+            Conversion::Requantize(f) => Some((
+                p.plan.hf.clone(),
+                format!("{:?}", p.ggml),
+                f.name().to_string(),
+            )),
+            _ => None,
+        })
+        .collect();
+    Ok(Written { stats, requantized })
 }
 
-/// Read back the header and check that every tensor's data starts 8-byte aligned from the start
-/// of the file, which the loader needs to cast mmapped bytes in place. Returns the file size.
-fn check_alignment(path: &Path) -> Result<u64, ImportError> {
-    let mut f = File::open(path).map_err(io_err(path))?;
-    let size = f.metadata().map_err(io_err(path))?.len();
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(io_err(path))?;
-    let n = u64::from_le_bytes(n);
-    let bad = |name: &str, offset: u64| ImportError::Misaligned {
-        path: path.to_path_buf(),
-        name: name.to_string(),
-        offset,
+fn convert(g: &mut Gguf, p: &Planned<'_>) -> Result<Data, ImportError> {
+    let t = p.plan;
+    let unpermute = |data, row_len| reorder_rows(t, data, row_len);
+    let unpermute16 = |data, row_len| reorder_rows::<f16>(t, data, row_len);
+    Ok(match p.conv {
+        Conversion::Dense(dtype) => {
+            let values = reorder_rows::<f32>(t, g.read_f32(&t.gguf)?, cols(t));
+            Data::Dense(encode(&values, dtype))
+        }
+        Conversion::Copy(_) => {
+            let (_, raw) = g.read_raw(&t.gguf)?;
+            let row_bytes = raw.len() / t.shape[0].max(1);
+            Data::Dense(unpermute(raw, row_bytes))
+        }
+        Conversion::Split(format) => {
+            let (_, raw) = g.read_raw(&t.gguf)?;
+            let (rows, k) = (t.shape[0], t.shape[1]);
+            let planes =
+                split_blocks(format, &raw, rows, k).map_err(|reason| ImportError::Metadata {
+                    path: g.path.clone(),
+                    key: t.gguf.clone(),
+                    reason,
+                })?;
+            let nb = k / QK;
+            Data::Quant(QPlanes {
+                qs: unpermute(planes.qs, nb * format.qs_bytes_per_block()),
+                d: unpermute16(planes.d, nb),
+                m: if format.has_min() {
+                    unpermute16(planes.m, nb)
+                } else {
+                    planes.m
+                },
+            })
+        }
+        Conversion::Requantize(format) => {
+            let (rows, k) = (t.shape[0], t.shape[1]);
+            let values = reorder_rows::<f32>(t, g.read_f32(&t.gguf)?, k);
+            Data::Quant(quantize_matrix(format, rows, k, |r, out| {
+                out.copy_from_slice(&values[r * k..(r + 1) * k])
+            }))
+        }
+    })
+}
+
+/// `data` (rows of `row_len` elements) in Hugging Face row order.
+fn reorder_rows<T: Copy>(t: &TensorPlan, data: Vec<T>, row_len: usize) -> Vec<T> {
+    match t.rows {
+        Rows::AsIs => data,
+        Rows::Unpermute { heads } => unpermute_rows(&data, heads, t.shape[0], row_len),
+    }
+}
+
+/// Elements per row (1 for a 1-D tensor, which is never permuted).
+fn cols(t: &TensorPlan) -> usize {
+    t.shape.get(1).copied().unwrap_or(1)
+}
+
+/// ggml's array of blocks (`block_q8_0` = f16 `d` + 32 `i8`; `block_q4_0` = f16 `d` + 16 bytes;
+/// `block_q4_1` = f16 `d` + f16 `m` + 16 bytes), row-major, split into the `rowsplit` planes.
+/// The quant bytes are copied unchanged: the nibble order is ggml's in both.
+pub(crate) fn split_blocks(
+    format: QFormat,
+    raw: &[u8],
+    rows: usize,
+    k: usize,
+) -> Result<QPlanes, String> {
+    let blocks = rows * (k / QK);
+    let (bb, qb) = (format.bytes_per_block(), format.qs_bytes_per_block());
+    if raw.len() != blocks * bb {
+        return Err(format!(
+            "{format} [{rows}, {k}] needs {} bytes of blocks, found {}",
+            blocks * bb,
+            raw.len()
+        ));
+    }
+    let mut p = QPlanes {
+        qs: Vec::with_capacity(blocks * qb),
+        d: Vec::with_capacity(blocks),
+        m: Vec::with_capacity(if format.has_min() { blocks } else { 0 }),
     };
-    if n % 8 != 0 || n > size {
-        return Err(bad("(header)", 8 + n));
+    let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]);
+    for b in raw.chunks_exact(bb) {
+        p.d.push(half(&b[0..2]));
+        let quants = if format.has_min() {
+            p.m.push(half(&b[2..4]));
+            &b[4..]
+        } else {
+            &b[2..]
+        };
+        debug_assert_eq!(quants.len(), qb);
+        p.qs.extend_from_slice(quants);
     }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(io_err(path))?;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
-        .map_err(|source| ImportError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    for (name, info) in &header {
-        if name == "__metadata__" {
-            continue;
-        }
-        let offset = info["data_offsets"][0]
-            .as_u64()
-            .and_then(|b| b.checked_add(8 + n));
-        match offset {
-            Some(o) if o % 8 == 0 => {}
-            o => return Err(bad(name, o.unwrap_or(u64::MAX))),
-        }
+    Ok(p)
+}
+
+fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect(),
+        _ => bytemuck::cast_slice(values).to_vec(),
     }
-    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversion_table() {
+        use Conversion::*;
+        let m = [64, 64];
+        let n = ImportDType::Native;
+        assert_eq!(conversion(GgmlDType::Q4_1, &m, n), Split(QFormat::Q4_1));
+        assert_eq!(conversion(GgmlDType::Q8_0, &m, n), Split(QFormat::Q8_0));
+        assert_eq!(conversion(GgmlDType::Q4_0, &m, n), Split(QFormat::Q4_0));
+        assert_eq!(conversion(GgmlDType::Q6K, &m, n), Requantize(QFormat::Q8_0));
+        assert_eq!(conversion(GgmlDType::Q4K, &m, n), Requantize(QFormat::Q4_1));
+        assert_eq!(conversion(GgmlDType::F16, &m, n), Copy(Dtype::F16));
+        assert_eq!(conversion(GgmlDType::F16, &[64], n), Dense(Dtype::F32));
+        assert_eq!(conversion(GgmlDType::F32, &[8, 8], n), Copy(Dtype::F32));
+        let f = ImportDType::Bf16;
+        assert_eq!(conversion(GgmlDType::Q4_1, &m, f), Dense(Dtype::BF16));
+    }
+
+    #[test]
+    fn split_q4_1_blocks() {
+        // Two blocks of one row: d, m, 16 quant bytes each.
+        let mut raw = Vec::new();
+        for b in 0..2u8 {
+            raw.extend(f16::from_f32(0.5 + b as f32).to_le_bytes());
+            raw.extend(f16::from_f32(-1.0 - b as f32).to_le_bytes());
+            raw.extend((0..16).map(|j| j + 16 * b));
+        }
+        let p = split_blocks(QFormat::Q4_1, &raw, 1, 64).unwrap();
+        assert_eq!(p.d, [f16::from_f32(0.5), f16::from_f32(1.5)]);
+        assert_eq!(p.m, [f16::from_f32(-1.0), f16::from_f32(-2.0)]);
+        assert_eq!(p.qs, (0..32).collect::<Vec<u8>>());
+        assert!(split_blocks(QFormat::Q4_1, &raw[1..], 1, 64).is_err());
+    }
 }

@@ -8,13 +8,19 @@ use edgeinfer::import::{import_gguf, ImportDType, ImportOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
+#[command(
+    after_help = "Weights (--dtype native, the default): GGUF Q8_0/Q4_0/Q4_1 matrices are kept bit-exact as \
+q8_0/q4_0/q4_1; F32/F16/BF16 matrices keep their dtype; Q5_0/Q5_1/Q8_1/Q5_K/Q6_K/Q8_K are requantized \
+to q8_0 and Q2_K/Q3_K/Q4_K to q4_1; norms (1-D tensors) are written as F32.\n\
+With --dtype f32|f16|bf16 every tensor is dequantized to that type."
+)]
 pub struct ImportArgs {
     /// The GGUF file to convert (Llama architecture).
     gguf: PathBuf,
     /// Output directory (created if missing; files of the same names are replaced atomically).
     out_dir: PathBuf,
-    /// Element type of the written weights: f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
+    /// Element type of the written weights: native (keep the GGUF's quantization), f32, f16 or bf16.
+    #[arg(long, default_value = "native")]
     dtype: ImportDType,
     /// No progress bar.
     #[arg(short = 'q', long)]
@@ -43,17 +49,25 @@ pub fn run(args: ImportArgs) -> Result<()> {
     });
     bar.finish_and_clear();
     let summary = summary.with_context(|| format!("importing {}", args.gguf.display()))?;
+    let types: Vec<String> = summary
+        .types
+        .iter()
+        .map(|(t, n)| format!("{n} {t}"))
+        .collect();
     println!(
-        "wrote {} in {:.1} s: {} tensors, {:.1} M parameters, {} weights ({:.1} MB), vocab {}, {} embeddings",
+        "wrote {} in {:.1} s: {} tensors ({}), {:.1} M parameters, {:.1} MB of weights, vocab {}, {} embeddings",
         summary.out_dir.display(),
         started.elapsed().as_secs_f64(),
         summary.tensors,
+        types.join(", "),
         summary.parameters as f64 / 1e6,
-        summary.dtype,
         summary.weights_bytes as f64 / 1e6,
         summary.vocab_size,
         if summary.tie_word_embeddings { "tied" } else { "untied" },
     );
+    for (name, from, to) in &summary.requantized {
+        println!("requantized {name}: {from} has no bit-exact equivalent, stored as {to}");
+    }
     println!(
         "try it: infer run -m {} \"Once upon a time\"",
         summary.out_dir.display()
