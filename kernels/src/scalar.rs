@@ -79,6 +79,36 @@ pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
     }
 }
 
+/// Attention's value step: `out[d] = Σ_j p[j] · v[j·hd + d]` with `hd = out.len()` (rows of `v` are
+/// one position's values). Overwrites `out`. Panics if `v` holds fewer than `p.len()` rows.
+pub fn weighted_sum_f32(p: &[f32], v: &[f32], out: &mut [f32]) {
+    weighted_sum(p, v, out)
+}
+
+/// [`weighted_sum_f32`] over f16 values (the KV cache's).
+pub fn weighted_sum_f16(p: &[f32], v: &[f16], out: &mut [f32]) {
+    weighted_sum(p, v, out)
+}
+
+fn weighted_sum<T: Copy + Into<f32>>(p: &[f32], v: &[T], out: &mut [f32]) {
+    let hd = out.len();
+    check_weighted_sum(p.len(), v.len(), hd);
+    out.fill(0.0);
+    for (j, &pj) in p.iter().enumerate() {
+        for (o, &x) in out.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+            *o += pj * x.into();
+        }
+    }
+}
+
+/// The bounds every `weighted_sum` variant relies on.
+pub fn check_weighted_sum(p_len: usize, v_len: usize, hd: usize) {
+    assert!(
+        p_len.checked_mul(hd).is_some_and(|n| n <= v_len),
+        "weighted_sum: {p_len} weights × {hd} need more than the {v_len} values given"
+    );
+}
+
 /// RMSNorm: `out[i] = x[i] / sqrt(mean(x²) + eps) · w[i]`, with the mean taken in f32.
 pub fn rmsnorm_f32(x: &[f32], w: WeightRef<'_>, eps: f32, out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "rmsnorm: x and out differ in length");

@@ -449,3 +449,57 @@ fn report_variants() {
     );
     assert_eq!(ran.first(), Some(&"scalar"));
 }
+
+#[test]
+fn weighted_sum() {
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for hd in [1, 7, 8, 9, 31, 32, 33, 40, 64, 65, 96, 128, 130] {
+            for rows in [1, 2, 3, 17, 64, 257] {
+                let p: Vec<f32> = rng.vec(rows, 1.0).iter().map(|x| x.abs()).collect();
+                let v32 = rng.vec(rows * hd, 4.0);
+                let v16: Vec<f16> = v32.iter().map(|&x| f16::from_f32(x)).collect();
+                // Each output's error scales with Σ_j |p_j·v_jd|.
+                let mag = |v: &dyn Fn(usize) -> f32, d: usize| {
+                    (0..rows).map(|j| (p[j] * v(j * hd + d)).abs()).sum::<f32>()
+                };
+                let (op, ov) = (rng.below(4), rng.below(4));
+                let mut want = vec![f32::NAN; hd];
+                let mut got = Unaligned::new(&vec![f32::NAN; hd], rng.below(4));
+                scalar::weighted_sum_f32(&p, &v32, &mut want);
+                (kern.weighted_sum_f32)(
+                    Unaligned::new(&p, op).get(),
+                    Unaligned::new(&v32, ov).get(),
+                    got.get_mut(),
+                );
+                for d in 0..hd {
+                    let m = mag(&|i| v32[i], d);
+                    assert!(
+                        close(got.get()[d], want[d], m, REL),
+                        "weighted_sum_f32 variant {} hd={hd} rows={rows} at {d}: {} vs scalar {}; seed {seed}",
+                        kern.variant,
+                        got.get()[d],
+                        want[d]
+                    );
+                }
+                scalar::weighted_sum_f16(&p, &v16, &mut want);
+                (kern.weighted_sum_f16)(
+                    Unaligned::new(&p, op).get(),
+                    Unaligned::new(&v16, ov).get(),
+                    got.get_mut(),
+                );
+                for d in 0..hd {
+                    let m = mag(&|i| f32::from(v16[i]), d);
+                    assert!(
+                        close(got.get()[d], want[d], m, REL),
+                        "weighted_sum_f16 variant {} hd={hd} rows={rows} at {d}: {} vs scalar {}; seed {seed}",
+                        kern.variant,
+                        got.get()[d],
+                        want[d]
+                    );
+                }
+            }
+        }
+    }
+}

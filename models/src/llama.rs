@@ -352,7 +352,7 @@ fn add_assign(x: &mut [f32], y: &[f32]) {
 trait KvElem: Copy + Send + Sync {
     fn store(dst: &mut [Self], src: &[f32]);
     fn matmul(kern: &Kernels) -> MatmulFn<Self>;
-    fn axpy(kern: &Kernels) -> fn(f32, &[Self], &mut [f32]);
+    fn weighted_sum(kern: &Kernels) -> fn(&[f32], &[Self], &mut [f32]);
 }
 
 impl KvElem for f32 {
@@ -362,8 +362,8 @@ impl KvElem for f32 {
     fn matmul(kern: &Kernels) -> MatmulFn<f32> {
         kern.matmul_f32
     }
-    fn axpy(kern: &Kernels) -> fn(f32, &[f32], &mut [f32]) {
-        kern.axpy_f32
+    fn weighted_sum(kern: &Kernels) -> fn(&[f32], &[f32], &mut [f32]) {
+        kern.weighted_sum_f32
     }
 }
 
@@ -374,8 +374,8 @@ impl KvElem for f16 {
     fn matmul(kern: &Kernels) -> MatmulFn<f16> {
         kern.matmul_f16
     }
-    fn axpy(kern: &Kernels) -> fn(f32, &[f16], &mut [f32]) {
-        kern.axpy_f16
+    fn weighted_sum(kern: &Kernels) -> fn(&[f32], &[f16], &mut [f32]) {
+        kern.weighted_sum_f16
     }
 }
 
@@ -403,9 +403,10 @@ fn write_cache<T: KvElem>(
 
 /// Causal grouped-query attention for `n = q.len() / q_dim` tokens at positions `pos..pos+n`.
 ///
-/// Work items are the `(token, head)` pairs in `att`'s row-major order, each owning `head_dim` outputs.
-/// They are split into at most `scores.len() / ctx` contiguous groups; each group owns one row of
-/// `scores`, so threads never share memory.
+/// Work items are `(token, kv head)` pairs: the `group` query heads sharing a kv head are contiguous
+/// in `q` and `att`, so one item reads its keys once for all of them (one matmul with `group` columns)
+/// and owns `group × head_dim` outputs. Items are split into at most `scores.len() / slot` contiguous
+/// runs; each run owns one slot of `scores`, so threads never share memory.
 #[allow(clippy::too_many_arguments)]
 fn attention<T: KvElem>(
     kern: &Kernels,
@@ -418,46 +419,49 @@ fn attention<T: KvElem>(
     scores: &mut [f32],
     ctx: usize,
 ) {
-    let (hd, nh) = (c.head_dim, c.num_heads);
-    let group = nh / c.num_kv_heads;
-    let items = q.len() / hd;
-    let max_groups = (scores.len() / ctx).min(par::threads()).max(1);
-    let per_group = items.div_ceil(max_groups);
+    let (hd, nkv) = (c.head_dim, c.num_kv_heads);
+    let group = c.num_heads / nkv;
+    let slot = 2 * group * ctx;
+    let items = q.len() / (group * hd);
+    let runs = (scores.len() / slot).min(par::threads()).max(1);
+    let per_run = items.div_ceil(runs);
     let scale = 1.0 / (hd as f32).sqrt();
+    let (matmul, weighted_sum) = (T::matmul(kern), T::weighted_sum(kern));
 
     let run = |first_item: usize, out: &mut [f32], sc: &mut [f32]| {
-        for (j, o) in out.chunks_exact_mut(hd).enumerate() {
+        let (by_key, by_head) = sc.split_at_mut(group * ctx);
+        for (j, o) in out.chunks_exact_mut(group * hd).enumerate() {
             let item = first_item + j;
-            let (t, head) = (item / nh, item % nh);
-            // This head's keys and values: rows 0..seen of its kv head, `[ctx, head_dim]`.
-            let kv = (head / group) * ctx * hd;
+            let (t, kv_head) = (item / nkv, item % nkv);
+            // This kv head's keys and values: rows 0..seen of `[ctx, head_dim]`.
+            let kv = kv_head * ctx * hd;
             let seen = pos + t + 1;
-            let sc = &mut sc[..seen];
-            (T::matmul(kern))(
+            let queries = &q[item * group * hd..(item + 1) * group * hd];
+            matmul(
                 &keys[kv..kv + seen * hd],
                 hd,
-                &q[item * hd..(item + 1) * hd],
-                1,
-                sc,
+                queries,
+                group,
+                &mut by_key[..seen * group],
             );
-            for s in sc.iter_mut() {
-                *s *= scale;
-            }
-            (kern.softmax_f32)(sc);
-            o.fill(0.0);
-            for (p, &w) in sc.iter().enumerate() {
-                (T::axpy(kern))(w, &values[kv + p * hd..kv + (p + 1) * hd], o);
+            for (h, o) in o.chunks_exact_mut(hd).enumerate() {
+                let row = &mut by_head[h * ctx..h * ctx + seen];
+                for (p, r) in row.iter_mut().enumerate() {
+                    *r = by_key[p * group + h] * scale;
+                }
+                (kern.softmax_f32)(row);
+                weighted_sum(row, &values[kv..kv + seen * hd], o);
             }
         }
     };
 
-    if max_groups == 1 {
-        run(0, att, &mut scores[..ctx]);
+    if runs == 1 {
+        run(0, att, &mut scores[..slot]);
     } else {
-        att.par_chunks_mut(per_group * hd)
-            .zip(scores.par_chunks_mut(ctx))
+        att.par_chunks_mut(per_run * group * hd)
+            .zip(scores.par_chunks_mut(slot))
             .enumerate()
-            .for_each(|(g, (out, sc))| run(g * per_group, out, sc));
+            .for_each(|(r, (out, sc))| run(r * per_run, out, sc));
     }
 }
 

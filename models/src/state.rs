@@ -59,7 +59,8 @@ pub struct State {
     pub(crate) up: Vec<f32>,
     /// Transposed matmul output for batches, `[max rows, batch]`.
     pub(crate) scratch: Vec<f32>,
-    /// Attention scores, one row per thread group, `[threads, ctx]`.
+    /// Attention scores, one slot per thread: the query group's scores as the matmul leaves them
+    /// (`[ctx, group]`) and per head (`[group, ctx]`), `[threads, 2 × group × ctx]`.
     pub(crate) scores: Vec<f32>,
     /// KV cache, `[layers, kv_heads, ctx, head_dim]` each: one head's keys are contiguous rows, so
     /// its attention scores are one matmul over them.
@@ -139,7 +140,11 @@ impl State {
             gate: zeros(mul(batch, inter, "batch")?),
             up: zeros(batch * inter),
             scratch: zeros(mul(max_rows, batch, "batch")?),
-            scores: zeros(mul(threads, ctx, "threads")?),
+            scores: zeros(mul(
+                mul(threads, 2 * cfg.num_heads / cfg.num_kv_heads, "threads")?,
+                ctx,
+                "ctx",
+            )?),
             kv: match opts.kv_dtype {
                 KvDType::F32 => KvCache::F32 {
                     k: vec![0.0; cache],

@@ -32,6 +32,9 @@ pub(crate) fn table() -> Kernels {
         dot_f32,
         axpy_f32,
         axpy_f16,
+        weighted_sum_f32,
+        weighted_sum_f16,
+        softmax_f32,
         quantize_acts: super::quant_neon::quantize_q8_acts,
         matmul_q8_0: super::quant_neon::matmul_q8_0_q8,
         matmul_q4_0: super::quant_neon::matmul_q4_0_q8,
@@ -279,4 +282,117 @@ unsafe fn axpy<W: Lanes8>(alpha: f32, x: &[W], y: &mut [f32]) {
     for j in i..len {
         y[j] += alpha * x[j].to_f32();
     }
+}
+
+/// NEON version of [`scalar::weighted_sum_f32`].
+pub fn weighted_sum_f32(p: &[f32], v: &[f32], out: &mut [f32]) {
+    scalar::check_weighted_sum(p.len(), v.len(), out.len());
+    // SAFETY: only reachable through the NEON tables, built after detection; bounds checked above.
+    unsafe { weighted_sum(p, v, out) }
+}
+
+/// NEON version of [`scalar::weighted_sum_f16`].
+pub fn weighted_sum_f16(p: &[f32], v: &[f16], out: &mut [f32]) {
+    scalar::check_weighted_sum(p.len(), v.len(), out.len());
+    // SAFETY: as for `weighted_sum_f32`.
+    unsafe { weighted_sum(p, v, out) }
+}
+
+/// Columns in blocks of 32 (eight accumulators held in registers across all rows), then 8, then
+/// scalar. Precondition: `v.len() >= p.len() * out.len()`.
+#[target_feature(enable = "neon")]
+unsafe fn weighted_sum<W: Lanes8>(p: &[f32], v: &[W], out: &mut [f32]) {
+    let (hd, vp, op) = (out.len(), v.as_ptr(), out.as_mut_ptr());
+    let mut c = 0;
+    while c + 32 <= hd {
+        let mut acc = [vdupq_n_f32(0.0); 8];
+        for (j, &pj) in p.iter().enumerate() {
+            for a in 0..4 {
+                // SAFETY: row j < p.len() and columns c+8a..c+8a+8 <= hd lie inside `v`.
+                let (lo, hi) = unsafe { W::load8(vp.add(j * hd + c + 8 * a)) };
+                acc[2 * a] = vfmaq_n_f32(acc[2 * a], lo, pj);
+                acc[2 * a + 1] = vfmaq_n_f32(acc[2 * a + 1], hi, pj);
+            }
+        }
+        for (a, acc) in acc.iter().enumerate() {
+            // SAFETY: c + 4a + 4 <= c + 32 <= hd = out.len().
+            unsafe { vst1q_f32(op.add(c + 4 * a), *acc) };
+        }
+        c += 32;
+    }
+    while c + 8 <= hd {
+        let (mut lo_acc, mut hi_acc) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        for (j, &pj) in p.iter().enumerate() {
+            // SAFETY: as above for one 8-column block.
+            let (lo, hi) = unsafe { W::load8(vp.add(j * hd + c)) };
+            lo_acc = vfmaq_n_f32(lo_acc, lo, pj);
+            hi_acc = vfmaq_n_f32(hi_acc, hi, pj);
+        }
+        // SAFETY: c + 8 <= hd.
+        unsafe {
+            vst1q_f32(op.add(c), lo_acc);
+            vst1q_f32(op.add(c + 4), hi_acc);
+        }
+        c += 8;
+    }
+    for (d, o) in out.iter_mut().enumerate().skip(c) {
+        *o = p
+            .iter()
+            .enumerate()
+            .map(|(j, &pj)| pj * v[j * hd + d].to_f32())
+            .sum();
+    }
+}
+
+/// NEON version of [`scalar::softmax_f32`], with `exp` 4 lanes at a time by [`exp4`].
+pub fn softmax_f32(x: &mut [f32]) {
+    // SAFETY: only reachable through the NEON tables, built after detection.
+    unsafe { softmax(x) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (len, xp) = (x.len(), x.as_mut_ptr());
+    let vmax = vdupq_n_f32(max);
+    let mut vsum = vdupq_n_f32(0.0);
+    let mut i = 0;
+    while i + 4 <= len {
+        // SAFETY: i + 4 <= len.
+        unsafe {
+            let e = exp4(vsubq_f32(vld1q_f32(xp.add(i)), vmax));
+            vst1q_f32(xp.add(i), e);
+            vsum = vaddq_f32(vsum, e);
+        }
+        i += 4;
+    }
+    let mut sum = vaddvq_f32(vsum);
+    for v in &mut x[i..] {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `e^x` for 4 lanes, as the AVX2 `exp8`: `x = n·ln2 + r`, a degree-6 polynomial for `e^r`, `2^n` in
+/// the exponent bits; inputs clamped to [-87.3, 88.7].
+#[inline]
+#[target_feature(enable = "neon")]
+fn exp4(x: float32x4_t) -> float32x4_t {
+    let x = vmaxq_f32(vminq_f32(x, vdupq_n_f32(88.7)), vdupq_n_f32(-87.3));
+    let n = vrndnq_f32(vmulq_n_f32(x, std::f32::consts::LOG2_E));
+    let r = vfmsq_f32(x, n, vdupq_n_f32(0.693_145_75));
+    let r = vfmsq_f32(r, n, vdupq_n_f32(1.428_606_8e-6));
+    let mut p = vdupq_n_f32(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = vfmaq_f32(vdupq_n_f32(c), p, r);
+    }
+    let pow2n = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(
+        vcvtq_s32_f32(n),
+        vdupq_n_s32(127),
+    )));
+    vmulq_f32(p, pow2n)
 }

@@ -31,6 +31,9 @@ pub(crate) fn table() -> Kernels {
         dot_f32,
         axpy_f32,
         axpy_f16,
+        weighted_sum_f32,
+        weighted_sum_f16,
+        softmax_f32,
         quantize_acts: super::quant_avx2::quantize_q8_acts,
         matmul_q8_0: super::quant_avx2::matmul_q8_0_q8,
         matmul_q4_0: super::quant_avx2::matmul_q4_0_q8,
@@ -276,4 +279,131 @@ unsafe fn axpy<W: Lanes8>(alpha: f32, x: &[W], y: &mut [f32]) {
     for j in i..len {
         y[j] += alpha * x[j].to_f32();
     }
+}
+
+/// AVX2 version of [`scalar::weighted_sum_f32`].
+pub fn weighted_sum_f32(p: &[f32], v: &[f32], out: &mut [f32]) {
+    scalar::check_weighted_sum(p.len(), v.len(), out.len());
+    // SAFETY: only reachable through the AVX2 table, built after detection; bounds checked above.
+    unsafe { weighted_sum(p, v, out) }
+}
+
+/// AVX2 version of [`scalar::weighted_sum_f16`].
+pub fn weighted_sum_f16(p: &[f32], v: &[f16], out: &mut [f32]) {
+    scalar::check_weighted_sum(p.len(), v.len(), out.len());
+    // SAFETY: as for `weighted_sum_f32`.
+    unsafe { weighted_sum(p, v, out) }
+}
+
+/// Columns in blocks of 32 (four accumulators held in registers across all rows), then 8, then scalar.
+/// Precondition: `v.len() >= p.len() * out.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weighted_sum<W: Lanes8>(p: &[f32], v: &[W], out: &mut [f32]) {
+    let hd = out.len();
+    let vp = v.as_ptr();
+    let mut c = 0;
+    while c + 32 <= hd {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (j, &pj) in p.iter().enumerate() {
+            let w = _mm256_set1_ps(pj);
+            for (a, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: row j < p.len() and column c + 8a + 8 <= hd lie inside `v` (precondition).
+                *acc = _mm256_fmadd_ps(w, unsafe { W::load8(vp.add(j * hd + c + 8 * a)) }, *acc);
+            }
+        }
+        for (a, acc) in acc.iter().enumerate() {
+            // SAFETY: c + 8a + 8 <= hd = out.len().
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * a), *acc) };
+        }
+        c += 32;
+    }
+    while c + 8 <= hd {
+        let mut acc = _mm256_setzero_ps();
+        for (j, &pj) in p.iter().enumerate() {
+            // SAFETY: as above for one 8-column block.
+            acc = _mm256_fmadd_ps(
+                _mm256_set1_ps(pj),
+                unsafe { W::load8(vp.add(j * hd + c)) },
+                acc,
+            );
+        }
+        // SAFETY: c + 8 <= hd.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c), acc) };
+        c += 8;
+    }
+    for (d, o) in out.iter_mut().enumerate().skip(c) {
+        *o = p
+            .iter()
+            .enumerate()
+            .map(|(j, &pj)| pj * v[j * hd + d].to_f32())
+            .sum();
+    }
+}
+
+/// AVX2 version of [`scalar::softmax_f32`]: the same steps, with `exp` evaluated 8 lanes at a time
+/// by [`exp8`] (within 2 ulp of `f32::exp` on the range softmax uses).
+pub fn softmax_f32(x: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 table, built after detection.
+    unsafe { softmax(x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (len, xp) = (x.len(), x.as_mut_ptr());
+    let vmax = _mm256_set1_ps(max);
+    let mut vsum = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: i + 8 <= len.
+        unsafe {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(xp.add(i)), vmax));
+            _mm256_storeu_ps(xp.add(i), e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        i += 8;
+    }
+    let mut sum = hsum(vsum);
+    for v in &mut x[i..] {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = _mm256_set1_ps(1.0 / sum);
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: i + 8 <= len.
+        unsafe { _mm256_storeu_ps(xp.add(i), _mm256_mul_ps(_mm256_loadu_ps(xp.add(i)), inv)) };
+        i += 8;
+    }
+    for v in &mut x[i..] {
+        *v *= 1.0 / sum;
+    }
+}
+
+/// `e^x` for 8 lanes: `x = n·ln2 + r` with |r| ≤ ln2/2, a degree-6 polynomial for `e^r`, and `2^n`
+/// built in the exponent bits. Inputs below -87.3 give 0 (as softmax wants for far-below-max scores);
+/// inputs above 88.7 saturate at `f32::MAX`-ish, which softmax never passes (its inputs are ≤ 0).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(
+        _mm256_min_ps(x, _mm256_set1_ps(88.7)),
+        _mm256_set1_ps(-87.3),
+    );
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    // r = x - n·ln2 in two steps (Cody–Waite) to keep r exact enough.
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm256_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let pow2n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    )));
+    _mm256_mul_ps(p, pow2n)
 }

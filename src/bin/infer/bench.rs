@@ -42,6 +42,14 @@ pub struct BenchArgs {
         default_value = "128"
     )]
     n_gen: Vec<usize>,
+    /// Tokens already in the context before each test (comma-separated), as llama-bench's `-d`.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    n_depth: Vec<usize>,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     repetitions: usize,
@@ -57,6 +65,7 @@ struct Record {
     threads: usize,
     n_prompt: usize,
     n_gen: usize,
+    n_depth: usize,
     samples_ns: Vec<f64>,
     load_ms: f64,
 }
@@ -74,10 +83,14 @@ impl Record {
     }
 
     fn name(&self) -> String {
-        if self.n_gen == 0 {
+        let test = if self.n_gen == 0 {
             format!("pp{}", self.n_prompt)
         } else {
             format!("tg{}", self.n_gen)
+        };
+        match self.n_depth {
+            0 => test,
+            d => format!("{test} @ d{d}"),
         }
     }
 }
@@ -114,27 +127,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
             },
         )?;
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
-        for &n in args.n_prompt.iter().filter(|&&n| n > 0) {
-            let samples_ns = repeat(args.repetitions, || prefill(&model, n, args.batch))?;
-            records.push(Record {
-                threads,
-                n_prompt: n,
-                n_gen: 0,
-                samples_ns,
-                load_ms,
-            });
-            report(&records, &model, args.json);
-        }
-        for &n in args.n_gen.iter().filter(|&&n| n > 0) {
-            let samples_ns = repeat(args.repetitions, || decode(&model, n))?;
-            records.push(Record {
-                threads,
-                n_prompt: 0,
-                n_gen: n,
-                samples_ns,
-                load_ms,
-            });
-            report(&records, &model, args.json);
+        for &depth in &args.n_depth {
+            let tests = args.n_prompt.iter().filter(|&&n| n > 0).map(|&n| (n, 0));
+            let tests = tests.chain(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
+            for (n_prompt, n_gen) in tests {
+                let samples_ns = repeat(args.repetitions, || {
+                    run_test(&model, depth, n_prompt, n_gen, args.batch)
+                })?;
+                records.push(Record {
+                    threads,
+                    n_prompt,
+                    n_gen,
+                    n_depth: depth,
+                    samples_ns,
+                    load_ms,
+                });
+                report(&records, &model, args.json);
+            }
         }
     }
     if args.json {
@@ -166,6 +175,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "use_mmap": true,
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
+                    "n_depth": r.n_depth,
                     "avg_ns": avg_ns as u64,
                     "stddev_ns": stddev_ns as u64,
                     "avg_ts": avg_ts,
@@ -195,29 +205,32 @@ fn tokens(model: &Model, n: usize) -> Vec<u32> {
         .collect()
 }
 
-fn prefill(model: &std::sync::Arc<Model>, n: usize, batch: usize) -> Result<f64> {
+/// One pp or tg test after `depth` tokens of context; returns the nanoseconds of the timed part.
+fn run_test(
+    model: &std::sync::Arc<Model>,
+    depth: usize,
+    n_prompt: usize,
+    n_gen: usize,
+    batch: usize,
+) -> Result<f64> {
+    // The context: `depth` tokens, or for tg at least one so that decoding has something to continue.
+    let context_len = if n_gen > 0 { depth.max(1) } else { depth };
+    let ctx = context_len + n_prompt + n_gen;
     let mut session = model.session(SessionOptions {
-        ctx: n,
+        ctx,
         batch: batch.max(1),
         ..SessionOptions::default()
     })?;
-    let prompt = tokens(model, n);
+    let ids = tokens(model, ctx);
+    let (context, rest) = ids.split_at(context_len);
+    session.prefill(context)?;
     let t = Instant::now();
-    session.prefill(&prompt)?;
-    Ok(t.elapsed().as_nanos() as f64)
-}
-
-fn decode(model: &std::sync::Arc<Model>, n: usize) -> Result<f64> {
-    let mut session = model.session(SessionOptions {
-        ctx: n + 1,
-        batch: 1,
-        ..SessionOptions::default()
-    })?;
-    let ids = tokens(model, n + 1);
-    session.prefill(&ids[..1])?;
-    let t = Instant::now();
-    for &id in &ids[1..] {
-        session.step(id)?;
+    if n_gen == 0 {
+        session.prefill(&rest[..n_prompt])?;
+    } else {
+        for &id in &rest[..n_gen] {
+            session.step(id)?;
+        }
     }
     Ok(t.elapsed().as_nanos() as f64)
 }
