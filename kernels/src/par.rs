@@ -60,10 +60,23 @@ pub fn matmul(
     }
     let yt = &mut scratch[..rows * n];
     matmul_t(kern, w, k, x, n, yt);
-    for t in 0..n {
-        let dst = &mut y[t * rows..(t + 1) * rows];
-        for (r, d) in dst.iter_mut().enumerate() {
-            *d = yt[r * n + t];
+    transpose(yt, rows, n, y);
+}
+
+/// `y[t·rows + r] = yt[r·n + t]`: the kernels' row-major output turned token-major, in 16×16 tiles so
+/// that both sides are read and written a cache line at a time.
+pub fn transpose(yt: &[f32], rows: usize, n: usize, y: &mut [f32]) {
+    const TILE: usize = 16;
+    let (yt, y) = (&yt[..rows * n], &mut y[..rows * n]);
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for t0 in (0..n).step_by(TILE) {
+            for t in t0..(t0 + TILE).min(n) {
+                let dst = &mut y[t * rows + r0..t * rows + r1];
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = yt[(r0 + i) * n + t];
+                }
+            }
         }
     }
 }

@@ -243,11 +243,7 @@ impl Matrix {
                 }
                 let yt = &mut scratch[..w.rows * n];
                 par::matmul_q(kern, &w, &acts.as_ref(), yt);
-                for t in 0..n {
-                    for (r, d) in y[t * w.rows..(t + 1) * w.rows].iter_mut().enumerate() {
-                        *d = yt[r * n + t];
-                    }
-                }
+                par::transpose(yt, w.rows, n, y);
             }
         }
     }
