@@ -35,6 +35,7 @@ pub(crate) fn table() -> Kernels {
         weighted_sum_f32,
         weighted_sum_f16,
         softmax_f32,
+        silu_mul_f32,
         quantize_acts: super::quant_neon::quantize_q8_acts,
         matmul_q8_0: super::quant_neon::matmul_q8_0_q8,
         matmul_q4_0: super::quant_neon::matmul_q4_0_q8,
@@ -395,4 +396,35 @@ fn exp4(x: float32x4_t) -> float32x4_t {
         vdupq_n_s32(127),
     )));
     vmulq_f32(p, pow2n)
+}
+
+/// NEON version of [`scalar::silu_mul_f32`], with `exp` from [`exp4`].
+pub fn silu_mul_f32(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(
+        gate.len(),
+        up.len(),
+        "silu_mul: gate and up differ in length"
+    );
+    // SAFETY: only reachable through the NEON tables, built after detection; lengths are equal.
+    unsafe { silu_mul(gate, up) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let (len, gp, up_p) = (gate.len(), gate.as_mut_ptr(), up.as_ptr());
+    let mut i = 0;
+    while i + 4 <= len {
+        // SAFETY: i + 4 <= len = up.len().
+        unsafe {
+            let g = vld1q_f32(gp.add(i));
+            let e = exp4(vnegq_f32(g));
+            let v = vmulq_f32(
+                vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0), e)),
+                vld1q_f32(up_p.add(i)),
+            );
+            vst1q_f32(gp.add(i), v);
+        }
+        i += 4;
+    }
+    scalar::silu_mul_f32(&mut gate[i..], &up[i..]);
 }

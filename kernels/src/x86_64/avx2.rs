@@ -34,6 +34,7 @@ pub(crate) fn table() -> Kernels {
         weighted_sum_f32,
         weighted_sum_f16,
         softmax_f32,
+        silu_mul_f32,
         quantize_acts: super::quant_avx2::quantize_q8_acts,
         matmul_q8_0: super::quant_avx2::matmul_q8_0_q8,
         matmul_q4_0: super::quant_avx2::matmul_q4_0_q8,
@@ -406,4 +407,36 @@ fn exp8(x: __m256) -> __m256 {
         _mm256_set1_epi32(127),
     )));
     _mm256_mul_ps(p, pow2n)
+}
+
+/// AVX2 version of [`scalar::silu_mul_f32`], with `exp` from [`exp8`].
+pub fn silu_mul_f32(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(
+        gate.len(),
+        up.len(),
+        "silu_mul: gate and up differ in length"
+    );
+    // SAFETY: only reachable through the AVX2 table, built after detection; lengths are equal.
+    unsafe { silu_mul(gate, up) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let (len, gp, up_p) = (gate.len(), gate.as_mut_ptr(), up.as_ptr());
+    let one = _mm256_set1_ps(1.0);
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: i + 8 <= len = up.len().
+        unsafe {
+            let g = _mm256_loadu_ps(gp.add(i));
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+            let v = _mm256_mul_ps(
+                _mm256_div_ps(g, _mm256_add_ps(one, e)),
+                _mm256_loadu_ps(up_p.add(i)),
+            );
+            _mm256_storeu_ps(gp.add(i), v);
+        }
+        i += 8;
+    }
+    scalar::silu_mul_f32(&mut gate[i..], &up[i..]);
 }
