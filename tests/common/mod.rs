@@ -214,13 +214,31 @@ pub fn real_model_path(env_var: &str, default: &str, probe: &str) -> Option<Path
     None
 }
 
-/// The imported SmolLM2-135M-Instruct checkpoint directory.
+/// The default SmolLM2-135M-Instruct checkpoint: the GGUF imported natively (Q4_1 layers, Q8_0
+/// embedding, bit-exact), what `infer run` uses.
 pub fn real_model_dir() -> Option<PathBuf> {
     real_model_path(
         "EDGEINFER_MODEL_DIR",
         "weights/SmolLM2-135M-Instruct",
         "config.json",
     )
+}
+
+/// The same GGUF imported with `--dtype f32` (dequantized), for comparisons with candle-transformers'
+/// f32 Llama.
+pub fn real_f32_model_dir() -> Option<PathBuf> {
+    real_model_path(
+        "EDGEINFER_F32_MODEL_DIR",
+        "weights/SmolLM2-135M-Instruct-F32",
+        "config.json",
+    )
+}
+
+/// Whether a checkpoint directory's `config.json` says its matrices are quantized.
+pub fn is_quantized_checkpoint(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .map(|t| t.contains("\"quantization_config\""))
+        .unwrap_or(false)
 }
 
 /// The SmolLM2-135M-Instruct GGUF that `scripts/fetch-model.sh` downloads.
