@@ -423,3 +423,105 @@ impl Drop for Staging {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Odd sizes: the writer reorders so every tensor is aligned for its type, and the stock crate
+    /// reads the file back with the planes and metadata.
+    #[test]
+    fn odd_sizes_are_aligned_and_readable() {
+        let dir = std::env::temp_dir().join(format!("edgeinfer-qstore-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut staging = Staging::new(&dir).unwrap();
+        let path = staging.stage(WEIGHTS_FILE);
+        let dense = |name: &str, dtype, shape: Vec<usize>| Entry {
+            name: name.into(),
+            stored: StoredAs::Dense { dtype, shape },
+        };
+        let entries = vec![
+            dense("a", Dtype::F16, vec![3]),
+            Entry {
+                name: "w".into(),
+                stored: StoredAs::Quant {
+                    format: QFormat::Q4_1,
+                    rows: 3,
+                    k: 32,
+                },
+            },
+            dense("b", Dtype::F32, vec![5]),
+            dense("c", Dtype::F32, vec![2, 4]),
+        ];
+        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        let stats = write_model(&path, &entries, &meta, |_, e| {
+            Ok::<_, StoreError>(match e.stored {
+                StoredAs::Dense { dtype, ref shape } => {
+                    let n = shape.iter().product::<usize>() * dtype.bitsize() / 8;
+                    Data::Dense((0..n as u8).collect())
+                }
+                StoredAs::Quant { rows, .. } => Data::Quant(QPlanes {
+                    qs: vec![7; rows * 16],
+                    d: vec![f16::ONE; rows],
+                    m: vec![f16::NEG_ONE; rows],
+                }),
+            })
+        })
+        .unwrap();
+        assert_eq!(stats.types["q4_1"], 1);
+        assert_eq!(stats.types["F32"], 2);
+        staging.publish().unwrap();
+
+        let bytes = fs::read(dir.join(WEIGHTS_FILE)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (name, view) in st.tensors() {
+            let offset = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
+            let align = (view.dtype().bitsize() / 8).max(1);
+            assert_eq!(offset % align, 0, "{name} at {offset}");
+        }
+        assert_eq!(st.tensor("w.qs").unwrap().data(), &[7; 48][..]);
+        assert_eq!(st.tensor("w.mins").unwrap().shape(), [3, 1]);
+        assert_eq!(
+            st.tensor("b").unwrap().data(),
+            &(0..20).collect::<Vec<u8>>()[..]
+        );
+        let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let m = m.metadata().clone().unwrap();
+        assert_eq!(m[&format_key("w")], "q4_1");
+        assert_eq!(m[LAYOUT_KEY], LAYOUT_NAME);
+        assert_eq!(m["format"], "pt");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [WEIGHTS_FILE]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Produced bytes of the wrong size are an error naming the tensor, and nothing is published.
+    #[test]
+    fn wrong_sizes_are_refused() {
+        let dir = std::env::temp_dir().join(format!("edgeinfer-qstore-bad-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        {
+            let mut staging = Staging::new(&dir).unwrap();
+            let path = staging.stage(WEIGHTS_FILE);
+            let entries = vec![Entry {
+                name: "x".into(),
+                stored: StoredAs::Dense {
+                    dtype: Dtype::F32,
+                    shape: vec![4],
+                },
+            }];
+            let e = write_model(&path, &entries, &BTreeMap::new(), |_, _| {
+                Ok::<_, StoreError>(Data::Dense(vec![0; 15]))
+            })
+            .unwrap_err();
+            assert!(
+                matches!(&e, StoreError::Tensor { name, .. } if name == "x"),
+                "{e}"
+            );
+        }
+        assert!(!dir.exists(), "staging left {}", dir.display());
+    }
+}

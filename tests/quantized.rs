@@ -449,13 +449,13 @@ fn real_import_planes_are_the_gguf_blocks() {
             let row = want.len() / rows;
             for r_hf in 0..rows {
                 // HF row h·d + s·d/2 + i is GGUF row h·d + 2i + s.
-                let r_gg = if heads == 0 {
-                    r_hf
-                } else {
-                    let d = rows / heads;
-                    let (h, rest) = (r_hf / d, r_hf % d);
-                    let (s, i) = (rest / (d / 2), rest % (d / 2));
-                    h * d + 2 * i + s
+                let r_gg = match rows.checked_div(heads) {
+                    None => r_hf,
+                    Some(d) => {
+                        let (h, rest) = (r_hf / d, r_hf % d);
+                        let (s, i) = (rest / (d / 2), rest % (d / 2));
+                        h * d + 2 * i + s
+                    }
                 };
                 assert_eq!(
                     got[r_hf * row..(r_hf + 1) * row],
