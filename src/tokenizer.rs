@@ -1,14 +1,33 @@
-//! The model's tokenizer (Hugging Face `tokenizer.json` through the `tokenizers` crate), its
-//! `tokenizer_config.json` settings, and a streaming detokenizer for generation.
+//! The model's tokenizer (Hugging Face `tokenizer.json`), its `tokenizer_config.json` settings, and a
+//! streaming detokenizer for generation.
+//!
+//! Two engines produce the same ids. Byte-level BPE tokenizers of the shapes we know (GPT-2, SmolLM,
+//! Llama 3 style pre-tokenizers; see `tokenizer/bpe.rs`) are encoded by our own code from flat arrays,
+//! which load from a cache file beside `tokenizer.json` in about a millisecond (parsing the JSON with
+//! the `tokenizers` crate takes well over 100 ms). Anything else goes through the `tokenizers` crate,
+//! which stays the reference: `inner` parses it on demand, and the equivalence tests compare the two.
 //!
 //! Streaming cannot call `decode` per token: a byte-level or byte-fallback token may hold half a UTF-8
 //! character. So at load every token's exact output bytes are precomputed into one flat table (the
 //! inverse of the decoder for the two vocabulary families tiny LLMs use), and `StreamDecoder` emits the
 //! longest complete UTF-8 prefix of the bytes seen so far.
 
+mod bpe;
+mod cache;
+mod classes;
+mod json;
+mod pretokenize;
+
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use crate::chat::{ChatError, ChatTemplate};
+
+use bpe::Bpe;
+
+/// The cache file `Tokenizer::from_dir` keeps beside `tokenizer.json`.
+pub const CACHE_FILE_NAME: &str = cache::FILE_NAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -20,6 +39,17 @@ pub enum TokenizerError {
     Encode { reason: String },
     #[error("decoding failed: {reason}")]
     Decode { reason: String },
+}
+
+/// Which engine encodes, and where it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Our byte-level BPE, loaded from the cache file beside `tokenizer.json`.
+    Cached,
+    /// Our byte-level BPE, built from `tokenizer.json` (first load, or no cache possible).
+    Json,
+    /// The `tokenizers` crate (a pipeline our BPE does not implement).
+    Tokenizers,
 }
 
 /// How token strings map back to bytes; read off the tokenizer's decoder at load.
@@ -35,24 +65,96 @@ struct DecodeRules {
     strip_leading: usize,
 }
 
+/// Every token's exact output bytes: token `id` is `bytes[offsets[id]..offsets[id + 1]]`; ids with
+/// no token are empty and not `known`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ByteTable {
+    bytes: Vec<u8>,
+    offsets: Vec<u32>,
+    known: Vec<bool>,
+}
+
+impl ByteTable {
+    /// The table for ids `0..n`, from each id's token string.
+    fn build<'a>(
+        n: usize,
+        token: impl Fn(u32) -> Option<Cow<'a, str>>,
+        rules: &DecodeRules,
+    ) -> Result<ByteTable, String> {
+        if n > MAX_VOCAB {
+            return Err(format!(
+                "token id {} is beyond the supported {MAX_VOCAB}",
+                n - 1
+            ));
+        }
+        let unicode_to_byte = unicode_to_byte_table();
+        let mut t = ByteTable {
+            bytes: Vec::new(),
+            offsets: Vec::with_capacity(n + 1),
+            known: Vec::with_capacity(n),
+        };
+        t.offsets.push(0);
+        for id in 0..n as u32 {
+            match token(id) {
+                Some(token) => {
+                    token_to_bytes(&token, rules, &unicode_to_byte, &mut t.bytes);
+                    t.known.push(true);
+                }
+                None => t.known.push(false),
+            }
+            let end =
+                u32::try_from(t.bytes.len()).map_err(|_| "token table over 4 GiB".to_string())?;
+            t.offsets.push(end);
+        }
+        t.bytes.shrink_to_fit();
+        Ok(t)
+    }
+
+    fn get(&self, id: u32) -> Option<&[u8]> {
+        let i = id as usize;
+        if !*self.known.get(i)? {
+            return None;
+        }
+        Some(&self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize])
+    }
+
+    /// Offsets in bounds and in order (a table read from a cache file is checked before use).
+    fn is_valid(&self) -> bool {
+        self.offsets.len() == self.known.len() + 1
+            && self.offsets.first() == Some(&0)
+            && self.offsets.windows(2).all(|w| w[0] <= w[1])
+            && self.offsets.last().map(|&e| e as usize) == Some(self.bytes.len())
+    }
+}
+
+/// Where `tokenizer.json` came from, to parse it with `tokenizers` when someone asks for `inner`.
+enum Source {
+    File(PathBuf),
+    Bytes(Arc<[u8]>),
+}
+
 /// Tokenizer with its special tokens, chat template and per-token byte table.
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    /// Our BPE, when the pipeline is one it implements.
+    bpe: Option<Box<Bpe>>,
+    backend: Backend,
+    /// Why our BPE does not take this tokenizer (with `Backend::Tokenizers`).
+    unsupported: Option<String>,
+    /// The `tokenizers` tokenizer: loaded at once when `bpe` is `None`, else on first use.
+    hf: OnceLock<Result<tokenizers::Tokenizer, String>>,
+    source: Source,
     bos_token: Option<String>,
     eos_token: Option<String>,
     add_bos_token: bool,
     chat_template: Option<ChatTemplate>,
     rules: DecodeRules,
-    /// Bytes of token `id` are `bytes[offsets[id]..offsets[id + 1]]`; ids with no token are empty.
-    bytes: Vec<u8>,
-    offsets: Vec<u32>,
-    /// Whether an id below `offsets.len() - 1` names a token at all.
-    known: Vec<bool>,
+    table: ByteTable,
 }
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokenizer")
+            .field("backend", &self.backend)
             .field("vocab_size", &self.vocab_size())
             .field("bos_token", &self.bos_token)
             .field("eos_token", &self.eos_token)
@@ -66,77 +168,167 @@ impl std::fmt::Debug for Tokenizer {
 /// Ids above this are refused at load: a hostile file must not make us allocate gigabytes.
 const MAX_VOCAB: usize = 1 << 24;
 
+/// The encoding half of a tokenizer, before `tokenizer_config.json` is applied.
+struct Core {
+    bpe: Option<Box<Bpe>>,
+    hf: Option<tokenizers::Tokenizer>,
+    backend: Backend,
+    /// Why our BPE does not take this file.
+    unsupported: Option<String>,
+    rules: DecodeRules,
+    table: ByteTable,
+}
+
+impl Core {
+    /// Our BPE if the file is a pipeline it implements, else the `tokenizers` crate.
+    fn build(json: &[u8]) -> Result<Core, String> {
+        match json::build(json, MAX_VOCAB) {
+            Ok(bpe) => Self::from_bpe(bpe),
+            Err(json::Unsupported(reason)) => Ok(Core {
+                unsupported: Some(reason),
+                ..Self::from_tokenizers(json)?
+            }),
+        }
+    }
+
+    fn from_bpe(bpe: Bpe) -> Result<Core, String> {
+        let rules = DecodeRules {
+            byte_level: true,
+            ..DecodeRules::default()
+        };
+        let table = ByteTable::build(
+            bpe.vocab_len(),
+            |id| {
+                Some(bpe.str_of(id))
+                    .filter(|s| !s.is_empty())
+                    .map(Cow::Borrowed)
+            },
+            &rules,
+        )?;
+        Ok(Core {
+            bpe: Some(Box::new(bpe)),
+            hf: None,
+            backend: Backend::Json,
+            unsupported: None,
+            rules,
+            table,
+        })
+    }
+
+    fn from_tokenizers(json: &[u8]) -> Result<Core, String> {
+        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| e.to_string())?;
+        let rules = match inner.get_decoder() {
+            Some(d) => decode_rules(&serde_json::to_value(d).map_err(|e| format!("decoder: {e}"))?),
+            None => DecodeRules::default(),
+        };
+        let n = inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&max| max as usize + 1);
+        let table = ByteTable::build(n, |id| inner.id_to_token(id).map(Cow::Owned), &rules)?;
+        Ok(Core {
+            bpe: None,
+            hf: Some(inner),
+            backend: Backend::Tokenizers,
+            unsupported: None,
+            rules,
+            table,
+        })
+    }
+}
+
 impl Tokenizer {
-    /// Loads `dir/tokenizer.json` and, when present, `dir/tokenizer_config.json`.
+    /// Loads `dir/tokenizer.json` and, when present, `dir/tokenizer_config.json`. A byte-level BPE
+    /// tokenizer is cached in `dir/tokenizer.edgeinfer.bin` (written if the directory allows).
     pub fn from_dir(dir: &Path) -> Result<Tokenizer, TokenizerError> {
         let tok_path = dir.join("tokenizer.json");
-        let json = std::fs::read(&tok_path).map_err(|e| TokenizerError::Load {
-            path: tok_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let load_err = |path: &Path, reason: String| TokenizerError::Load {
+            path: path.to_owned(),
+            reason,
+        };
+        let (mtime, stamp) =
+            cache::stamp_file(&tok_path).map_err(|e| load_err(&tok_path, e.to_string()))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg = if cfg_path.is_file() {
-            Some(std::fs::read(&cfg_path).map_err(|e| TokenizerError::Load {
-                path: cfg_path.clone(),
-                reason: e.to_string(),
-            })?)
+            Some(std::fs::read(&cfg_path).map_err(|e| load_err(&cfg_path, e.to_string()))?)
         } else {
             None
         };
-        Self::load(&json, &tok_path, cfg.as_deref(), &cfg_path)
+        let core = match cache::load(&tok_path, stamp) {
+            Some((bpe, table)) => Core {
+                bpe: Some(Box::new(bpe)),
+                hf: None,
+                backend: Backend::Cached,
+                unsupported: None,
+                rules: DecodeRules {
+                    byte_level: true,
+                    ..DecodeRules::default()
+                },
+                table,
+            },
+            None => {
+                let json =
+                    std::fs::read(&tok_path).map_err(|e| load_err(&tok_path, e.to_string()))?;
+                let core = Core::build(&json).map_err(|reason| load_err(&tok_path, reason))?;
+                if let Some(bpe) = &core.bpe {
+                    // Stamped from the bytes parsed, so a file changed meanwhile is not trusted.
+                    let stamp = cache::Stamp::of(mtime, &json);
+                    cache::store(&tok_path, stamp, bpe, &core.table);
+                }
+                core
+            }
+        };
+        Self::finish(core, Source::File(tok_path), cfg.as_deref(), &cfg_path)
     }
 
-    /// As `from_dir`, from the two files' contents (e.g. embedded in a binary).
+    /// As `from_dir`, from the two files' contents (e.g. embedded in a binary); nothing is cached.
     pub fn from_bytes(
         tokenizer_json: &[u8],
         tokenizer_config_json: Option<&[u8]>,
     ) -> Result<Tokenizer, TokenizerError> {
-        Self::load(
-            tokenizer_json,
-            Path::new("tokenizer.json"),
+        let core = Core::build(tokenizer_json).map_err(|reason| TokenizerError::Load {
+            path: PathBuf::from("tokenizer.json"),
+            reason,
+        })?;
+        let source = Source::Bytes(Arc::from(tokenizer_json));
+        Self::finish(
+            core,
+            source,
             tokenizer_config_json,
             Path::new("tokenizer_config.json"),
         )
     }
 
-    fn load(
-        json: &[u8],
-        tok_path: &Path,
+    fn finish(
+        core: Core,
+        source: Source,
         cfg: Option<&[u8]>,
         cfg_path: &Path,
     ) -> Result<Tokenizer, TokenizerError> {
-        let load_err = |path: &Path, reason: String| TokenizerError::Load {
-            path: path.to_owned(),
-            reason,
-        };
-        let inner = tokenizers::Tokenizer::from_bytes(json)
-            .map_err(|e| load_err(tok_path, e.to_string()))?;
-        let rules = match inner.get_decoder() {
-            Some(d) => {
-                let v = serde_json::to_value(d)
-                    .map_err(|e| load_err(tok_path, format!("decoder: {e}")))?;
-                decode_rules(&v)
-            }
-            None => DecodeRules::default(),
-        };
-
+        let hf = OnceLock::new();
+        if let Some(inner) = core.hf {
+            let _ = hf.set(Ok(inner));
+        }
         let mut tok = Tokenizer {
-            inner,
+            bpe: core.bpe,
+            backend: core.backend,
+            unsupported: core.unsupported,
+            hf,
+            source,
             bos_token: None,
             eos_token: None,
             add_bos_token: false,
             chat_template: None,
-            rules,
-            bytes: Vec::new(),
-            offsets: Vec::new(),
-            known: Vec::new(),
+            rules: core.rules,
+            table: core.table,
         };
-        tok.build_byte_table()
-            .map_err(|reason| load_err(tok_path, reason))?;
-
         if let Some(cfg) = cfg {
             let cfg: serde_json::Value =
-                serde_json::from_slice(cfg).map_err(|e| load_err(cfg_path, e.to_string()))?;
+                serde_json::from_slice(cfg).map_err(|e| TokenizerError::Load {
+                    path: cfg_path.to_owned(),
+                    reason: e.to_string(),
+                })?;
             tok.bos_token = special_token(cfg.get("bos_token"));
             tok.eos_token = special_token(cfg.get("eos_token"));
             tok.add_bos_token = cfg
@@ -156,50 +348,40 @@ impl Tokenizer {
         Ok(tok)
     }
 
-    fn build_byte_table(&mut self) -> Result<(), String> {
-        let n = match self.inner.get_vocab(true).values().max() {
-            Some(&max) => max as usize + 1,
-            None => 0,
-        };
-        if n > MAX_VOCAB {
-            return Err(format!(
-                "token id {} is beyond the supported {MAX_VOCAB}",
-                n - 1
-            ));
-        }
-        let unicode_to_byte = unicode_to_byte_table();
-        self.offsets.reserve_exact(n + 1);
-        self.known.reserve_exact(n);
-        self.offsets.push(0);
-        for id in 0..n as u32 {
-            match self.inner.id_to_token(id) {
-                Some(token) => {
-                    token_to_bytes(&token, &self.rules, &unicode_to_byte, &mut self.bytes);
-                    self.known.push(true);
-                }
-                None => self.known.push(false),
-            }
-            let end = u32::try_from(self.bytes.len())
-                .map_err(|_| "token table over 4 GiB".to_string())?;
-            self.offsets.push(end);
-        }
-        self.bytes.shrink_to_fit();
-        Ok(())
+    /// Which engine encodes (ours from the cache or the JSON, or the `tokenizers` crate).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// With `Backend::Tokenizers`: the part of `tokenizer.json` our BPE does not implement.
+    pub fn unsupported_reason(&self) -> Option<&str> {
+        self.unsupported.as_deref()
     }
 
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc =
-            self.inner
-                .encode(text, add_special_tokens)
-                .map_err(|e| TokenizerError::Encode {
-                    reason: e.to_string(),
-                })?;
+        if let Some(bpe) = &self.bpe {
+            return Ok(bpe.encode(text, add_special_tokens));
+        }
+        let enc = self
+            .inner()?
+            .encode(text, add_special_tokens)
+            .map_err(|e| TokenizerError::Encode {
+                reason: e.to_string(),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Decodes with special tokens kept, as the model wrote them.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner
+        if self.bpe.is_some() {
+            // The ByteLevel decoder: all tokens' bytes, then one lossy UTF-8 conversion.
+            let mut bytes = Vec::with_capacity(ids.len() * 4);
+            for &id in ids {
+                bytes.extend_from_slice(self.table.get(id).unwrap_or_default());
+            }
+            return Ok(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        self.inner()?
             .decode(ids, false)
             .map_err(|e| TokenizerError::Decode {
                 reason: e.to_string(),
@@ -208,26 +390,30 @@ impl Tokenizer {
 
     /// Number of token ids (highest id + 1, added tokens included).
     pub fn vocab_size(&self) -> usize {
-        self.known.len()
+        self.table.known.len()
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.bpe {
+            Some(bpe) => bpe.token_id(token),
+            None => self.inner().ok()?.token_to_id(token),
+        }
     }
 
     /// The token's string as stored in the vocabulary (e.g. `Ġworld`, `▁world`, `<0x0A>`).
     pub fn id_token(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
+        match &self.bpe {
+            Some(bpe) => Some(bpe.str_of(id))
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            None => self.inner().ok()?.id_to_token(id),
+        }
     }
 
     /// The exact bytes token `id` contributes to decoded text (before any leading-space strip).
     /// `None` for ids outside the vocabulary.
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
-        let i = id as usize;
-        if !*self.known.get(i)? {
-            return None;
-        }
-        Some(&self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize])
+        self.table.get(id)
     }
 
     pub fn bos_token(&self) -> Option<&str> {
@@ -247,9 +433,26 @@ impl Tokenizer {
         self.chat_template.as_ref()
     }
 
-    /// The wrapped `tokenizers` tokenizer, for anything not covered here.
-    pub fn inner(&self) -> &tokenizers::Tokenizer {
-        &self.inner
+    /// The same tokenizer as a `tokenizers` one, for anything not covered here. With our BPE engine
+    /// it is parsed on the first call (over 100 ms for a 50k vocabulary).
+    pub fn inner(&self) -> Result<&tokenizers::Tokenizer, TokenizerError> {
+        let path = match &self.source {
+            Source::File(path) => path.as_path(),
+            Source::Bytes(_) => Path::new("tokenizer.json"),
+        };
+        self.hf
+            .get_or_init(|| {
+                let parsed = match &self.source {
+                    Source::File(path) => tokenizers::Tokenizer::from_file(path),
+                    Source::Bytes(bytes) => tokenizers::Tokenizer::from_bytes(bytes),
+                };
+                parsed.map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|reason| TokenizerError::Load {
+                path: path.to_owned(),
+                reason: reason.clone(),
+            })
     }
 }
 
