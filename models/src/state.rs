@@ -151,8 +151,8 @@ impl State {
                     v: vec![0.0; cache],
                 },
                 KvDType::F16 => KvCache::F16 {
-                    k: vec![f16::ZERO; cache],
-                    v: vec![f16::ZERO; cache],
+                    k: bytemuck::zeroed_vec(cache),
+                    v: bytemuck::zeroed_vec(cache),
                 },
             },
             rope_cos,
