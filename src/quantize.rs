@@ -3,12 +3,15 @@
 //! `edgeinfer_models::matrix`) out. This is what `infer quantize` runs.
 //!
 //! What is quantized, and what is not:
-//! - **Quantized** with the reference quantizers (`edgeinfer_kernels::quant::scalar::quantize_row_*`):
-//!   every 2-D matmul weight (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`,
-//!   `down_proj`), the token embedding, and `lm_head` when it is not tied to the embedding. These are
-//!   all but a fraction of a percent of the bytes, and decode time is the time to stream them.
-//!   The embedding is only ever read one row per token (dequantized on lookup), so quantizing it costs
-//!   nothing at run time; when tied it is also the output projection, the largest matrix.
+//! - **Quantized to the chosen format** (q8_0 and q4_1 with the reference quantizers of
+//!   `edgeinfer_kernels::quant::scalar`, q4_0 with the least-squares scale search of
+//!   `edgeinfer_kernels::quant::search`): every 2-D matmul weight of the layers (`q_proj`, `k_proj`,
+//!   `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`). These are most of the bytes, and
+//!   decode time is the time to stream them.
+//! - **Quantized to q8_0 under q4_0/q4_1**: the token embedding and `lm_head` when untied (as the
+//!   GGUF files of llama.cpp keep them at 6–8 bits). Their error reaches the logits directly instead
+//!   of averaging out through later layers; on SmolLM2-135M (tied) this one matrix in q8_0 instead
+//!   of q4_0 costs 14 MB. The embedding is read one row per token (dequantized on lookup).
 //! - **Kept in F32**: the RMSNorm weights (`input_layernorm`, `post_attention_layernorm`,
 //!   `model.norm`). They are `hidden` floats per layer (≈0.05% of the model), and each one scales one
 //!   channel of every activation, so an error there is systematic rather than averaged out over a dot
@@ -26,7 +29,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use edgeinfer_kernels::quant::{scalar, QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
+use edgeinfer_kernels::quant::{scalar, search, QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
 use edgeinfer_kernels::WeightRef;
 use edgeinfer_models::{names, Config, Llama, Matrix, ModelError, Tensor};
 use half::f16;
@@ -184,7 +187,7 @@ pub fn quantize_checkpoint(
         tensors: entries.len(),
         quantized: weights
             .iter()
-            .filter(|w| matches!(w.entry.stored, StoredAs::Quant { .. }))
+            .filter(|w| matches!(w.entry.stored, StoredAs::Quant { format, .. } if format == opts.format))
             .count(),
         kept_dense,
         skipped,
@@ -297,7 +300,7 @@ fn plan(llama: &Llama, ckpt: &Checkpoint, format: QFormat) -> Result<Vec<Weight>
         src: Src::Norm(t.clone()),
         kept_dense: false,
     };
-    let matrix = |m: &Matrix| -> Result<Weight, QuantizeError> {
+    let matrix = |m: &Matrix, format: QFormat| -> Result<Weight, QuantizeError> {
         let t = match m {
             Matrix::Dense(t) => t,
             Matrix::Quant(q) => {
@@ -338,23 +341,34 @@ fn plan(llama: &Llama, ckpt: &Checkpoint, format: QFormat) -> Result<Vec<Weight>
             }
         })
     };
-    let mut out = vec![matrix(&llama.embed)?];
+    // The embedding (the output projection too when tied) and an untied lm_head stay in q8_0 under the
+    // 4-bit formats: their error lands on the logits directly, not averaged through later layers.
+    let outer = output_format(format);
+    let mut out = vec![matrix(&llama.embed, outer)?];
     for l in &llama.layers {
         out.push(norm(&l.attn_norm));
         for m in [&l.wq, &l.wk, &l.wv, &l.wo] {
-            out.push(matrix(m)?);
+            out.push(matrix(m, format)?);
         }
         out.push(norm(&l.mlp_norm));
         for m in [&l.w_gate, &l.w_up, &l.w_down] {
-            out.push(matrix(m)?);
+            out.push(matrix(m, format)?);
         }
     }
     out.push(norm(&llama.norm));
     if let Some(head) = &llama.lm_head {
-        out.push(matrix(head)?);
+        out.push(matrix(head, outer)?);
     }
     debug_assert!(out.iter().any(|w| w.entry.name == names::EMBED));
     Ok(out)
+}
+
+/// Format of the embedding and lm_head for a checkpoint quantized to `format`.
+pub fn output_format(format: QFormat) -> QFormat {
+    match format {
+        QFormat::Q4_0 | QFormat::Q4_1 => QFormat::Q8_0,
+        other => other,
+    }
 }
 
 /// A dense tensor's bytes as stored.
@@ -412,7 +426,7 @@ pub fn quantize_matrix(
                     );
                     match format {
                         QFormat::Q8_0 => scalar::quantize_row_q8_0(x, qs, d),
-                        QFormat::Q4_0 => scalar::quantize_row_q4_0(x, qs, d),
+                        QFormat::Q4_0 => search::quantize_row_q4_0_search(x, qs, d),
                         QFormat::Q4_1 => scalar::quantize_row_q4_1(x, qs, d, m),
                     }
                 }

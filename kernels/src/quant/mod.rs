@@ -10,6 +10,7 @@
 
 pub mod format;
 pub mod scalar;
+pub mod search;
 
 use std::ops::Range;
 
