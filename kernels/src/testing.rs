@@ -3,7 +3,10 @@
 //! Not part of the inference API: a seeded RNG, the ragged sizes every kernel is swept over, unaligned
 //! sub-slices, the error bound, and the `EDGEINFER_REQUIRE_VARIANTS` check.
 
+use half::f16;
+
 use crate::dispatch::{Kernels, Variant};
+use crate::quant::{QFormat, QWeight, QK};
 
 /// Environment variable listing variants (comma separated) that must be available: a test run where one
 /// of them is missing fails instead of skipping it. CI sets it per machine so it cannot go green
@@ -160,4 +163,73 @@ pub fn arch_of(v: Variant) -> &'static str {
         Variant::Avx2 | Variant::Avx512Vnni => "x86_64",
         Variant::Neon | Variant::NeonDotprod | Variant::NeonI8mm => "aarch64",
     }
+}
+
+/// Owned planes of a `[rows, k]` quantized weight.
+#[derive(Clone, Debug)]
+pub struct QPlanes {
+    pub format: QFormat,
+    pub rows: usize,
+    pub k: usize,
+    pub qs: Vec<u8>,
+    pub d: Vec<f16>,
+    pub m: Vec<f16>,
+}
+
+impl QPlanes {
+    /// Random quants (every bit pattern), scales uniform in ±`scale` and (q4_1) minimums in
+    /// ±`min_scale`.
+    pub fn random(
+        rng: &mut Rng,
+        format: QFormat,
+        rows: usize,
+        k: usize,
+        scale: f32,
+        min_scale: f32,
+    ) -> QPlanes {
+        let nb = rows * k / QK;
+        let qs = (0..nb * format.qs_bytes_per_block())
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        let d = (0..nb).map(|_| f16::from_f32(rng.uniform(scale))).collect();
+        let m = match format.has_min() {
+            true => (0..nb)
+                .map(|_| f16::from_f32(rng.uniform(min_scale)))
+                .collect(),
+            false => Vec::new(),
+        };
+        QPlanes {
+            format,
+            rows,
+            k,
+            qs,
+            d,
+            m,
+        }
+    }
+
+    pub fn view(&self) -> QWeight<'_> {
+        QWeight::new(self.format, self.rows, self.k, &self.qs, &self.d, &self.m)
+            .expect("valid planes")
+    }
+}
+
+/// Prints which variants this run tests (visible with `--nocapture` or `--show-output`; parsed by
+/// scripts/test-aarch64.sh) and checks the scalar reference is among them.
+pub fn report_variants() {
+    let ran: Vec<&str> = variants_under_test()
+        .iter()
+        .map(|k| k.variant.name())
+        .collect();
+    let skipped: Vec<&str> = Variant::ALL
+        .into_iter()
+        .filter(|v| !Kernels::available().contains(v))
+        .map(|v| v.name())
+        .collect();
+    println!(
+        "kernel variants tested: {} (unavailable here: {})",
+        ran.join(","),
+        skipped.join(",")
+    );
+    assert_eq!(ran.first(), Some(&"scalar"));
 }

@@ -8,8 +8,8 @@
 //! failure.
 
 use edgeinfer_kernels::quant::{self, scalar as qscalar, Q8Acts, Q8ActsRef, QFormat, QWeight, QK};
-use edgeinfer_kernels::testing::{close, seed, variants_under_test, Rng, Unaligned};
-use edgeinfer_kernels::{par, Kernels, Variant};
+use edgeinfer_kernels::testing::{close, seed, variants_under_test, QPlanes, Rng, Unaligned};
+use edgeinfer_kernels::{par, Kernels};
 use half::f16;
 
 const REL: f32 = 1e-5;
@@ -17,47 +17,9 @@ const REL: f32 = 1e-5;
 const ROWS: [usize; 14] = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 129];
 const TOKENS: [usize; 7] = [1, 2, 3, 4, 5, 8, 17];
 
-/// Owned planes of a `[rows, k]` weight.
-#[derive(Clone)]
-struct Weight {
-    format: QFormat,
-    rows: usize,
-    k: usize,
-    qs: Vec<u8>,
-    d: Vec<f16>,
-    m: Vec<f16>,
-}
-
-impl Weight {
-    /// Random quants (every bit pattern) and scales uniform in ±`scale` (minimums in ±`8·scale`, kept
-    /// inside the f16 range).
-    fn random(rng: &mut Rng, format: QFormat, rows: usize, k: usize, scale: f32) -> Weight {
-        let nb = rows * k / QK;
-        let qs = (0..nb * format.qs_bytes_per_block())
-            .map(|_| rng.next_u64() as u8)
-            .collect();
-        let d = (0..nb).map(|_| f16::from_f32(rng.uniform(scale))).collect();
-        let mscale = (8.0 * scale).min(6.0e4);
-        let m = if format.has_min() {
-            (0..nb)
-                .map(|_| f16::from_f32(rng.uniform(mscale)))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Weight {
-            format,
-            rows,
-            k,
-            qs,
-            d,
-            m,
-        }
-    }
-
-    fn view(&self) -> QWeight<'_> {
-        QWeight::new(self.format, self.rows, self.k, &self.qs, &self.d, &self.m).expect("valid")
-    }
+/// Random planes with q4_1 minimums in ±`8·scale` (kept inside the f16 range).
+fn random_weight(rng: &mut Rng, format: QFormat, rows: usize, k: usize, scale: f32) -> QPlanes {
+    QPlanes::random(rng, format, rows, k, scale, (8.0 * scale).min(6.0e4))
 }
 
 /// Owned q8 activation planes.
@@ -105,7 +67,7 @@ impl Acts {
 }
 
 /// `Σ_b |dw·dx·idot_b| (+ |m·dx·sx|)` for row `r`, token `t`: the magnitude the f32 bar is relative to.
-fn magnitude(w: &Weight, x: &Acts, r: usize, t: usize) -> f32 {
+fn magnitude(w: &QPlanes, x: &Acts, r: usize, t: usize) -> f32 {
     let (k, nb) = (w.k, w.k / QK);
     let mut mag = 0.0f64;
     for b in 0..nb {
@@ -149,7 +111,7 @@ fn reference(format: QFormat) -> quant::QMatmulFn {
 }
 
 /// Runs one product through `kern` (every plane offset from its allocation) and scalar; compares.
-fn product_case(kern: &Kernels, rng: &mut Rng, w: &Weight, x: &Acts, seed: u64, what: &str) {
+fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64, what: &str) {
     let (rows, n) = (w.rows, x.n);
     let mut want = vec![f32::NAN; rows * n];
     reference(w.format)(
@@ -228,7 +190,7 @@ fn products_ragged() {
                 for (ki, &k) in ks.iter().enumerate() {
                     let n = TOKENS[(ri + ki) % TOKENS.len()];
                     let (ws, xs) = [(1.0, 1.0), (1e-3, 1e-2), (6e4, 1e15)][(ri + 2 * ki) % 3];
-                    let w = Weight::random(&mut rng, format, rows, k, ws);
+                    let w = random_weight(&mut rng, format, rows, k, ws);
                     let x = Acts::quantized(&mut rng, n, k, xs);
                     product_case(&kern, &mut rng, &w, &x, seed, "random");
                 }
@@ -236,7 +198,7 @@ fn products_ragged() {
             // Every token count on a few shapes (tile and token tails).
             for &n in &TOKENS {
                 for &(rows, k) in &[(1, 32), (4, 64), (5, 96), (9, 576), (8, 288)] {
-                    let w = Weight::random(&mut rng, format, rows, k, 1.0);
+                    let w = random_weight(&mut rng, format, rows, k, 1.0);
                     let x = Acts::quantized(&mut rng, n, k, 1.0);
                     product_case(&kern, &mut rng, &w, &x, seed, "tokens");
                 }
@@ -255,7 +217,7 @@ fn products_extremes() {
             let (rows, k) = (9, 160);
             for byte in [0x00u8, 0xff, 0x80, 0x7f, 0x0f, 0xf0, 0x81] {
                 for dv in [0.0f32, 65504.0, -65504.0, 6.0e-8, 6.1e-5, 1.0] {
-                    let mut w = Weight::random(&mut rng, format, rows, k, 1.0);
+                    let mut w = random_weight(&mut rng, format, rows, k, 1.0);
                     w.qs.fill(byte);
                     w.d.fill(f16::from_f32(dv));
                     w.m.fill(f16::from_f32(-dv));
@@ -293,7 +255,7 @@ fn products_extremes() {
                 }
             }
             // Zero blocks inside random weights and activations.
-            let mut w = Weight::random(&mut rng, format, 17, 96, 1.0);
+            let mut w = random_weight(&mut rng, format, 17, 96, 1.0);
             let bb = format.qs_bytes_per_block();
             w.qs[bb..2 * bb].fill(if format == QFormat::Q8_0 { 0 } else { 0x88 });
             w.d[5] = f16::ZERO;
@@ -308,7 +270,7 @@ fn products_extremes() {
 fn products_empty() {
     for kern in variants_under_test() {
         for format in QFormat::ALL {
-            let w = Weight::random(&mut Rng::new(1), format, 0, 64, 1.0);
+            let w = random_weight(&mut Rng::new(1), format, 0, 64, 1.0);
             let x = Acts::constant(3, 64, 1, 1.0);
             (kern.matmul_q(format))(
                 &w.view(),
@@ -321,7 +283,7 @@ fn products_empty() {
                 },
                 &mut [],
             );
-            let w = Weight::random(&mut Rng::new(1), format, 5, 64, 1.0);
+            let w = random_weight(&mut Rng::new(1), format, 5, 64, 1.0);
             (kern.matmul_q(format))(
                 &w.view(),
                 &Q8ActsRef {
@@ -422,7 +384,7 @@ fn par_matmul_q_three_threads() {
                 (7, 96, 2),
             ] {
                 let xf = rng.vec(n * k, 1.0);
-                let w = Weight::random(&mut rng, format, rows, k, 0.1);
+                let w = random_weight(&mut rng, format, rows, k, 0.1);
                 let mut small = Q8Acts::new(n, k);
                 quant::quantize_acts(&Kernels::SCALAR, &xf, n, k, &mut small);
                 let s = small.as_ref();
@@ -465,23 +427,8 @@ fn par_matmul_q_three_threads() {
     }
 }
 
-/// Prints which variants this run tests (visible with `--nocapture` or `--show-output`; parsed by
-/// scripts/test-aarch64.sh).
+/// Prints which variants this run tests.
 #[test]
 fn report_variants() {
-    let ran: Vec<&str> = variants_under_test()
-        .iter()
-        .map(|k| k.variant.name())
-        .collect();
-    let skipped: Vec<&str> = Variant::ALL
-        .into_iter()
-        .filter(|v| !Kernels::available().contains(v))
-        .map(|v| v.name())
-        .collect();
-    println!(
-        "kernel variants tested: {} (unavailable here: {})",
-        ran.join(","),
-        skipped.join(",")
-    );
-    assert_eq!(ran.first(), Some(&"scalar"));
+    edgeinfer_kernels::testing::report_variants();
 }

@@ -9,7 +9,7 @@ use edgeinfer_kernels::dispatch::MatmulFn;
 use edgeinfer_kernels::testing::{
     close, required_variants, seed, variants_under_test, Rng, Unaligned, K_SIZES, RAGGED,
 };
-use edgeinfer_kernels::{par, scalar, Kernels, Variant, WeightRef};
+use edgeinfer_kernels::{par, scalar, Kernels, WeightRef};
 use half::{bf16, f16};
 
 const REL: f32 = 1e-5;
@@ -430,24 +430,10 @@ fn required_variants_available() {
     }
 }
 
-/// Prints which variants this run tests (visible with `--nocapture` or `--show-output`).
+/// Prints which variants this run tests.
 #[test]
 fn report_variants() {
-    let ran: Vec<&str> = variants_under_test()
-        .iter()
-        .map(|k| k.variant.name())
-        .collect();
-    let skipped: Vec<&str> = Variant::ALL
-        .into_iter()
-        .filter(|v| !Kernels::available().contains(v))
-        .map(|v| v.name())
-        .collect();
-    println!(
-        "kernel variants tested: {} (unavailable here: {})",
-        ran.join(","),
-        skipped.join(",")
-    );
-    assert_eq!(ran.first(), Some(&"scalar"));
+    edgeinfer_kernels::testing::report_variants();
 }
 
 #[test]

@@ -13,67 +13,28 @@
 
 use super::*;
 use crate::quant::{quantize_acts, Q8Acts, QuantError};
-use crate::testing::{seed, Rng};
+use crate::testing::{seed, QPlanes as Planes, Rng};
 use crate::Kernels;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
-/// Owned planes of a random `[rows, k]` weight.
-struct Planes {
-    format: QFormat,
-    rows: usize,
-    k: usize,
-    qs: Vec<u8>,
-    d: Vec<f16>,
-    m: Vec<f16>,
-}
-
-impl Planes {
-    /// Random quants and scales (every bit pattern of the quants; scales of magnitude about `scale`).
-    fn random(rng: &mut Rng, format: QFormat, rows: usize, k: usize, scale: f32) -> Planes {
-        let nb = rows * k / QK;
-        let qs = (0..nb * format.qs_bytes_per_block())
-            .map(|_| rng.next_u64() as u8)
-            .collect();
-        let d = (0..nb).map(|_| f16::from_f32(rng.uniform(scale))).collect();
-        let m = if format.has_min() {
-            (0..nb).map(|_| f16::from_f32(rng.uniform(scale))).collect()
-        } else {
-            vec![]
-        };
-        Planes {
-            format,
-            rows,
-            k,
-            qs,
-            d,
-            m,
-        }
+/// The reference quantizer applied to `x` (`rows × k`).
+fn quantize_planes(format: QFormat, rows: usize, k: usize, x: &[f32]) -> Planes {
+    let nb = rows * k / QK;
+    let mut p = Planes {
+        format,
+        rows,
+        k,
+        qs: vec![0; nb * format.qs_bytes_per_block()],
+        d: vec![f16::ZERO; nb],
+        m: vec![f16::ZERO; if format.has_min() { nb } else { 0 }],
+    };
+    match format {
+        QFormat::Q8_0 => quantize_row_q8_0(x, &mut p.qs, &mut p.d),
+        QFormat::Q4_0 => quantize_row_q4_0(x, &mut p.qs, &mut p.d),
+        QFormat::Q4_1 => quantize_row_q4_1(x, &mut p.qs, &mut p.d, &mut p.m),
     }
-
-    /// The reference quantizer applied to `x` (`rows × k`).
-    fn quantize(format: QFormat, rows: usize, k: usize, x: &[f32]) -> Planes {
-        let nb = rows * k / QK;
-        let mut p = Planes {
-            format,
-            rows,
-            k,
-            qs: vec![0; nb * format.qs_bytes_per_block()],
-            d: vec![f16::ZERO; nb],
-            m: vec![f16::ZERO; if format.has_min() { nb } else { 0 }],
-        };
-        match format {
-            QFormat::Q8_0 => quantize_row_q8_0(x, &mut p.qs, &mut p.d),
-            QFormat::Q4_0 => quantize_row_q4_0(x, &mut p.qs, &mut p.d),
-            QFormat::Q4_1 => quantize_row_q4_1(x, &mut p.qs, &mut p.d, &mut p.m),
-        }
-        p
-    }
-
-    fn view(&self) -> QWeight<'_> {
-        QWeight::new(self.format, self.rows, self.k, &self.qs, &self.d, &self.m)
-            .expect("valid planes")
-    }
+    p
 }
 
 /// Element `j` of row `r` as (`dw`, integer quant, offset) in f64: value = `dw·q + off`.
@@ -156,14 +117,14 @@ fn products_match_f64_within_budget() {
             for (ws, xs) in [(1.0, 1.0), (1e-4, 1e-3), (6e4, 1e6)] {
                 let x = rng.vec(n * k, xs);
                 let a = acts(&x, n, k);
-                let random = Planes::random(&mut rng, format, rows, k, ws);
+                let random = Planes::random(&mut rng, format, rows, k, ws, ws);
                 check_vs_f64(
                     &random.view(),
                     &a.as_ref(),
                     &format!("random planes seed={seed}"),
                 );
                 let wx = rng.vec(rows * k, ws);
-                let quantized = Planes::quantize(format, rows, k, &wx);
+                let quantized = quantize_planes(format, rows, k, &wx);
                 check_vs_f64(
                     &quantized.view(),
                     &a.as_ref(),
@@ -186,7 +147,7 @@ fn products_on_extremes() {
     for format in QFormat::ALL {
         for byte in [0x00u8, 0xff, 0x80, 0x7f, 0x0f, 0xf0] {
             for dv in [0.0f32, 65504.0, -65504.0, 6.0e-8, 1.0] {
-                let mut p = Planes::random(&mut Rng::new(7), format, rows, k, 1.0);
+                let mut p = Planes::random(&mut Rng::new(7), format, rows, k, 1.0, 1.0);
                 p.qs.fill(byte);
                 p.d.fill(f16::from_f32(dv));
                 p.m.fill(f16::from_f32(-dv));
@@ -197,7 +158,7 @@ fn products_on_extremes() {
     // All-zero activations give exact zeros.
     let z = acts(&vec![0.0; n * k], n, k);
     for format in QFormat::ALL {
-        let p = Planes::random(&mut Rng::new(9), format, rows, k, 1.0);
+        let p = Planes::random(&mut Rng::new(9), format, rows, k, 1.0, 1.0);
         let mut yt = vec![f32::NAN; rows * n];
         matmul(format)(&p.view(), &z.as_ref(), &mut yt);
         assert!(yt.iter().all(|&v| v == 0.0), "{format}: {yt:?}");
@@ -276,7 +237,7 @@ fn round_trip_bounds() {
     for format in QFormat::ALL {
         for scale in [1.0f32, 1e-3, 100.0, 3e3] {
             let x = test_rows(&mut rng, k, scale);
-            let p = Planes::quantize(format, 1, k, &x);
+            let p = quantize_planes(format, 1, k, &x);
             let mut back = vec![0.0; k];
             p.view().dequantize_row(0, &mut back);
             for (b, (xb, yb)) in x.chunks_exact(QK).zip(back.chunks_exact(QK)).enumerate() {
@@ -356,7 +317,7 @@ fn weight_views() {
             Some(format)
         );
         let (rows, k) = (5, 64);
-        let p = Planes::random(&mut rng, format, rows, k, 1.0);
+        let p = Planes::random(&mut rng, format, rows, k, 1.0, 1.0);
         let w = p.view();
         // Sub-views dequantize like the rows they came from.
         let sub = w.rows(2..4);
@@ -398,7 +359,7 @@ fn weight_views() {
 #[test]
 #[should_panic(expected = "yt has")]
 fn product_checks_output_length() {
-    let p = Planes::random(&mut Rng::new(3), QFormat::Q4_0, 2, 32, 1.0);
+    let p = Planes::random(&mut Rng::new(3), QFormat::Q4_0, 2, 32, 1.0, 1.0);
     let a = acts(&[0.5; 64], 2, 32);
     matmul_q4_0_q8(&p.view(), &a.as_ref(), &mut [0.0; 3]);
 }
