@@ -1,23 +1,26 @@
 //! AVX-512 VNNI kernels for the quantized formats: q8_0/q4_0/q4_1 weights × q8 activations, and
 //! activation quantization. Same names, signatures and contracts as [`crate::quant::scalar`].
 //!
-//! Same plan as [`super::quant_avx2`]: tiles of weight rows × tokens, eight-block groups whose block dots
-//! are reduced *in integers* to one i32 per block before they meet their scales (the spec's exactness),
-//! one f32 FMA per group for the eight `dw·dx·idot` terms. The integer work is `vpdpbusd` (u8 × i8, four
-//! products summed into each i32 lane, no saturation) on 512-bit vectors:
-//! - q8_0: two blocks per vector in their natural order (eight lanes per block). `vpdpbusd` wants its
-//!   first operand unsigned, so the weights become `w + 128` (`w ^ 0x80`) and `128·Σx` is subtracted
-//!   from the exact dot: no sign trick, so every i8 on either side is fine.
-//! - q4: four blocks per vector, low nibbles and high nibbles in separate vectors (one 64-byte load,
-//!   a shift and two masks; no shuffles per row); the activations are shuffled once per token and group
-//!   to match (elements 0..16 of four blocks, then 16..32), and both halves accumulate into the same
-//!   lanes: four lanes per block, which halves the reduction. q4_0 subtracts `8·Σx` from the exact dot,
-//!   q4_1 adds `m·(dx·Σx)`.
+//! The integer work is `vpdpbusd` (u8 × i8, four products summed into each i32 lane, no saturation):
+//! - q8_0: `vpdpbusd` wants its first operand unsigned, so the weights become `w + 128` (`w ^ 0x80`)
+//!   and `128·Σx` is subtracted from the exact dot: no sign trick, so every i8 on either side is fine.
+//! - q4: four blocks (64 bytes) per vector, low nibbles and high nibbles in separate vectors (a shift
+//!   and two masks; no shuffles per row); the activations are rearranged to match (elements 0..16 of
+//!   each block, then 16..32), and both halves accumulate into the same lanes: four lanes per block.
+//!   q4_0 subtracts `8·Σx` from the exact dot, q4_1 adds `m·(dx·Σx)`.
 //!
-//! The reduction is a tree of `vpermt2d` pair sums. A trailing group of fewer than eight blocks is
-//! masked loads (masked lanes are zero and never read).
+//! Every block dot is reduced *in integers* to one exact i32 before it meets its scale (the spec's
+//! exactness); only the f32 sums are reordered.
+//!
+//! Decode (one token, [`decode`]) streams the weight planes front to back in units of sixteen blocks
+//! against activations prepared once per call, and prefetches ahead: it is bound by memory bandwidth.
+//! Several tokens (prefill) take tiles of weight rows × tokens ([`tile`]), eight-block groups, one
+//! f32 FMA per group for the eight `dw·dx·idot` terms.
 
 use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
+
+use half::f16;
 
 use crate::quant::scalar::{check_qmatmul, check_quantize_acts};
 use crate::quant::{Q8ActsRef, QFormat, QWeight, QK};
@@ -39,6 +42,10 @@ trait Fmt {
     const QB: usize;
     /// Rows per tile for one token: 2 or 4.
     const DECODE_ROWS: usize;
+    /// How far ahead decode prefetches the quants, in bytes, and whether as non-temporal (measured on
+    /// the SmolLM2-135M shapes streamed from memory).
+    const PF_BYTES: usize;
+    const PF_NTA: bool;
     /// Blocks `0..LEN` of a weight group at `p`.
     ///
     /// # Safety
@@ -54,6 +61,23 @@ trait Fmt {
     /// # Safety
     /// AVX-512 F/BW/VL/VNNI present.
     unsafe fn dot(w: &Prep, x: &Prep) -> __m256i;
+    /// Decode: the exact block dots of `blocks` consecutive weight blocks at `w` (all [`UNIT`] unless
+    /// `MASKED`, then `1..UNIT`) against one unit of activations prepared by [`Fmt::prep_unit`] at `a`,
+    /// lane = block (q4: the nibbles as stored, q8_0: `w + 128`). Lanes past `blocks` are unspecified.
+    ///
+    /// # Safety
+    /// `blocks·QB` bytes at `w` and `UNIT·32` bytes at `a` readable; AVX-512 F/BW/VL/VNNI present.
+    unsafe fn unit_dots<const MASKED: bool>(
+        w: *const u8,
+        blocks: usize,
+        a: *const __m512i,
+    ) -> __m512i;
+    /// Rearranges one unit of activation quants (blocks in their natural order, eight vectors at `a`)
+    /// in place into the order [`Fmt::unit_dots`] reads.
+    ///
+    /// # Safety
+    /// `UNIT·32` bytes at `a` readable and writable; AVX-512 F present.
+    unsafe fn prep_unit(a: *mut __m512i);
 }
 
 struct Q8_0;
@@ -89,6 +113,8 @@ impl Fmt for Q8_0 {
     const FORMAT: QFormat = QFormat::Q8_0;
     const QB: usize = QK;
     const DECODE_ROWS: usize = 4;
+    const PF_BYTES: usize = 8192;
+    const PF_NTA: bool = true;
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -117,6 +143,38 @@ impl Fmt for Q8_0 {
         let b07 = pair_sums(b03, b47);
         _mm512_castsi512_si256(pair_sums(b07, b07))
     }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn unit_dots<const MASKED: bool>(
+        w: *const u8,
+        blocks: usize,
+        a: *const __m512i,
+    ) -> __m512i {
+        // Two blocks per vector: [2c lanes 0..8 | 2c+1 lanes 8..16].
+        let p: [__m512i; 8] = core::array::from_fn(|c| {
+            // SAFETY: as required of the caller (masked lanes are not read).
+            let q = unsafe { load64::<MASKED>(w, blocks * QK, c) };
+            let x = unsafe { _mm512_loadu_si512(a.add(c).cast()) };
+            _mm512_dpbusd_epi32(
+                _mm512_setzero_si512(),
+                _mm512_xor_si512(q, _mm512_set1_epi8(-128)),
+                x,
+            )
+        });
+        // Fold each block's two 128-bit halves: vector j holds block 4j + L in 128-bit lane L.
+        let v: [__m512i; 4] = core::array::from_fn(|j| {
+            _mm512_add_epi32(
+                _mm512_shuffle_i64x2::<0x88>(p[2 * j], p[2 * j + 1]),
+                _mm512_shuffle_i64x2::<0xdd>(p[2 * j], p[2 * j + 1]),
+            )
+        });
+        reduce_lanes(v)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn prep_unit(_a: *mut __m512i) {}
 }
 
 macro_rules! q4_fmt {
@@ -125,6 +183,8 @@ macro_rules! q4_fmt {
             const FORMAT: QFormat = $format;
             const QB: usize = QK / 2;
             const DECODE_ROWS: usize = 4;
+            const PF_BYTES: usize = 12288;
+            const PF_NTA: bool = false;
 
             /// [low nibbles of blocks 0..4, high nibbles of 0..4, low of 4..8, high of 4..8].
             #[inline]
@@ -168,8 +228,101 @@ macro_rules! q4_fmt {
                 let b07 = pair_sums(p0, p1);
                 _mm512_castsi512_si256(pair_sums(b07, b07))
             }
+
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn unit_dots<const MASKED: bool>(
+                w: *const u8,
+                blocks: usize,
+                a: *const __m512i,
+            ) -> __m512i {
+                let m4 = _mm512_set1_epi8(0x0f);
+                // Vector j: blocks 4j..4j+4, block 4j + L in 128-bit lane L (four i32 partial sums).
+                let v: [__m512i; 4] = core::array::from_fn(|j| {
+                    // SAFETY: as required of the caller (masked lanes are not read).
+                    let (q, lo, hi) = unsafe {
+                        (
+                            load64::<MASKED>(w, blocks * (QK / 2), j),
+                            _mm512_loadu_si512(a.add(2 * j).cast()),
+                            _mm512_loadu_si512(a.add(2 * j + 1).cast()),
+                        )
+                    };
+                    let z = _mm512_setzero_si512();
+                    let p = _mm512_dpbusd_epi32(z, _mm512_and_si512(q, m4), lo);
+                    _mm512_dpbusd_epi32(p, _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4), hi)
+                });
+                reduce_lanes(v)
+            }
+
+            /// Per pair of vectors (blocks 4j..4j+4): [elements 0..16 of each], [16..32 of each].
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn prep_unit(a: *mut __m512i) {
+                for j in 0..4 {
+                    // SAFETY: as required of the caller.
+                    unsafe {
+                        let (c0, c1) = (
+                            _mm512_loadu_si512(a.add(2 * j).cast()),
+                            _mm512_loadu_si512(a.add(2 * j + 1).cast()),
+                        );
+                        _mm512_storeu_si512(
+                            a.add(2 * j).cast(),
+                            _mm512_shuffle_i64x2::<0x88>(c0, c1),
+                        );
+                        _mm512_storeu_si512(
+                            a.add(2 * j + 1).cast(),
+                            _mm512_shuffle_i64x2::<0xdd>(c0, c1),
+                        );
+                    }
+                }
+            }
         }
     };
+}
+
+/// 64-byte vector `c` of the `bytes` bytes at `p`: a plain load unless `MASKED`, then zero past the end.
+///
+/// # Safety
+/// `bytes` bytes at `p` readable (all `64·(c+1)` of them unless `MASKED`); AVX-512 BW present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn load64<const MASKED: bool>(p: *const u8, bytes: usize, c: usize) -> __m512i {
+    // SAFETY: as required of the caller; masked-off bytes are not read.
+    unsafe {
+        if MASKED {
+            // A load with an empty mask is still slow on some cores (it may cross into an unmapped
+            // page), so vectors wholly past the end are not loaded at all.
+            match bytes.saturating_sub(64 * c) {
+                0 => _mm512_setzero_si512(),
+                n => _mm512_maskz_loadu_epi8(byte_mask(n), p.add(64 * c).cast()),
+            }
+        } else {
+            _mm512_loadu_si512(p.add(64 * c).cast())
+        }
+    }
+}
+
+/// Four vectors of four blocks each (vector j: block 4j + L's four i32 partial sums in 128-bit lane L)
+/// to the sixteen exact block sums in block order. In-lane unpacks do the adds; one permute restores the
+/// order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn reduce_lanes(v: [__m512i; 4]) -> __m512i {
+    let s01 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(v[0], v[1]),
+        _mm512_unpackhi_epi32(v[0], v[1]),
+    );
+    let s23 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(v[2], v[3]),
+        _mm512_unpackhi_epi32(v[2], v[3]),
+    );
+    // Lane 4L + j = block 4j + L.
+    let r = _mm512_add_epi32(
+        _mm512_unpacklo_epi64(s01, s23),
+        _mm512_unpackhi_epi64(s01, s23),
+    );
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_epi32(order, r)
 }
 
 q4_fmt!(Q4_0, QFormat::Q4_0);
@@ -211,13 +364,17 @@ unsafe fn matmul<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     let (rows, n) = (w.rows, x.n);
     // LOOP 2: row tiles (independent: a caller may split these across threads), then single rows.
     let mut r = 0;
-    if n == 1 {
+    if n == 1 && w.k / QK <= PREP {
+        // SAFETY: forwarded preconditions, one token, k/32 <= PREP.
+        unsafe { decode::<F>(w, x, yt) };
+        return;
+    } else if n == 1 {
         // SAFETY: forwarded preconditions.
         r = unsafe {
             if F::DECODE_ROWS == 4 {
-                decode::<F, 4>(w, x, yt)
+                decode_tiles::<F, 4>(w, x, yt)
             } else {
-                decode::<F, 2>(w, x, yt)
+                decode_tiles::<F, 2>(w, x, yt)
             }
         };
     } else {
@@ -238,7 +395,7 @@ unsafe fn matmul<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
 /// `matmul`'s, with `x.n == 1`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn decode<F: Fmt, const R: usize>(
+unsafe fn decode_tiles<F: Fmt, const R: usize>(
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
     yt: &mut [f32],
@@ -250,6 +407,242 @@ unsafe fn decode<F: Fmt, const R: usize>(
         r += R;
     }
     r
+}
+
+/// Blocks per decode unit: four 64-byte vectors of q4 quants or eight of q8_0, reduced together.
+const UNIT: usize = 16;
+/// Most activation blocks a decode call prepares on the stack (16 KiB of quants); longer rows take
+/// [`decode_tiles`].
+const PREP: usize = 512;
+
+const fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// One token against all rows, as one stream of blocks.
+///
+/// The rows are cut into segments of `seg` rows whose `seg·nb` blocks (`nb = k/32`) fill whole units of
+/// [`UNIT`] blocks where that fits [`PREP`] (`seg = 16/gcd(nb, 16)`, e.g. 8 rows of 18 blocks), else
+/// single rows. The activations are prepared once per call and repeated `seg` times, so a segment is
+/// one contiguous run of quants and scales read front to back against one contiguous run of
+/// activations: no row tiles, and no partly used vectors except at a segment's end. Each unit's
+/// sixteen exact block dots meet their scales in one vector and are stored; each row then sums its
+/// `nb` terms.
+///
+/// Decode is bound by memory, and the hardware prefetchers alone leave this loop well short of the
+/// bandwidth a plain read loop gets (the out-of-order window covers only a few units), so every cache
+/// line of the quants and scales is prefetched [`Fmt::PF_BYTES`] ahead.
+///
+/// Preconditions: the shapes passed [`check_qmatmul`], `x.n == 1`, `k/32 <= PREP`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn decode<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    let (rows, k, nb) = (w.rows, w.k, w.k / QK);
+    debug_assert!(x.n == 1 && nb <= PREP);
+    let seg = match UNIT / gcd(nb, UNIT) {
+        r if r * nb <= PREP => r,
+        _ => 1,
+    };
+    let len = seg * nb; // blocks per segment
+    let units = len.div_ceil(UNIT);
+    let padded = units * UNIT;
+
+    // Prepared activations: quants (UNIT·32 bytes per unit), scales, and the per-block offset terms.
+    let mut aq = MaybeUninit::<[__m512i; PREP / 2]>::uninit();
+    let mut dx = MaybeUninit::<[f32; PREP]>::uninit();
+    let mut off = MaybeUninit::<[i32; PREP]>::uninit();
+    let mut dxs = MaybeUninit::<[f32; PREP]>::uninit();
+    let mut terms = MaybeUninit::<[f32; PREP]>::uninit();
+    let (aq, dx, off, dxs, terms) = (
+        aq.as_mut_ptr().cast::<__m512i>(),
+        dx.as_mut_ptr().cast::<f32>(),
+        off.as_mut_ptr().cast::<i32>(),
+        dxs.as_mut_ptr().cast::<f32>(),
+        terms.as_mut_ptr().cast::<f32>(),
+    );
+    // SAFETY: `padded <= PREP` (PREP is a multiple of UNIT), so every write below stays inside the
+    // buffers, and `x` holds `k` quants and `nb` scales and sums (check_qmatmul). Everything later read
+    // (`padded` blocks) is written here first.
+    unsafe {
+        for i in 0..seg {
+            core::ptr::copy_nonoverlapping(x.qs.as_ptr(), aq.cast::<i8>().add(i * k), k);
+        }
+        core::ptr::write_bytes(aq.cast::<i8>().add(len * QK), 0, (padded - len) * QK);
+        for u in 0..units {
+            F::prep_unit(aq.add(u * UNIT * QK / 64));
+        }
+        // One period of scales and offsets, then its copies.
+        for (b, (&d, &s)) in x.d[..nb].iter().zip(&x.sum[..nb]).enumerate() {
+            *dx.add(b) = d;
+            match F::FORMAT {
+                QFormat::Q8_0 => *off.add(b) = s << 7,
+                QFormat::Q4_0 => *off.add(b) = s << 3,
+                QFormat::Q4_1 => *dxs.add(b) = d * s as f32,
+            }
+        }
+        let per = if F::FORMAT == QFormat::Q4_1 {
+            dxs
+        } else {
+            off.cast::<f32>()
+        };
+        for i in 1..seg {
+            core::ptr::copy_nonoverlapping(dx, dx.add(i * nb), nb);
+            core::ptr::copy_nonoverlapping(per, per.add(i * nb), nb);
+        }
+        core::ptr::write_bytes(dx.add(len), 0, padded - len);
+        core::ptr::write_bytes(per.add(len), 0, padded - len);
+    }
+
+    // LOOP 1: segments (independent rows).
+    for r in (0..rows).step_by(seg) {
+        let rs = seg.min(rows - r);
+        let blocks = rs * nb;
+        let b0 = r * nb;
+        let wq = w.qs[b0 * F::QB..(b0 + blocks) * F::QB].as_ptr();
+        let wd = w.d[b0..b0 + blocks].as_ptr();
+        let wm = if F::FORMAT == QFormat::Q4_1 {
+            w.m[b0..b0 + blocks].as_ptr()
+        } else {
+            wd
+        };
+        // LOOP 0: whole units, then the segment's partial one.
+        let full = blocks / UNIT;
+        for u in 0..full {
+            let b = u * UNIT;
+            prefetch::<F>(
+                wq.wrapping_add(b * F::QB),
+                wd.wrapping_add(b),
+                wm.wrapping_add(b),
+            );
+            // SAFETY: blocks b..b+UNIT lie inside the segment (the slices above) and inside the
+            // prepared buffers (b + UNIT <= padded).
+            unsafe {
+                let t = unit::<F, false>(
+                    wq.add(b * F::QB),
+                    wd.add(b),
+                    wm.add(b),
+                    UNIT,
+                    aq.add(b * QK / 64),
+                    dx.add(b),
+                    off.add(b),
+                    dxs.add(b),
+                );
+                _mm512_storeu_ps(terms.add(b), t);
+            }
+        }
+        if blocks % UNIT != 0 {
+            let b = full * UNIT;
+            // SAFETY: as above, with the `blocks − b` blocks left (masked loads).
+            unsafe {
+                let t = unit::<F, true>(
+                    wq.add(b * F::QB),
+                    wd.add(b),
+                    wm.add(b),
+                    blocks - b,
+                    aq.add(b * QK / 64),
+                    dx.add(b),
+                    off.add(b),
+                    dxs.add(b),
+                );
+                _mm512_storeu_ps(terms.add(b), t);
+            }
+        }
+        for (i, y) in yt[r..r + rs].iter_mut().enumerate() {
+            // SAFETY: the segment's `blocks` terms were just written.
+            *y = unsafe { row_sum(terms.add(i * nb), nb) };
+        }
+    }
+}
+
+/// Prefetches the cache lines [`Fmt::PF_BYTES`] of quants ahead of the unit at `wq` (and its scales,
+/// minimums, the same number of blocks ahead). Prefetches never fault, so the addresses may run past
+/// the planes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn prefetch<F: Fmt>(wq: *const u8, wd: *const f16, wm: *const f16) {
+    let ahead = F::PF_BYTES / F::QB; // blocks
+    let line = |p: *const i8| {
+        if F::PF_NTA {
+            _mm_prefetch::<_MM_HINT_NTA>(p)
+        } else {
+            _mm_prefetch::<_MM_HINT_T0>(p)
+        }
+    };
+    for l in 0..UNIT * F::QB / 64 {
+        line(wq.wrapping_add(F::PF_BYTES + 64 * l).cast());
+    }
+    line(wd.wrapping_add(ahead).cast());
+    if F::FORMAT == QFormat::Q4_1 {
+        line(wm.wrapping_add(ahead).cast());
+    }
+}
+
+/// `Σ_b (dw·dx)·(idot − off)` (q4_1: `(dw·dx)·idot + m·(dx·Σx)`) of one unit, lane = block.
+///
+/// # Safety
+/// `blocks` (`UNIT` unless `MASKED`) weight blocks at `wq`, `wd`, `wm` (q4_1) readable; one prepared
+/// unit at `a`, `dx`, `off`, `dxs`; AVX-512 F/BW/VL/VNNI present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn unit<F: Fmt, const MASKED: bool>(
+    wq: *const u8,
+    wd: *const f16,
+    wm: *const f16,
+    blocks: usize,
+    a: *const __m512i,
+    dx: *const f32,
+    off: *const i32,
+    dxs: *const f32,
+) -> __m512 {
+    let bm: __mmask16 = if MASKED {
+        ((1u32 << blocks) - 1) as u16
+    } else {
+        !0
+    };
+    // SAFETY: as required of the caller; masked-off scales are not read.
+    unsafe {
+        let idot = F::unit_dots::<MASKED>(wq, blocks, a);
+        let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bm, wd.cast()));
+        let s = _mm512_mul_ps(dw, _mm512_loadu_ps(dx));
+        if F::FORMAT == QFormat::Q4_1 {
+            let m = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bm, wm.cast()));
+            _mm512_fmadd_ps(
+                s,
+                _mm512_cvtepi32_ps(idot),
+                _mm512_mul_ps(m, _mm512_loadu_ps(dxs)),
+            )
+        } else {
+            let idot = _mm512_sub_epi32(idot, _mm512_loadu_si512(off.cast()));
+            _mm512_mul_ps(s, _mm512_cvtepi32_ps(idot))
+        }
+    }
+}
+
+/// `Σ t[..n]`.
+///
+/// # Safety
+/// `n` f32 at `t` readable; AVX-512 F present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn row_sum(t: *const f32, n: usize) -> f32 {
+    let mut acc = _mm512_setzero_ps();
+    let mut i = 0;
+    // SAFETY: as required of the caller; masked-off lanes are not read.
+    unsafe {
+        while i + 16 <= n {
+            acc = _mm512_add_ps(acc, _mm512_loadu_ps(t.add(i)));
+            i += 16;
+        }
+        if i < n {
+            let m = ((1u32 << (n - i)) - 1) as u16;
+            acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, t.add(i)));
+        }
+    }
+    _mm512_reduce_add_ps(acc)
 }
 
 /// Rows `r..r+R` against every token. Requires `r + R <= w.rows` and the `matmul` preconditions.
