@@ -22,6 +22,7 @@
 //!   needs `x ≠ −128`, which the activation contract guarantees (quants in `−127..=127`).
 
 use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
 
 use half::f16;
 
@@ -42,6 +43,9 @@ trait Fmt {
     const QB: usize;
     /// Rows per tile for one token: 2 or 4.
     const DECODE_ROWS: usize;
+    /// How far ahead decode prefetches the quants, in bytes, and whether as non-temporal.
+    const PF_BYTES: usize;
+    const PF_NTA: bool;
     /// One row's group, prepared.
     type W: Copy;
     /// One token's group, prepared.
@@ -86,6 +90,8 @@ impl Fmt for Q8_0 {
     const FORMAT: QFormat = QFormat::Q8_0;
     const QB: usize = QK;
     const DECODE_ROWS: usize = 2;
+    const PF_BYTES: usize = 8192;
+    const PF_NTA: bool = true;
     /// Each block's quants and their magnitudes.
     type W = [(__m256i, __m256i); G];
     type X = [__m256i; G];
@@ -134,6 +140,8 @@ macro_rules! q4_fmt {
             const FORMAT: QFormat = $format;
             const QB: usize = QK / 2;
             const DECODE_ROWS: usize = 4;
+            const PF_BYTES: usize = 12288;
+            const PF_NTA: bool = false;
             /// Per pair of blocks: [low nibbles of both], [high nibbles of both].
             type W = [(__m256i, __m256i); G / 2];
             /// Per pair of blocks: [elements 0..16 of both], [16..32 of both].
@@ -224,13 +232,17 @@ unsafe fn matmul<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     let (rows, n) = (w.rows, x.n);
     // LOOP 2: row tiles (independent: a caller may split these across threads), then single rows.
     let mut r = 0;
-    if n == 1 {
+    if n == 1 && w.k / QK <= PREP {
+        // SAFETY: forwarded preconditions, one token, k/32 <= PREP.
+        unsafe { decode::<F>(w, x, yt) };
+        return;
+    } else if n == 1 {
         // SAFETY: forwarded preconditions.
         r = unsafe {
             if F::DECODE_ROWS == 4 {
-                decode::<F, 4>(w, x, yt)
+                decode_tiles::<F, 4>(w, x, yt)
             } else {
-                decode::<F, 2>(w, x, yt)
+                decode_tiles::<F, 2>(w, x, yt)
             }
         };
     } else {
@@ -251,7 +263,7 @@ unsafe fn matmul<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
 /// `matmul`'s, with `x.n == 1`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode<F: Fmt, const R: usize>(
+unsafe fn decode_tiles<F: Fmt, const R: usize>(
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
     yt: &mut [f32],
@@ -263,6 +275,266 @@ unsafe fn decode<F: Fmt, const R: usize>(
         r += R;
     }
     r
+}
+
+/// Most activation blocks a decode call prepares on the stack (16 KiB of quants, as many again
+/// rearranged); longer rows take [`decode_tiles`].
+const PREP: usize = 512;
+
+const fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// One token against all rows, as one stream of blocks: the plan of
+/// [`super::quant_avx512`]'s decode with eight-block units (one group).
+///
+/// Rows are cut into segments of `seg` rows whose `seg·nb` blocks fill whole groups where that fits
+/// [`PREP`] (`seg = 8/gcd(nb, 8)`), else single rows; the activations are prepared once per call,
+/// repeated per segment, so each segment is one run of quants and scales read front to back. Each
+/// group's eight exact block dots meet their scales in one vector and are stored; each row then sums
+/// its `nb` terms. Every line of quants and scales is prefetched [`Fmt::PF_BYTES`] ahead.
+///
+/// Preconditions: the shapes passed [`check_qmatmul`], `x.n == 1`, `k/32 <= PREP`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    let (rows, k, nb) = (w.rows, w.k, w.k / QK);
+    debug_assert!(x.n == 1 && nb <= PREP);
+    let seg = match G / gcd(nb, G) {
+        r if r * nb <= PREP => r,
+        _ => 1,
+    };
+    let len = seg * nb; // blocks per segment
+    let units = len.div_ceil(G);
+    let padded = units * G;
+
+    // The activations repeated `seg` times (natural order), then each group prepared for `F::dot`;
+    // scales and per-block offset terms.
+    let mut raw = MaybeUninit::<[__m256i; PREP]>::uninit();
+    let mut xv = MaybeUninit::<[F::X; PREP / G]>::uninit();
+    let mut dx = MaybeUninit::<[f32; PREP]>::uninit();
+    let mut off = MaybeUninit::<[i32; PREP]>::uninit();
+    let mut dxs = MaybeUninit::<[f32; PREP]>::uninit();
+    let mut terms = MaybeUninit::<[f32; PREP]>::uninit();
+    let (raw, xv, dx, off, dxs, terms) = (
+        raw.as_mut_ptr().cast::<i8>(),
+        xv.as_mut_ptr().cast::<F::X>(),
+        dx.as_mut_ptr().cast::<f32>(),
+        off.as_mut_ptr().cast::<i32>(),
+        dxs.as_mut_ptr().cast::<f32>(),
+        terms.as_mut_ptr().cast::<f32>(),
+    );
+    // SAFETY: `padded <= PREP` (PREP is a multiple of G), so every write below stays inside the
+    // buffers, and `x` holds `k` quants and `nb` scales and sums (check_qmatmul). Everything later read
+    // (`padded` blocks) is written here first.
+    unsafe {
+        for i in 0..seg {
+            core::ptr::copy_nonoverlapping(x.qs.as_ptr(), raw.add(i * k), k);
+        }
+        core::ptr::write_bytes(raw.add(len * QK), 0, (padded - len) * QK);
+        for u in 0..units {
+            xv.add(u).write(F::load_x::<G>(raw.add(u * G * QK)));
+        }
+        // One period of scales and offsets, then its copies.
+        for (b, (&d, &s)) in x.d[..nb].iter().zip(&x.sum[..nb]).enumerate() {
+            *dx.add(b) = d;
+            match F::FORMAT {
+                QFormat::Q8_0 => *off.add(b) = 0,
+                QFormat::Q4_0 => *off.add(b) = s << 3,
+                QFormat::Q4_1 => *dxs.add(b) = d * s as f32,
+            }
+        }
+        let per = if F::FORMAT == QFormat::Q4_1 {
+            dxs
+        } else {
+            off.cast::<f32>()
+        };
+        for i in 1..seg {
+            core::ptr::copy_nonoverlapping(dx, dx.add(i * nb), nb);
+            core::ptr::copy_nonoverlapping(per, per.add(i * nb), nb);
+        }
+        core::ptr::write_bytes(dx.add(len), 0, padded - len);
+        core::ptr::write_bytes(per.add(len), 0, padded - len);
+    }
+
+    // LOOP 1: segments (independent rows).
+    for r in (0..rows).step_by(seg) {
+        let rs = seg.min(rows - r);
+        let blocks = rs * nb;
+        let b0 = r * nb;
+        let wq = w.qs[b0 * F::QB..(b0 + blocks) * F::QB].as_ptr();
+        let wd = w.d[b0..b0 + blocks].as_ptr();
+        let wm = if F::FORMAT == QFormat::Q4_1 {
+            w.m[b0..b0 + blocks].as_ptr()
+        } else {
+            wd
+        };
+        // LOOP 0: whole groups, then the segment's partial one.
+        let full = blocks / G;
+        for u in 0..full {
+            let b = u * G;
+            prefetch::<F>(
+                wq.wrapping_add(b * F::QB),
+                wd.wrapping_add(b),
+                wm.wrapping_add(b),
+            );
+            // SAFETY: blocks b..b+G lie inside the segment (the slices above) and inside the prepared
+            // buffers (b + G <= padded).
+            unsafe {
+                let wv = F::load_w::<G>(wq.add(b * F::QB));
+                let t = unit::<F>(
+                    &wv,
+                    wd.add(b),
+                    wm.add(b),
+                    G,
+                    xv.add(u),
+                    dx.add(b),
+                    off.add(b),
+                    dxs.add(b),
+                );
+                _mm256_storeu_ps(terms.add(b), t);
+            }
+        }
+        let left = blocks - full * G;
+        if left > 0 {
+            let (b, u) = (full * G, full);
+            let p = wq.wrapping_add(b * F::QB);
+            // SAFETY: the `left` blocks b..blocks lie inside the segment; `load_w::<LEN>` reads only
+            // LEN blocks, and `unit` only `left` scales.
+            unsafe {
+                let wv = match left {
+                    1 => F::load_w::<1>(p),
+                    2 => F::load_w::<2>(p),
+                    3 => F::load_w::<3>(p),
+                    4 => F::load_w::<4>(p),
+                    5 => F::load_w::<5>(p),
+                    6 => F::load_w::<6>(p),
+                    _ => F::load_w::<7>(p),
+                };
+                let t = unit::<F>(
+                    &wv,
+                    wd.add(b),
+                    wm.add(b),
+                    left,
+                    xv.add(u),
+                    dx.add(b),
+                    off.add(b),
+                    dxs.add(b),
+                );
+                _mm256_storeu_ps(terms.add(b), t);
+            }
+        }
+        for (i, y) in yt[r..r + rs].iter_mut().enumerate() {
+            // SAFETY: the segment's `blocks` terms were just written.
+            *y = unsafe { row_sum(terms.add(i * nb), nb) };
+        }
+    }
+}
+
+/// Prefetches the cache lines [`Fmt::PF_BYTES`] of quants ahead of the group at `wq` (and its scales,
+/// minimums, the same number of blocks ahead). Prefetches never fault, so the addresses may run past
+/// the planes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prefetch<F: Fmt>(wq: *const u8, wd: *const f16, wm: *const f16) {
+    let ahead = F::PF_BYTES / F::QB; // blocks
+    let line = |p: *const i8| {
+        if F::PF_NTA {
+            _mm_prefetch::<_MM_HINT_NTA>(p)
+        } else {
+            _mm_prefetch::<_MM_HINT_T0>(p)
+        }
+    };
+    for l in 0..G * F::QB / 64 {
+        line(wq.wrapping_add(F::PF_BYTES + 64 * l).cast());
+    }
+    line(wd.wrapping_add(ahead).cast());
+    if F::FORMAT == QFormat::Q4_1 {
+        line(wm.wrapping_add(ahead).cast());
+    }
+}
+
+/// `Σ_b (dw·dx)·(idot − off)` (q4_1: `(dw·dx)·idot + m·(dx·Σx)`) of one group, lane = block (lanes
+/// past `blocks` unspecified).
+///
+/// # Safety
+/// `blocks` (1..=8) scales (and minimums, q4_1) at `wd`, `wm`; one prepared group at `xv`, `dx`, `off`,
+/// `dxs`; AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn unit<F: Fmt>(
+    wv: &F::W,
+    wd: *const f16,
+    wm: *const f16,
+    blocks: usize,
+    xv: *const F::X,
+    dx: *const f32,
+    off: *const i32,
+    dxs: *const f32,
+) -> __m256 {
+    // SAFETY: as required of the caller.
+    unsafe {
+        let idot = F::dot(wv, &*xv);
+        let dw = f16_lanes(wd, blocks);
+        let s = _mm256_mul_ps(dw, _mm256_loadu_ps(dx));
+        if F::FORMAT == QFormat::Q4_1 {
+            let m = f16_lanes(wm, blocks);
+            _mm256_fmadd_ps(
+                s,
+                _mm256_cvtepi32_ps(idot),
+                _mm256_mul_ps(m, _mm256_loadu_ps(dxs)),
+            )
+        } else {
+            let idot = _mm256_sub_epi32(idot, _mm256_loadu_si256(off.cast()));
+            _mm256_mul_ps(s, _mm256_cvtepi32_ps(idot))
+        }
+    }
+}
+
+/// `blocks` (1..=8) halves at `p` as f32 lanes, the rest zero.
+///
+/// # Safety
+/// `blocks` halves readable at `p`; AVX2/F16C present.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_lanes(p: *const f16, blocks: usize) -> __m256 {
+    // SAFETY: as required of the caller.
+    unsafe {
+        if blocks == G {
+            return _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+        }
+        let mut a = [0u16; G];
+        core::ptr::copy_nonoverlapping(p.cast::<u16>(), a.as_mut_ptr(), blocks);
+        _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().cast()))
+    }
+}
+
+/// `Σ t[..n]`.
+///
+/// # Safety
+/// `n` f32 at `t` readable; AVX present.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_sum(t: *const f32, n: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    // SAFETY: as required of the caller.
+    unsafe {
+        while i + G <= n {
+            acc = _mm256_add_ps(acc, _mm256_loadu_ps(t.add(i)));
+            i += G;
+        }
+        let mut s = hsum(acc);
+        while i < n {
+            s += *t.add(i);
+            i += 1;
+        }
+        s
+    }
 }
 
 /// Rows `r..r+R` against every token. Requires `r + R <= w.rows` and the `matmul` preconditions.

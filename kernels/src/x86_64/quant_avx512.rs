@@ -12,8 +12,9 @@
 //! Every block dot is reduced *in integers* to one exact i32 before it meets its scale (the spec's
 //! exactness); only the f32 sums are reordered.
 //!
-//! Decode (one token, [`decode`]) streams the weight planes front to back in units of sixteen blocks
-//! against activations prepared once per call, and prefetches ahead: it is bound by memory bandwidth.
+//! Decode (one token, [`decode`]) of the q4 formats streams the weight planes front to back in units of
+//! sixteen blocks against activations prepared once per call, and prefetches ahead: it is bound by
+//! memory bandwidth. q8_0 decode uses the AVX2 kernel (see [`matmul_q8_0_q8`]).
 //! Several tokens (prefill) take tiles of weight rows × tokens ([`tile`]), eight-block groups, one
 //! f32 FMA per group for the eight `dw·dx·idot` terms.
 
@@ -42,10 +43,6 @@ trait Fmt {
     const QB: usize;
     /// Rows per tile for one token: 2 or 4.
     const DECODE_ROWS: usize;
-    /// How far ahead decode prefetches the quants, in bytes, and whether as non-temporal (measured on
-    /// the SmolLM2-135M shapes streamed from memory).
-    const PF_BYTES: usize;
-    const PF_NTA: bool;
     /// Blocks `0..LEN` of a weight group at `p`.
     ///
     /// # Safety
@@ -61,9 +58,18 @@ trait Fmt {
     /// # Safety
     /// AVX-512 F/BW/VL/VNNI present.
     unsafe fn dot(w: &Prep, x: &Prep) -> __m256i;
-    /// Decode: the exact block dots of `blocks` consecutive weight blocks at `w` (all [`UNIT`] unless
-    /// `MASKED`, then `1..UNIT`) against one unit of activations prepared by [`Fmt::prep_unit`] at `a`,
-    /// lane = block (q4: the nibbles as stored, q8_0: `w + 128`). Lanes past `blocks` are unspecified.
+}
+
+/// A weight format's decode operations (the q4 formats; q8_0 decode uses the AVX2 kernel, see
+/// [`matmul_q8_0_q8`]).
+trait Stream: Fmt {
+    /// How far ahead decode prefetches the quants, in bytes, and whether as non-temporal (measured on
+    /// the SmolLM2-135M shapes streamed from memory).
+    const PF_BYTES: usize;
+    const PF_NTA: bool;
+    /// The exact block dots of `blocks` consecutive weight blocks at `w` (all [`UNIT`] unless `MASKED`,
+    /// then `1..UNIT`) against one unit of activations prepared by [`Stream::prep_unit`] at `a`, lane =
+    /// block (the nibbles as stored). Lanes past `blocks` are unspecified.
     ///
     /// # Safety
     /// `blocks·QB` bytes at `w` and `UNIT·32` bytes at `a` readable; AVX-512 F/BW/VL/VNNI present.
@@ -73,7 +79,7 @@ trait Fmt {
         a: *const __m512i,
     ) -> __m512i;
     /// Rearranges one unit of activation quants (blocks in their natural order, eight vectors at `a`)
-    /// in place into the order [`Fmt::unit_dots`] reads.
+    /// in place into the order [`Stream::unit_dots`] reads.
     ///
     /// # Safety
     /// `UNIT·32` bytes at `a` readable and writable; AVX-512 F present.
@@ -113,8 +119,6 @@ impl Fmt for Q8_0 {
     const FORMAT: QFormat = QFormat::Q8_0;
     const QB: usize = QK;
     const DECODE_ROWS: usize = 4;
-    const PF_BYTES: usize = 8192;
-    const PF_NTA: bool = true;
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -143,38 +147,6 @@ impl Fmt for Q8_0 {
         let b07 = pair_sums(b03, b47);
         _mm512_castsi512_si256(pair_sums(b07, b07))
     }
-
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn unit_dots<const MASKED: bool>(
-        w: *const u8,
-        blocks: usize,
-        a: *const __m512i,
-    ) -> __m512i {
-        // Two blocks per vector: [2c lanes 0..8 | 2c+1 lanes 8..16].
-        let p: [__m512i; 8] = core::array::from_fn(|c| {
-            // SAFETY: as required of the caller (masked lanes are not read).
-            let q = unsafe { load64::<MASKED>(w, blocks * QK, c) };
-            let x = unsafe { _mm512_loadu_si512(a.add(c).cast()) };
-            _mm512_dpbusd_epi32(
-                _mm512_setzero_si512(),
-                _mm512_xor_si512(q, _mm512_set1_epi8(-128)),
-                x,
-            )
-        });
-        // Fold each block's two 128-bit halves: vector j holds block 4j + L in 128-bit lane L.
-        let v: [__m512i; 4] = core::array::from_fn(|j| {
-            _mm512_add_epi32(
-                _mm512_shuffle_i64x2::<0x88>(p[2 * j], p[2 * j + 1]),
-                _mm512_shuffle_i64x2::<0xdd>(p[2 * j], p[2 * j + 1]),
-            )
-        });
-        reduce_lanes(v)
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn prep_unit(_a: *mut __m512i) {}
 }
 
 macro_rules! q4_fmt {
@@ -183,8 +155,6 @@ macro_rules! q4_fmt {
             const FORMAT: QFormat = $format;
             const QB: usize = QK / 2;
             const DECODE_ROWS: usize = 4;
-            const PF_BYTES: usize = 12288;
-            const PF_NTA: bool = false;
 
             /// [low nibbles of blocks 0..4, high nibbles of 0..4, low of 4..8, high of 4..8].
             #[inline]
@@ -228,6 +198,11 @@ macro_rules! q4_fmt {
                 let b07 = pair_sums(p0, p1);
                 _mm512_castsi512_si256(pair_sums(b07, b07))
             }
+        }
+
+        impl Stream for $t {
+            const PF_BYTES: usize = 12288;
+            const PF_NTA: bool = false;
 
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -341,22 +316,43 @@ fn pair_sums(a: __m512i, b: __m512i) -> __m512i {
     )
 }
 
-macro_rules! matmul_entry {
+/// AVX-512 VNNI version of the [`crate::quant::scalar`] function of the same name (same contract,
+/// same panics).
+pub fn matmul_q8_0_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    check_qmatmul(w, QFormat::Q8_0, x, yt.len());
+    if x.n == 1 {
+        // Decode: AVX2's stream of eight-block groups keeps up with memory (about 1.0× a plain read
+        // loop on the SmolLM2-135M shapes streamed from memory, against 0.75–0.9× for sixteen-block
+        // units of `vpdpbusd` here), so this table uses it. Its features are a subset of this table's.
+        return super::quant_avx2::matmul_q8_0_q8(w, x, yt);
+    }
+    // SAFETY: only reachable through the AVX-512 VNNI table, built after detection confirmed AVX-512
+    // F/BW/VL/VNNI and AVX2/FMA/F16C; `check_qmatmul` proved the plane lengths.
+    unsafe { matmul::<Q8_0>(w, x, yt) }
+}
+
+macro_rules! q4_matmul_entry {
     ($name:ident, $fmt:ty) => {
         /// AVX-512 VNNI version of the [`crate::quant::scalar`] function of the same name (same
         /// contract, same panics).
         pub fn $name(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
             check_qmatmul(w, <$fmt>::FORMAT, x, yt.len());
             // SAFETY: only reachable through the AVX-512 VNNI table, built after detection confirmed
-            // AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C; `check_qmatmul` proved the plane lengths.
-            unsafe { matmul::<$fmt>(w, x, yt) }
+            // AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C; `check_qmatmul` proved the plane lengths (and
+            // `decode`'s one token and `k/32 <= PREP` are checked here).
+            unsafe {
+                if x.n == 1 && w.k / QK <= PREP {
+                    decode::<$fmt>(w, x, yt)
+                } else {
+                    matmul::<$fmt>(w, x, yt)
+                }
+            }
         }
     };
 }
 
-matmul_entry!(matmul_q8_0_q8, Q8_0);
-matmul_entry!(matmul_q4_0_q8, Q4_0);
-matmul_entry!(matmul_q4_1_q8, Q4_1);
+q4_matmul_entry!(matmul_q4_0_q8, Q4_0);
+q4_matmul_entry!(matmul_q4_1_q8, Q4_1);
 
 /// Preconditions: the shapes passed [`check_qmatmul`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -364,11 +360,7 @@ unsafe fn matmul<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     let (rows, n) = (w.rows, x.n);
     // LOOP 2: row tiles (independent: a caller may split these across threads), then single rows.
     let mut r = 0;
-    if n == 1 && w.k / QK <= PREP {
-        // SAFETY: forwarded preconditions, one token, k/32 <= PREP.
-        unsafe { decode::<F>(w, x, yt) };
-        return;
-    } else if n == 1 {
+    if n == 1 {
         // SAFETY: forwarded preconditions.
         r = unsafe {
             if F::DECODE_ROWS == 4 {
@@ -423,7 +415,7 @@ const fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// One token against all rows, as one stream of blocks.
+/// One token against all rows of a q4 weight, as one stream of blocks.
 ///
 /// The rows are cut into segments of `seg` rows whose `seg·nb` blocks (`nb = k/32`) fill whole units of
 /// [`UNIT`] blocks where that fits [`PREP`] (`seg = 16/gcd(nb, 16)`, e.g. 8 rows of 18 blocks), else
@@ -439,7 +431,7 @@ const fn gcd(a: usize, b: usize) -> usize {
 ///
 /// Preconditions: the shapes passed [`check_qmatmul`], `x.n == 1`, `k/32 <= PREP`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn decode<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+unsafe fn decode<F: Stream>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     let (rows, k, nb) = (w.rows, w.k, w.k / QK);
     debug_assert!(x.n == 1 && nb <= PREP);
     let seg = match UNIT / gcd(nb, UNIT) {
@@ -562,7 +554,7 @@ unsafe fn decode<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
 /// the planes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn prefetch<F: Fmt>(wq: *const u8, wd: *const f16, wm: *const f16) {
+fn prefetch<F: Stream>(wq: *const u8, wd: *const f16, wm: *const f16) {
     let ahead = F::PF_BYTES / F::QB; // blocks
     let line = |p: *const i8| {
         if F::PF_NTA {
@@ -588,7 +580,7 @@ fn prefetch<F: Fmt>(wq: *const u8, wd: *const f16, wm: *const f16) {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn unit<F: Fmt, const MASKED: bool>(
+unsafe fn unit<F: Stream, const MASKED: bool>(
     wq: *const u8,
     wd: *const f16,
     wm: *const f16,
