@@ -26,6 +26,8 @@ use half::f16;
 use crate::quant::scalar::{check_qmatmul, check_quantize_acts};
 use crate::quant::{Q8ActsRef, QFormat, QWeight, QK};
 
+mod prefill;
+
 /// Blocks per group.
 const G: usize = 8;
 /// Rows × tokens per tile for several tokens (prefill). One token (decode) takes tiles of
@@ -360,6 +362,11 @@ unsafe fn matmul<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     let (rows, n) = (w.rows, x.n);
     // LOOP 2: row tiles (independent: a caller may split these across threads), then single rows.
     let mut r = 0;
+    if n > 1 && prefill::suits(w, n) {
+        // SAFETY: forwarded preconditions, and `suits`.
+        unsafe { prefill::matmul::<F>(w, x, yt) };
+        return;
+    }
     if n == 1 {
         // SAFETY: forwarded preconditions.
         r = unsafe {
