@@ -127,7 +127,24 @@ fn check_model_dir(dir: &Path) -> Result<()> {
     );
 }
 
+/// Restores the default SIGPIPE action, so `infer … | head` ends quietly like other Unix tools
+/// instead of panicking in `println!` (Rust starts programs with SIGPIPE ignored).
+#[cfg(unix)]
+fn default_sigpipe() {
+    extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: `signal` with SIG_DFL installs no Rust code as a handler; it runs before any thread starts.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
