@@ -101,10 +101,14 @@ struct Ahead {
     base: *const u8,
     stride: usize,
     piece: usize,
-    /// Lines issued, lines in all, steps taken, steps in all.
-    done: usize,
+    /// The next line to issue (row piece `j`, line `o` in it) and how many are left.
+    j: usize,
+    o: usize,
+    left: usize,
+    /// Lines per step in steps: `credit` grows by `lines` per step and pays `steps` per line issued
+    /// (no division in the block loop).
+    credit: usize,
     lines: usize,
-    step: usize,
     steps: usize,
 }
 
@@ -113,16 +117,19 @@ impl Ahead {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn new<F: Fmt>(w: &QWeight<'_>, next: Option<(usize, usize)>, steps: usize) -> Ahead {
         let nb = w.k / QK;
+        let mut a = Ahead {
+            base: core::ptr::null(),
+            stride: 0,
+            piece: 1,
+            j: 0,
+            o: 0,
+            left: 0,
+            credit: 0,
+            lines: 0,
+            steps: steps.max(1),
+        };
         let Some((r, c)) = next else {
-            return Ahead {
-                base: core::ptr::null(),
-                stride: 0,
-                piece: 0,
-                done: 0,
-                lines: 0,
-                step: 0,
-                steps: 1,
-            };
+            return a;
         };
         let kc = KC.min(nb - c);
         let rows = PR.min(w.rows - r);
@@ -136,31 +143,28 @@ impl Ahead {
                 line(w.m[b + kc - 1..].as_ptr().cast());
             }
         }
-        let piece = (kc * F::QB).div_ceil(64);
-        Ahead {
-            base: w.qs[(r * nb + c) * F::QB..].as_ptr(),
-            stride: nb * F::QB,
-            piece,
-            done: 0,
-            lines: rows * piece,
-            step: 0,
-            steps: steps.max(1),
-        }
+        a.base = w.qs[(r * nb + c) * F::QB..].as_ptr();
+        a.stride = nb * F::QB;
+        a.piece = (kc * F::QB).div_ceil(64);
+        a.lines = rows * a.piece;
+        a.left = a.lines;
+        a
     }
 
     /// One block step: issues the lines due by now. Prefetches never fault.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn step(&mut self) {
-        self.step += 1;
-        let due = (self.lines * self.step)
-            .div_ceil(self.steps)
-            .min(self.lines);
-        while self.done < due {
-            let (j, o) = (self.done / self.piece, self.done % self.piece);
-            let p = self.base.wrapping_add(j * self.stride + 64 * o);
+        self.credit += self.lines;
+        while self.credit >= self.steps && self.left > 0 {
+            self.credit -= self.steps;
+            let p = self.base.wrapping_add(self.j * self.stride + 64 * self.o);
             _mm_prefetch::<_MM_HINT_T0>(p.cast());
-            self.done += 1;
+            self.left -= 1;
+            self.o += 1;
+            if self.o == self.piece {
+                (self.j, self.o) = (self.j + 1, 0);
+            }
         }
     }
 }
@@ -305,6 +309,11 @@ unsafe fn tile<F: Fmt, const T: usize>(
             }
         }
     }
+    if T == PT {
+        // SAFETY: rows r0..r0+rr and tokens t0..t0+8 exist (caller).
+        unsafe { store8(&acc, yt, n, r0, rr, t0, first) };
+        return;
+    }
     for (t, &a) in acc.iter().enumerate() {
         let mut lanes = [0f32; PR];
         // SAFETY: `lanes` is 64 writable bytes.
@@ -312,6 +321,69 @@ unsafe fn tile<F: Fmt, const T: usize>(
         for (j, &v) in lanes.iter().enumerate().take(rr) {
             let y = &mut yt[(r0 + j) * n + t0 + t];
             *y = if first { v } else { *y + v };
+        }
+    }
+}
+
+/// Stores (`first`) or adds eight tokens' row vectors `acc[t]` (lane = row) into `yt[(r0+j)·n + t0+t]`
+/// for `j < rr`: a 16×8 transpose in registers, one 8-float store per row.
+///
+/// # Safety
+/// Rows `r0..r0+rr` and tokens `t0..t0+8` exist in `yt` (`n` tokens per row); AVX-512 F present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn store8(
+    acc: &[__m512],
+    yt: &mut [f32],
+    n: usize,
+    r0: usize,
+    rr: usize,
+    t0: usize,
+    first: bool,
+) {
+    let a: [__m512; PT] = core::array::from_fn(|t| acc[t]);
+    // Per 128-bit lane L (rows 4L..4L+4): token pairs interleaved, then four tokens per row.
+    let lo: [__m512; 4] = core::array::from_fn(|p| _mm512_unpacklo_ps(a[2 * p], a[2 * p + 1]));
+    let hi: [__m512; 4] = core::array::from_fn(|p| _mm512_unpackhi_ps(a[2 * p], a[2 * p + 1]));
+    // q[h][i]: row 4L + i, tokens 4h..4h+4, in lane L.
+    let q = |h: usize| -> [__m512; 4] {
+        [
+            _mm512_shuffle_ps::<0x44>(lo[2 * h], lo[2 * h + 1]),
+            _mm512_shuffle_ps::<0xee>(lo[2 * h], lo[2 * h + 1]),
+            _mm512_shuffle_ps::<0x44>(hi[2 * h], hi[2 * h + 1]),
+            _mm512_shuffle_ps::<0xee>(hi[2 * h], hi[2 * h + 1]),
+        ]
+    };
+    let (q0, q1) = (q(0), q(1));
+    let first_half = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    let second_half =
+        _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    let base = yt.as_mut_ptr();
+    for i in 0..4 {
+        // [row i | row 4+i] and [row 8+i | row 12+i], eight tokens each.
+        let w01 = _mm512_permutex2var_ps(q0[i], first_half, q1[i]);
+        let w23 = _mm512_permutex2var_ps(q0[i], second_half, q1[i]);
+        // The upper halves through the F-only 64x4 extract (`vextractf32x8` needs DQ).
+        let upper = |v: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let rows = [
+            (i, _mm512_castps512_ps256(w01)),
+            (4 + i, upper(w01)),
+            (8 + i, _mm512_castps512_ps256(w23)),
+            (12 + i, upper(w23)),
+        ];
+        for (j, v) in rows {
+            if j < rr {
+                // SAFETY: row r0+j exists and holds tokens t0..t0+8 (caller).
+                unsafe {
+                    let p = base.add((r0 + j) * n + t0);
+                    let v = if first {
+                        v
+                    } else {
+                        _mm256_add_ps(_mm256_loadu_ps(p), v)
+                    };
+                    _mm256_storeu_ps(p, v);
+                }
+            }
         }
     }
 }
