@@ -50,6 +50,8 @@ pub enum Error {
     Options { field: &'static str, reason: String },
     #[error("could not start the thread pool: {reason}")]
     ThreadPool { reason: String },
+    #[error("all {max_sessions} sessions are busy and the deadline passed while waiting for one")]
+    PoolBusy { max_sessions: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

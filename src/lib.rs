@@ -34,15 +34,19 @@ pub mod error;
 pub mod import;
 pub mod loader;
 pub mod model;
+pub mod pool;
 pub mod qstore;
 pub mod quantize;
+pub mod serve;
 pub mod session;
 
 pub use chat::Message;
-pub use error::{Error, Result};
 pub use edgeinfer_models::state::KvDType;
+pub use error::{Error, Result};
 pub use model::{Model, ModelOptions};
+pub use pool::{PoolStats, PooledSession, SessionPool};
 pub use sampler::SamplerConfig;
 pub use session::{
-    FinishReason, GenerateOptions, Generation, Prompt, Session, SessionOptions, Timings,
+    FinishReason, GenerateOptions, Generation, MemoryUsage, Prompt, Session, SessionOptions,
+    Timings,
 };

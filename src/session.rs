@@ -1,5 +1,6 @@
 //! [`Session`]: one conversation's activation arena and KV cache, and text generation over it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +29,16 @@ pub struct SessionOptions {
 
 impl SessionOptions {
     pub const DEFAULT_MAX_CTX: usize = 4096;
+
+    /// The context length sessions opened with these options get for a model with `cfg`.
+    pub fn ctx_for(&self, cfg: &edgeinfer_models::Config) -> usize {
+        match self.ctx {
+            0 => cfg
+                .max_position_embeddings
+                .min(SessionOptions::DEFAULT_MAX_CTX),
+            n => n,
+        }
+    }
 }
 
 impl Default for SessionOptions {
@@ -62,6 +73,13 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Stop at the model's end-of-sequence tokens.
     pub stop_at_eos: bool,
+    /// Stop when this moment passes, checked between prompt batches and between tokens: the text so
+    /// far is returned with [`FinishReason::Deadline`]. A handler sets it from its invocation deadline
+    /// minus the time it needs to send the answer.
+    pub deadline: Option<Instant>,
+    /// Stop when this flag becomes true (checked like `deadline`): [`FinishReason::Cancelled`]. Another
+    /// thread sets it, e.g. when the client of a streaming request goes away.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for GenerateOptions {
@@ -71,6 +89,25 @@ impl Default for GenerateOptions {
             sampler: SamplerConfig::default(),
             stop: Vec::new(),
             stop_at_eos: true,
+            deadline: None,
+            cancel: None,
+        }
+    }
+}
+
+impl GenerateOptions {
+    /// Why generation must end now, if the deadline passed or the cancel flag is set.
+    fn interrupted(&self) -> Option<FinishReason> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Some(FinishReason::Cancelled);
+        }
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Some(FinishReason::Deadline),
+            _ => None,
         }
     }
 }
@@ -82,8 +119,10 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached or the context is full.
     Length,
-    /// The streaming callback asked to stop.
+    /// The streaming callback asked to stop, or the cancel flag was set.
     Cancelled,
+    /// The deadline passed; the text is what was generated until then.
+    Deadline,
 }
 
 impl FinishReason {
@@ -92,6 +131,7 @@ impl FinishReason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
             FinishReason::Cancelled => "cancelled",
+            FinishReason::Deadline => "deadline",
         }
     }
 }
@@ -128,6 +168,17 @@ fn per_s(n: usize, ms: f64) -> f64 {
     }
 }
 
+/// Memory one session accounts for, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Weight files mapped (shared by every session of the model; resident as pages are touched).
+    pub weights_mapped: usize,
+    /// The session's arena: activations, scratch, logits and the KV cache.
+    pub arena: usize,
+    /// The KV cache alone (part of `arena`).
+    pub kv_cache: usize,
+}
+
 /// The result of [`Session::generate`].
 #[derive(Clone, Debug)]
 pub struct Generation {
@@ -148,12 +199,7 @@ pub struct Session {
 impl Session {
     pub fn new(model: Arc<Model>, opts: SessionOptions) -> Result<Session> {
         let cfg = model.config();
-        let ctx = match opts.ctx {
-            0 => cfg
-                .max_position_embeddings
-                .min(SessionOptions::DEFAULT_MAX_CTX),
-            n => n,
-        };
+        let ctx = opts.ctx_for(cfg);
         let state = State::new(
             cfg,
             StateOptions {
@@ -188,6 +234,15 @@ impl Session {
     /// Bytes of the arena (activations and KV cache).
     pub fn arena_bytes(&self) -> usize {
         self.state.bytes()
+    }
+
+    /// Weights mapped, arena and KV cache, in bytes.
+    pub fn memory(&self) -> MemoryUsage {
+        MemoryUsage {
+            weights_mapped: self.model.mapped_bytes(),
+            arena: self.state.bytes(),
+            kv_cache: self.state.kv_bytes(),
+        }
     }
 
     /// Forgets the conversation; buffers stay allocated.
@@ -276,17 +331,7 @@ impl Session {
 
     /// Tokenizes a prompt (rendering the chat template for conversations).
     pub fn tokenize(&self, prompt: &Prompt<'_>) -> Result<Vec<u32>> {
-        let tok = self.model.tokenizer();
-        match prompt {
-            Prompt::Tokens(ids) => Ok(ids.to_vec()),
-            Prompt::Text(text) => Ok(tok.encode(text, tok.add_bos_token())?),
-            Prompt::Chat(messages) => {
-                let template = tok.chat_template().ok_or(Error::NoChatTemplate)?;
-                let text = template.render(messages, true)?;
-                // The template writes any BOS itself; special tokens in it are parsed as such.
-                Ok(tok.encode(&text, false)?)
-            }
-        }
+        tokenize(&self.model, prompt)
     }
 
     /// Generates a continuation of `prompt`, calling `on_text` with each new piece of text as soon as
@@ -313,7 +358,12 @@ impl Session {
         mut on_logits: impl FnMut(&[f32]),
     ) -> Result<Generation> {
         let start = Instant::now();
-        let ids = self.tokenize(prompt)?;
+        let ids = match prompt {
+            // Already tokens (e.g. a pool tokenized the prompt to pick this session): no copy needed.
+            Prompt::Tokens(ids) => std::borrow::Cow::Borrowed(*ids),
+            _ => std::borrow::Cow::Owned(self.tokenize(prompt)?),
+        };
+        let ids = &*ids;
         if ids.is_empty() {
             return Err(Error::EmptyPrompt);
         }
@@ -327,12 +377,26 @@ impl Session {
         let mut sampler = Sampler::new(opts.sampler.clone(), vocab)?;
 
         // Reuse the cached prefix; at least one token must run to produce logits.
-        let keep = common_prefix(&self.tokens, &ids).min(ids.len() - 1);
+        let keep = common_prefix(&self.tokens, ids).min(ids.len() - 1);
         self.state.truncate(keep);
         self.tokens.truncate(keep);
         let t_prefill = Instant::now();
-        self.prefill(&ids[keep..])?;
+        let interrupted = self.prefill_interruptible(&ids[keep..], opts)?;
         let prefill_ms = ms(t_prefill);
+        if let Some(finish) = interrupted {
+            // The prompt batches that did run stay cached for the next request.
+            return Ok(Generation {
+                text: String::new(),
+                tokens: Vec::new(),
+                finish_reason: finish,
+                timings: Timings {
+                    prompt_tokens: ids.len(),
+                    prompt_tokens_evaluated: self.tokens.len() - keep,
+                    prefill_ms,
+                    ..Timings::default()
+                },
+            });
+        }
 
         let model = self.model.clone();
         let tok = model.tokenizer();
@@ -375,9 +439,19 @@ impl Session {
             if self.tokens.len() >= self.ctx() {
                 break;
             }
+            if let Some(reason) = opts.interrupted() {
+                finish = reason;
+                break;
+            }
             self.step(token)?;
         }
-        if finish == FinishReason::Length || (finish == FinishReason::Stop && !out.stopped) {
+        let flush = match finish {
+            FinishReason::Length | FinishReason::Deadline => true,
+            FinishReason::Stop => !out.stopped,
+            // Cancelled by the flag (not by the callback): the caller still gets the text so far.
+            FinishReason::Cancelled => !out.cancelled,
+        };
+        if flush {
             if let Some(rest) = stream.finish() {
                 out.push(rest, &mut on_text);
             }
@@ -403,6 +477,47 @@ impl Session {
             finish_reason: finish,
             timings,
         })
+    }
+}
+
+impl Session {
+    /// [`Session::prefill`], checking `opts`' deadline and cancel flag before each batch; returns
+    /// why it stopped early, if it did.
+    fn prefill_interruptible(
+        &mut self,
+        tokens: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<Option<FinishReason>> {
+        self.check_room(tokens.len())?;
+        let batch = self.state.options().batch;
+        let chunks = tokens.len().div_ceil(batch);
+        for (i, chunk) in tokens.chunks(batch).enumerate() {
+            if let Some(reason) = opts.interrupted() {
+                return Ok(Some(reason));
+            }
+            let mode = if i + 1 == chunks {
+                Logits::Last
+            } else {
+                Logits::None
+            };
+            self.forward(chunk, mode)?;
+        }
+        Ok(None)
+    }
+}
+
+/// Tokenizes a prompt for `model` (rendering the chat template for conversations).
+pub fn tokenize(model: &Model, prompt: &Prompt<'_>) -> Result<Vec<u32>> {
+    let tok = model.tokenizer();
+    match prompt {
+        Prompt::Tokens(ids) => Ok(ids.to_vec()),
+        Prompt::Text(text) => Ok(tok.encode(text, tok.add_bos_token())?),
+        Prompt::Chat(messages) => {
+            let template = tok.chat_template().ok_or(Error::NoChatTemplate)?;
+            let text = template.render(messages, true)?;
+            // The template writes any BOS itself; special tokens in it are parsed as such.
+            Ok(tok.encode(&text, false)?)
+        }
     }
 }
 

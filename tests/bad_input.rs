@@ -514,6 +514,7 @@ fn greedy(max_tokens: usize) -> GenerateOptions {
         sampler: SamplerConfig::greedy(),
         stop: Vec::new(),
         stop_at_eos: false,
+        ..GenerateOptions::default()
     }
 }
 

@@ -15,6 +15,8 @@ mod inspect;
 mod perplexity;
 mod quantize;
 mod run;
+#[cfg(feature = "serve")]
+mod serve;
 
 /// Where `scripts/fetch-model.sh` puts the default model.
 const DEFAULT_MODEL: &str = "weights/SmolLM2-135M-Instruct";
@@ -46,6 +48,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Prefill and decode speed, with llama-bench's test definitions (pp512, tg128).
     Bench(bench::BenchArgs),
+    /// HTTP server: Alibaba FC custom runtime (/invoke) and OpenAI-compatible API (/v1/...).
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
 }
 
 /// How to load the model; shared by every subcommand that runs one.
@@ -154,6 +159,8 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -114,6 +114,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         sampler: args.sampler(),
         stop: args.stop.clone(),
         stop_at_eos: !args.ignore_eos,
+        ..GenerateOptions::default()
     };
 
     let mut messages = Vec::new();

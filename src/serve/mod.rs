@@ -1,0 +1,464 @@
+//! The request and response bodies FaaS handlers speak (`examples/lambda.rs`, `infer serve`), and
+//! their validation. No HTTP here: a handler parses a body with [`GenerateRequest::parse`], checks it
+//! with [`GenerateRequest::into_job`], runs the [`Job`] on a [`crate::SessionPool`] and answers with
+//! [`GenerateResponse::new`].
+//!
+//! An event is `{"prompt": "…"}` or `{"messages": [{"role", "content"}, …]}` with optional
+//! `max_tokens`, `temperature`, `top_p`, `top_k`, `seed` and `stop` (a string or up to four); the
+//! answer is `{text, finish_reason, usage, timings}`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::Message;
+use crate::error::Error;
+use crate::sampler::SamplerConfig;
+use crate::session::{GenerateOptions, Generation, Prompt};
+
+/// Most stop strings one request may give (OpenAI's limit).
+pub const MAX_STOP_STRINGS: usize = 4;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_BYTES: usize = 256;
+
+/// A generation request as it arrives; every field optional until [`GenerateRequest::into_job`].
+/// Unknown fields (OpenAI's `model`, `user`, …) are ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct GenerateRequest {
+    pub prompt: Option<String>,
+    pub messages: Option<Vec<ChatMessage>>,
+    pub max_tokens: Option<u64>,
+    /// OpenAI's newer name for `max_tokens` in chat completions.
+    pub max_completion_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u64>,
+    pub min_p: Option<f64>,
+    pub seed: Option<u64>,
+    pub stop: Option<Stop>,
+    /// Stream the answer as server-sent events (OpenAI endpoints only).
+    #[serde(default)]
+    pub stream: bool,
+    /// Completions wanted; only 1 is supported.
+    pub n: Option<u64>,
+}
+
+/// One message of a conversation.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// `stop`: one string or a list.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// What the request asks for.
+#[derive(Clone, Debug)]
+pub enum JobPrompt {
+    Text(String),
+    Chat(Vec<Message>),
+}
+
+/// A validated request: the prompt and the options to generate with.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub prompt: JobPrompt,
+    pub options: GenerateOptions,
+    pub stream: bool,
+}
+
+impl Job {
+    pub fn prompt(&self) -> Prompt<'_> {
+        match &self.prompt {
+            JobPrompt::Text(t) => Prompt::Text(t),
+            JobPrompt::Chat(m) => Prompt::Chat(m),
+        }
+    }
+}
+
+/// Which prompt field a request must carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptKind {
+    /// `prompt` or `messages`, exactly one (the FaaS event).
+    Either,
+    /// `prompt` only (`/v1/completions`).
+    Text,
+    /// `messages` only (`/v1/chat/completions`).
+    Chat,
+}
+
+/// Bounds a handler puts on requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `max_tokens` when the request gives none.
+    pub default_max_tokens: usize,
+    /// Largest `max_tokens` accepted: the sessions' context length.
+    pub max_tokens: usize,
+}
+
+/// A request refused before generation: HTTP 400 (or a Lambda error) with this as the body.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    /// `invalid_json`, `invalid_request` or `context_length_exceeded`.
+    pub code: &'static str,
+    /// The field at fault, if one is.
+    pub param: Option<&'static str>,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+        RequestError {
+            code: "invalid_request",
+            param: Some(param),
+            message: message.into(),
+        }
+    }
+
+    /// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"error": {
+            "message": self.message,
+            "type": "invalid_request_error",
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl GenerateRequest {
+    /// Parses a JSON body; malformed JSON or a field of the wrong type is an `invalid_json` error.
+    pub fn parse(body: &[u8]) -> Result<GenerateRequest, RequestError> {
+        serde_json::from_slice(body).map_err(|e| RequestError {
+            code: "invalid_json",
+            param: None,
+            message: format!("request body is not a valid request: {e}"),
+        })
+    }
+
+    /// Checks every field against `limits` and turns the request into a [`Job`].
+    pub fn into_job(self, kind: PromptKind, limits: &Limits) -> Result<Job, RequestError> {
+        let prompt = match (kind, self.prompt, self.messages) {
+            (PromptKind::Chat, Some(_), _) => {
+                return Err(RequestError::invalid(
+                    "prompt",
+                    "chat completions take `messages`, not `prompt`",
+                ))
+            }
+            (PromptKind::Text, _, Some(_)) => {
+                return Err(RequestError::invalid(
+                    "messages",
+                    "completions take `prompt`, not `messages` (use /v1/chat/completions)",
+                ))
+            }
+            (_, Some(_), Some(_)) => {
+                return Err(RequestError::invalid(
+                    "prompt",
+                    "give either `prompt` or `messages`, not both",
+                ))
+            }
+            (_, Some(p), None) if p.is_empty() => {
+                return Err(RequestError::invalid("prompt", "`prompt` is empty"))
+            }
+            (_, Some(p), None) => JobPrompt::Text(p),
+            (_, None, Some(m)) => JobPrompt::Chat(check_messages(m)?),
+            (PromptKind::Chat, None, None) => {
+                return Err(RequestError::invalid("messages", "`messages` is required"))
+            }
+            (_, None, None) => {
+                return Err(RequestError::invalid(
+                    "prompt",
+                    "`prompt` (or `messages`) is required",
+                ))
+            }
+        };
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(RequestError::invalid("n", "only n = 1 is supported"));
+        }
+        let max_tokens = match self.max_tokens.or(self.max_completion_tokens) {
+            None => limits.default_max_tokens.min(limits.max_tokens),
+            Some(n) if n >= 1 && n <= limits.max_tokens as u64 => n as usize,
+            Some(n) => {
+                return Err(RequestError::invalid(
+                    "max_tokens",
+                    format!("max_tokens {n} is outside 1..={}", limits.max_tokens),
+                ))
+            }
+        };
+        let mut sampler = SamplerConfig::default();
+        if let Some(t) = self.temperature {
+            if !(0.0..=2.0).contains(&t) {
+                return Err(RequestError::invalid(
+                    "temperature",
+                    format!("temperature {t} is outside [0, 2]"),
+                ));
+            }
+            sampler.temperature = t as f32;
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(RequestError::invalid(
+                    "top_p",
+                    format!("top_p {p} is outside (0, 1]"),
+                ));
+            }
+            sampler.top_p = p as f32;
+        }
+        if let Some(p) = self.min_p {
+            if !(0.0..1.0).contains(&p) {
+                return Err(RequestError::invalid(
+                    "min_p",
+                    format!("min_p {p} is outside [0, 1)"),
+                ));
+            }
+            sampler.min_p = p as f32;
+        }
+        if let Some(k) = self.top_k {
+            sampler.top_k = usize::try_from(k).unwrap_or(usize::MAX);
+        }
+        if let Some(seed) = self.seed {
+            sampler.seed = seed;
+        }
+        if sampler.temperature == 0.0 {
+            sampler = SamplerConfig {
+                seed: sampler.seed,
+                ..SamplerConfig::greedy()
+            };
+        }
+        sampler
+            .validate()
+            .map_err(|e| RequestError::invalid("temperature", e.to_string()))?;
+        let stop = match self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s],
+            Some(Stop::Many(v)) => v,
+        };
+        if stop.len() > MAX_STOP_STRINGS {
+            return Err(RequestError::invalid(
+                "stop",
+                format!("at most {MAX_STOP_STRINGS} stop strings"),
+            ));
+        }
+        if stop
+            .iter()
+            .any(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
+        {
+            return Err(RequestError::invalid(
+                "stop",
+                format!("stop strings must be 1 to {MAX_STOP_BYTES} bytes"),
+            ));
+        }
+        Ok(Job {
+            prompt,
+            options: GenerateOptions {
+                max_tokens,
+                sampler,
+                stop,
+                ..GenerateOptions::default()
+            },
+            stream: self.stream,
+        })
+    }
+}
+
+fn check_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, RequestError> {
+    if messages.is_empty() {
+        return Err(RequestError::invalid("messages", "`messages` is empty"));
+    }
+    messages
+        .into_iter()
+        .map(|m| match m.role.as_str() {
+            "system" | "user" | "assistant" => Ok(Message::new(m.role, m.content)),
+            other => Err(RequestError::invalid(
+                "messages",
+                format!("unknown role `{other}` (system, user or assistant)"),
+            )),
+        })
+        .collect()
+}
+
+/// How a generation failure is reported: a short code and the HTTP status.
+pub fn error_code(err: &Error) -> (&'static str, u16) {
+    match err {
+        Error::PromptTooLong { .. } => ("context_length_exceeded", 400),
+        Error::EmptyPrompt => ("invalid_request", 400),
+        Error::PoolBusy { .. } => ("busy", 503),
+        _ => ("internal_error", 500),
+    }
+}
+
+/// A generation failure as a [`RequestError`]-shaped body with `code`.
+pub fn error_json(err: &Error) -> serde_json::Value {
+    let (code, _) = error_code(err);
+    let kind = if code == "internal_error" {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    serde_json::json!({"error": {
+        "message": err.to_string(),
+        "type": kind,
+        "param": null,
+        "code": code,
+    }})
+}
+
+/// Token counts, as OpenAI reports them.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+/// Where the time went, in milliseconds, and how much of the prompt was computed.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct TimingsBody {
+    /// Prompt tokens computed (the rest came from the prefix cache).
+    pub prompt_tokens_evaluated: usize,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    pub ttft_ms: f64,
+    pub total_ms: f64,
+    pub tokens_per_s: f64,
+}
+
+/// The answer to a FaaS event: `{text, finish_reason, usage, timings}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerateResponse {
+    pub text: String,
+    pub finish_reason: &'static str,
+    pub usage: Usage,
+    pub timings: TimingsBody,
+}
+
+impl GenerateResponse {
+    /// The answer for `g`, which took `total_ms` from the request's arrival.
+    pub fn new(g: &Generation, total_ms: f64) -> GenerateResponse {
+        let t = &g.timings;
+        GenerateResponse {
+            text: g.text.clone(),
+            finish_reason: g.finish_reason.as_str(),
+            usage: usage(g),
+            timings: TimingsBody {
+                prompt_tokens_evaluated: t.prompt_tokens_evaluated,
+                prefill_ms: round2(t.prefill_ms),
+                decode_ms: round2(t.decode_ms),
+                ttft_ms: round2(t.ttft_ms),
+                total_ms: round2(total_ms),
+                tokens_per_s: round2(t.decode_tokens_per_s()),
+            },
+        }
+    }
+}
+
+pub fn usage(g: &Generation) -> Usage {
+    Usage {
+        prompt_tokens: g.timings.prompt_tokens,
+        completion_tokens: g.timings.generated_tokens,
+        total_tokens: g.timings.prompt_tokens + g.timings.generated_tokens,
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// A variable of the environment as a number, `default` when unset; a malformed value is an error
+/// naming the variable.
+pub fn env_usize(name: &'static str, default: usize) -> Result<usize, Error> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => v.trim().parse().map_err(|_| Error::Options {
+            field: name,
+            reason: format!("`{v}` is not a non-negative integer"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        default_max_tokens: 16,
+        max_tokens: 100,
+    };
+
+    fn job(body: &str, kind: PromptKind) -> Result<Job, RequestError> {
+        GenerateRequest::parse(body.as_bytes())?.into_job(kind, &LIMITS)
+    }
+
+    #[test]
+    fn accepts_prompt_or_messages() {
+        let j = job(
+            r#"{"prompt":"hi","max_tokens":5,"temperature":0,"stop":"x"}"#,
+            PromptKind::Either,
+        )
+        .unwrap();
+        assert_eq!(j.options.max_tokens, 5);
+        assert_eq!(j.options.sampler.temperature, 0.0);
+        assert_eq!(j.options.stop, vec!["x".to_string()]);
+        let j = job(
+            r#"{"messages":[{"role":"user","content":"hi"}],"seed":7}"#,
+            PromptKind::Either,
+        )
+        .unwrap();
+        assert!(matches!(j.prompt, JobPrompt::Chat(ref m) if m.len() == 1));
+        assert_eq!(j.options.sampler.seed, 7);
+        assert_eq!(j.options.max_tokens, 16);
+    }
+
+    #[test]
+    fn refuses_bad_requests_with_the_field() {
+        let cases = [
+            ("{", "invalid_json", None),
+            (r#"{"prompt":3}"#, "invalid_json", None),
+            (r#"{}"#, "invalid_request", Some("prompt")),
+            (r#"{"prompt":""}"#, "invalid_request", Some("prompt")),
+            (
+                r#"{"prompt":"a","max_tokens":0}"#,
+                "invalid_request",
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"prompt":"a","max_tokens":101}"#,
+                "invalid_request",
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"prompt":"a","temperature":-1}"#,
+                "invalid_request",
+                Some("temperature"),
+            ),
+            (
+                r#"{"prompt":"a","top_p":0}"#,
+                "invalid_request",
+                Some("top_p"),
+            ),
+            (
+                r#"{"prompt":"a","stop":["a","b","c","d","e"]}"#,
+                "invalid_request",
+                Some("stop"),
+            ),
+            (r#"{"messages":[]}"#, "invalid_request", Some("messages")),
+            (
+                r#"{"messages":[{"role":"robot","content":"x"}]}"#,
+                "invalid_request",
+                Some("messages"),
+            ),
+            (r#"{"prompt":"a","n":2}"#, "invalid_request", Some("n")),
+        ];
+        for (body, code, param) in cases {
+            let e = job(body, PromptKind::Either).unwrap_err();
+            assert_eq!((e.code, e.param), (code, param), "{body}: {e}");
+        }
+        let e = job(r#"{"prompt":"a"}"#, PromptKind::Chat).unwrap_err();
+        assert_eq!(e.param, Some("prompt"));
+    }
+}
