@@ -20,6 +20,9 @@ pub enum Error {
     ModelDir { path: PathBuf, reason: String },
     #[error("{}: invalid safetensors file: {reason}", path.display())]
     Safetensors { path: PathBuf, reason: String },
+    /// A mapped weight file was truncated or rewritten in place (see `loader`'s docs).
+    #[error("{}: weight file changed under the model: {reason}; reload the model (replace model files by renaming a new file over the old, or load with EDGEINFER_WEIGHTS=copy)", path.display())]
+    WeightsChanged { path: PathBuf, reason: String },
     #[error("{}: tensor `{name}`: {reason}", path.display())]
     TensorHeader {
         path: PathBuf,

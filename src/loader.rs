@@ -1,16 +1,33 @@
 //! Opens a Hugging Face model directory: maps every safetensors file, validates each header with the
 //! `safetensors` crate and our own checks, and serves typed tensor views into the mappings. No weight
 //! is copied; pages fault in on first use.
+//!
+//! # Files that change under a mapping
+//! A mapped file that another process truncates makes every later read of the cut pages raise
+//! SIGBUS, which kills the process; no mapping flag prevents it (truncation unmaps the cut pages
+//! from every mapping, private copies included, so `MAP_PRIVATE`, `MAP_POPULATE` or `mlock` do not
+//! help), and advisory locks do not stop `ftruncate`. The defences, by how far a file is trusted:
+//!
+//! - [`WeightsAccess::Map`] (default) — the contract: a model file is replaced by writing a new file
+//!   and renaming it over the old one (what `infer import` and `infer quantize` do), never rewritten
+//!   in place. A replaced file is harmless: the mapping keeps the old inode. [`Checkpoint::verify`]
+//!   (called when a session opens and before each request) compares each mapped file's size and
+//!   modification time with those at load and turns a violation into [`Error::WeightsChanged`]
+//!   instead of a crash — unless the file changes *during* a request, which only copying prevents.
+//! - [`WeightsAccess::Copy`] — for files the process does not control: read every file into
+//!   memory at load (8-byte aligned). Costs the file size in RAM and a read instead of a map; later
+//!   changes to the file cannot reach the model.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use edgeinfer_kernels::quant::{self, QFormat};
 use edgeinfer_kernels::DType;
 use edgeinfer_models::matrix::{self, Matrix, QTensor};
-use edgeinfer_models::{ModelError, Storage, Tensor, TensorSource};
+use edgeinfer_models::{Config, Llama, ModelError, Storage, Tensor, TensorSource};
 use memmap2::Mmap;
 use safetensors::tensor::TensorInfo;
 use safetensors::{Dtype, SafeTensors};
@@ -34,11 +51,80 @@ pub struct TensorEntry {
     pub range: std::ops::Range<usize>,
 }
 
-/// One mapped safetensors file.
+/// How weight files are brought into memory; see the [module docs](self).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightsAccess {
+    /// Map the files read-only (O(header) load; the files must not be rewritten in place).
+    #[default]
+    Map,
+    /// Read the files into memory (for paths other processes may truncate or rewrite).
+    Copy,
+}
+
+impl WeightsAccess {
+    /// `$EDGEINFER_WEIGHTS` (`map` or `copy`), else `Map`.
+    pub fn from_env() -> Result<WeightsAccess> {
+        match std::env::var("EDGEINFER_WEIGHTS") {
+            Err(_) => Ok(WeightsAccess::Map),
+            Ok(v) => match v.as_str() {
+                "" | "map" => Ok(WeightsAccess::Map),
+                "copy" => Ok(WeightsAccess::Copy),
+                other => Err(Error::Options {
+                    field: "EDGEINFER_WEIGHTS",
+                    reason: format!("`{other}` is neither `map` nor `copy`"),
+                }),
+            },
+        }
+    }
+}
+
+/// One safetensors file, mapped or read into memory.
 pub struct MappedFile {
     pub path: PathBuf,
-    pub map: Arc<Mmap>,
+    pub map: Storage,
     pub metadata: HashMap<String, String>,
+    /// The open file and its size and modification time when mapped; `None` when copied.
+    mapped: Option<(File, Identity)>,
+}
+
+/// What must not change in a mapped file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    len: u64,
+    mtime: Option<std::time::SystemTime>,
+}
+
+impl Identity {
+    fn of(file: &File) -> std::io::Result<Identity> {
+        let meta = file.metadata()?;
+        Ok(Identity {
+            len: meta.len(),
+            mtime: meta.modified().ok(),
+        })
+    }
+}
+
+/// File bytes read into 8-byte aligned memory, so tensors can be cast in place as from a mapping.
+struct HeapBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for HeapBytes {
+    fn as_ref(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+}
+
+impl HeapBytes {
+    fn from_slice(bytes: &[u8]) -> HeapBytes {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        HeapBytes {
+            words,
+            len: bytes.len(),
+        }
+    }
 }
 
 /// All safetensors files of a model directory, mapped and validated.
@@ -50,12 +136,47 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Maps `dir/model.safetensors`, or every shard listed in `dir/model.safetensors.index.json`.
     pub fn open(dir: &Path) -> Result<Checkpoint> {
+        Checkpoint::open_with(dir, WeightsAccess::Map)
+    }
+
+    /// As [`Checkpoint::open`], mapping or copying the files as `access` says.
+    pub fn open_with(dir: &Path, access: WeightsAccess) -> Result<Checkpoint> {
         let paths = weight_files(dir)?;
-        let mut files = Vec::with_capacity(paths.len());
+        let mut loaded = Vec::with_capacity(paths.len());
+        for path in paths {
+            let (map, mapped) = match access {
+                WeightsAccess::Map => {
+                    let (map, file, id) = map_file(&path)?;
+                    (Arc::new(map) as Storage, Some((file, id)))
+                }
+                WeightsAccess::Copy => (Arc::new(read_file(&path)?) as Storage, None),
+            };
+            loaded.push((path, map, mapped));
+        }
+        Checkpoint::from_storage(loaded)
+    }
+
+    /// A checkpoint from files already in memory (`(name, bytes)`), validated as [`Checkpoint::open`]
+    /// validates files on disk: for tests, fuzzing and weights embedded in a binary.
+    pub fn from_bytes(files: Vec<(PathBuf, Vec<u8>)>) -> Result<Checkpoint> {
+        Checkpoint::from_storage(
+            files
+                .into_iter()
+                .map(|(path, bytes)| {
+                    let storage: Storage = Arc::new(HeapBytes::from_slice(&bytes));
+                    (path, storage, None)
+                })
+                .collect(),
+        )
+    }
+
+    fn from_storage(
+        loaded: Vec<(PathBuf, Storage, Option<(File, Identity)>)>,
+    ) -> Result<Checkpoint> {
+        let mut files = Vec::with_capacity(loaded.len());
         let mut tensors = HashMap::new();
-        for (index, path) in paths.into_iter().enumerate() {
-            let map = map_file(&path)?;
-            let (entries, metadata) = read_header(&path, &map, index)?;
+        for (index, (path, map, mapped)) in loaded.into_iter().enumerate() {
+            let (entries, metadata) = read_header(&path, (*map).as_ref(), index)?;
             for e in entries {
                 if tensors.contains_key(&e.name) {
                     return Err(Error::TensorHeader {
@@ -68,16 +189,44 @@ impl Checkpoint {
             }
             files.push(MappedFile {
                 path,
-                map: Arc::new(map),
+                map,
                 metadata,
+                mapped,
             });
         }
         Ok(Checkpoint { files, tensors })
     }
 
-    /// Bytes of all mapped files.
+    /// Checks that no mapped file was truncated, extended or rewritten in place since it was mapped
+    /// (size and modification time of the open file); see the [module docs](self). Costs one
+    /// `fstat` per file. Copied files always pass.
+    pub fn verify(&self) -> Result<()> {
+        for f in &self.files {
+            let Some((file, at_load)) = &f.mapped else {
+                continue;
+            };
+            let now = Identity::of(file).map_err(io(&f.path))?;
+            if now != *at_load {
+                let reason = if now.len != at_load.len {
+                    format!(
+                        "was {} bytes when mapped and is {} bytes now",
+                        at_load.len, now.len
+                    )
+                } else {
+                    "was modified in place after it was mapped".to_string()
+                };
+                return Err(Error::WeightsChanged {
+                    path: f.path.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of all mapped (or copied) files.
     pub fn mapped_bytes(&self) -> usize {
-        self.files.iter().map(|f| f.map.len()).sum()
+        self.files.iter().map(|f| (*f.map).as_ref().len()).sum()
     }
 
     /// The file that holds tensor `name`.
@@ -294,20 +443,62 @@ fn describe_missing(e: std::io::Error) -> String {
     }
 }
 
-/// Maps a file read-only.
+fn too_short(path: &Path, len: u64) -> Error {
+    Error::Safetensors {
+        path: path.to_path_buf(),
+        reason: format!("file is {len} bytes, shorter than the 8-byte header length"),
+    }
+}
+
+/// Maps a file read-only; returns the open file and its identity for [`Checkpoint::verify`].
 #[allow(unsafe_code)]
-fn map_file(path: &Path) -> Result<Mmap> {
+fn map_file(path: &Path) -> Result<(Mmap, File, Identity)> {
     let file = File::open(path).map_err(io(path))?;
+    let id = Identity::of(&file).map_err(io(path))?;
+    if id.len < 8 {
+        return Err(too_short(path, id.len));
+    }
+    let len = usize::try_from(id.len).map_err(|_| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason: format!("file is {} bytes, more than this machine can map", id.len),
+    })?;
+    // SAFETY: the map is read-only and we never write through it. Its contents may change only if
+    // another process rewrites the file in place, which the loading contract forbids (module docs);
+    // `Checkpoint::verify` reports a violation between requests, and `WeightsAccess::Copy` avoids
+    // the mapping altogether.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file) }.map_err(io(path))?;
+    Ok((map, file, id))
+}
+
+/// Reads a file into aligned memory; a file that changes size while it is read is an error.
+fn read_file(path: &Path) -> Result<HeapBytes> {
+    let mut file = File::open(path).map_err(io(path))?;
     let len = file.metadata().map_err(io(path))?.len();
     if len < 8 {
-        return Err(Error::Safetensors {
+        return Err(too_short(path, len));
+    }
+    let len = usize::try_from(len).map_err(|_| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason: format!("file is {len} bytes, more than this machine can address"),
+    })?;
+    let mut words = Vec::new();
+    words
+        .try_reserve_exact(len.div_ceil(8))
+        .map_err(|_| Error::Safetensors {
             path: path.to_path_buf(),
-            reason: format!("file is {len} bytes, shorter than the 8-byte header length"),
+            reason: format!("cannot allocate {len} bytes to copy the file"),
+        })?;
+    words.resize(len.div_ceil(8), 0u64);
+    let buf = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
+    file.read_exact(buf).map_err(io(path))?;
+    let mut probe = [0u8; 1];
+    if file.read(&mut probe).map_err(io(path))? != 0 {
+        return Err(Error::WeightsChanged {
+            path: path.to_path_buf(),
+            reason: "grew while it was read".into(),
         });
     }
-    // SAFETY: the map is read-only and private to this process. Its contents may change only if
-    // another process rewrites the file while we run; we never write through it.
-    unsafe { Mmap::map(&file) }.map_err(io(path))
+    Ok(HeapBytes { words, len })
 }
 
 /// Headers larger than this are refused before parsing (the `safetensors` crate's own limit).
@@ -414,4 +605,20 @@ fn dtype_name(d: Dtype) -> String {
         Dtype::BF16 => "BF16".into(),
         other => format!("{other:?}"),
     }
+}
+
+/// Validates a checkpoint held in memory — `config.json` text and safetensors files as
+/// `(name, bytes)` — with every check [`crate::Model::load`] makes on weights: headers, offsets,
+/// dtypes, shapes against the config, quantized layouts. For fuzzing and tests; nothing is mapped.
+pub fn validate_in_memory(config_json: &str, files: Vec<(PathBuf, Vec<u8>)>) -> Result<Llama> {
+    let ckpt = Checkpoint::from_bytes(files)?;
+    let config = Config::from_json(config_json).map_err(|source| Error::Config {
+        path: PathBuf::from("config.json"),
+        source,
+    })?;
+    let source = ckpt.source();
+    Llama::load(config, &source).map_err(|e| Error::Model {
+        path: source.failed_file().unwrap_or_default(),
+        source: e,
+    })
 }

@@ -8,7 +8,7 @@ use edgeinfer_kernels::Kernels;
 use edgeinfer_models::{Config, Llama, ModelError};
 
 use crate::error::{io, Error, Result};
-use crate::loader::Checkpoint;
+use crate::loader::{Checkpoint, WeightsAccess};
 use crate::session::{Session, SessionOptions};
 use crate::tokenizer::Tokenizer;
 
@@ -42,11 +42,22 @@ impl Model {
         Model::load_with(dir, &ModelOptions::default())
     }
 
+    /// Loads with `opts`, mapping the weights (or copying them when `$EDGEINFER_WEIGHTS=copy`).
     pub fn load_with(dir: impl AsRef<Path>, opts: &ModelOptions) -> Result<Arc<Model>> {
+        Model::load_with_access(dir, opts, WeightsAccess::from_env()?)
+    }
+
+    /// Loads with `opts`, mapping or copying the weight files as `access` says: copy files that
+    /// other processes may truncate or rewrite (see [`crate::loader`]'s docs).
+    pub fn load_with_access(
+        dir: impl AsRef<Path>,
+        opts: &ModelOptions,
+        access: WeightsAccess,
+    ) -> Result<Arc<Model>> {
         let start = Instant::now();
         let dir = dir.as_ref();
         let kernels = Kernels::select(opts.kernels.as_deref())?;
-        let checkpoint = Checkpoint::open(dir)?;
+        let checkpoint = Checkpoint::open_with(dir, access)?;
         let config = read_config(dir)?;
         let source = checkpoint.source();
         let llama = Llama::load(config, &source).map_err(|source_err| Error::Model {
@@ -99,9 +110,18 @@ impl Model {
         }))
     }
 
-    /// Opens a session (its own activation arena and KV cache).
+    /// Opens a session (its own activation arena and KV cache). Fails with
+    /// [`Error::WeightsChanged`] if a mapped weight file was truncated or rewritten since loading.
     pub fn session(self: &Arc<Self>, opts: SessionOptions) -> Result<Session> {
+        self.verify_weights()?;
         Session::new(self.clone(), opts)
+    }
+
+    /// Checks that no mapped weight file was truncated or rewritten in place since loading (one
+    /// `fstat` per file): call it before a request to turn such a change into
+    /// [`Error::WeightsChanged`] instead of a SIGBUS. See [`crate::loader`]'s docs.
+    pub fn verify_weights(&self) -> Result<()> {
+        self.checkpoint.verify()
     }
 
     pub fn dir(&self) -> &Path {

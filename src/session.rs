@@ -358,6 +358,8 @@ impl Session {
         mut on_logits: impl FnMut(&[f32]),
     ) -> Result<Generation> {
         let start = Instant::now();
+        // A weight file truncated since loading is an error here, not a SIGBUS mid-forward.
+        self.model.verify_weights()?;
         let ids = match prompt {
             // Already tokens (e.g. a pool tokenized the prompt to pick this session): no copy needed.
             Prompt::Tokens(ids) => std::borrow::Cow::Borrowed(*ids),

@@ -13,11 +13,12 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use super::bpe::{Bpe, MergeTable, Plan, NONE};
 use super::pretokenize::{Pattern, Step};
-use super::ByteTable;
+use super::{Backend, ByteTable, Core, DecodeRules, Source, Tokenizer};
 
 pub(super) const FILE_NAME: &str = "tokenizer.edgeinfer.bin";
 const MAGIC: &[u8; 8] = b"EITOKBPE";
@@ -304,10 +305,21 @@ fn decode(mut input: impl Read, file_len: u64, stamp: Stamp) -> Option<(Bpe, Byt
         return None;
     }
     let payload_hash = word(40)?;
+    let left = file_len.checked_sub(HEADER_LEN as u64)?;
+    decode_payload(input, left, Some(payload_hash))
+}
+
+/// The payload's sections, read and checked; `payload_hash` is `None` only for fuzzing, so that
+/// mutated payloads reach the structural checks (`is_valid`) that guard every index used later.
+fn decode_payload(
+    input: impl Read,
+    left: u64,
+    payload_hash: Option<u64>,
+) -> Option<(Bpe, ByteTable)> {
     let mut r = Reader {
         input,
         hash: Hash64::new(),
-        left: file_len.checked_sub(HEADER_LEN as u64)?,
+        left,
     };
     let plan = plan_from_words(&r.section::<u32>()?)?;
     let bpe = Bpe {
@@ -328,11 +340,22 @@ fn decode(mut input: impl Read, file_len: u64, stamp: Stamp) -> Option<(Bpe, Byt
         known: r.section::<u8>()?.into_iter().map(|k| k != 0).collect(),
     };
     let ok = r.left == 0
-        && r.hash.finish() == payload_hash
+        && payload_hash.is_none_or(|h| r.hash.finish() == h)
         && bpe.is_valid()
         && table.is_valid()
         && table.known.len() == bpe.vocab_len();
     ok.then_some((bpe, table))
+}
+
+/// The payload of a cache file (the bytes after its header), decoded and checked as [`load`] does
+/// but without the source stamp and payload hash, which a fuzzer cannot forge.
+pub(super) fn decode_unstamped(payload: &[u8]) -> Option<(Bpe, ByteTable)> {
+    decode_payload(payload, payload.len() as u64, None)
+}
+
+/// The payload of an encoded cache file (for fuzzing seeds).
+pub(super) fn payload_of(file: &[u8]) -> &[u8] {
+    file.get(HEADER_LEN..).unwrap_or_default()
 }
 
 /// Reads the cache beside `tokenizer_json`, if present and current.
@@ -351,6 +374,36 @@ pub(super) fn store(tokenizer_json: &Path, stamp: Stamp, bpe: &Bpe, table: &Byte
         std::fs::write(&tmp, encode(stamp, bpe, table)).and_then(|()| std::fs::rename(&tmp, &path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+impl Tokenizer {
+    /// A tokenizer from the payload of a `tokenizer.edgeinfer.bin` cache, checked as a cache file
+    /// is but without its stamp and hash (a fuzzing entry point; `None` if the checks fail).
+    #[doc(hidden)]
+    pub fn from_cache_payload(payload: &[u8]) -> Option<Tokenizer> {
+        let (bpe, table) = decode_unstamped(payload)?;
+        let core = Core {
+            bpe: Some(Box::new(bpe)),
+            hf: None,
+            backend: Backend::Cached,
+            unsupported: None,
+            rules: DecodeRules {
+                byte_level: true,
+                ..DecodeRules::default()
+            },
+            table,
+        };
+        let source = Source::Bytes(Arc::from(&b""[..]));
+        Tokenizer::finish(core, source, None, Path::new("tokenizer_config.json")).ok()
+    }
+
+    /// The payload of this tokenizer's cache file, if it has a fast BPE (for fuzzing seeds).
+    #[doc(hidden)]
+    pub fn cache_payload(&self) -> Option<Vec<u8>> {
+        let bpe = self.bpe.as_ref()?;
+        let stamp = Stamp::of(0, &[]);
+        Some(payload_of(&encode(stamp, bpe, &self.table)).to_vec())
     }
 }
 
