@@ -13,7 +13,7 @@
 //!   of averaging out through later layers; on SmolLM2-135M (tied) this one matrix in q8_0 instead
 //!   of q4_0 costs 14 MB. The embedding is read one row per token (dequantized on lookup).
 //! - **Kept in F32**: the RMSNorm weights (`input_layernorm`, `post_attention_layernorm`,
-//!   `model.norm`). They are `hidden` floats per layer (≈0.05% of the model), and each one scales one
+//!   `model.norm`, Qwen3's `q_norm`/`k_norm`) and Qwen2's q/k/v projection biases. They are `hidden` floats per layer (≈0.05% of the model), and each one scales one
 //!   channel of every activation, so an error there is systematic rather than averaged out over a dot
 //!   product; quantizing them would save nothing worth having.
 //! - **Kept dense, in the input's dtype**: a matrix whose row length `k` is not a multiple of the
@@ -347,9 +347,17 @@ fn plan(llama: &Llama, ckpt: &Checkpoint, format: QFormat) -> Result<Vec<Weight>
     let mut out = vec![matrix(&llama.embed, outer)?];
     for l in &llama.layers {
         out.push(norm(&l.attn_norm));
-        for m in [&l.wq, &l.wk, &l.wv, &l.wo] {
+        for m in [&l.wq, &l.wk, &l.wv] {
             out.push(matrix(m, format)?);
         }
+        // Qwen2's q/k/v biases and Qwen3's per-head q/k norms: vectors, kept F32 like the norms.
+        for t in [&l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm]
+            .into_iter()
+            .flatten()
+        {
+            out.push(norm(t));
+        }
+        out.push(matrix(&l.wo, format)?);
         out.push(norm(&l.mlp_norm));
         for m in [&l.w_gate, &l.w_up, &l.w_down] {
             out.push(matrix(m, format)?);

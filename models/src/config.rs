@@ -7,17 +7,48 @@ use serde_json::{Map, Value};
 use crate::error::ModelError;
 
 /// Supported architectures (`model_type` in config.json).
+///
+/// All three share one forward pass ([`crate::llama`]); they differ only in data the config and the
+/// checkpoint carry: Qwen2 adds biases to the q/k/v projections, Qwen3 RMS-normalises each query and
+/// key head before RoPE and gives `head_dim` explicitly, Llama 3 scales the rotary frequencies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
+    /// Llama 2/3.x, SmolLM2, TinyLlama (`model_type: "llama"`).
     Llama,
+    /// Qwen2 and Qwen2.5 (`"qwen2"`).
+    Qwen2,
+    /// Qwen3 dense models (`"qwen3"`).
+    Qwen3,
 }
 
 impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
         }
     }
+
+    /// Whether the q/k/v projections have biases (`self_attn.{q,k,v}_proj.bias`).
+    pub fn qkv_bias(self) -> bool {
+        self == Arch::Qwen2
+    }
+
+    /// Whether each query and key head is RMS-normalised before RoPE (`self_attn.{q,k}_norm.weight`).
+    pub fn qk_norm(self) -> bool {
+        self == Arch::Qwen3
+    }
+}
+
+/// Llama 3.x's rotary frequency scaling (`rope_scaling` with `rope_type: "llama3"`): long wavelengths
+/// are divided by `factor`, short ones kept, and the band between blended smoothly.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Llama3RopeScaling {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_max_position_embeddings: usize,
 }
 
 /// The dimensions and constants of a model, validated.
@@ -33,6 +64,8 @@ pub struct Config {
     pub vocab_size: usize,
     pub rms_norm_eps: f32,
     pub rope_theta: f32,
+    /// `None` for plain RoPE.
+    pub rope_scaling: Option<Llama3RopeScaling>,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
     pub bos_token_id: Option<u32>,
@@ -61,10 +94,12 @@ impl Config {
         let model_type = f.str("model_type")?;
         let arch = match model_type.as_str() {
             "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
             other => {
                 return Err(f.err(
                     "model_type",
-                    format!("`{other}` is not supported (supported: llama)"),
+                    format!("`{other}` is not supported (supported: llama, qwen2, qwen3)"),
                 ));
             }
         };
@@ -75,6 +110,8 @@ impl Config {
             .unwrap_or(num_heads);
         let head_dim = match f.opt_dim("head_dim", MAX_DIM)? {
             Some(d) => d,
+            // Qwen3's config class defaults head_dim to 128, not hidden/heads: never guess.
+            None if arch == Arch::Qwen3 => return Err(f.err("head_dim", "missing".into())),
             None => {
                 if hidden_size % num_heads != 0 {
                     return Err(f.err("num_attention_heads", format!("{num_heads} does not divide hidden_size {hidden_size} and no head_dim is given")));
@@ -105,6 +142,7 @@ impl Config {
             vocab_size: f.dim("vocab_size", MAX_VOCAB)?,
             rms_norm_eps: f.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta: f.opt_f32("rope_theta")?.unwrap_or(10_000.0),
+            rope_scaling: rope_scaling(&f, arch)?,
             max_position_embeddings: f
                 .opt_dim("max_position_embeddings", usize::MAX)?
                 .unwrap_or(2048),
@@ -126,18 +164,57 @@ impl Config {
                 ));
             }
         }
-        if !matches!(obj.get("rope_scaling"), None | Some(Value::Null)) {
-            return Err(f.err(
-                "rope_scaling",
-                "rope scaling is not supported yet for this architecture".into(),
-            ));
-        }
         for flag in ["attention_bias", "mlp_bias"] {
             if f.opt_bool(flag)? == Some(true) {
-                return Err(f.err(flag, "biases are not supported for model_type llama".into()));
+                return Err(f.err(
+                    flag,
+                    format!(
+                        "`{flag}: true` is not supported for model_type {}",
+                        arch.name()
+                    ),
+                ));
+            }
+        }
+        if arch != Arch::Llama && f.opt_bool("use_sliding_window")? == Some(true) {
+            // Sliding-window attention changes the result once the context exceeds the window.
+            let window = f.opt_dim("sliding_window", usize::MAX)?;
+            if window.is_none_or(|w| w < cfg.max_position_embeddings) {
+                return Err(f.err(
+                    "use_sliding_window",
+                    format!(
+                        "sliding-window attention (window {}) is not supported",
+                        window.map_or("unset".into(), |w| w.to_string())
+                    ),
+                ));
             }
         }
         Ok(cfg)
+    }
+
+    /// Rotary inverse frequency of each pair `i < head_dim / 2`: `theta^(-2i/d)` (computed in f32
+    /// like the reference implementations), then Llama 3's scaling when the config asks for it.
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        let d = self.head_dim as f32;
+        let plain = (0..self.head_dim / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f32 / d));
+        let Some(s) = self.rope_scaling else {
+            return plain.collect();
+        };
+        let orig = s.original_max_position_embeddings as f32;
+        let (low_wavelen, high_wavelen) = (orig / s.low_freq_factor, orig / s.high_freq_factor);
+        plain
+            .map(|freq| {
+                let wavelen = 2.0 * std::f32::consts::PI / freq;
+                if wavelen < high_wavelen {
+                    freq
+                } else if wavelen > low_wavelen {
+                    freq / s.factor
+                } else {
+                    let smooth = (orig / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    (1.0 - smooth) * freq / s.factor + smooth * freq
+                }
+            })
+            .collect()
     }
 
     /// Width of the query projection output (`num_heads × head_dim`).
@@ -148,6 +225,76 @@ impl Config {
     /// Width of the key and value projection outputs (`num_kv_heads × head_dim`).
     pub fn kv_dim(&self) -> usize {
         self.num_kv_heads * self.head_dim
+    }
+}
+
+/// `rope_scaling`: absent, null or `default` is plain RoPE; `llama3` (Llama architecture only) is
+/// parsed and checked; anything else is refused.
+fn rope_scaling(f: &Fields<'_>, arch: Arch) -> Result<Option<Llama3RopeScaling>, ModelError> {
+    const FIELD: &str = "rope_scaling";
+    let obj = match f.get(FIELD) {
+        None => return Ok(None),
+        Some(Value::Object(obj)) => obj,
+        Some(v) => return Err(f.err(FIELD, format!("expected an object or null, found {v}"))),
+    };
+    let s = Fields(obj);
+    let kind = match (s.opt_str("rope_type"), s.opt_str("type")) {
+        (Ok(Some(k)), _) | (_, Ok(Some(k))) => k,
+        _ => return Err(f.err(FIELD, "has no string `rope_type`".into())),
+    };
+    let field = |name: &str| format!("{FIELD}.{name}");
+    // Errors inside the object name the nested field.
+    let nested = |e: ModelError| match e {
+        ModelError::Config {
+            field: inner,
+            reason,
+        } => ModelError::Config {
+            field: field(&inner),
+            reason,
+        },
+        other => other,
+    };
+    match kind.as_str() {
+        "default" => Ok(None),
+        "llama3" if arch == Arch::Llama => {
+            let positive = |name: &str| -> Result<f32, ModelError> {
+                match s.opt_f32(name).map_err(nested)? {
+                    Some(x) if x > 0.0 => Ok(x),
+                    Some(x) => Err(f.err(&field(name), format!("{x} is not positive"))),
+                    None => Err(f.err(&field(name), "missing".into())),
+                }
+            };
+            let scaling = Llama3RopeScaling {
+                factor: positive("factor")?,
+                low_freq_factor: positive("low_freq_factor")?,
+                high_freq_factor: positive("high_freq_factor")?,
+                original_max_position_embeddings: s
+                    .dim("original_max_position_embeddings", usize::MAX)
+                    .map_err(nested)?,
+            };
+            if scaling.high_freq_factor <= scaling.low_freq_factor {
+                return Err(f.err(
+                    &field("high_freq_factor"),
+                    format!(
+                        "{} must exceed low_freq_factor {}",
+                        scaling.high_freq_factor, scaling.low_freq_factor
+                    ),
+                ));
+            }
+            Ok(Some(scaling))
+        }
+        other => Err(f.err(
+            &field("rope_type"),
+            format!(
+                "rope scaling `{other}` is not supported for model_type {} (supported: {})",
+                arch.name(),
+                if arch == Arch::Llama {
+                    "llama3"
+                } else {
+                    "none"
+                }
+            ),
+        )),
     }
 }
 

@@ -1,8 +1,11 @@
-//! The Llama-family forward pass (Llama 2/3 layout, SmolLM2, TinyLlama).
+//! The Llama-family forward pass (Llama 2/3 layout, SmolLM2, TinyLlama, Qwen2/2.5, Qwen3).
 //!
-//! Reads top to bottom like the paper: embed; per layer RMSNorm → q/k/v → RoPE → cache write →
-//! causal grouped-query attention → output projection → residual; RMSNorm → gate/up → SwiGLU → down →
-//! residual; final RMSNorm; logits.
+//! Reads top to bottom like the paper: embed; per layer RMSNorm → q/k/v (+ bias, Qwen2) → per-head
+//! q/k RMSNorm (Qwen3) → RoPE → cache write → causal grouped-query attention → output projection →
+//! residual; RMSNorm → gate/up → SwiGLU → down → residual; final RMSNorm; logits.
+//!
+//! Qwen2 and Qwen3 differ from Llama only by two optional stages whose weights a [`Layer`] holds or
+//! not, and Llama 3 only by its rotary frequencies (the state's tables): one forward serves all.
 
 use edgeinfer_kernels::dispatch::MatmulFn;
 use edgeinfer_kernels::{par, Kernels};
@@ -27,6 +30,13 @@ pub struct Layer {
     pub wk: Matrix,
     /// `[kv_heads × head_dim, hidden]`
     pub wv: Matrix,
+    /// `[heads × head_dim]`, `[kv_heads × head_dim]` ×2: q/k/v projection biases (Qwen2).
+    pub bq: Option<Tensor>,
+    pub bk: Option<Tensor>,
+    pub bv: Option<Tensor>,
+    /// `[head_dim]` each: RMSNorm weights applied to every query / key head before RoPE (Qwen3).
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
     /// `[hidden, heads × head_dim]`
     pub wo: Matrix,
     /// `[hidden]`
@@ -66,14 +76,17 @@ impl Llama {
     /// Looks up every tensor and checks its shape against the config.
     pub fn load(config: Config, src: &dyn TensorSource) -> Result<Llama, ModelError> {
         let c = &config;
-        let (h, i, q, kv, v) = (
+        let (h, i, q, kv, v, hd) = (
             c.hidden_size,
             c.intermediate_size,
             c.q_dim(),
             c.kv_dim(),
             c.vocab_size,
+            c.head_dim,
         );
         let get = |name: &str, shape: &[usize]| src.tensor(name)?.expect_shape(shape);
+        let opt = |on: bool, name: &str, shape: &[usize]| on.then(|| get(name, shape)).transpose();
+        let (bias, qk_norm) = (c.arch.qkv_bias(), c.arch.qk_norm());
         let mat = |name: &str, shape: &[usize]| src.matrix(name)?.expect_shape(shape);
         let mut layers = Vec::with_capacity(c.num_layers);
         for l in 0..c.num_layers {
@@ -83,6 +96,11 @@ impl Llama {
                 wq: mat(&n(names::WQ), &[q, h])?,
                 wk: mat(&n(names::WK), &[kv, h])?,
                 wv: mat(&n(names::WV), &[kv, h])?,
+                bq: opt(bias, &n(names::BQ), &[q])?,
+                bk: opt(bias, &n(names::BK), &[kv])?,
+                bv: opt(bias, &n(names::BV), &[kv])?,
+                q_norm: opt(qk_norm, &n(names::Q_NORM), &[hd])?,
+                k_norm: opt(qk_norm, &n(names::K_NORM), &[hd])?,
                 wo: mat(&n(names::WO), &[h, q])?,
                 mlp_norm: get(&n(names::MLP_NORM), &[h])?,
                 w_gate: mat(&n(names::W_GATE), &[i, h])?,
@@ -109,17 +127,25 @@ impl Llama {
     /// Every weight (for inspection and memory accounting), in file order of a Llama checkpoint.
     pub fn weights(&self) -> impl Iterator<Item = WeightInfo<'_>> {
         let per_layer = self.layers.iter().flat_map(|l| {
+            let optional = [&l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm]
+                .into_iter()
+                .flatten()
+                .map(WeightInfo::tensor);
             [
                 WeightInfo::tensor(&l.attn_norm),
                 WeightInfo::matrix(&l.wq),
                 WeightInfo::matrix(&l.wk),
                 WeightInfo::matrix(&l.wv),
+            ]
+            .into_iter()
+            .chain(optional)
+            .chain([
                 WeightInfo::matrix(&l.wo),
                 WeightInfo::tensor(&l.mlp_norm),
                 WeightInfo::matrix(&l.w_gate),
                 WeightInfo::matrix(&l.w_up),
                 WeightInfo::matrix(&l.w_down),
-            ]
+            ])
         });
         std::iter::once(WeightInfo::matrix(&self.embed))
             .chain(per_layer)
@@ -218,6 +244,35 @@ impl Llama {
                 &mut s.scratch,
                 &mut s.acts,
             );
+
+            // Qwen2: q, k, v += their biases (one per output channel, the same for every token).
+            for (x, b, d) in [
+                (&mut s.q, &layer.bq, qd),
+                (&mut s.k, &layer.bk, kvd),
+                (&mut s.v, &layer.bv, kvd),
+            ] {
+                if let Some(b) = b {
+                    add_bias_rows(&mut x[..n * d], b.view());
+                }
+            }
+
+            // Qwen3: RMSNorm of every query and key head (one weight of head_dim shared by all heads).
+            // `att` is free until attention runs and is at least as wide as q and k.
+            for (x, w, d) in [
+                (&mut s.q, &layer.q_norm, qd),
+                (&mut s.k, &layer.k_norm, kvd),
+            ] {
+                if let Some(w) = w {
+                    rmsnorm_rows(
+                        kern,
+                        &x[..n * d],
+                        w.view(),
+                        c.rms_norm_eps,
+                        &mut s.att[..n * d],
+                    );
+                    x[..n * d].copy_from_slice(&s.att[..n * d]);
+                }
+            }
 
             // RoPE on q and k at each token's position.
             let half = hd / 2;
@@ -339,6 +394,15 @@ fn rmsnorm_rows(
     let h = w.len();
     for (xr, or) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
         (kern.rmsnorm_f32)(xr, w, eps, or);
+    }
+}
+
+/// `x[t, j] += b[j]` for every row `t` of `x` (rows as long as `b`).
+fn add_bias_rows(x: &mut [f32], b: edgeinfer_kernels::WeightRef<'_>) {
+    for row in x.chunks_exact_mut(b.len()) {
+        for (j, a) in row.iter_mut().enumerate() {
+            *a += b.get(j);
+        }
     }
 }
 

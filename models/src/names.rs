@@ -1,4 +1,4 @@
-//! Hugging Face tensor names of the Llama family.
+//! Hugging Face tensor names of the Llama family (Qwen2 and Qwen3 use the same, plus biases and q/k norms).
 
 pub const EMBED: &str = "model.embed_tokens.weight";
 pub const NORM: &str = "model.norm.weight";
@@ -18,3 +18,8 @@ pub const MLP_NORM: &str = "post_attention_layernorm.weight";
 pub const W_GATE: &str = "mlp.gate_proj.weight";
 pub const W_UP: &str = "mlp.up_proj.weight";
 pub const W_DOWN: &str = "mlp.down_proj.weight";
+pub const BQ: &str = "self_attn.q_proj.bias";
+pub const BK: &str = "self_attn.k_proj.bias";
+pub const BV: &str = "self_attn.v_proj.bias";
+pub const Q_NORM: &str = "self_attn.q_norm.weight";
+pub const K_NORM: &str = "self_attn.k_norm.weight";

@@ -118,11 +118,10 @@ impl State {
 
         let mut rope_cos = zeros(mul(ctx, half, "ctx")?);
         let mut rope_sin = zeros(ctx * half);
+        let inv_freq = cfg.rope_inv_freq();
         for pos in 0..ctx {
-            for i in 0..half {
-                // HF: inv_freq[i] = theta^(-2i/d), computed in f32 like the reference implementations.
-                let inv_freq = 1.0 / cfg.rope_theta.powf((2 * i) as f32 / cfg.head_dim as f32);
-                let angle = pos as f32 * inv_freq;
+            for (i, &freq) in inv_freq.iter().enumerate() {
+                let angle = pos as f32 * freq;
                 rope_cos[pos * half + i] = angle.cos();
                 rope_sin[pos * half + i] = angle.sin();
             }
