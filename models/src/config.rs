@@ -380,3 +380,154 @@ impl Fields<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(model_type: &str) -> Value {
+        serde_json::json!({
+            "model_type": model_type, "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 100, "head_dim": 16, "max_position_embeddings": 4096,
+        })
+    }
+
+    fn parse(v: &Value) -> Result<Config, ModelError> {
+        Config::from_json(&v.to_string())
+    }
+
+    /// The field a config error names.
+    fn field_of(v: Value) -> String {
+        match parse(&v) {
+            Err(ModelError::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    fn with(mut v: Value, key: &str, x: Value) -> Value {
+        v[key] = x;
+        v
+    }
+
+    #[test]
+    fn architectures() {
+        for (t, arch) in [
+            ("llama", Arch::Llama),
+            ("qwen2", Arch::Qwen2),
+            ("qwen3", Arch::Qwen3),
+        ] {
+            let c = parse(&base(t)).unwrap();
+            assert_eq!((c.arch, c.arch.name()), (arch, t));
+            assert_eq!(c.rope_scaling, None);
+        }
+        assert!(Arch::Qwen2.qkv_bias() && !Arch::Qwen3.qkv_bias() && !Arch::Llama.qkv_bias());
+        assert!(Arch::Qwen3.qk_norm() && !Arch::Qwen2.qk_norm());
+        assert_eq!(field_of(base("mistral")), "model_type");
+        assert_eq!(field_of(base("phi3")), "model_type");
+        let mut no_head_dim = base("qwen3");
+        no_head_dim.as_object_mut().unwrap().remove("head_dim");
+        assert_eq!(field_of(no_head_dim), "head_dim");
+    }
+
+    #[test]
+    fn llama3_rope_scaling() {
+        let scaling = serde_json::json!({"rope_type": "llama3", "factor": 32.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let mut v = with(base("llama"), "rope_scaling", scaling.clone());
+        v["head_dim"] = 64.into();
+        v["rope_theta"] = 500000.0.into();
+        let c = parse(&v).unwrap();
+        let s = c.rope_scaling.unwrap();
+        assert_eq!((s.factor, s.original_max_position_embeddings), (32.0, 8192));
+        // Short wavelengths kept, long ones divided by the factor, a blend in between.
+        let plain = Config {
+            rope_scaling: None,
+            ..c.clone()
+        }
+        .rope_inv_freq();
+        let scaled = c.rope_inv_freq();
+        assert_eq!(scaled[0], plain[0]);
+        assert_eq!(scaled[31], plain[31] / 32.0);
+        let mid = (1..31)
+            .find(|&i| scaled[i] != plain[i] && scaled[i] != plain[i] / 32.0)
+            .expect("a blended frequency");
+        assert!(scaled[mid] < plain[mid] && scaled[mid] > plain[mid] / 32.0);
+        // `type` is the older spelling.
+        let mut old = scaling.clone();
+        old.as_object_mut().unwrap().remove("rope_type");
+        old["type"] = "llama3".into();
+        assert!(parse(&with(base("llama"), "rope_scaling", old))
+            .unwrap()
+            .rope_scaling
+            .is_some());
+        // "default" is plain RoPE.
+        let default = serde_json::json!({"rope_type": "default"});
+        let c = parse(&with(base("llama"), "rope_scaling", default)).unwrap();
+        assert_eq!(c.rope_scaling, None);
+    }
+
+    #[test]
+    fn unsupported_options_name_the_field() {
+        let rs = |x: Value| with(base("llama"), "rope_scaling", x);
+        let yarn = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+        assert_eq!(field_of(rs(yarn.clone())), "rope_scaling.rope_type");
+        assert_eq!(
+            field_of(rs(serde_json::json!({"type": "linear", "factor": 2.0}))),
+            "rope_scaling.rope_type"
+        );
+        assert_eq!(
+            field_of(rs(serde_json::json!({"factor": 2.0}))),
+            "rope_scaling"
+        );
+        assert_eq!(field_of(rs(serde_json::json!("llama3"))), "rope_scaling");
+        let llama3 = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0});
+        assert_eq!(
+            field_of(rs(llama3.clone())),
+            "rope_scaling.original_max_position_embeddings"
+        );
+        let mut bad = llama3.clone();
+        bad["original_max_position_embeddings"] = 8192.into();
+        bad["high_freq_factor"] = 0.5.into();
+        assert_eq!(field_of(rs(bad.clone())), "rope_scaling.high_freq_factor");
+        bad["factor"] = (-1.0).into();
+        assert_eq!(field_of(rs(bad)), "rope_scaling.factor");
+        // llama3 scaling is Llama's; Qwen YaRN is refused.
+        let mut ok = llama3;
+        ok["original_max_position_embeddings"] = 8192.into();
+        assert_eq!(
+            field_of(with(base("qwen2"), "rope_scaling", ok)),
+            "rope_scaling.rope_type"
+        );
+        assert_eq!(
+            field_of(with(base("qwen2"), "rope_scaling", yarn)),
+            "rope_scaling.rope_type"
+        );
+        // Biases beyond the architecture's own.
+        for t in ["llama", "qwen3"] {
+            assert_eq!(
+                field_of(with(base(t), "attention_bias", true.into())),
+                "attention_bias"
+            );
+        }
+        assert_eq!(
+            field_of(with(base("qwen2"), "mlp_bias", true.into())),
+            "mlp_bias"
+        );
+        assert!(parse(&with(base("qwen3"), "attention_bias", false.into())).is_ok());
+        // Sliding windows: refused when they would cut the context, ignored when disabled.
+        let sw = |t: &str, on: bool, w: usize| {
+            let v = with(base(t), "use_sliding_window", on.into());
+            with(v, "sliding_window", w.into())
+        };
+        assert_eq!(field_of(sw("qwen2", true, 1024)), "use_sliding_window");
+        assert_eq!(field_of(sw("qwen3", true, 1024)), "use_sliding_window");
+        assert!(parse(&sw("qwen2", true, 4096)).is_ok());
+        assert!(parse(&sw("qwen2", false, 1024)).is_ok());
+        assert_eq!(
+            field_of(with(base("qwen2"), "hidden_act", "gelu".into())),
+            "hidden_act"
+        );
+    }
+}
