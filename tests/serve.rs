@@ -1,0 +1,337 @@
+//! `infer serve` end to end: the real binary on an ephemeral port, a real HTTP client. FC custom
+//! runtime endpoints, OpenAI completions (whole, streamed, concurrent), refusals that leave the
+//! server running, a prompt over the context, metrics and the JSON log lines.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// A running `infer serve`, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+    /// Lines the server printed to stdout so far (logs and FC markers).
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start() -> Option<Server> {
+        let dir = common::real_model_dir()?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_infer"))
+            .arg("serve")
+            .arg("-m")
+            .arg(&dir)
+            .args(["--host", "127.0.0.1", "--port", "0", "-c", "256"])
+            .args(["--sessions", "4", "--threads", "1", "--log-format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting infer serve");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let lines = stdout.clone();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            if err.read_line(&mut line).unwrap() == 0 {
+                let status = child.wait().unwrap();
+                panic!("infer serve exited ({status}) before listening");
+            }
+            if let Some(rest) = line.trim().strip_prefix("infer serve: listening on ") {
+                break rest.to_string();
+            }
+        };
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = err.read_to_string(&mut sink);
+        });
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(120))
+            .build();
+        Some(Server {
+            child,
+            base: addr,
+            agent,
+            stdout,
+        })
+    }
+
+    /// POSTs `body`; returns the status and the body as JSON.
+    fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self.agent.post(&format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let resp = match req
+            .set("content-type", "application/json")
+            .send_string(body)
+        {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("POST {path}: {e}"),
+        };
+        let status = resp.status();
+        let text = resp.into_string().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        (resp.status(), resp.into_string().unwrap())
+    }
+
+    /// The JSON log line of request `id`, waiting a little for it to be printed.
+    fn log_line(&self, id: &str) -> Value {
+        for _ in 0..50 {
+            let found = self.stdout.lock().unwrap().iter().find_map(|l| {
+                let v: Value = serde_json::from_str(l).ok()?;
+                (v["request_id"] == id).then_some(v)
+            });
+            if let Some(v) = found {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no log line for {id}; stdout: {:?}",
+            self.stdout.lock().unwrap()
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn fc_runtime_initialize_and_invoke() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let (status, _) = server.post("/initialize", "", &[("x-fc-request-id", "init-1")]);
+    assert_eq!(status, 200);
+    let event = json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0});
+    let (status, body) = server.post(
+        "/invoke",
+        &event.to_string(),
+        &[("x-fc-request-id", "fc-req-1")],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body["text"].as_str().unwrap().contains("Paris"), "{body}");
+    assert_eq!(body["finish_reason"], "length");
+    assert_eq!(body["usage"]["completion_tokens"], 4);
+    assert_eq!(
+        body["usage"]["total_tokens"].as_u64(),
+        Some(body["usage"]["prompt_tokens"].as_u64().unwrap() + 4)
+    );
+    assert!(body["timings"]["ttft_ms"].as_f64().unwrap() > 0.0);
+
+    let log = server.log_line("fc-req-1");
+    for key in [
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_ms",
+        "duration_ms",
+        "tokens_per_s",
+        "finish_reason",
+    ] {
+        assert!(log.get(key).is_some(), "log line lacks {key}: {log}");
+    }
+    assert_eq!(log["completion_tokens"], 4);
+    let out = server.stdout.lock().unwrap().join("\n");
+    assert!(out.contains("FC Invoke Start RequestId: fc-req-1"), "{out}");
+    assert!(out.contains("FC Invoke End RequestId: fc-req-1"), "{out}");
+    assert!(
+        out.contains("FC Initialize Start RequestId: init-1"),
+        "{out}"
+    );
+}
+
+fn completion(server: &Server, prompt: &str, max_tokens: u32) -> String {
+    let body = json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0});
+    let (status, v) = server.post("/v1/completions", &body.to_string(), &[]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    v["choices"][0]["text"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn concurrent_completions_match_sequential_ones() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let prompts = [
+        "Once upon a time",
+        "The sky is blue because",
+        "Rust is a language that",
+        "Bread is made from",
+        "Mount Everest is",
+        "A good breakfast",
+    ];
+    let sequential: Vec<String> = prompts.iter().map(|p| completion(&server, p, 6)).collect();
+    let concurrent: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let server = &server;
+                s.spawn(move || completion(server, p, 6))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(sequential, concurrent);
+
+    let (status, health) = server.get("/health");
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(health["sessions"]["open"].as_u64().unwrap() <= 4);
+    let (status, metrics) = server.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("edgeinfer_requests_total{endpoint=\"completions\",status=\"200\"} 12"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("edgeinfer_completion_tokens_total 72"));
+    assert!(metrics.contains("edgeinfer_time_to_first_token_seconds_count 12"));
+    assert!(metrics.contains("edgeinfer_request_duration_seconds_bucket{le=\"+Inf\"} 12"));
+}
+
+#[test]
+fn chat_streams_the_same_text_as_a_whole_answer() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let messages = json!([{"role": "user", "content": "Name three colours."}]);
+    let body = json!({"messages": messages, "max_tokens": 12, "temperature": 0});
+    let (status, whole) = server.post("/v1/chat/completions", &body.to_string(), &[]);
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["object"], "chat.completion");
+    let expected = whole["choices"][0]["message"]["content"].as_str().unwrap();
+
+    let body = json!({"messages": messages, "max_tokens": 12, "temperature": 0, "stream": true});
+    let resp = server
+        .agent
+        .post(&format!("{}/v1/chat/completions", server.base))
+        .send_string(&body.to_string())
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.content_type().starts_with("text/event-stream"));
+    let mut text = String::new();
+    let mut chunks = 0;
+    let mut finish = Value::Null;
+    let mut done = false;
+    for line in BufReader::new(resp.into_reader()).lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done = true;
+            break;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(piece);
+            chunks += 1;
+        }
+        if !chunk["choices"][0]["finish_reason"].is_null() {
+            finish = chunk["choices"][0]["finish_reason"].clone();
+            assert_eq!(chunk["usage"]["completion_tokens"], 12);
+        }
+    }
+    assert!(done, "stream ended without [DONE]");
+    assert!(chunks > 1, "the answer came in one piece");
+    assert_eq!(text, expected);
+    assert_eq!(finish, "length");
+}
+
+#[test]
+fn bad_requests_get_400_and_the_server_keeps_serving() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let cases = [
+        ("/v1/completions", "{not json", "invalid_json"),
+        ("/v1/completions", r#"{"prompt": 42}"#, "invalid_json"),
+        ("/v1/completions", r#"{"max_tokens": 3}"#, "invalid_request"),
+        (
+            "/v1/completions",
+            r#"{"prompt": "a", "max_tokens": 0}"#,
+            "invalid_request",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt": "a", "max_tokens": -1}"#,
+            "invalid_json",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt": "a", "max_tokens": 100000}"#,
+            "invalid_request",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt": "a", "temperature": 5}"#,
+            "invalid_request",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt": "a", "top_p": 1.5}"#,
+            "invalid_request",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": []}"#,
+            "invalid_request",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "x", "content": "a"}]}"#,
+            "invalid_request",
+        ),
+        ("/invoke", "[]", "invalid_json"),
+    ];
+    for (path, body, code) in cases {
+        let (status, v) = server.post(path, body, &[]);
+        assert_eq!(status, 400, "{path} {body}: {v}");
+        assert_eq!(v["error"]["code"], code, "{path} {body}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().len() > 5);
+    }
+    // A prompt longer than the 256-token context.
+    let long = "lorem ipsum dolor sit amet ".repeat(100);
+    let body = json!({"prompt": long, "max_tokens": 4});
+    let (status, v) = server.post("/v1/completions", &body.to_string(), &[]);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    let body = json!({"prompt": long, "max_tokens": 4, "stream": true});
+    let (status, v) = server.post("/v1/completions", &body.to_string(), &[]);
+    assert_eq!(status, 400, "streamed: {v}");
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+
+    assert!(completion(&server, "The capital of France is", 3).contains("Paris"));
+    let (_, metrics) = server.get("/metrics");
+    assert!(metrics.contains("status=\"400\"} "), "{metrics}");
+}
