@@ -3,7 +3,7 @@
 PROMPT ?= What is the capital of France?
 CARGO  ?= cargo
 
-.PHONY: run model test test-native test-aarch64 build lint fmt bench
+.PHONY: run model test test-native test-aarch64 build lint fmt bench lambda-arm64
 
 ## Generate text with the default model (SmolLM2-135M-Instruct), fetching it first if missing.
 run: model
@@ -37,3 +37,26 @@ fmt:
 
 bench:
 	$(CARGO) bench --workspace
+
+## AWS Lambda, arm64 (provided.al2023): examples/lambda.rs cross-built as a stripped, LTO `bootstrap`
+## without candle, clap or axum, zipped into target/lambda/function.zip. WITH_MODEL=1 also puts the
+## model in the zip (at weights/SmolLM2-135M-Instruct, the handler's default path under /var/task);
+## otherwise ship it in a layer and set EDGEINFER_MODEL.
+LAMBDA_TARGET ?= aarch64-unknown-linux-gnu
+LAMBDA_DIR    ?= target/lambda
+LAMBDA_MODEL  ?= weights/SmolLM2-135M-Instruct
+WITH_MODEL    ?= 0
+lambda-arm64:
+	$(CARGO) build --profile lambda --target $(LAMBDA_TARGET) --example lambda --no-default-features --features lambda
+	mkdir -p $(LAMBDA_DIR)
+	cp target/$(LAMBDA_TARGET)/lambda/examples/lambda $(LAMBDA_DIR)/bootstrap
+	aarch64-linux-gnu-strip $(LAMBDA_DIR)/bootstrap
+	rm -rf $(LAMBDA_DIR)/stage $(LAMBDA_DIR)/function.zip
+	mkdir -p $(LAMBDA_DIR)/stage
+	cp $(LAMBDA_DIR)/bootstrap $(LAMBDA_DIR)/stage/bootstrap
+	if [ "$(WITH_MODEL)" = 1 ]; then \
+		mkdir -p $(LAMBDA_DIR)/stage/weights && cp -rL $(LAMBDA_MODEL) $(LAMBDA_DIR)/stage/weights/; \
+	fi
+	cd $(LAMBDA_DIR)/stage && zip -q -r -9 ../function.zip .
+	rm -rf $(LAMBDA_DIR)/stage
+	@ls -l $(LAMBDA_DIR)/bootstrap $(LAMBDA_DIR)/function.zip
