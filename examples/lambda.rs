@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
 use edgeinfer::serve::{
-    env_usize, error_code, GenerateRequest, GenerateResponse, Limits, PromptKind, RequestError,
+    env_usize, error_code, GenerateRequest, GenerateResponse, Limits, PromptKind,
 };
 use edgeinfer::{Model, ModelOptions, SessionOptions, SessionPool};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
@@ -116,12 +116,7 @@ impl Handler {
         let arrived = Instant::now();
         let request_id = event.context.request_id.clone();
         let deadline = deadline_instant(event.context.deadline, self.margin, arrived);
-        let job = serde_json::from_value::<GenerateRequest>(event.payload)
-            .map_err(|e| RequestError {
-                code: "invalid_json",
-                param: None,
-                message: format!("event is not a valid request: {e}"),
-            })
+        let job = GenerateRequest::from_value(event.payload)
             .and_then(|r| r.into_job(PromptKind::Either, &self.limits));
         let mut job = match job {
             Ok(job) => job,

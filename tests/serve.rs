@@ -275,7 +275,7 @@ fn bad_requests_get_400_and_the_server_keeps_serving() {
     };
     let cases = [
         ("/v1/completions", "{not json", "invalid_json"),
-        ("/v1/completions", r#"{"prompt": 42}"#, "invalid_json"),
+        ("/v1/completions", r#"{"prompt": 42}"#, "invalid_request"),
         ("/v1/completions", r#"{"max_tokens": 3}"#, "invalid_request"),
         (
             "/v1/completions",
@@ -285,7 +285,7 @@ fn bad_requests_get_400_and_the_server_keeps_serving() {
         (
             "/v1/completions",
             r#"{"prompt": "a", "max_tokens": -1}"#,
-            "invalid_json",
+            "invalid_request",
         ),
         (
             "/v1/completions",

@@ -7,7 +7,9 @@
 //! `max_tokens`, `temperature`, `top_p`, `top_k`, `seed` and `stop` (a string or up to four); the
 //! answer is `{text, finish_reason, usage, timings}`.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::chat::Message;
 use crate::error::Error;
@@ -21,7 +23,7 @@ pub const MAX_STOP_BYTES: usize = 256;
 
 /// A generation request as it arrives; every field optional until [`GenerateRequest::into_job`].
 /// Unknown fields (OpenAI's `model`, `user`, …) are ignored.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct GenerateRequest {
     pub prompt: Option<String>,
     pub messages: Option<Vec<ChatMessage>>,
@@ -35,7 +37,6 @@ pub struct GenerateRequest {
     pub seed: Option<u64>,
     pub stop: Option<Stop>,
     /// Stream the answer as server-sent events (OpenAI endpoints only).
-    #[serde(default)]
     pub stream: bool,
     /// Completions wanted; only 1 is supported.
     pub n: Option<u64>,
@@ -132,12 +133,39 @@ impl RequestError {
 }
 
 impl GenerateRequest {
-    /// Parses a JSON body; malformed JSON or a field of the wrong type is an `invalid_json` error.
+    /// Parses a JSON body: malformed JSON is an `invalid_json` error, a field of the wrong type an
+    /// `invalid_request` error naming the field.
     pub fn parse(body: &[u8]) -> Result<GenerateRequest, RequestError> {
-        serde_json::from_slice(body).map_err(|e| RequestError {
+        let value = serde_json::from_slice(body).map_err(|e| RequestError {
             code: "invalid_json",
             param: None,
-            message: format!("request body is not a valid request: {e}"),
+            message: format!("request body is not valid JSON: {e}"),
+        })?;
+        GenerateRequest::from_value(value)
+    }
+
+    /// A request from a JSON value (a Lambda event), checking each field's type.
+    pub fn from_value(value: Value) -> Result<GenerateRequest, RequestError> {
+        let Value::Object(mut obj) = value else {
+            return Err(RequestError {
+                code: "invalid_json",
+                param: None,
+                message: "the request must be a JSON object".into(),
+            });
+        };
+        Ok(GenerateRequest {
+            prompt: field(&mut obj, "prompt")?,
+            messages: field(&mut obj, "messages")?,
+            max_tokens: field(&mut obj, "max_tokens")?,
+            max_completion_tokens: field(&mut obj, "max_completion_tokens")?,
+            temperature: field(&mut obj, "temperature")?,
+            top_p: field(&mut obj, "top_p")?,
+            top_k: field(&mut obj, "top_k")?,
+            min_p: field(&mut obj, "min_p")?,
+            seed: field(&mut obj, "seed")?,
+            stop: field(&mut obj, "stop")?,
+            stream: field(&mut obj, "stream")?.unwrap_or(false),
+            n: field(&mut obj, "n")?,
         })
     }
 
@@ -263,6 +291,19 @@ impl GenerateRequest {
             },
             stream: self.stream,
         })
+    }
+}
+
+/// Field `name` of `obj` as a `T`; absent or null is `None`.
+fn field<T: DeserializeOwned>(
+    obj: &mut Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<T>, RequestError> {
+    match obj.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
+            RequestError::invalid(name, format!("`{name}` has the wrong type or value: {e}"))
+        }),
     }
 }
 
@@ -418,7 +459,18 @@ mod tests {
     fn refuses_bad_requests_with_the_field() {
         let cases = [
             ("{", "invalid_json", None),
-            (r#"{"prompt":3}"#, "invalid_json", None),
+            (r#"{"prompt":3}"#, "invalid_request", Some("prompt")),
+            (r#"[1]"#, "invalid_json", None),
+            (
+                r#"{"max_tokens":-1}"#,
+                "invalid_request",
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"prompt":"a","stop":[1]}"#,
+                "invalid_request",
+                Some("stop"),
+            ),
             (r#"{}"#, "invalid_request", Some("prompt")),
             (r#"{"prompt":""}"#, "invalid_request", Some("prompt")),
             (
