@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
+use edgeinfer_models::Arch;
 
 use super::ImportError;
 
@@ -265,11 +266,19 @@ pub(crate) struct Dims {
     pub head_dim: usize,
 }
 
-/// Every tensor a Llama GGUF must hold, in checkpoint order. `tied` is true when there is no
+/// Every tensor a GGUF of `arch` must hold, in checkpoint order. `tied` is true when there is no
 /// `output.weight` and the output projection reuses the embedding.
-pub(crate) fn llama_plan(d: &Dims, tied: bool) -> Vec<TensorPlan> {
+///
+/// Only llama.cpp's `llama` models have their Q/K rows permuted (it runs them with adjacent-pair
+/// RoPE); Qwen2 and Qwen3 use the NeoX (half-rotation) RoPE that Hugging Face uses, so their rows are
+/// stored as they are. Qwen2 adds `attn_{q,k,v}.bias`, Qwen3 `attn_{q,k}_norm.weight` (per head).
+pub(crate) fn plan(arch: Arch, d: &Dims, tied: bool) -> Vec<TensorPlan> {
     let q_dim = d.heads * d.head_dim;
     let kv_dim = d.kv_heads * d.head_dim;
+    let permuted = |heads| match arch {
+        Arch::Llama => Rows::Unpermute { heads },
+        Arch::Qwen2 | Arch::Qwen3 => Rows::AsIs,
+    };
     let t = |gguf: String, hf: String, shape: Vec<usize>, rows| TensorPlan {
         gguf,
         hf,
@@ -283,64 +292,105 @@ pub(crate) fn llama_plan(d: &Dims, tied: bool) -> Vec<TensorPlan> {
         Rows::AsIs,
     )];
     for l in 0..d.layers {
-        let g = |s: &str| format!("blk.{l}.{s}.weight");
-        let h = |s: &str| format!("model.layers.{l}.{s}.weight");
-        plan.extend([
-            t(
-                g("attn_norm"),
-                h("input_layernorm"),
-                vec![d.hidden],
+        // (GGUF name, Hugging Face name, shape, row order), weights unless the names say otherwise.
+        let mut add = |gguf: &str, hf: &str, shape: Vec<usize>, rows| {
+            let full = |n: &str| {
+                if n.ends_with(".bias") {
+                    n.to_string()
+                } else {
+                    format!("{n}.weight")
+                }
+            };
+            plan.push(t(
+                format!("blk.{l}.{}", full(gguf)),
+                format!("model.layers.{l}.{}", full(hf)),
+                shape,
+                rows,
+            ));
+        };
+        add("attn_norm", "input_layernorm", vec![d.hidden], Rows::AsIs);
+        add(
+            "attn_q",
+            "self_attn.q_proj",
+            vec![q_dim, d.hidden],
+            permuted(d.heads),
+        );
+        add(
+            "attn_k",
+            "self_attn.k_proj",
+            vec![kv_dim, d.hidden],
+            permuted(d.kv_heads),
+        );
+        add(
+            "attn_v",
+            "self_attn.v_proj",
+            vec![kv_dim, d.hidden],
+            Rows::AsIs,
+        );
+        if arch.qkv_bias() {
+            add(
+                "attn_q.bias",
+                "self_attn.q_proj.bias",
+                vec![q_dim],
                 Rows::AsIs,
-            ),
-            t(
-                g("attn_q"),
-                h("self_attn.q_proj"),
-                vec![q_dim, d.hidden],
-                Rows::Unpermute { heads: d.heads },
-            ),
-            t(
-                g("attn_k"),
-                h("self_attn.k_proj"),
-                vec![kv_dim, d.hidden],
-                Rows::Unpermute { heads: d.kv_heads },
-            ),
-            t(
-                g("attn_v"),
-                h("self_attn.v_proj"),
-                vec![kv_dim, d.hidden],
+            );
+            add(
+                "attn_k.bias",
+                "self_attn.k_proj.bias",
+                vec![kv_dim],
                 Rows::AsIs,
-            ),
-            t(
-                g("attn_output"),
-                h("self_attn.o_proj"),
-                vec![d.hidden, q_dim],
+            );
+            add(
+                "attn_v.bias",
+                "self_attn.v_proj.bias",
+                vec![kv_dim],
                 Rows::AsIs,
-            ),
-            t(
-                g("ffn_norm"),
-                h("post_attention_layernorm"),
-                vec![d.hidden],
+            );
+        }
+        if arch.qk_norm() {
+            add(
+                "attn_q_norm",
+                "self_attn.q_norm",
+                vec![d.head_dim],
                 Rows::AsIs,
-            ),
-            t(
-                g("ffn_gate"),
-                h("mlp.gate_proj"),
-                vec![d.intermediate, d.hidden],
+            );
+            add(
+                "attn_k_norm",
+                "self_attn.k_norm",
+                vec![d.head_dim],
                 Rows::AsIs,
-            ),
-            t(
-                g("ffn_up"),
-                h("mlp.up_proj"),
-                vec![d.intermediate, d.hidden],
-                Rows::AsIs,
-            ),
-            t(
-                g("ffn_down"),
-                h("mlp.down_proj"),
-                vec![d.hidden, d.intermediate],
-                Rows::AsIs,
-            ),
-        ]);
+            );
+        }
+        add(
+            "attn_output",
+            "self_attn.o_proj",
+            vec![d.hidden, q_dim],
+            Rows::AsIs,
+        );
+        add(
+            "ffn_norm",
+            "post_attention_layernorm",
+            vec![d.hidden],
+            Rows::AsIs,
+        );
+        add(
+            "ffn_gate",
+            "mlp.gate_proj",
+            vec![d.intermediate, d.hidden],
+            Rows::AsIs,
+        );
+        add(
+            "ffn_up",
+            "mlp.up_proj",
+            vec![d.intermediate, d.hidden],
+            Rows::AsIs,
+        );
+        add(
+            "ffn_down",
+            "mlp.down_proj",
+            vec![d.hidden, d.intermediate],
+            Rows::AsIs,
+        );
     }
     plan.push(t(
         "output_norm.weight".into(),

@@ -1,4 +1,5 @@
-//! GGUF import: turn a llama.cpp GGUF file into an ordinary Hugging Face Llama checkpoint directory
+//! GGUF import: turn a llama.cpp GGUF file (`general.architecture` `llama`, `qwen2` or `qwen3`) into
+//! an ordinary Hugging Face checkpoint directory
 //! (`config.json`, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`,
 //! `generation_config.json`) that the loader can mmap.
 //!
@@ -144,11 +145,11 @@ pub enum ImportError {
         key: String,
         reason: String,
     },
-    #[error("{}: architecture `{architecture}` is not supported (only `llama`)", path.display())]
+    #[error("{}: architecture `{architecture}` is not supported (supported: llama, qwen2, qwen3)", path.display())]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
     #[error("{}: tensor `{name}` is missing", path.display())]
     MissingTensor { path: PathBuf, name: String },
-    #[error("{}: tensor `{name}` has no place in a Llama checkpoint (dropping it could change the model)", path.display())]
+    #[error("{}: tensor `{name}` has no place in a checkpoint of this architecture (dropping it could change the model)", path.display())]
     UnexpectedTensor { path: PathBuf, name: String },
     #[error("{}: tensor `{name}`: expected shape {expected:?}, found {got:?}", path.display())]
     Shape {
@@ -174,7 +175,7 @@ pub enum ImportError {
     Store(#[from] crate::qstore::StoreError),
 }
 
-/// Convert the GGUF file `gguf` into a Hugging Face Llama checkpoint in `out_dir` (created if
+/// Convert the GGUF file `gguf` into a Hugging Face Llama/Qwen2/Qwen3 checkpoint in `out_dir` (created if
 /// needed; files already there with the same names are replaced). `progress` is called once per
 /// tensor. On error, no file of the checkpoint is published and the `.partial` files are removed.
 pub fn import_gguf(
@@ -183,11 +184,11 @@ pub fn import_gguf(
     opts: &ImportOptions,
     progress: &mut dyn FnMut(ImportProgress),
 ) -> Result<ImportSummary, ImportError> {
-    let g = Gguf::open(gguf)?;
-    let params = LlamaParams::read(&g)?;
+    let mut g = Gguf::open(gguf)?;
+    let params = LlamaParams::read(&mut g)?;
     let tied = g.shape("output.weight").is_none();
-    let plan = gguf::llama_plan(&params.dims, tied);
-    weights::check_plan(&g, &plan)?;
+    let plan = gguf::plan(params.arch, &params.dims, tied);
+    weights::check_plan(&g, &plan, &params.consumed)?;
     let planned = weights::plan_conversions(&g, &plan, opts.dtype);
 
     let vocab = Vocab::read(&g)?;

@@ -149,7 +149,7 @@ impl Synth {
                 ("attn_q", vec![heads * head_dim, hidden]),
                 ("attn_k", vec![kv, hidden]),
                 ("attn_v", vec![kv, hidden]),
-                ("attn_output", vec![hidden, hidden]),
+                ("attn_output", vec![hidden, heads * head_dim]),
                 ("ffn_gate", vec![inter, hidden]),
                 ("ffn_up", vec![inter, hidden]),
                 ("ffn_down", vec![hidden, inter]),
@@ -163,6 +163,39 @@ impl Synth {
             types: |_| None,
             random: false,
         }
+    }
+
+    /// A synthetic model of `arch` (`qwen2`, `qwen3`): the Llama one with its metadata keys
+    /// renamed, its own pre-tokenizer, and the architecture's extra tensors.
+    fn arch_with(arch: &str, d: Dims) -> Synth {
+        let mut s = Synth::llama_with(d);
+        for (k, v) in &mut s.meta {
+            if let Some(rest) = k.strip_prefix("llama.") {
+                *k = format!("{arch}.{rest}");
+            }
+            if k == "general.architecture" {
+                *v = Value::String(arch.into());
+            }
+        }
+        s.set("tokenizer.ggml.pre", Value::String("qwen2".into()));
+        s.set(
+            &format!("{arch}.attention.key_length"),
+            Value::U32(d.head_dim as u32),
+        );
+        let (q, kv) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
+        for l in 0..d.layers {
+            let extra: Vec<(&str, usize)> = match arch {
+                "qwen2" => vec![("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)],
+                _ => vec![
+                    ("attn_q_norm.weight", d.head_dim),
+                    ("attn_k_norm.weight", d.head_dim),
+                ],
+            };
+            for (n, len) in extra {
+                s.tensors.push((format!("blk.{l}.{n}"), vec![len]));
+            }
+        }
+        s
     }
 
     fn set(&mut self, key: &str, v: Value) {
@@ -328,7 +361,7 @@ fn synthetic_bad_files_fail_cleanly() {
     let cases: Vec<(&str, Edit)> = vec![
         (
             "arch",
-            Box::new(|s| s.set("general.architecture", Value::String("qwen2".into()))),
+            Box::new(|s| s.set("general.architecture", Value::String("phi3".into()))),
         ),
         (
             "pre",
@@ -517,6 +550,195 @@ fn synthetic_native_keeps_blocks() {
     }
     // q4_1 steps are (max - min)/15 of a block, here at most 2/15; rounding is half a step.
     assert!(worst < 0.07, "requantized Q4_K differs by {worst}");
+}
+
+/// Imports `s`, checks config.json parses into the architecture and the checkpoint loads with its
+/// extra tensors; returns the output directory and the parsed config.
+fn import_and_load(
+    s: &Synth,
+    scratch: &Scratch,
+) -> (PathBuf, serde_json::Value, edgeinfer_models::Llama) {
+    import(s, &scratch.0).unwrap();
+    let out = scratch.0.join("out");
+    let text = std::fs::read_to_string(out.join("config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cfg = edgeinfer_models::Config::from_json(&text).unwrap();
+    let ckpt = crate::loader::Checkpoint::open(&out).unwrap();
+    let model = edgeinfer_models::Llama::load(cfg, &ckpt.source()).unwrap();
+    (out, config, model)
+}
+
+/// F32 values of a tensor of the written checkpoint.
+fn f32_tensor(out: &Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor(name).unwrap();
+    assert_eq!(v.dtype(), safetensors::Dtype::F32, "{name}");
+    v.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn synthetic_qwen2_biases_no_permutation() {
+    let scratch = Scratch::new("qwen2");
+    let (out, config, model) = import_and_load(&Synth::arch_with("qwen2", DIMS), &scratch);
+    assert_eq!(config["model_type"], "qwen2");
+    assert_eq!(config["architectures"][0], "Qwen2ForCausalLM");
+    assert_eq!(model.config.arch, edgeinfer_models::Arch::Qwen2);
+    assert!(model
+        .layers
+        .iter()
+        .all(|l| l.bq.is_some() && l.bv.is_some()));
+    // Qwen rows are not permuted by llama.cpp: they come back in file order.
+    let rows: Vec<f32> = f32_tensor(&out, "model.layers.1.self_attn.q_proj.weight")
+        .iter()
+        .step_by(HIDDEN)
+        .map(|v| v / 1000.0)
+        .collect();
+    assert_eq!(rows, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    // Synth writes a 1-D ramp as a column (element i = i·1000); biases stay F32 and in order.
+    let bias = f32_tensor(&out, "model.layers.0.self_attn.k_proj.bias");
+    assert_eq!(bias, [0.0, 1000.0, 2000.0, 3000.0]);
+    // The qwen2 pre-tokenizer splits every digit and NFC-normalises.
+    let tok = tokenizers::Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
+    let ids = tok.encode("e\u{301}", false).unwrap().get_ids().to_vec();
+    let nfc = tok.encode("\u{e9}", false).unwrap().get_ids().to_vec();
+    assert_eq!(ids, nfc);
+}
+
+#[test]
+fn synthetic_qwen3_head_dim_and_qk_norms() {
+    let scratch = Scratch::new("qwen3");
+    // head_dim 6 is not hidden / heads = 4.
+    let d = Dims {
+        head_dim: 6,
+        ..DIMS
+    };
+    let (out, config, model) = import_and_load(&Synth::arch_with("qwen3", d), &scratch);
+    assert_eq!(config["model_type"], "qwen3");
+    assert_eq!(config["head_dim"], 6);
+    assert_eq!(model.config.q_dim(), 12);
+    assert!(model
+        .layers
+        .iter()
+        .all(|l| l.q_norm.is_some() && l.k_norm.is_some()));
+    assert_eq!(
+        f32_tensor(&out, "model.layers.1.self_attn.q_norm.weight"),
+        [0.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0]
+    );
+    // A Qwen3 GGUF without its norms is refused, naming the tensor.
+    let mut s = Synth::arch_with("qwen3", d);
+    s.tensors.retain(|(n, _)| n != "blk.0.attn_k_norm.weight");
+    let e = import(&s, &Scratch::new("qwen3-missing").0).unwrap_err();
+    assert!(
+        matches!(&e, ImportError::MissingTensor { name, .. } if name == "blk.0.attn_k_norm.weight"),
+        "{e}"
+    );
+}
+
+/// llama.cpp's `rope_freqs.weight` for Llama 3 scaling, as its converter computes it.
+fn llama3_rope_freqs(theta: f64, head_dim: usize, factor: f64) -> Vec<f32> {
+    let (low, high, orig) = (1.0, 4.0, 8192.0);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            if wavelen < orig / high {
+                1.0
+            } else if wavelen > orig / low {
+                factor as f32
+            } else {
+                let smooth = (orig / wavelen - low) / (high - low);
+                (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn synthetic_llama3_rope_freqs_become_rope_scaling() {
+    let dir = Scratch::new("llama3");
+    // head_dim 16 at theta 5e5 has wavelengths in all three bands.
+    let d = Dims {
+        hidden: 32,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 16,
+        ..DIMS
+    };
+    let write = |factors: Vec<f32>, tag: &str| -> Result<ImportSummary, ImportError> {
+        let mut s = Synth::llama_with(d);
+        s.set("llama.rope.freq_base", Value::F32(500000.0));
+        s.tensors
+            .push(("rope_freqs.weight".into(), vec![d.head_dim / 2]));
+        let gguf = dir.0.join(format!("{tag}.gguf"));
+        s.write(&gguf);
+        // Replace the ramp Synth writes with the factors.
+        let t = Tensor::from_vec(factors, d.head_dim / 2, &Device::Cpu).unwrap();
+        let mut qs: Vec<(String, QTensor)> = Vec::new();
+        let mut f = std::fs::File::open(&gguf).unwrap();
+        let content = gguf_file::Content::read(&mut f).unwrap();
+        for name in content.tensor_infos.keys() {
+            let q = if name == "rope_freqs.weight" {
+                QTensor::quantize(&t, GgmlDType::F32).unwrap()
+            } else {
+                content.tensor(&mut f, name, &Device::Cpu).unwrap()
+            };
+            qs.push((name.clone(), q));
+        }
+        let meta: Vec<(&str, &Value)> = content
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let tensors: Vec<(&str, &QTensor)> = qs.iter().map(|(n, q)| (n.as_str(), q)).collect();
+        let path = dir.0.join(format!("{tag}-f.gguf"));
+        gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &meta, &tensors).unwrap();
+        import_gguf(
+            &path,
+            &dir.0.join(tag),
+            &ImportOptions::default(),
+            &mut |_| {},
+        )
+    };
+    let freqs = llama3_rope_freqs(500000.0, 16, 32.0);
+    assert!(
+        freqs.contains(&1.0) && freqs.contains(&32.0) && freqs.iter().any(|&f| f > 1.0 && f < 32.0)
+    );
+    write(freqs.clone(), "ok").unwrap();
+    let text = std::fs::read_to_string(dir.0.join("ok/config.json")).unwrap();
+    let cfg = edgeinfer_models::Config::from_json(&text).unwrap();
+    let s = cfg.rope_scaling.expect("rope_scaling");
+    assert_eq!(
+        (s.factor, s.low_freq_factor, s.high_freq_factor),
+        (32.0, 1.0, 4.0)
+    );
+    assert_eq!(s.original_max_position_embeddings, 8192);
+    // The model's scaled frequencies are the GGUF's divisors applied to plain RoPE.
+    let plain = edgeinfer_models::Config {
+        rope_scaling: None,
+        ..cfg.clone()
+    }
+    .rope_inv_freq();
+    for ((p, q), f) in plain.iter().zip(cfg.rope_inv_freq()).zip(&freqs) {
+        assert!((p / f - q).abs() <= 1e-5 * p, "{p} / {f} vs {q}");
+    }
+    // All ones is plain RoPE; divisors of another scheme are refused, naming the tensor.
+    write(vec![1.0; 8], "ones").unwrap();
+    let text = std::fs::read_to_string(dir.0.join("ones/config.json")).unwrap();
+    assert_eq!(
+        edgeinfer_models::Config::from_json(&text)
+            .unwrap()
+            .rope_scaling,
+        None
+    );
+    let e = write(vec![2.0; 8], "linear").unwrap_err();
+    assert!(
+        matches!(&e, ImportError::Metadata { key, .. } if key == "rope_freqs.weight"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -16,6 +16,9 @@ const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 /// Llama 3's split regex (llama.cpp pre-tokenizer `llama-bpe`).
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen2's split regex (llama.cpp pre-tokenizer `qwen2`, also Qwen3's): Llama 3's with single digits.
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// The vocabulary and special tokens, read once and shared by both output files.
 pub(crate) struct Vocab<'a> {
     pub tokens: Vec<&'a str>,
@@ -128,7 +131,22 @@ fn pre_tokenizer(pre: &str) -> Option<(Value, bool)> {
             ]}),
             true,
         )),
+        "qwen2" => Some((
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": QWEN2_PATTERN}, "behavior": "Isolated", "invert": false},
+                byte_level(false),
+            ]}),
+            false,
+        )),
         _ => None,
+    }
+}
+
+/// The normalizer the model's own tokenizer.json has: Qwen's NFC-normalise the text first.
+fn normalizer(pre: &str) -> Value {
+    match pre {
+        "qwen2" => json!({"type": "NFC"}),
+        _ => Value::Null,
     }
 }
 
@@ -193,7 +211,7 @@ pub(crate) fn tokenizer_json(g: &Gguf, v: &Vocab) -> Result<Value, ImportError> 
         "truncation": null,
         "padding": null,
         "added_tokens": added_tokens,
-        "normalizer": null,
+        "normalizer": normalizer(v.pre),
         "pre_tokenizer": pre_tokenizer,
         "post_processor": post_processor,
         "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},

@@ -15,8 +15,13 @@ use super::{ImportDType, ImportError, ImportProgress};
 use crate::qstore::{self, Data, Entry, QPlanes, StoredAs, WriteStats};
 use crate::quantize::quantize_matrix;
 
-/// Every planned tensor is present with its expected shape and nothing else is in the file.
-pub(crate) fn check_plan(g: &Gguf, plan: &[TensorPlan]) -> Result<(), ImportError> {
+/// Every planned tensor is present with its expected shape and nothing else is in the file but the
+/// tensors `consumed` as metadata (Llama 3's `rope_freqs.weight`).
+pub(crate) fn check_plan(
+    g: &Gguf,
+    plan: &[TensorPlan],
+    consumed: &[String],
+) -> Result<(), ImportError> {
     for t in plan {
         let got = g.shape(&t.gguf).ok_or_else(|| ImportError::MissingTensor {
             path: g.path.clone(),
@@ -31,7 +36,11 @@ pub(crate) fn check_plan(g: &Gguf, plan: &[TensorPlan]) -> Result<(), ImportErro
             });
         }
     }
-    let planned: HashSet<&str> = plan.iter().map(|t| t.gguf.as_str()).collect();
+    let planned: HashSet<&str> = plan
+        .iter()
+        .map(|t| t.gguf.as_str())
+        .chain(consumed.iter().map(String::as_str))
+        .collect();
     let mut extra: Vec<&String> = g
         .content
         .tensor_infos
