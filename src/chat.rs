@@ -64,6 +64,8 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(python_method);
         env.add_function("raise_exception", raise_exception);
+        // transformers passes `strftime_now` to templates (Llama 3.x prints today's date with it).
+        env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
         env.add_template_owned(NAME, source.to_owned())
             .map_err(|e| ChatError::Template {
@@ -113,6 +115,99 @@ fn describe(e: &JinjaError) -> String {
         Some(line) => format!("{e} (template line {line})"),
         None => e.to_string(),
     }
+}
+
+/// Python's `datetime.now().strftime(format)` for the codes chat templates use, in UTC (the
+/// process has no time zone database): `%d %m %Y %y %b %B %a %A %H %M %S %j %%`.
+fn strftime_now(format: String) -> Result<Value, JinjaError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    strftime_utc(&format, secs).map(Value::from)
+}
+
+/// `format` for the UTC time `secs` seconds after the Unix epoch (see [`strftime_now`]).
+pub(crate) fn strftime_utc(format: &str, secs: u64) -> Result<String, JinjaError> {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let days = secs / 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let before = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334][month as usize - 1];
+    let yday = before + day + u64::from(leap && month > 2);
+    // 1970-01-01 was a Thursday (index 3 from Monday).
+    let weekday = ((days + 3) % 7) as usize;
+    let (h, m, s) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let month_name = MONTHS[month as usize - 1];
+        match chars.next() {
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", year % 100)),
+            Some('b') => out.push_str(&month_name[..3]),
+            Some('B') => out.push_str(month_name),
+            Some('a') => out.push_str(&DAYS[weekday][..3]),
+            Some('A') => out.push_str(DAYS[weekday]),
+            Some('H') => out.push_str(&format!("{h:02}")),
+            Some('M') => out.push_str(&format!("{m:02}")),
+            Some('S') => out.push_str(&format!("{s:02}")),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('%') => out.push('%'),
+            other => {
+                return Err(JinjaError::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "strftime_now: unsupported format code %{}",
+                        other.map_or(String::new(), String::from)
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// (year, month 1–12, day 1–31) of the day `days` after 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift to an era starting 0000-03-01, so leap days fall at the end of each year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 fn raise_exception(message: String) -> Result<Value, JinjaError> {
@@ -466,6 +561,29 @@ mod tests {
             out,
             "{\"content\": \"q\\\"é\\n\", \"role\": \"user\"}|[\n  {\n    \"content\": \"q\\\"é\\n\",\n    \"role\": \"user\"\n  }\n]|{\"a\": \"<é>\", \"b\": [1, 2.5, null, true]}"
         );
+    }
+
+    #[test]
+    fn strftime_in_utc() {
+        let f = "%d %b %Y|%a %A %B %m %y %H:%M:%S %j %%";
+        for (secs, want) in [
+            (0, "01 Jan 1970|Thu Thursday January 01 70 00:00:00 001 %"),
+            (
+                951_782_400,
+                "29 Feb 2000|Tue Tuesday February 02 00 00:00:00 060 %",
+            ),
+            (
+                1_721_955_723,
+                "26 Jul 2024|Fri Friday July 07 24 01:02:03 208 %",
+            ),
+            (
+                4_102_444_799,
+                "31 Dec 2099|Thu Thursday December 12 99 23:59:59 365 %",
+            ),
+        ] {
+            assert_eq!(strftime_utc(f, secs).unwrap(), want, "{secs}");
+        }
+        assert!(strftime_utc("%Q", 0).is_err());
     }
 
     #[test]
