@@ -5,7 +5,7 @@
 mod arch;
 mod common;
 
-use arch::{check_parity, check_quantized, Family, TinyArch};
+use arch::{check_decode_allocates_nothing, check_parity, check_quantized, Family, TinyArch};
 use safetensors::Dtype;
 
 fn base() -> TinyArch {
@@ -29,6 +29,7 @@ fn gqa_tied_and_quantized() {
     let shape = base();
     let dir = check_parity("qwen2-gqa-tied", shape);
     check_quantized("qwen2-gqa-tied", shape, &dir);
+    check_decode_allocates_nothing(&dir);
     std::fs::remove_dir_all(&dir).ok();
 }
 

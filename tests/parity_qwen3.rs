@@ -6,7 +6,7 @@
 mod arch;
 mod common;
 
-use arch::{check_parity, check_quantized, Family, TinyArch};
+use arch::{check_decode_allocates_nothing, check_parity, check_quantized, Family, TinyArch};
 use safetensors::Dtype;
 
 fn base() -> TinyArch {
@@ -31,6 +31,7 @@ fn head_dim_not_hidden_over_heads_and_quantized() {
     let shape = base();
     let dir = check_parity("qwen3-hd24", shape);
     check_quantized("qwen3-hd24", shape, &dir);
+    check_decode_allocates_nothing(&dir);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -2,6 +2,7 @@
 //! of the same architecture as the reference, and the checks the `parity_*` tests share.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::path::Path;
 
 use candle_core::{DType as CDType, Device, Tensor as CTensor};
@@ -380,4 +381,98 @@ pub fn check_quantized(name: &str, shape: TinyArch, src: &Path) {
         assert!(worst >= floor, "{name} {format}: cosine {worst} < {floor}");
         std::fs::remove_dir_all(&out).ok();
     }
+}
+
+/// Counts this thread's allocator calls while switched on, so a test can prove that decoding a
+/// token through the Qwen2 bias and Qwen3 q/k-norm stages allocates nothing (`tests/zero_alloc.rs`
+/// does the same for the whole session on Llama).
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        pub static MEASURING: Cell<bool> = const { Cell::new(false) };
+        pub static CALLS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn record() {
+        if MEASURING.try_with(Cell::get).unwrap_or(false) {
+            let _ = CALLS.try_with(|c| c.set(c.get() + 1));
+        }
+    }
+
+    // SAFETY: every call is forwarded unchanged to `System`; the bookkeeping neither allocates nor
+    // unwinds.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            record();
+            // SAFETY: same contract, passed through.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            record();
+            // SAFETY: same contract, passed through.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            record();
+            // SAFETY: same contract, passed through.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            record();
+            // SAFETY: same contract, passed through.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+}
+
+/// Loads the checkpoint in `dir`, prefills and warms up, then checks that 16 single-token forward
+/// calls make no allocator call on this thread.
+pub fn check_decode_allocates_nothing(dir: &Path) {
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let cfg = Config::from_json(&text).unwrap();
+    let ckpt = Checkpoint::open(dir).unwrap();
+    let model = Llama::load(cfg.clone(), &ckpt.source()).unwrap();
+    let opts = StateOptions {
+        ctx: 64,
+        batch: 8,
+        threads: 1,
+        all_logits: false,
+        kv_dtype: KvDType::F16,
+    };
+    let mut state = State::new(&cfg, opts).unwrap();
+    let kern = Kernels::detect();
+    model
+        .forward(&kern, &mut state, &[1, 2, 3, 4], Logits::Last)
+        .unwrap();
+    model
+        .forward(&kern, &mut state, &[5], Logits::Last)
+        .unwrap();
+    // The counter sees an allocation when there is one.
+    counting::MEASURING.with(|m| m.set(true));
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(8)));
+    counting::MEASURING.with(|m| m.set(false));
+    assert_eq!(
+        counting::CALLS.with(Cell::get),
+        2,
+        "the counting allocator is not counting"
+    );
+    counting::CALLS.with(|c| c.set(0));
+    counting::MEASURING.with(|m| m.set(true));
+    for t in 0..16u32 {
+        let r = model.forward(&kern, &mut state, &[t % 7], Logits::Last);
+        if r.is_err() {
+            counting::MEASURING.with(|m| m.set(false));
+            r.unwrap();
+        }
+    }
+    counting::MEASURING.with(|m| m.set(false));
+    let calls = counting::CALLS.with(Cell::get);
+    assert_eq!(calls, 0, "{}: decoding allocated", dir.display());
 }
