@@ -43,13 +43,14 @@ bench:
 ## model in the zip (at weights/SmolLM2-135M-Instruct, the handler's default path under /var/task);
 ## otherwise ship it in a layer and set EDGEINFER_MODEL.
 LAMBDA_TARGET ?= aarch64-unknown-linux-gnu
-LAMBDA_DIR    ?= target/lambda
+TARGET_DIR    ?= $(or $(CARGO_TARGET_DIR),target)
+LAMBDA_DIR    ?= $(TARGET_DIR)/lambda
 LAMBDA_MODEL  ?= weights/SmolLM2-135M-Instruct
 WITH_MODEL    ?= 0
 lambda-arm64:
 	$(CARGO) build --profile lambda --target $(LAMBDA_TARGET) --example lambda --no-default-features --features lambda
 	mkdir -p $(LAMBDA_DIR)
-	cp target/$(LAMBDA_TARGET)/lambda/examples/lambda $(LAMBDA_DIR)/bootstrap
+	cp $(TARGET_DIR)/$(LAMBDA_TARGET)/lambda/examples/lambda $(LAMBDA_DIR)/bootstrap
 	aarch64-linux-gnu-strip $(LAMBDA_DIR)/bootstrap
 	rm -rf $(LAMBDA_DIR)/stage $(LAMBDA_DIR)/function.zip
 	mkdir -p $(LAMBDA_DIR)/stage

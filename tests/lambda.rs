@@ -248,7 +248,13 @@ fn lambda_example() -> PathBuf {
 }
 
 /// Starts `program` (with `runner` before it, e.g. qemu) as a Lambda function polling `api`.
-fn start_function(runner: &[String], program: &Path, api: &RuntimeApi, model: &Path) -> Child {
+fn start_function(
+    runner: &[String],
+    program: &Path,
+    api: &RuntimeApi,
+    model: &Path,
+    margin: Duration,
+) -> Child {
     let (cmd, args) = match runner.split_first() {
         Some((first, rest)) => (
             PathBuf::from(first),
@@ -267,7 +273,10 @@ fn start_function(runner: &[String], program: &Path, api: &RuntimeApi, model: &P
         .env("EDGEINFER_MODEL", model)
         .env("EDGEINFER_MAX_CONTEXT", "512")
         .env("EDGEINFER_THREADS", "2")
-        .env("EDGEINFER_DEADLINE_MARGIN_MS", "200")
+        .env(
+            "EDGEINFER_DEADLINE_MARGIN_MS",
+            margin.as_millis().to_string(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -281,8 +290,16 @@ fn warm_page_cache(dir: &Path) {
     }
 }
 
-/// The three invocations and their checks, for the native and the qemu run.
-fn invoke_three_times(runner: &[String], program: &Path, model: &Path, deadline_budget: Duration) {
+/// The three invocations and their checks, for the native and the qemu run. The late one gets
+/// `deadline_budget`; the function keeps `margin` of it back, which must exceed one token's time
+/// (deadlines are checked between tokens).
+fn invoke_three_times(
+    runner: &[String],
+    program: &Path,
+    model: &Path,
+    deadline_budget: Duration,
+    margin: Duration,
+) {
     let api = RuntimeApi::start();
     api.push(
         "req-normal",
@@ -306,7 +323,7 @@ fn invoke_three_times(runner: &[String], program: &Path, model: &Path, deadline_
     );
     warm_page_cache(model);
     let spawned = Instant::now();
-    let mut child = start_function(runner, program, &api, model);
+    let mut child = start_function(runner, program, &api, model, margin);
     let stdout = child.stdout.take().unwrap();
     let logs = std::thread::spawn(move || {
         BufReader::new(stdout)
@@ -385,7 +402,13 @@ fn lambda_example_serves_normal_invalid_and_late_invocations() {
         return;
     };
     let program = lambda_example();
-    invoke_three_times(&[], &program, &model, Duration::from_millis(1500));
+    invoke_three_times(
+        &[],
+        &program,
+        &model,
+        Duration::from_millis(1500),
+        Duration::from_millis(200),
+    );
 }
 
 #[test]
@@ -396,7 +419,7 @@ fn lambda_example_reports_a_broken_model_to_init_error() {
     let program = lambda_example();
     let api = RuntimeApi::start();
     let missing = std::env::temp_dir().join("edgeinfer-no-such-model");
-    let mut child = start_function(&[], &program, &api, &missing);
+    let mut child = start_function(&[], &program, &api, &missing, Duration::ZERO);
     let posted = api.wait_posted(1, Duration::from_secs(60));
     let status = child.wait().unwrap();
     assert!(!status.success());
@@ -433,6 +456,13 @@ fn arm64_bootstrap_under_qemu() {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    // Emulation is some 10-30x slower: a longer deadline, still far shorter than 480 tokens.
-    invoke_three_times(&runner, &program, &model, Duration::from_secs(8));
+    // Emulated, a token takes seconds: a longer deadline (still far shorter than 480 tokens) and a
+    // margin longer than a token.
+    invoke_three_times(
+        &runner,
+        &program,
+        &model,
+        Duration::from_secs(14),
+        Duration::from_secs(7),
+    );
 }
