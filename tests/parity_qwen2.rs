@@ -67,3 +67,54 @@ fn bf16_gqa3_untied_quantized() {
     check_quantized("qwen2-bf16", shape, &dir);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn missing_bias_or_wrong_norm_shape_is_a_typed_error() {
+    use edgeinfer::loader::Checkpoint;
+    use edgeinfer_models::{Config, Llama, ModelError};
+    let load = |dir: &std::path::Path| {
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let ckpt = Checkpoint::open(dir).unwrap();
+        Llama::load(Config::from_json(&text).unwrap(), &ckpt.source()).err()
+    };
+    // Qwen2 without one of its biases.
+    let shape = base();
+    let dir = common::temp_dir("qwen2-missing-bias");
+    shape.write(&dir);
+    let mut tensors = shape.tensors();
+    tensors.retain(|(n, _, _)| n != "model.layers.1.self_attn.v_proj.bias");
+    common::write_safetensors(&dir.join("model.safetensors"), &tensors, Dtype::F32, None);
+    match load(&dir) {
+        Some(ModelError::MissingTensor { name }) => {
+            assert_eq!(name, "model.layers.1.self_attn.v_proj.bias")
+        }
+        other => panic!("expected a missing bias, got {other:?}"),
+    }
+    // Qwen3 whose k_norm has hidden/heads elements instead of head_dim.
+    let shape = TinyArch {
+        family: Family::Qwen3,
+        head_dim: 24,
+        ..base()
+    };
+    shape.write(&dir);
+    let mut tensors = shape.tensors();
+    for (n, s, v) in &mut tensors {
+        if n == "model.layers.0.self_attn.k_norm.weight" {
+            *s = vec![16];
+            v.truncate(16);
+        }
+    }
+    common::write_safetensors(&dir.join("model.safetensors"), &tensors, Dtype::F32, None);
+    match load(&dir) {
+        Some(ModelError::Shape {
+            name,
+            expected,
+            got,
+        }) => {
+            assert_eq!(name, "model.layers.0.self_attn.k_norm.weight");
+            assert_eq!((expected, got), (vec![24], vec![16]));
+        }
+        other => panic!("expected a shape error, got {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
