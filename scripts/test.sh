@@ -4,12 +4,16 @@
 #   2. fetches and imports SmolLM2-135M-Instruct if missing (scripts/fetch-model.sh),
 #   3. runs all workspace tests natively, with the real model required and the x86 kernel variants
 #      this CPU has required (a variant that silently skipped would fail the run),
-#   4. cross-compiles the kernels and models crates to aarch64 and runs their tests under qemu on three
+#   4. runs every fuzz target (fuzz/) for a few seconds from its seeds (scripts/fuzz.sh smoke; needs
+#      nightly Rust and cargo-fuzz; the instrumented build takes ~5 min the first time, then is cached),
+#   5. cross-compiles the kernels and models crates to aarch64 and runs their tests under qemu on three
 #      CPU models (scripts/test-aarch64.sh).
 #
 # Environment:
 #   EDGEINFER_REQUIRE_VARIANTS   x86 variants that must run (default: those /proc/cpuinfo reports)
-#   EDGEINFER_SKIP_AARCH64=1     skip step 4 (e.g. no cross toolchain on this machine)
+#   EDGEINFER_SKIP_FUZZ=1        skip step 4 (no nightly/cargo-fuzz; otherwise their absence fails)
+#   EDGEINFER_FUZZ_SECONDS       seconds per fuzz target in step 4 (default 5)
+#   EDGEINFER_SKIP_AARCH64=1     skip step 5 (e.g. no cross toolchain on this machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +34,13 @@ if [ -z "${EDGEINFER_REQUIRE_VARIANTS:-}" ] && [ "$(uname -m)" = x86_64 ]; then
 fi
 step "native tests (EDGEINFER_REQUIRE_VARIANTS=${EDGEINFER_REQUIRE_VARIANTS:-})"
 EDGEINFER_REQUIRE_MODEL=1 cargo test --workspace
+
+if [ "${EDGEINFER_SKIP_FUZZ:-0}" = 1 ]; then
+    step "fuzz smoke run SKIPPED (EDGEINFER_SKIP_FUZZ=1)"
+else
+    step "fuzz smoke run (every target ${EDGEINFER_FUZZ_SECONDS:-5}s)"
+    scripts/fuzz.sh smoke "${EDGEINFER_FUZZ_SECONDS:-5}"
+fi
 
 if [ "${EDGEINFER_SKIP_AARCH64:-0}" = 1 ]; then
     step "aarch64 tests SKIPPED (EDGEINFER_SKIP_AARCH64=1)"

@@ -15,6 +15,7 @@
 mod bpe;
 mod cache;
 mod classes;
+mod hf_guard;
 mod json;
 mod pretokenize;
 
@@ -216,6 +217,7 @@ impl Core {
     }
 
     fn from_tokenizers(json: &[u8]) -> Result<Core, String> {
+        hf_guard::check(json)?;
         let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| e.to_string())?;
         let rules = match inner.get_decoder() {
             Some(d) => decode_rules(&serde_json::to_value(d).map_err(|e| format!("decoder: {e}"))?),
@@ -442,11 +444,16 @@ impl Tokenizer {
         };
         self.hf
             .get_or_init(|| {
-                let parsed = match &self.source {
-                    Source::File(path) => tokenizers::Tokenizer::from_file(path),
-                    Source::Bytes(bytes) => tokenizers::Tokenizer::from_bytes(bytes),
+                let read;
+                let bytes: &[u8] = match &self.source {
+                    Source::File(path) => {
+                        read = std::fs::read(path).map_err(|e| e.to_string())?;
+                        &read
+                    }
+                    Source::Bytes(bytes) => bytes,
                 };
-                parsed.map_err(|e| e.to_string())
+                hf_guard::check(bytes)?;
+                tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|reason| TokenizerError::Load {

@@ -30,6 +30,7 @@
 
 mod config;
 mod gguf;
+mod limits;
 mod tokenizer_json;
 mod weights;
 
@@ -186,6 +187,7 @@ pub fn import_gguf(
 ) -> Result<ImportSummary, ImportError> {
     let mut g = Gguf::open(gguf)?;
     let params = LlamaParams::read(&mut g)?;
+    limits::check_dims(&g, &params.dims)?;
     let tied = g.shape("output.weight").is_none();
     let plan = gguf::plan(params.arch, &params.dims, tied);
     weights::check_plan(&g, &plan, &params.consumed)?;

@@ -1,0 +1,3 @@
+//! edgeinfer's fuzz targets (`fuzz_targets/*.rs` call [`harness`]); see README.md, "Reliability".
+
+pub mod harness;

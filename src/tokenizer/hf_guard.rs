@@ -1,0 +1,52 @@
+//! Checks a `tokenizer.json` before the `tokenizers` crate parses it: that crate panics instead of
+//! returning an error on some malformed files (found by `fuzz/`'s `tokenizer` target), and a model
+//! directory is input we do not control.
+//!
+//! - a JSON syntax error inside the `decoder` object panics ("Helper" in its decoder
+//!   deserializer): the whole file is parsed here first, so syntax errors come back as errors;
+//! - a `Precompiled` normalizer with bad fields panics ("Precompiled"): refused here (it belongs to
+//!   SentencePiece Unigram models, which edgeinfer does not run).
+
+use serde_json::Value;
+
+/// Deepest nesting accepted (serde_json's own recursion limit is 128; real files use < 10).
+const MAX_DEPTH: usize = 64;
+
+/// `Err(reason)` if `json` must not be handed to the `tokenizers` crate.
+pub(super) fn check(json: &[u8]) -> Result<(), String> {
+    let value: Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    walk(&value, 0)
+}
+
+fn walk(v: &Value, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("nested deeper than {MAX_DEPTH} levels"));
+    }
+    match v {
+        Value::Object(map) => {
+            if map.get("type").and_then(Value::as_str) == Some("Precompiled") {
+                return Err(
+                    "`Precompiled` normalizers (SentencePiece Unigram) are not supported".into(),
+                );
+            }
+            map.values().try_for_each(|v| walk(v, depth + 1))
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| walk(v, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_the_tokenizers_crate_panics_on() {
+        // A syntax error inside `decoder` (the crate panics with "Helper").
+        let broken = br#"{"decoder": {"type": "ByteLevel" "x": 1}, "model": {}}"#;
+        assert!(check(broken).is_err());
+        let precompiled = br#"{"normalizer": {"type": "Precompiled", "precompiled_charsmap": 7}}"#;
+        assert!(check(precompiled).unwrap_err().contains("Precompiled"));
+        assert!(check(br#"{"normalizer": null, "decoder": {"type": "Fuse"}}"#).is_ok());
+    }
+}
