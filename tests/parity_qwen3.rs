@@ -6,7 +6,10 @@
 mod arch;
 mod common;
 
-use arch::{check_decode_allocates_nothing, check_parity, check_quantized, Family, TinyArch};
+use arch::{
+    check_decode_allocates_nothing, check_gguf_import, check_parity, check_quantized, Family,
+    TinyArch,
+};
 use safetensors::Dtype;
 
 fn base() -> TinyArch {
@@ -69,4 +72,26 @@ fn f16_gqa3_untied_quantized() {
     let dir = check_parity("qwen3-f16", shape);
     check_quantized("qwen3-f16", shape, &dir);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn gguf_import_gives_the_same_model() {
+    // 260 tokens: the byte-level vocabulary the importer's tokenizer check needs.
+    check_gguf_import(
+        "qwen3-gguf",
+        TinyArch {
+            vocab: 260,
+            tied: false,
+            seed: 9,
+            ..base()
+        },
+    );
+    check_gguf_import(
+        "qwen3-gguf-tied",
+        TinyArch {
+            vocab: 263,
+            seed: 10,
+            ..base()
+        },
+    );
 }

@@ -475,3 +475,146 @@ pub fn check_decode_allocates_nothing(dir: &Path) {
     let calls = counting::CALLS.with(Cell::get);
     assert_eq!(calls, 0, "{}: decoding allocated", dir.display());
 }
+
+/// GGUF name of a Hugging Face tensor name, as llama.cpp's converter writes it.
+fn gguf_name(hf: &str) -> String {
+    const LAYER: [(&str, &str); 14] = [
+        ("input_layernorm.weight", "attn_norm.weight"),
+        ("self_attn.q_proj.weight", "attn_q.weight"),
+        ("self_attn.k_proj.weight", "attn_k.weight"),
+        ("self_attn.v_proj.weight", "attn_v.weight"),
+        ("self_attn.q_proj.bias", "attn_q.bias"),
+        ("self_attn.k_proj.bias", "attn_k.bias"),
+        ("self_attn.v_proj.bias", "attn_v.bias"),
+        ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+        ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+        ("self_attn.o_proj.weight", "attn_output.weight"),
+        ("post_attention_layernorm.weight", "ffn_norm.weight"),
+        ("mlp.gate_proj.weight", "ffn_gate.weight"),
+        ("mlp.up_proj.weight", "ffn_up.weight"),
+        ("mlp.down_proj.weight", "ffn_down.weight"),
+    ];
+    match hf {
+        "model.embed_tokens.weight" => return "token_embd.weight".into(),
+        "model.norm.weight" => return "output_norm.weight".into(),
+        "lm_head.weight" => return "output.weight".into(),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap();
+    let (layer, suffix) = rest.split_once('.').unwrap();
+    let (_, g) = LAYER.iter().find(|(h, _)| *h == suffix).unwrap();
+    format!("blk.{layer}.{g}")
+}
+
+/// Writes the tiny Qwen checkpoint as a GGUF the way llama.cpp's converter would (F32 tensors, the
+/// architecture's metadata keys, a byte-level vocabulary of `shape.vocab` tokens), imports it with
+/// `infer import`'s code, and checks the imported checkpoint gives the original's logits.
+pub fn check_gguf_import(name: &str, shape: TinyArch) {
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let arch = match shape.family {
+        Family::Qwen2 => "qwen2",
+        Family::Qwen3 => "qwen3",
+        Family::Llama3 => panic!("llama3 GGUFs carry rope_freqs; see src/import/tests.rs"),
+    };
+    let root = temp_dir(name);
+    let hf = root.join("hf");
+    shape.write(&hf);
+
+    // A byte-level vocabulary: 3 specials, the 256 byte characters, then filler words.
+    let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        .map(String::from)
+        .to_vec();
+    let mut extra = 0;
+    for b in 0u32..256 {
+        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || b >= 0xae;
+        let c = if printable {
+            b
+        } else {
+            extra += 1;
+            255 + extra
+        };
+        tokens.push(char::from_u32(c).unwrap().to_string());
+    }
+    assert!(shape.vocab >= tokens.len(), "vocab too small for bytes");
+    for i in tokens.len()..shape.vocab {
+        tokens.push(format!("w{i}"));
+    }
+    let mut types = vec![3i32; 3];
+    types.resize(tokens.len(), 1);
+    let u = |v: usize| Value::U32(v as u32);
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut meta: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        (k("block_count"), u(shape.layers)),
+        (k("context_length"), u(256)),
+        (k("embedding_length"), u(shape.hidden)),
+        (k("feed_forward_length"), u(shape.intermediate)),
+        (k("attention.head_count"), u(shape.heads)),
+        (k("attention.head_count_kv"), u(shape.kv_heads)),
+        (k("rope.freq_base"), Value::F32(1_000_000.0)),
+        (k("attention.layer_norm_rms_epsilon"), Value::F32(1e-6)),
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("qwen2".into())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.iter().cloned().map(Value::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
+        ("tokenizer.ggml.merges".into(), Value::Array(Vec::new())),
+        ("tokenizer.ggml.eos_token_id".into(), u(2)),
+    ];
+    if shape.family == Family::Qwen3 {
+        meta.push((k("attention.key_length"), u(shape.head_dim())));
+        meta.push((k("attention.value_length"), u(shape.head_dim())));
+    }
+    let dev = Device::Cpu;
+    let qs: Vec<(String, QTensor)> = shape
+        .tensors()
+        .into_iter()
+        .map(|(n, s, v)| {
+            // The GGUF holds what the checkpoint holds, rounded as the checkpoint's dtype rounds.
+            let v: Vec<f32> = match shape.dtype {
+                Dtype::F16 => v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect(),
+                Dtype::BF16 => v
+                    .iter()
+                    .map(|x| half::bf16::from_f32(*x).to_f32())
+                    .collect(),
+                _ => v,
+            };
+            let t = CTensor::from_vec(v, s.as_slice(), &dev).unwrap();
+            (
+                gguf_name(&n),
+                QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+            )
+        })
+        .collect();
+    let gguf = root.join("m.gguf");
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(n, q)| (n.as_str(), q)).collect();
+    let mut f = std::fs::File::create(&gguf).unwrap();
+    gguf_file::write(&mut f, &meta_refs, &tensor_refs).unwrap();
+    drop(f);
+
+    let out = root.join("imported");
+    let opts = edgeinfer::import::ImportOptions::default();
+    let summary = edgeinfer::import::import_gguf(&gguf, &out, &opts, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{name}: import: {e}"));
+    assert_eq!(summary.tie_word_embeddings, shape.tied);
+    let cfg =
+        Config::from_json(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg.arch.name(), arch);
+    assert_eq!(cfg.head_dim, shape.head_dim());
+
+    let (prompt, decode) = shape.tokens();
+    let kern = Kernels::detect();
+    let want = our_logits(&hf, &prompt, &decode, &kern, 1, KvDType::F32);
+    let got = our_logits(&out, &prompt, &decode, &kern, 1, KvDType::F32);
+    let d = worst(&got, &want);
+    println!("{name}: imported GGUF vs the checkpoint it was made from: max-abs {d:e}");
+    assert!(d <= 1e-5, "{name}: imported model differs by {d:e}");
+    std::fs::remove_dir_all(&root).ok();
+}
