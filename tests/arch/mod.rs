@@ -567,6 +567,13 @@ pub fn check_gguf_import(name: &str, shape: TinyArch) {
         ("tokenizer.ggml.merges".into(), Value::Array(Vec::new())),
         ("tokenizer.ggml.eos_token_id".into(), u(2)),
     ];
+    let template = format!(
+        "{}/tests/fixtures/templates/{}.jinja",
+        env!("CARGO_MANIFEST_DIR"),
+        if arch == "qwen2" { "qwen2.5" } else { "qwen3" }
+    );
+    let template = std::fs::read_to_string(template).unwrap();
+    meta.push(("tokenizer.chat_template".into(), Value::String(template)));
     if shape.family == Family::Qwen3 {
         meta.push((k("attention.key_length"), u(shape.head_dim())));
         meta.push((k("attention.value_length"), u(shape.head_dim())));
@@ -616,5 +623,39 @@ pub fn check_gguf_import(name: &str, shape: TinyArch) {
     let d = worst(&got, &want);
     println!("{name}: imported GGUF vs the checkpoint it was made from: max-abs {d:e}");
     assert!(d <= 1e-5, "{name}: imported model differs by {d:e}");
+
+    // The whole stack on the imported directory: Model::load, the model's own chat template (from
+    // the GGUF), its tokenizer (the special tokens encode whole), greedy generation.
+    let model = edgeinfer::Model::load(&out).unwrap();
+    let tok = model.tokenizer();
+    let template = tok.chat_template().expect("the GGUF's chat template");
+    let msgs = [
+        edgeinfer::Message::new("system", "Be brief."),
+        edgeinfer::Message::new("user", "Hi 12"),
+    ];
+    let text = template.render(&msgs, true).unwrap();
+    assert!(text.ends_with("<|im_start|>assistant\n"), "{text:?}");
+    let ids = tok.encode(&text, false).unwrap();
+    assert_eq!(ids[0], 1, "<|im_start|> is one token: {ids:?}");
+    assert_eq!(
+        ids.iter().filter(|&&t| t == 2).count(),
+        2,
+        "two <|im_end|>: {ids:?}"
+    );
+    let mut session = model.session(edgeinfer::SessionOptions::default()).unwrap();
+    let opts = edgeinfer::GenerateOptions {
+        max_tokens: 4,
+        sampler: edgeinfer::SamplerConfig::greedy(),
+        ..Default::default()
+    };
+    let out_gen = session
+        .generate(&edgeinfer::Prompt::Chat(&msgs), &opts, |_| true)
+        .unwrap();
+    assert!(
+        out_gen.timings.generated_tokens >= 1,
+        "{name}: nothing generated"
+    );
+    drop(session);
+    drop(model);
     std::fs::remove_dir_all(&root).ok();
 }
