@@ -628,6 +628,13 @@ pub fn check_gguf_import(name: &str, shape: TinyArch) {
     // the GGUF), its tokenizer (the special tokens encode whole), greedy generation.
     let model = edgeinfer::Model::load(&out).unwrap();
     let tok = model.tokenizer();
+    println!(
+        "{name}: tokenizer: {}",
+        tok.unsupported_reason()
+            .map_or("our byte-level BPE".to_string(), |r| format!(
+                "tokenizers crate ({r})"
+            ))
+    );
     let template = tok.chat_template().expect("the GGUF's chat template");
     let msgs = [
         edgeinfer::Message::new("system", "Be brief."),
