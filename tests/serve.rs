@@ -22,6 +22,10 @@ struct Server {
 
 impl Server {
     fn start() -> Option<Server> {
+        Server::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Option<Server> {
         let dir = common::real_model_dir()?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_infer"))
             .arg("serve")
@@ -29,6 +33,7 @@ impl Server {
             .arg(&dir)
             .args(["--host", "127.0.0.1", "--port", "0", "-c", "256"])
             .args(["--sessions", "4", "--threads", "1", "--log-format", "json"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -334,4 +339,76 @@ fn bad_requests_get_400_and_the_server_keeps_serving() {
     assert!(completion(&server, "The capital of France is", 3).contains("Paris"));
     let (_, metrics) = server.get("/metrics");
     assert!(metrics.contains("status=\"400\"} "), "{metrics}");
+}
+
+#[test]
+fn a_request_timeout_ends_generation_with_finish_reason_deadline() {
+    let Some(server) = Server::start_with(&["--timeout-ms", "300"]) else {
+        return;
+    };
+    let body = json!({"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 240, "temperature": 0});
+    let started = std::time::Instant::now();
+    let (status, v) = server.post(
+        "/invoke",
+        &body.to_string(),
+        &[("x-fc-request-id", "late-1")],
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["finish_reason"], "deadline", "{v}");
+    let n = v["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(n < 240, "{v}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(server.log_line("late-1")["finish_reason"], "deadline");
+}
+
+#[test]
+fn a_client_that_disconnects_cancels_its_stream() {
+    use std::io::Write;
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let body = json!({"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 240, "temperature": 0,
+                      "stream": true})
+    .to_string();
+    let addr = server.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("data: ") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
+    }
+    conn.shutdown(std::net::Shutdown::Both).unwrap();
+    drop((reader, conn));
+    // The generation notices at its next piece of text and ends well before 240 tokens.
+    for _ in 0..100 {
+        let (_, metrics) = server.get("/metrics");
+        if metrics.contains("edgeinfer_generations_total{finish_reason=\"cancelled\"} 1") {
+            let cancelled = server
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["finish_reason"] == "cancelled")
+                .unwrap();
+            assert!(cancelled["completion_tokens"].as_u64().unwrap() < 240);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "the generation was not cancelled: {:?}",
+        server.get("/metrics").1
+    );
 }

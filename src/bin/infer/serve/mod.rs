@@ -92,6 +92,7 @@ pub(crate) struct App {
 }
 
 /// One request being answered.
+#[derive(Clone)]
 pub(crate) struct RequestCtx {
     id: String,
     endpoint: &'static str,
@@ -301,10 +302,16 @@ impl App {
         (StatusCode::BAD_REQUEST, Json(e.to_json())).into_response()
     }
 
-    /// A failed generation: its status and error body.
+    /// A failed generation, recorded: its status and error body.
     fn fail(&self, ctx: &RequestCtx, e: &edgeinfer::Error) -> Response {
         let (code, status) = error_code(e);
         self.finish(ctx, status, None, Some(code));
+        App::error_response(e)
+    }
+
+    /// The status and error body of a failed generation.
+    fn error_response(e: &edgeinfer::Error) -> Response {
+        let (_, status) = error_code(e);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(error_json(e))).into_response()
     }

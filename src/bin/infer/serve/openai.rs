@@ -74,18 +74,28 @@ enum Piece {
 
 /// Streams the generation as SSE. Waits for the first piece first, so an error found before any
 /// text (a prompt over the context) is an ordinary HTTP error. A client that goes away drops the
-/// stream, the generation thread's next send fails and generation ends (`cancelled`).
+/// stream, the generation thread's next send fails and generation ends (`cancelled`). The
+/// generation thread records the request (metrics, log line), since the stream may be gone by then.
 async fn stream(app: Arc<App>, api: Api, ctx: RequestCtx, job: Job) -> Response {
     let (tx, mut rx) = mpsc::channel::<Piece>(64);
     let worker = app.clone();
+    let worker_ctx = ctx.clone();
     tokio::task::spawn_blocking(move || {
         let result = worker.pool.generate(&job.prompt(), &job.options, |text| {
             tx.blocking_send(Piece::Text(text.to_string())).is_ok()
         });
+        match &result {
+            Ok(g) => worker.finish(&worker_ctx, 200, Some(g), None),
+            Err(e) => {
+                let (code, status) = edgeinfer::serve::error_code(e);
+                worker.finish(&worker_ctx, status, None, Some(code));
+            }
+        }
         let _ = tx.blocking_send(Piece::Done(result));
     });
     let first = match rx.recv().await {
-        Some(Piece::Done(Err(e))) => return app.fail(&ctx, &e),
+        // Already recorded by the generation thread.
+        Some(Piece::Done(Err(e))) => return App::error_response(&e),
         Some(p) => p,
         None => {
             let e = edgeinfer::Error::Options {
@@ -97,8 +107,6 @@ async fn stream(app: Arc<App>, api: Api, ctx: RequestCtx, job: Job) -> Response 
     };
     let out = Out::new(api, &ctx, &app);
     let state = StreamState {
-        app,
-        ctx,
         out,
         rx,
         pending: VecDeque::from([first]),
@@ -115,8 +123,6 @@ async fn stream(app: Arc<App>, api: Api, ctx: RequestCtx, job: Job) -> Response 
 }
 
 struct StreamState {
-    app: Arc<App>,
-    ctx: RequestCtx,
     out: Out,
     rx: mpsc::Receiver<Piece>,
     /// Pieces received but not yet turned into events (the first one).
@@ -146,7 +152,6 @@ impl StreamState {
                         .push_back(Event::default().data(chunk.to_string()));
                 }
                 Piece::Done(Ok(g)) => {
-                    self.app.finish(&self.ctx, 200, Some(&g), None);
                     let last = self.out.chunk("", Some(&g), Some(usage_json(&g)));
                     self.queued
                         .push_back(Event::default().data(last.to_string()));
@@ -154,8 +159,6 @@ impl StreamState {
                     self.done = true;
                 }
                 Piece::Done(Err(e)) => {
-                    let (code, status) = edgeinfer::serve::error_code(&e);
-                    self.app.finish(&self.ctx, status, None, Some(code));
                     self.queued
                         .push_back(Event::default().data(error_json(&e).to_string()));
                     self.queued.push_back(Event::default().data("[DONE]"));
