@@ -34,6 +34,8 @@ struct PoolState {
     idle: Vec<Session>,
     /// Sessions in existence: idle, lent out, or being created.
     open: usize,
+    /// What one session holds (all are opened alike); known once one exists.
+    per_session: Option<MemoryUsage>,
 }
 
 /// A snapshot of the pool, for metrics and logs.
@@ -42,8 +44,7 @@ pub struct PoolStats {
     pub max_sessions: usize,
     pub open: usize,
     pub idle: usize,
-    /// Memory of the open sessions together: the weights once, arenas and KV caches summed (idle
-    /// sessions only, plus an estimate of one arena per lent session).
+    /// Memory of the open sessions together: the weights once, arenas and KV caches summed.
     pub memory: MemoryUsage,
 }
 
@@ -68,6 +69,7 @@ impl SessionPool {
                 state: Mutex::new(PoolState {
                     idle: Vec::with_capacity(max_sessions),
                     open: 0,
+                    per_session: None,
                 }),
                 returned: Condvar::new(),
             }),
@@ -122,7 +124,10 @@ impl SessionPool {
                 drop(state);
                 // Allocate outside the lock; give the slot back if it fails.
                 return match Session::new(inner.model.clone(), inner.opts) {
-                    Ok(session) => Ok(self.lend(session)),
+                    Ok(session) => {
+                        inner.lock().per_session = Some(session.memory());
+                        Ok(self.lend(session))
+                    }
                     Err(e) => {
                         inner.lock().open -= 1;
                         inner.returned.notify_one();
@@ -172,21 +177,12 @@ impl SessionPool {
 
     pub fn stats(&self) -> PoolStats {
         let state = self.inner.lock();
-        let mut memory = MemoryUsage {
+        let one = state.per_session.unwrap_or_default();
+        let memory = MemoryUsage {
             weights_mapped: self.inner.model.mapped_bytes(),
-            ..MemoryUsage::default()
+            arena: state.open * one.arena,
+            kv_cache: state.open * one.kv_cache,
         };
-        for s in &state.idle {
-            let m = s.memory();
-            memory.arena += m.arena;
-            memory.kv_cache += m.kv_cache;
-        }
-        let lent = state.open - state.idle.len();
-        if let Some(s) = state.idle.first() {
-            let m = s.memory();
-            memory.arena += lent * m.arena;
-            memory.kv_cache += lent * m.kv_cache;
-        }
         PoolStats {
             max_sessions: self.inner.max_sessions,
             open: state.open,

@@ -287,5 +287,11 @@ fn a_full_pool_waits_until_the_deadline() {
     let m = again.memory();
     assert_eq!(m.weights_mapped, model.mapped_bytes());
     assert!(m.kv_cache > 0 && m.kv_cache < m.arena, "{m:?}");
+    let stats = pool.stats();
+    assert_eq!((stats.open, stats.idle), (1, 0));
+    assert_eq!(
+        stats.memory, m,
+        "one session open: its memory is the pool's"
+    );
     assert!(SessionPool::new(model, small_ctx(), 0).is_err());
 }
