@@ -273,7 +273,13 @@ pub fn quantize_row_q4_1(x: &[f32], qs: &mut [u8], d: &mut [f16], m: &mut [f16])
     }
 }
 
-pub(crate) fn check_row(len: usize, format: QFormat, qs_len: usize, d_len: usize, m_len: Option<usize>) {
+pub(crate) fn check_row(
+    len: usize,
+    format: QFormat,
+    qs_len: usize,
+    d_len: usize,
+    m_len: Option<usize>,
+) {
     assert!(
         len.is_multiple_of(QK),
         "quantize_row_{format}: length {len} is not a multiple of {QK}"
