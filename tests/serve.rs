@@ -26,14 +26,22 @@ impl Server {
     }
 
     fn start_with(extra: &[&str]) -> Option<Server> {
+        Server::spawn(&["--host", "127.0.0.1", "--port", "0"], extra, &[])
+    }
+
+    /// `infer serve` with `address` flags, `extra` flags and `env`.
+    fn spawn(address: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Option<Server> {
         let dir = common::real_model_dir()?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_infer"))
             .arg("serve")
             .arg("-m")
             .arg(&dir)
-            .args(["--host", "127.0.0.1", "--port", "0", "-c", "256"])
+            .args(address)
+            .args(["-c", "256"])
             .args(["--sessions", "4", "--threads", "1", "--log-format", "json"])
             .args(extra)
+            .env_remove("FC_SERVER_PORT")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -411,4 +419,20 @@ fn a_client_that_disconnects_cancels_its_stream() {
         "the generation was not cancelled: {:?}",
         server.get("/metrics").1
     );
+}
+
+#[test]
+fn fc_port_comes_from_the_environment_and_all_interfaces_are_bound() {
+    let Some(server) = Server::spawn(&[], &[], &[("FC_SERVER_PORT", "0")]) else {
+        return;
+    };
+    assert!(
+        server.base.starts_with("http://0.0.0.0:"),
+        "bound {}",
+        server.base
+    );
+    let port = server.base.rsplit(':').next().unwrap();
+    let local = format!("http://127.0.0.1:{port}/health");
+    let resp = server.agent.get(&local).call().unwrap();
+    assert_eq!(resp.status(), 200);
 }
