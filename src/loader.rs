@@ -127,6 +127,32 @@ impl HeapBytes {
     }
 }
 
+/// A tensor with NaN or infinite values ([`Checkpoint::non_finite`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonFinite {
+    pub name: String,
+    pub nan: usize,
+    pub inf: usize,
+    /// Index (in elements) of the first non-finite value.
+    pub first: Option<usize>,
+}
+
+impl NonFinite {
+    fn count(&mut self, values: impl Iterator<Item = f64>) {
+        for (i, v) in values.enumerate() {
+            if v.is_finite() {
+                continue;
+            }
+            if v.is_nan() {
+                self.nan += 1;
+            } else {
+                self.inf += 1;
+            }
+            self.first.get_or_insert(i);
+        }
+    }
+}
+
 /// All safetensors files of a model directory, mapped and validated.
 pub struct Checkpoint {
     pub files: Vec<MappedFile>,
@@ -222,6 +248,45 @@ impl Checkpoint {
             }
         }
         Ok(())
+    }
+
+    /// Tensors (quantized planes' scales and minimums included) that hold NaN or infinite values,
+    /// by name. Reads every F32/F16/BF16/F64 byte of the files (`infer inspect --check`).
+    pub fn non_finite(&self) -> Result<Vec<NonFinite>> {
+        self.verify()?;
+        let mut entries: Vec<&TensorEntry> = self.tensors.values().collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = Vec::new();
+        for e in entries {
+            let bytes = &(*self.files[e.file].map).as_ref()[e.range.clone()];
+            let mut found = NonFinite {
+                name: e.name.clone(),
+                nan: 0,
+                inf: 0,
+                first: None,
+            };
+            match e.dtype.as_str() {
+                "F32" => found.count(bytes.chunks_exact(4).map(|c| {
+                    <[u8; 4]>::try_from(c).map_or(0.0, |b| f64::from(f32::from_le_bytes(b)))
+                })),
+                "F64" => found.count(
+                    bytes
+                        .chunks_exact(8)
+                        .map(|c| <[u8; 8]>::try_from(c).map_or(0.0, f64::from_le_bytes)),
+                ),
+                "F16" => found.count(bytes.chunks_exact(2).map(|c| {
+                    <[u8; 2]>::try_from(c).map_or(0.0, |b| half::f16::from_le_bytes(b).to_f64())
+                })),
+                "BF16" => found.count(bytes.chunks_exact(2).map(|c| {
+                    <[u8; 2]>::try_from(c).map_or(0.0, |b| half::bf16::from_le_bytes(b).to_f64())
+                })),
+                _ => continue,
+            }
+            if found.first.is_some() {
+                out.push(found);
+            }
+        }
+        Ok(out)
     }
 
     /// Bytes of all mapped (or copied) files.

@@ -120,6 +120,11 @@ impl Model {
         self.checkpoint.verify()
     }
 
+    /// Weight tensors holding NaN or infinite values (reads every float of the weight files).
+    pub fn non_finite_weights(&self) -> Result<Vec<crate::loader::NonFinite>> {
+        self.checkpoint.non_finite()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -380,10 +380,12 @@ impl Staging {
         self.partial(file)
     }
 
-    /// Stages `file` with `contents`.
+    /// Stages `file` with `contents`, flushed to disk before [`Staging::publish`] can rename it.
     pub fn write(&mut self, file: &str, contents: &[u8]) -> Result<(), StoreError> {
         let path = self.stage(file);
-        fs::write(&path, contents).map_err(io_err(&path))
+        File::create(&path)
+            .and_then(|mut f| f.write_all(contents).and_then(|()| f.sync_all()))
+            .map_err(io_err(&path))
     }
 
     fn partial(&self, file: &str) -> PathBuf {
@@ -405,7 +407,28 @@ impl Staging {
             fs::rename(&from, &to).map_err(io_err(&to))?;
         }
         self.published = true;
-        Ok(())
+        // The renames themselves reach the disk only with the directory; a crash before this
+        // leaves either the old names or the new, never a half-written file under a final name
+        // (each file was synced before its rename).
+        sync_dir(&self.dir)
+    }
+}
+
+/// Flushes a directory's entries (renames, new files) to disk; a no-op where directories cannot be
+/// opened as files.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    match File::open(dir) {
+        Ok(d) => match d.sync_all() {
+            Ok(()) => Ok(()),
+            // Some filesystems refuse fsync on a directory; the renames are then as durable as
+            // they can be made.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+            Err(e) => Err(StoreError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            }),
+        },
+        Err(_) => Ok(()),
     }
 }
 

@@ -633,3 +633,65 @@ fn token_outside_vocabulary() {
     assert_eq!(logits.len(), SHAPE.vocab);
     assert!(logits.iter().all(|l| l.is_finite()));
 }
+
+/// `infer inspect --check` and `Model::non_finite_weights` name the tensors holding NaN or Inf.
+#[test]
+fn non_finite_weights_are_reported() {
+    let dir = model_dir("non-finite");
+    let clean = Model::load_with(&dir, &opts()).unwrap();
+    assert!(clean.non_finite_weights().unwrap().is_empty());
+    drop(clean);
+
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let (start, _) = offsets(&read_header_of(&bytes), K_PROJ);
+    let at = 8 + n + start as usize;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    bytes[at + 8..at + 12].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    // Rewritten through a new file and a rename, as the loading contract asks.
+    let tmp = dir.join("model.safetensors.new");
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+
+    let model = Model::load_with(&dir, &opts()).unwrap();
+    let bad = model.non_finite_weights().unwrap();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(
+        (bad[0].name.as_str(), bad[0].nan, bad[0].inf, bad[0].first),
+        (K_PROJ, 1, 1, Some(0))
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_infer"))
+        .args(["inspect", "--check", "-t", "1", "-m"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "inspect --check passed NaN weights");
+    assert!(stderr.contains(K_PROJ), "{stderr}");
+}
+
+/// An in-memory checkpoint gets the loader's checks: a hostile header is refused, not trusted.
+#[test]
+fn in_memory_validation_refuses_hostile_headers() {
+    let dir = model_dir("in-memory");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let name = std::path::PathBuf::from("model.safetensors");
+    edgeinfer::loader::validate_in_memory(&config, vec![(name.clone(), weights.clone())]).unwrap();
+
+    let (mut header, data) = {
+        let n = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+        (read_header_of(&weights), weights[8 + n..].to_vec())
+    };
+    header[Q_PROJ]["data_offsets"] = json!([0u64, u64::MAX]);
+    let tmp = dir.join("hostile.safetensors");
+    write_st(&tmp, &header, &data);
+    let hostile = std::fs::read(&tmp).unwrap();
+    let err = edgeinfer::loader::validate_in_memory(&config, vec![(name, hostile)])
+        .err()
+        .expect("hostile offsets accepted");
+    assert!(matches!(err, Error::TensorHeader { .. }), "{err:?}");
+    assert_names(&err, &[Q_PROJ]);
+}

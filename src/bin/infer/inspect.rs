@@ -25,6 +25,9 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Read every weight and fail if any is NaN or infinite (names the tensors).
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
@@ -43,6 +46,23 @@ pub fn run(args: InspectArgs) -> Result<()> {
     for t in &tensors {
         params += t.shape.iter().product::<usize>();
     }
+    let non_finite = if args.check {
+        Some(model.non_finite_weights()?)
+    } else {
+        None
+    };
+    let check_result = || -> Result<()> {
+        match non_finite.as_deref() {
+            Some([first, ..]) => anyhow::bail!(
+                "{} tensor(s) hold NaN or infinite values, first `{}` ({} NaN, {} Inf)",
+                non_finite.as_ref().map_or(0, Vec::len),
+                first.name,
+                first.nan,
+                first.inf
+            ),
+            _ => Ok(()),
+        }
+    };
 
     if args.json {
         let list: Vec<_> = tensors
@@ -70,8 +90,15 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "estimated_memory_bytes": weights + arena,
             "tensors": list,
         });
+        let mut json = json;
+        if let Some(bad) = &non_finite {
+            json["non_finite"] = bad
+                .iter()
+                .map(|t| serde_json::json!({"name": t.name, "nan": t.nan, "inf": t.inf, "first": t.first}))
+                .collect();
+        }
         println!("{json:#}");
-        return Ok(());
+        return check_result();
     }
 
     let mb = |b: usize| b as f64 / (1024.0 * 1024.0);
@@ -129,5 +156,19 @@ pub fn run(args: InspectArgs) -> Result<()> {
     } else {
         println!("(--tensors lists every tensor)");
     }
-    Ok(())
+    if let Some(bad) = &non_finite {
+        if bad.is_empty() {
+            println!("check        every weight is finite");
+        }
+        for t in bad {
+            println!(
+                "check        `{}`: {} NaN, {} Inf (first at element {})",
+                t.name,
+                t.nan,
+                t.inf,
+                t.first.unwrap_or(0)
+            );
+        }
+    }
+    check_result()
 }
