@@ -45,11 +45,12 @@ for entry in "${CPUS[@]}"; do
 done
 
 # The Lambda handler as shipped: the arm64 `bootstrap` of `make lambda-arm64` under qemu, against the
-# local Runtime API of tests/lambda.rs (normal, invalid and late invocations). Skip with
+# local Runtime API of tests/lambda.rs (normal, invalid and late invocations). Built with the test
+# profile (no LTO) to keep CI short; LAMBDA_PROFILE=lambda runs the shipped build instead. Skip with
 # EDGEINFER_SKIP_LAMBDA=1.
 if [ "${EDGEINFER_SKIP_LAMBDA:-0}" != 1 ]; then
     echo "=== Lambda bootstrap (arm64) under qemu"
-    make lambda-arm64
+    make lambda-arm64 LAMBDA_PROFILE="${LAMBDA_PROFILE:-test}"
     EDGEINFER_LAMBDA_BOOTSTRAP=target/lambda/bootstrap \
         cargo test --test lambda -- --ignored arm64_bootstrap_under_qemu --nocapture
     summary+=("lambda       ok: arm64 bootstrap served normal, invalid and late invocations")
