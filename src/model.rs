@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgeinfer_kernels::{Kernels, Team};
+use edgeinfer_kernels::Kernels;
 use edgeinfer_models::{Config, Llama, ModelError};
 
 use crate::error::{io, Error, Result};
@@ -31,7 +31,7 @@ pub struct Model {
     tokenizer: Tokenizer,
     pub(crate) kernels: Kernels,
     threads: usize,
-    pub(crate) pool: Option<Team>,
+    pub(crate) pool: Option<rayon::ThreadPool>,
     eos_ids: Vec<u32>,
     load_time: Duration,
 }
@@ -86,9 +86,13 @@ impl Model {
             None => default_threads(),
         };
         let pool = if threads > 1 {
-            let pool = Team::new(threads).map_err(|e| Error::ThreadPool {
-                reason: e.to_string(),
-            })?;
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("edgeinfer-{i}"))
+                .build()
+                .map_err(|e| Error::ThreadPool {
+                    reason: e.to_string(),
+                })?;
             Some(pool)
         } else {
             None

@@ -15,7 +15,6 @@ pub mod dispatch;
 pub mod par;
 pub mod quant;
 pub mod scalar;
-pub mod team;
 pub mod testing;
 pub mod weight;
 
@@ -27,5 +26,4 @@ pub mod aarch64;
 
 pub use dispatch::{KernelError, Kernels, Variant};
 pub use quant::{QFormat, QWeight};
-pub use team::Team;
 pub use weight::{DType, WeightRef};

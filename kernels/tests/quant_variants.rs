@@ -364,14 +364,13 @@ fn quantize_acts_exact() {
 }
 
 /// `quant::quantize_acts` fills the arena through the table and `par::matmul_q` splits rows on a
-/// 3-thread rayon pool and a 3-thread team (uneven on purpose); both against scalar.
+/// 3-thread pool (uneven on purpose); both against scalar.
 #[test]
 fn par_matmul_q_three_threads() {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(3)
         .build()
         .expect("rayon pool");
-    let team = edgeinfer_kernels::Team::new(3).expect("team");
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
@@ -410,22 +409,17 @@ fn par_matmul_q_three_threads() {
                     (n, k, s.qs),
                     "quantize_acts into the arena"
                 );
-                for on_team in [false, true] {
-                    let mut got = vec![f32::NAN; rows * n];
-                    match on_team {
-                        false => pool.install(|| par::matmul_q(&kern, &w.view(), &acts, &mut got)),
-                        true => team.install(|| par::matmul_q(&kern, &w.view(), &acts, &mut got)),
-                    }
-                    for r in 0..rows {
-                        for t in 0..n {
-                            let (g, e) = (got[r * n + t], want[r * n + t]);
-                            assert!(
+                let mut got = vec![f32::NAN; rows * n];
+                pool.install(|| par::matmul_q(&kern, &w.view(), &acts, &mut got));
+                for r in 0..rows {
+                    for t in 0..n {
+                        let (g, e) = (got[r * n + t], want[r * n + t]);
+                        assert!(
                             close(g, e, magnitude(&w, &x, r, t), REL),
                             "par::matmul_q {format} variant {} rows={rows} k={k} n={n} at (r={r}, t={t}): {g:e} vs \
                              scalar {e:e}; seed {seed}",
                             kern.variant
                         );
-                        }
                     }
                 }
             }

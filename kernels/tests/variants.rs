@@ -360,15 +360,13 @@ fn rope_f32() {
     }
 }
 
-/// `par::matmul_t` and `par::matmul` on a 3-thread rayon pool and team (uneven split on purpose)
-/// against scalar.
+/// `par::matmul_t` and `par::matmul` on a 3-thread pool (uneven split on purpose) against scalar.
 #[test]
 fn par_matmul_three_threads() {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(3)
         .build()
         .expect("rayon pool");
-    let team = edgeinfer_kernels::Team::new(3).expect("team");
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
@@ -397,29 +395,22 @@ fn par_matmul_three_threads() {
                 let mut got_t = vec![f32::NAN; rows * n];
                 let mut got = vec![f32::NAN; rows * n];
                 let mut scratch = vec![f32::NAN; rows * n];
-                for on_team in [false, true] {
-                    let run = || {
-                        par::matmul_t(&kern, w, k, &x, n, &mut got_t);
-                        par::matmul(&kern, w, k, &x, n, &mut got, &mut scratch);
-                    };
-                    match on_team {
-                        false => pool.install(run),
-                        true => team.install(run),
-                    }
-                    for r in 0..rows {
-                        for t in 0..n {
-                            let mag: f32 =
-                                (0..k).map(|j| (wq[r * k + j] * x[t * k + j]).abs()).sum();
-                            let e = want_t[r * n + t];
-                            let (gt, g) = (got_t[r * n + t], got[t * rows + r]);
-                            assert!(
+                pool.install(|| {
+                    par::matmul_t(&kern, w, k, &x, n, &mut got_t);
+                    par::matmul(&kern, w, k, &x, n, &mut got, &mut scratch);
+                });
+                for r in 0..rows {
+                    for t in 0..n {
+                        let mag: f32 = (0..k).map(|j| (wq[r * k + j] * x[t * k + j]).abs()).sum();
+                        let e = want_t[r * n + t];
+                        let (gt, g) = (got_t[r * n + t], got[t * rows + r]);
+                        assert!(
                             close(gt, e, mag, REL) && close(g, e, mag, REL),
                             "par matmul {} variant {} rows={rows} k={k} n={n} at (r={r}, t={t}): matmul_t {gt:e}, \
                              matmul {g:e}, scalar {e:e}; seed {seed}",
                             w.dtype(),
                             kern.variant
                         );
-                        }
                     }
                 }
             }

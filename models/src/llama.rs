@@ -11,6 +11,7 @@ use edgeinfer_kernels::dispatch::MatmulFn;
 use edgeinfer_kernels::{par, Kernels};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
 
 use crate::config::Config;
 use crate::error::ModelError;
@@ -153,7 +154,7 @@ impl Llama {
     }
 
     /// Runs `tokens` at positions `state.len()..`, appends their keys and values to the cache and leaves
-    /// the requested logits in the state. Call inside the team (or rayon pool) that should do the work.
+    /// the requested logits in the state. Call inside the rayon pool that should do the work.
     pub fn forward(
         &self,
         kern: &Kernels,
@@ -521,9 +522,10 @@ fn attention<T: KvElem>(
     if runs == 1 {
         run(0, att, &mut scores[..slot]);
     } else {
-        par::for_each_chunk_pair(att, per_run * group * hd, scores, slot, |r, out, sc| {
-            run(r * per_run, out, sc)
-        });
+        att.par_chunks_mut(per_run * group * hd)
+            .zip(scores.par_chunks_mut(slot))
+            .enumerate()
+            .for_each(|(r, (out, sc))| run(r * per_run, out, sc));
     }
 }
 
