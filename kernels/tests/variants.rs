@@ -377,6 +377,8 @@ fn par_matmul_three_threads() {
             (33, 64, 17),
             (7, 9, 2),
             (65, 100, 5),
+            // Enough rows × tokens for `par::transpose` to split too.
+            (300, 64, 130),
         ] {
             let wf = rng.vec(rows * k, 1.0);
             let w16: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
