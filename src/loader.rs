@@ -87,6 +87,9 @@ pub struct MappedFile {
     mapped: Option<(File, Identity)>,
 }
 
+/// A file's path, bytes, and (when mapped) the open file with its identity at load.
+type Loaded = (PathBuf, Storage, Option<(File, Identity)>);
+
 /// What must not change in a mapped file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Identity {
@@ -196,9 +199,7 @@ impl Checkpoint {
         )
     }
 
-    fn from_storage(
-        loaded: Vec<(PathBuf, Storage, Option<(File, Identity)>)>,
-    ) -> Result<Checkpoint> {
+    fn from_storage(loaded: Vec<Loaded>) -> Result<Checkpoint> {
         let mut files = Vec::with_capacity(loaded.len());
         let mut tensors = HashMap::new();
         for (index, (path, map, mapped)) in loaded.into_iter().enumerate() {

@@ -219,14 +219,7 @@ fn write_fuzz_seeds() {
     // tokenizer: a small byte-level BPE cut from SmolLM2's (JSON and cache payload), and the test
     // suite's SentencePiece-style byte-fallback BPE.
     let text = "Hello, world! 12345 naïve café — 你好 <|im_start|>user\n\t  x";
-    let mut sp_tokens: Vec<String> = ["<unk>", "<s>", "</s>"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    sp_tokens.extend((0..=255u32).map(|b| format!("<0x{b:02X}>")));
-    sp_tokens.push("▁".into());
-    sp_tokens.extend(('a'..='z').map(String::from));
-    let sp = common::byte_fallback_bpe_json(&sp_tokens, vec![]);
+    let sp = common::byte_fallback_bpe_json(&common::byte_fallback_tokens(), vec![]);
     let mut seed = vec![0u8];
     seed.extend_from_slice(sp.to_string().as_bytes());
     seed.extend_from_slice(b"\xff\xff");
@@ -335,9 +328,9 @@ fn chat_regressions() {
 #[test]
 fn tokenizer_json_syntax_error_in_decoder_is_an_error() {
     let json = br#"{"version": "1.0", "decoder": {"type": "ByteLevel" "add_prefix_space": false}, "model": {"type": "BPE", "vocab": {}, "merges": []}}"#;
-    let err = Tokenizer::from_bytes(json, None)
-        .err()
-        .expect("must be refused");
+    let Err(err) = Tokenizer::from_bytes(json, None) else {
+        panic!("must be refused");
+    };
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
 }
 
@@ -356,8 +349,7 @@ fn gguf_block_count_beyond_the_tensors_is_an_error() {
     std::fs::write(&path, &bytes).unwrap();
     let err =
         edgeinfer::import::import_gguf(&path, &dir.join("out"), &Default::default(), &mut |_| {})
-            .err()
-            .expect("must be refused");
+            .expect_err("must be refused");
     assert!(err.to_string().contains("block_count"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
