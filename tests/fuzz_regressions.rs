@@ -219,7 +219,14 @@ fn write_fuzz_seeds() {
     // tokenizer: a small byte-level BPE cut from SmolLM2's (JSON and cache payload), and the test
     // suite's SentencePiece-style byte-fallback BPE.
     let text = "Hello, world! 12345 naïve café — 你好 <|im_start|>user\n\t  x";
-    let sp = common::byte_fallback_bpe_json(&common::byte_fallback_tokens(), vec![]);
+    let mut sp_tokens: Vec<String> = ["<unk>", "<s>", "</s>"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    sp_tokens.extend((0..=255u32).map(|b| format!("<0x{b:02X}>")));
+    sp_tokens.push("▁".into());
+    sp_tokens.extend(('a'..='z').map(String::from));
+    let sp = common::byte_fallback_bpe_json(&sp_tokens, vec![]);
     let mut seed = vec![0u8];
     seed.extend_from_slice(sp.to_string().as_bytes());
     seed.extend_from_slice(b"\xff\xff");
