@@ -6,7 +6,8 @@
 mod arch;
 mod common;
 
-use arch::{check_parity, check_quantized, our_logits_with, Family, TinyArch};
+use arch::{check_parity, check_quantized, Family, TinyArch};
+use common::our_logits_with;
 use edgeinfer_kernels::Kernels;
 use edgeinfer_models::state::KvDType;
 use edgeinfer_models::Config;

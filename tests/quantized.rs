@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{temp_dir, Rng, TinyLlama};
+use common::{cosine, temp_dir, worst_cosine, Rng, TinyLlama};
 use edgeinfer::loader::Checkpoint;
 use edgeinfer::quantize::{quantize_checkpoint, QuantizeError, QuantizeOptions};
 use edgeinfer::{Model, SessionOptions};
@@ -26,17 +26,6 @@ use edgeinfer_models::matrix::{format_key, plane_names, LAYOUT_KEY, VERSION_KEY}
 use edgeinfer_models::state::{KvDType, StateOptions};
 use edgeinfer_models::{Config, Llama, Logits, ModelError, State};
 use safetensors::{Dtype, SafeTensors};
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
-}
 
 fn quantize(input: &Path, out: &Path, format: QFormat) -> edgeinfer::quantize::QuantizeSummary {
     let mut events = 0;
@@ -194,11 +183,7 @@ fn tiny_every_format_loads_and_tracks_f32() {
             check_stock_safetensors(&out.join("model.safetensors"), &names, format);
 
             let ours = tiny_logits(&out, &tokens);
-            let worst = ours
-                .iter()
-                .zip(&reference)
-                .map(|(a, b)| cosine(a, b))
-                .fold(1.0, f64::min);
+            let worst = worst_cosine(&ours, &reference);
             println!("{tag} {format}: worst cosine vs the source model {worst:.6}");
             assert!(worst >= floor, "{tag} {format}: cosine {worst} < {floor}");
         }
@@ -231,11 +216,7 @@ fn tiny_odd_row_length_stays_dense() {
     assert_eq!(model.layers[0].w_down.type_name(), "F32");
     assert_eq!(model.layers[0].w_up.type_name(), "q8_0");
     let tokens = [3, 1, 4, 1, 5];
-    let worst = tiny_logits(&out, &tokens)
-        .iter()
-        .zip(&tiny_logits(&src, &tokens))
-        .map(|(a, b)| cosine(a, b))
-        .fold(1.0, f64::min);
+    let worst = worst_cosine(&tiny_logits(&out, &tokens), &tiny_logits(&src, &tokens));
     assert!(worst > 0.999, "{worst}");
     std::fs::remove_dir_all(&root).ok();
 }

@@ -1,5 +1,5 @@
-//! Tiny random checkpoints of the Llama 3, Qwen2 and Qwen3 architectures, candle-transformers' model
-//! of the same architecture as the reference, and the checks the `parity_*` tests share.
+//! candle-transformers' model of the Llama 3, Qwen2 and Qwen3 architectures as the reference for
+//! the tiny random checkpoints of `common` ([`TinyArch`]), and the checks the `parity_*` tests share.
 #![allow(dead_code)]
 
 use std::cell::Cell;
@@ -14,176 +14,12 @@ use edgeinfer_models::state::{KvDType, StateOptions};
 use edgeinfer_models::{Config, Llama, Logits, State};
 use safetensors::Dtype;
 
-use crate::common::{max_abs_diff, temp_dir, write_safetensors, Rng};
+use crate::common::{check_logits_parity, our_logits, temp_dir, worst_abs_diff, worst_cosine};
+pub use crate::common::{Family, TinyArch};
 
-/// F32 logits against candle's F32 model, every prompt position and every decode step.
-pub const TOL: f32 = 1e-4;
-/// With the default f16 KV cache (keys and values rounded to 11 significant bits).
-pub const TOL_F16_KV: f32 = 5e-3;
-pub const DECODE_STEPS: usize = 16;
 /// Worst cosine between a quantized model's logits and the F32 model's, as `tests/quantized.rs`
 /// holds tiny Llama checkpoints (random weights quantize worse than trained ones).
 pub const QUANT_FLOORS: [(QFormat, f64); 2] = [(QFormat::Q8_0, 0.9995), (QFormat::Q4_0, 0.98)];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    /// `model_type: "llama"` with `rope_scaling: {"rope_type": "llama3", ...}`.
-    Llama3,
-    /// `"qwen2"`: q/k/v biases.
-    Qwen2,
-    /// `"qwen3"`: per-head q/k RMSNorm, explicit head_dim.
-    Qwen3,
-}
-
-/// Shape of a tiny checkpoint.
-#[derive(Clone, Copy, Debug)]
-pub struct TinyArch {
-    pub family: Family,
-    pub hidden: usize,
-    pub intermediate: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    /// Qwen3 only; the others use hidden / heads.
-    pub head_dim: usize,
-    pub vocab: usize,
-    pub tied: bool,
-    pub dtype: Dtype,
-    pub seed: u64,
-}
-
-impl TinyArch {
-    pub fn head_dim(&self) -> usize {
-        match self.family {
-            Family::Qwen3 => self.head_dim,
-            _ => self.hidden / self.heads,
-        }
-    }
-
-    pub fn config_json(&self) -> serde_json::Value {
-        let mut c = serde_json::json!({
-            "hidden_size": self.hidden,
-            "intermediate_size": self.intermediate,
-            "num_hidden_layers": self.layers,
-            "num_attention_heads": self.heads,
-            "num_key_value_heads": self.kv_heads,
-            "vocab_size": self.vocab,
-            "rms_norm_eps": 1e-6,
-            "max_position_embeddings": 256,
-            "tie_word_embeddings": self.tied,
-            "hidden_act": "silu",
-            "bos_token_id": 1,
-            "eos_token_id": 2,
-        });
-        let extra = match self.family {
-            // A small original context puts the tiny heads' wavelengths in all three bands of the
-            // scaling (kept, blended, divided by `factor`) at the positions the test visits.
-            Family::Llama3 => serde_json::json!({
-                "architectures": ["LlamaForCausalLM"],
-                "model_type": "llama",
-                "rope_theta": 500000.0,
-                "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
-            }),
-            Family::Qwen2 => serde_json::json!({
-                "architectures": ["Qwen2ForCausalLM"],
-                "model_type": "qwen2",
-                "rope_theta": 1000000.0,
-                "sliding_window": 256,
-                "max_window_layers": self.layers,
-                "use_sliding_window": false,
-            }),
-            Family::Qwen3 => serde_json::json!({
-                "architectures": ["Qwen3ForCausalLM"],
-                "model_type": "qwen3",
-                "head_dim": self.head_dim,
-                "attention_bias": false,
-                "rope_theta": 1000000.0,
-                "sliding_window": null,
-                "max_window_layers": self.layers,
-                "use_sliding_window": false,
-            }),
-        };
-        for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        c
-    }
-
-    /// Tensor names, shapes and f32 values (deterministic from the seed).
-    pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let mut rng = Rng(self.seed);
-        let hd = self.head_dim();
-        let (h, i, q, kv) = (
-            self.hidden,
-            self.intermediate,
-            self.heads * hd,
-            self.kv_heads * hd,
-        );
-        let mut out = Vec::new();
-        let mut add = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
-            let n: usize = shape.iter().product();
-            let v = (0..n).map(|_| offset + scale * rng.unit()).collect();
-            out.push((name, shape, v));
-        };
-        add(
-            "model.embed_tokens.weight".into(),
-            vec![self.vocab, h],
-            1.0,
-            0.0,
-        );
-        for l in 0..self.layers {
-            let p = |s: &str| format!("model.layers.{l}.{s}");
-            let s_in = 1.0 / (h as f32).sqrt();
-            add(p("input_layernorm.weight"), vec![h], 0.2, 1.0);
-            add(p("self_attn.q_proj.weight"), vec![q, h], 2.0 * s_in, 0.0);
-            add(p("self_attn.k_proj.weight"), vec![kv, h], 2.0 * s_in, 0.0);
-            add(p("self_attn.v_proj.weight"), vec![kv, h], s_in, 0.0);
-            if self.family == Family::Qwen2 {
-                add(p("self_attn.q_proj.bias"), vec![q], 0.5, 0.0);
-                add(p("self_attn.k_proj.bias"), vec![kv], 0.5, 0.0);
-                add(p("self_attn.v_proj.bias"), vec![kv], 0.5, 0.0);
-            }
-            if self.family == Family::Qwen3 {
-                add(p("self_attn.q_norm.weight"), vec![hd], 0.3, 1.0);
-                add(p("self_attn.k_norm.weight"), vec![hd], 0.3, 1.0);
-            }
-            let s_q = 1.0 / (q as f32).sqrt();
-            add(p("self_attn.o_proj.weight"), vec![h, q], s_q, 0.0);
-            add(p("post_attention_layernorm.weight"), vec![h], 0.2, 1.0);
-            add(p("mlp.gate_proj.weight"), vec![i, h], s_in, 0.0);
-            add(p("mlp.up_proj.weight"), vec![i, h], s_in, 0.0);
-            let s_i = 1.0 / (i as f32).sqrt();
-            add(p("mlp.down_proj.weight"), vec![h, i], s_i, 0.0);
-        }
-        add("model.norm.weight".into(), vec![h], 0.2, 1.0);
-        if !self.tied {
-            let s_in = 1.0 / (h as f32).sqrt();
-            add("lm_head.weight".into(), vec![self.vocab, h], s_in, 0.0);
-        }
-        out
-    }
-
-    /// Writes `config.json` and `model.safetensors` into `dir`.
-    pub fn write(&self, dir: &Path) {
-        std::fs::create_dir_all(dir).unwrap();
-        let text = serde_json::to_string_pretty(&self.config_json()).unwrap();
-        std::fs::write(dir.join("config.json"), text).unwrap();
-        write_safetensors(
-            &dir.join("model.safetensors"),
-            &self.tensors(),
-            self.dtype,
-            None,
-        );
-    }
-
-    /// A prompt of 11 tokens and 16 decode tokens.
-    pub fn tokens(&self) -> (Vec<u32>, Vec<u32>) {
-        let mut rng = Rng(self.seed ^ 0xABCD);
-        let mut take = |n: usize| (0..n).map(|_| rng.below(self.vocab) as u32).collect();
-        (take(11), take(DECODE_STEPS))
-    }
-}
 
 /// candle-transformers' logits after each token, fed one at a time through its KV cache.
 pub fn candle_logits(family: Family, dir: &Path, tokens: &[u32]) -> Vec<Vec<f32>> {
@@ -223,126 +59,16 @@ pub fn candle_logits(family: Family, dir: &Path, tokens: &[u32]) -> Vec<Vec<f32>
     }
 }
 
-/// Our logits: the prompt as one batch (all positions), then one token per step.
-pub fn our_logits(
-    dir: &Path,
-    prompt: &[u32],
-    decode: &[u32],
-    kern: &Kernels,
-    threads: usize,
-    kv_dtype: KvDType,
-) -> Vec<Vec<f32>> {
-    let cfg =
-        Config::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    our_logits_with(dir, cfg, prompt, decode, kern, threads, kv_dtype)
-}
-
-/// [`our_logits`] with the config given (tests change one field to show the check notices).
-pub fn our_logits_with(
-    dir: &Path,
-    cfg: Config,
-    prompt: &[u32],
-    decode: &[u32],
-    kern: &Kernels,
-    threads: usize,
-    kv_dtype: KvDType,
-) -> Vec<Vec<f32>> {
-    let ckpt = Checkpoint::open(dir).unwrap();
-    let model = Llama::load(cfg.clone(), &ckpt.source()).unwrap();
-    let opts = StateOptions {
-        ctx: 64,
-        batch: prompt.len(),
-        threads,
-        all_logits: true,
-        kv_dtype,
-    };
-    let mut state = State::new(&cfg, opts).unwrap();
-    let vocab = cfg.vocab_size;
-    let mut out = Vec::new();
-    let mut run = || {
-        model
-            .forward(kern, &mut state, prompt, Logits::All)
-            .unwrap();
-        for t in 0..prompt.len() {
-            out.push(state.logits()[t * vocab..(t + 1) * vocab].to_vec());
-        }
-        for &tok in decode {
-            model
-                .forward(kern, &mut state, &[tok], Logits::Last)
-                .unwrap();
-            out.push(state.logits()[..vocab].to_vec());
-        }
-    };
-    if threads > 1 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(run);
-    } else {
-        run();
-    }
-    out
-}
-
-fn worst(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| max_abs_diff(x, y))
-        .fold(0.0, f32::max)
-}
-
-/// Writes the checkpoint, runs candle and ours (scalar and the best kernels, 1 and 3 threads, f32 and
-/// f16 KV cache) and holds every position to [`TOL`] / [`TOL_F16_KV`]. Returns the directory.
+/// Writes the checkpoint, runs candle and holds ours to it at every position
+/// ([`check_logits_parity`]). Returns the directory.
 pub fn check_parity(name: &str, shape: TinyArch) -> std::path::PathBuf {
     let dir = temp_dir(name);
     shape.write(&dir);
     let (prompt, decode) = shape.tokens();
     let all: Vec<u32> = prompt.iter().chain(&decode).copied().collect();
     let reference = candle_logits(shape.family, &dir, &all);
-    let mut tables = vec![Kernels::SCALAR];
-    let best = Kernels::detect();
-    if best.variant != Kernels::SCALAR.variant {
-        tables.push(best);
-    }
-    for kern in &tables {
-        for threads in [1, 3] {
-            let ours = our_logits(&dir, &prompt, &decode, kern, threads, KvDType::F32);
-            for (pos, (a, b)) in ours.iter().zip(&reference).enumerate() {
-                let d = max_abs_diff(a, b);
-                assert!(d <= TOL, "{name}: kernels {} threads {threads}: position {pos}: max-abs diff {d:e} > {TOL:e}", kern.variant);
-            }
-            println!(
-                "{name}: kernels {} threads {threads}: max-abs diff {:e}",
-                kern.variant,
-                worst(&ours, &reference)
-            );
-        }
-        let ours = our_logits(&dir, &prompt, &decode, kern, 1, KvDType::F16);
-        let w = worst(&ours, &reference);
-        println!(
-            "{name}: kernels {}: f16 KV cache: max-abs diff {w:e}",
-            kern.variant
-        );
-        assert!(
-            w <= TOL_F16_KV,
-            "{name}: kernels {}: f16 KV: {w:e} > {TOL_F16_KV:e}",
-            kern.variant
-        );
-    }
+    check_logits_parity(name, &dir, &prompt, &decode, &reference);
     dir
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
 }
 
 /// Quantizes the F32 checkpoint in `src` with `infer quantize`'s code to each of [`QUANT_FLOORS`] and
@@ -372,11 +98,7 @@ pub fn check_quantized(name: &str, shape: TinyArch, src: &Path) {
             }
         }
         let ours = our_logits(&out, &prompt, &decode, &kern, 1, KvDType::F32);
-        let worst = ours
-            .iter()
-            .zip(&reference)
-            .map(|(a, b)| cosine(a, b))
-            .fold(1.0, f64::min);
+        let worst = worst_cosine(&ours, &reference);
         println!("{name} {format}: worst cosine vs the F32 model {worst:.6} (floor {floor})");
         assert!(worst >= floor, "{name} {format}: cosine {worst} < {floor}");
         std::fs::remove_dir_all(&out).ok();
@@ -506,6 +228,30 @@ fn gguf_name(hf: &str) -> String {
     format!("blk.{layer}.{g}")
 }
 
+/// [`check_gguf_import`] on an untied and a tied variant of `base`, named `{prefix}-gguf` and
+/// `{prefix}-gguf-tied`, with 260 and 263 tokens: the byte-level vocabulary the importer's tokenizer
+/// check needs.
+pub fn check_gguf_imports(prefix: &str, base: TinyArch) {
+    check_gguf_import(
+        &format!("{prefix}-gguf"),
+        TinyArch {
+            vocab: 260,
+            tied: false,
+            seed: 9,
+            ..base
+        },
+    );
+    check_gguf_import(
+        &format!("{prefix}-gguf-tied"),
+        TinyArch {
+            vocab: 263,
+            tied: true,
+            seed: 10,
+            ..base
+        },
+    );
+}
+
 /// Writes the tiny Qwen checkpoint as a GGUF the way llama.cpp's converter would (F32 tensors, the
 /// architecture's metadata keys, a byte-level vocabulary of `shape.vocab` tokens), imports it with
 /// `infer import`'s code, and checks the imported checkpoint gives the original's logits.
@@ -620,7 +366,7 @@ pub fn check_gguf_import(name: &str, shape: TinyArch) {
     let kern = Kernels::detect();
     let want = our_logits(&hf, &prompt, &decode, &kern, 1, KvDType::F32);
     let got = our_logits(&out, &prompt, &decode, &kern, 1, KvDType::F32);
-    let d = worst(&got, &want);
+    let d = worst_abs_diff(&got, &want);
     println!("{name}: imported GGUF vs the checkpoint it was made from: max-abs {d:e}");
     assert!(d <= 1e-5, "{name}: imported model differs by {d:e}");
 

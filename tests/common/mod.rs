@@ -1,8 +1,15 @@
-//! Helpers shared by the integration tests: seeded random data and tiny checkpoints on disk.
+//! Helpers shared by the integration tests: seeded random data, tiny checkpoints on disk and our
+//! logits on them.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use edgeinfer::loader::Checkpoint;
+use edgeinfer_kernels::Kernels;
+use edgeinfer_models::state::{KvDType, StateOptions};
+use edgeinfer_models::{Config, Llama, Logits, State};
+use safetensors::Dtype;
 
 /// SplitMix64: small, seeded, identical everywhere.
 pub struct Rng(pub u64);
@@ -61,10 +68,144 @@ impl TinyLlama {
         })
     }
 
+    /// The same dimensions as a [`TinyArch`] of the Llama layout, which draws the same tensors and
+    /// tokens (its `config_json` differs: Llama 3 rope scaling).
+    pub fn as_arch(&self) -> TinyArch {
+        TinyArch {
+            family: Family::Llama3,
+            hidden: self.hidden,
+            intermediate: self.intermediate,
+            layers: self.layers,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: 0,
+            vocab: self.vocab,
+            tied: self.tied,
+            dtype: self.dtype,
+            seed: self.seed,
+        }
+    }
+
+    /// Tensor names, shapes and f32 values (deterministic from the seed).
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        self.as_arch().tensors()
+    }
+
+    /// Writes `config.json` and `model.safetensors` into `dir`; returns the safetensors path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&self.config_json()).unwrap(),
+        )
+        .unwrap();
+        let tensors = self.tensors();
+        let path = dir.join("model.safetensors");
+        write_safetensors(&path, &tensors, self.dtype, None);
+        path
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiny checkpoints of the Llama 3, Qwen2 and Qwen3 layouts, and our logits on them.
+// ---------------------------------------------------------------------------------------------
+
+/// F32 logits against candle's F32 model, every prompt position and every decode step.
+pub const TOL: f32 = 1e-4;
+/// With the default f16 KV cache: logits of the tiny models are O(1); f16 keys and values (relative
+/// rounding 2⁻¹¹ ≈ 5e-4) move them by up to 2.4e-3 here.
+pub const TOL_F16_KV: f32 = 5e-3;
+pub const DECODE_STEPS: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `model_type: "llama"` with `rope_scaling: {"rope_type": "llama3", ...}`.
+    Llama3,
+    /// `"qwen2"`: q/k/v biases.
+    Qwen2,
+    /// `"qwen3"`: per-head q/k RMSNorm, explicit head_dim.
+    Qwen3,
+}
+
+/// Shape of a tiny checkpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct TinyArch {
+    pub family: Family,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Qwen3 only; the others use hidden / heads.
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub tied: bool,
+    pub dtype: Dtype,
+    pub seed: u64,
+}
+
+impl TinyArch {
+    pub fn head_dim(&self) -> usize {
+        match self.family {
+            Family::Qwen3 => self.head_dim,
+            _ => self.hidden / self.heads,
+        }
+    }
+
+    pub fn config_json(&self) -> serde_json::Value {
+        let mut c = serde_json::json!({
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "vocab_size": self.vocab,
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": 256,
+            "tie_word_embeddings": self.tied,
+            "hidden_act": "silu",
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+        });
+        let extra = match self.family {
+            // A small original context puts the tiny heads' wavelengths in all three bands of the
+            // scaling (kept, blended, divided by `factor`) at the positions the test visits.
+            Family::Llama3 => serde_json::json!({
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "rope_theta": 500000.0,
+                "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+            }),
+            Family::Qwen2 => serde_json::json!({
+                "architectures": ["Qwen2ForCausalLM"],
+                "model_type": "qwen2",
+                "rope_theta": 1000000.0,
+                "sliding_window": 256,
+                "max_window_layers": self.layers,
+                "use_sliding_window": false,
+            }),
+            Family::Qwen3 => serde_json::json!({
+                "architectures": ["Qwen3ForCausalLM"],
+                "model_type": "qwen3",
+                "head_dim": self.head_dim,
+                "attention_bias": false,
+                "rope_theta": 1000000.0,
+                "sliding_window": null,
+                "max_window_layers": self.layers,
+                "use_sliding_window": false,
+            }),
+        };
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
     /// Tensor names, shapes and f32 values (deterministic from the seed).
     pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let mut rng = Rng(self.seed);
-        let hd = self.hidden / self.heads;
+        let hd = self.head_dim();
         let (h, i, q, kv) = (
             self.hidden,
             self.intermediate,
@@ -90,47 +231,186 @@ impl TinyLlama {
             add(p("self_attn.q_proj.weight"), vec![q, h], 2.0 * s_in, 0.0);
             add(p("self_attn.k_proj.weight"), vec![kv, h], 2.0 * s_in, 0.0);
             add(p("self_attn.v_proj.weight"), vec![kv, h], s_in, 0.0);
-            add(
-                p("self_attn.o_proj.weight"),
-                vec![h, q],
-                1.0 / (q as f32).sqrt(),
-                0.0,
-            );
+            if self.family == Family::Qwen2 {
+                add(p("self_attn.q_proj.bias"), vec![q], 0.5, 0.0);
+                add(p("self_attn.k_proj.bias"), vec![kv], 0.5, 0.0);
+                add(p("self_attn.v_proj.bias"), vec![kv], 0.5, 0.0);
+            }
+            if self.family == Family::Qwen3 {
+                add(p("self_attn.q_norm.weight"), vec![hd], 0.3, 1.0);
+                add(p("self_attn.k_norm.weight"), vec![hd], 0.3, 1.0);
+            }
+            let s_q = 1.0 / (q as f32).sqrt();
+            add(p("self_attn.o_proj.weight"), vec![h, q], s_q, 0.0);
             add(p("post_attention_layernorm.weight"), vec![h], 0.2, 1.0);
             add(p("mlp.gate_proj.weight"), vec![i, h], s_in, 0.0);
             add(p("mlp.up_proj.weight"), vec![i, h], s_in, 0.0);
-            add(
-                p("mlp.down_proj.weight"),
-                vec![h, i],
-                1.0 / (i as f32).sqrt(),
-                0.0,
-            );
+            let s_i = 1.0 / (i as f32).sqrt();
+            add(p("mlp.down_proj.weight"), vec![h, i], s_i, 0.0);
         }
         add("model.norm.weight".into(), vec![h], 0.2, 1.0);
         if !self.tied {
-            add(
-                "lm_head.weight".into(),
-                vec![self.vocab, h],
-                1.0 / (h as f32).sqrt(),
-                0.0,
-            );
+            let s_in = 1.0 / (h as f32).sqrt();
+            add("lm_head.weight".into(), vec![self.vocab, h], s_in, 0.0);
         }
         out
     }
 
-    /// Writes `config.json` and `model.safetensors` into `dir`; returns the safetensors path.
-    pub fn write(&self, dir: &Path) -> PathBuf {
+    /// Writes `config.json` and `model.safetensors` into `dir`.
+    pub fn write(&self, dir: &Path) {
         std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(
-            dir.join("config.json"),
-            serde_json::to_string_pretty(&self.config_json()).unwrap(),
-        )
-        .unwrap();
-        let tensors = self.tensors();
-        let path = dir.join("model.safetensors");
-        write_safetensors(&path, &tensors, self.dtype, None);
-        path
+        let text = serde_json::to_string_pretty(&self.config_json()).unwrap();
+        std::fs::write(dir.join("config.json"), text).unwrap();
+        write_safetensors(
+            &dir.join("model.safetensors"),
+            &self.tensors(),
+            self.dtype,
+            None,
+        );
     }
+
+    /// A prompt of 11 tokens and 16 decode tokens.
+    pub fn tokens(&self) -> (Vec<u32>, Vec<u32>) {
+        let mut rng = Rng(self.seed ^ 0xABCD);
+        let mut take = |n: usize| (0..n).map(|_| rng.below(self.vocab) as u32).collect();
+        (take(11), take(DECODE_STEPS))
+    }
+}
+
+/// Our logits: the prompt as one batch (all positions), then one token per step.
+pub fn our_logits(
+    dir: &Path,
+    prompt: &[u32],
+    decode: &[u32],
+    kern: &Kernels,
+    threads: usize,
+    kv_dtype: KvDType,
+) -> Vec<Vec<f32>> {
+    let cfg =
+        Config::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    our_logits_with(dir, cfg, prompt, decode, kern, threads, kv_dtype)
+}
+
+/// [`our_logits`] with the config given (tests change one field to show the check notices).
+pub fn our_logits_with(
+    dir: &Path,
+    cfg: Config,
+    prompt: &[u32],
+    decode: &[u32],
+    kern: &Kernels,
+    threads: usize,
+    kv_dtype: KvDType,
+) -> Vec<Vec<f32>> {
+    let ckpt = Checkpoint::open(dir).unwrap();
+    let model = Llama::load(cfg.clone(), &ckpt.source()).unwrap();
+    let opts = StateOptions {
+        ctx: 64,
+        batch: prompt.len(),
+        threads,
+        all_logits: true,
+        kv_dtype,
+    };
+    let mut state = State::new(&cfg, opts).unwrap();
+    let vocab = cfg.vocab_size;
+    let mut out = Vec::new();
+    let mut run = || {
+        model
+            .forward(kern, &mut state, prompt, Logits::All)
+            .unwrap();
+        for t in 0..prompt.len() {
+            out.push(state.logits()[t * vocab..(t + 1) * vocab].to_vec());
+        }
+        for &tok in decode {
+            model
+                .forward(kern, &mut state, &[tok], Logits::Last)
+                .unwrap();
+            out.push(state.logits()[..vocab].to_vec());
+        }
+    };
+    if threads > 1 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(run);
+    } else {
+        run();
+    }
+    out
+}
+
+/// Largest [`max_abs_diff`] over corresponding rows (the same number of rows).
+pub fn worst_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| max_abs_diff(x, y))
+        .fold(0.0, f32::max)
+}
+
+/// Holds our logits for `prompt` then `decode` (the checkpoint in `dir`) to `reference`, a row per
+/// token: scalar and the best kernels, 1 and 3 threads with an f32 KV cache within [`TOL`] at every
+/// position, and with the default f16 cache within [`TOL_F16_KV`].
+pub fn check_logits_parity(
+    name: &str,
+    dir: &Path,
+    prompt: &[u32],
+    decode: &[u32],
+    reference: &[Vec<f32>],
+) {
+    let mut tables = vec![Kernels::SCALAR];
+    let best = Kernels::detect();
+    if best.variant != Kernels::SCALAR.variant {
+        tables.push(best);
+    }
+    for kern in &tables {
+        // An f32 KV cache keeps the forward comparable to the f32 reference at TOL.
+        for threads in [1, 3] {
+            let ours = our_logits(dir, prompt, decode, kern, threads, KvDType::F32);
+            assert_eq!(ours.len(), reference.len());
+            for (pos, (a, b)) in ours.iter().zip(reference).enumerate() {
+                let d = max_abs_diff(a, b);
+                assert!(d <= TOL, "{name}: kernels {} threads {threads}: position {pos}: max-abs diff {d:e} > {TOL:e}", kern.variant);
+            }
+            println!(
+                "{name}: kernels {} threads {threads}: max-abs diff {:e}",
+                kern.variant,
+                worst_abs_diff(&ours, reference)
+            );
+        }
+        // The default f16 cache rounds keys and values to 11 significant bits.
+        let ours = our_logits(dir, prompt, decode, kern, 1, KvDType::F16);
+        let worst = worst_abs_diff(&ours, reference);
+        println!(
+            "{name}: kernels {}: f16 KV cache: max-abs diff {worst:e}",
+            kern.variant
+        );
+        assert!(
+            worst <= TOL_F16_KV,
+            "{name}: kernels {}: f16 KV cache: max-abs diff {worst:e} > {TOL_F16_KV:e}",
+            kern.variant
+        );
+    }
+}
+
+/// Cosine similarity, accumulated in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa.sqrt() * bb.sqrt())
+}
+
+/// Smallest [`cosine`] over corresponding rows.
+pub fn worst_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| cosine(x, y))
+        .fold(1.0, f64::min)
 }
 
 /// Encodes f32 values as `dtype` little-endian bytes.
