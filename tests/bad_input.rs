@@ -13,57 +13,16 @@ use edgeinfer::{
 use edgeinfer_models::ModelError;
 use serde_json::{json, Map, Value};
 
-const SHAPE: TinyLlama = TinyLlama {
-    hidden: 32,
-    intermediate: 64,
-    layers: 2,
-    heads: 4,
-    kv_heads: 2,
-    vocab: 288,
-    tied: false,
-    dtype: safetensors::Dtype::F32,
-    seed: 7,
-};
+const SHAPE: TinyLlama = TinyLlama::small(7);
 
 const Q_PROJ: &str = "model.layers.0.self_attn.q_proj.weight";
 const K_PROJ: &str = "model.layers.0.self_attn.k_proj.weight";
 const V_PROJ: &str = "model.layers.0.self_attn.v_proj.weight";
 
-/// A SentencePiece-style BPE with byte fallback and exactly `vocab` tokens: `<unk> <s> </s>`, the 256
-/// `<0xNN>` bytes, then `▁`, letters and a few merged words.
-fn tokenizer_json(vocab: usize) -> Value {
-    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    tokens.extend((0..=255u32).map(|b| format!("<0x{b:02X}>")));
-    tokens.push("▁".into());
-    tokens.extend(('a'..='z').map(String::from));
-    let mut merges = Vec::new();
-    for c in 'a'..='z' {
-        if tokens.len() >= vocab {
-            break;
-        }
-        tokens.push(format!("▁{c}"));
-        merges.push(json!(["▁", c.to_string()]));
-    }
-    assert_eq!(
-        tokens.len(),
-        vocab,
-        "tokenizer_json supports vocabularies of 286..=312 tokens"
-    );
-    common::byte_fallback_bpe_json(&tokens, merges)
-}
-
 /// A valid model directory (config, weights, tokenizer) named after the test.
 fn model_dir(name: &str) -> PathBuf {
     let dir = temp_dir(name);
-    SHAPE.write(&dir);
-    std::fs::write(
-        dir.join("tokenizer.json"),
-        tokenizer_json(SHAPE.vocab).to_string(),
-    )
-    .unwrap();
+    SHAPE.write_with_tokenizer(&dir);
     dir
 }
 

@@ -14,30 +14,14 @@ use edgeinfer::{
     Error, GenerateOptions, Model, ModelOptions, Prompt, SamplerConfig, SessionOptions,
 };
 
-const SHAPE: TinyLlama = TinyLlama {
-    hidden: 32,
-    intermediate: 64,
-    layers: 2,
-    heads: 4,
-    kv_heads: 2,
-    vocab: 288,
-    tied: false,
-    dtype: safetensors::Dtype::F32,
-    seed: 5,
-};
+const SHAPE: TinyLlama = TinyLlama::small(5);
 
 const CHILD_ENV: &str = "EDGEINFER_MMAP_SAFETY_CHILD";
 
 fn model_dir(name: &str) -> PathBuf {
     let dir = temp_dir(name);
     SHAPE.write(&dir);
-    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    tokens.extend((0..=255u32).map(|b| format!("<0x{b:02X}>")));
-    tokens.push("▁".into());
-    tokens.extend(('a'..='z').map(String::from));
+    let mut tokens = common::byte_fallback_tokens();
     tokens.truncate(SHAPE.vocab);
     let json = common::byte_fallback_bpe_json(&tokens, vec![]);
     std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();

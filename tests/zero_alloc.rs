@@ -13,7 +13,6 @@ use common::{temp_dir, TinyLlama};
 use edgeinfer::sampler::Sampler;
 use edgeinfer::tokenizer::StreamDecoder;
 use edgeinfer::{Model, ModelOptions, SamplerConfig, SessionOptions};
-use serde_json::{json, Value};
 
 /// Wraps `System`, counting calls made while the calling thread is measuring. Touches only
 /// const-initialised thread-locals without destructors, so counting itself never allocates.
@@ -82,41 +81,9 @@ fn measure<R>(f: impl FnOnce() -> R) -> (R, Counts) {
     (r, COUNTS.with(Cell::get))
 }
 
-const SHAPE: TinyLlama = TinyLlama {
-    hidden: 32,
-    intermediate: 64,
-    layers: 2,
-    heads: 4,
-    kv_heads: 2,
-    vocab: 288,
-    tied: false,
-    dtype: safetensors::Dtype::F32,
-    seed: 11,
-};
+const SHAPE: TinyLlama = TinyLlama::small(11);
 
 const STEPS: usize = 32;
-
-/// A SentencePiece-style BPE with byte fallback and `vocab` tokens (286..=312): `<unk> <s> </s>`, the
-/// 256 `<0xNN>` bytes (so random ids exercise partial UTF-8), `▁`, letters and merged words.
-fn tokenizer_json(vocab: usize) -> Value {
-    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    tokens.extend((0..=255u32).map(|b| format!("<0x{b:02X}>")));
-    tokens.push("▁".into());
-    tokens.extend(('a'..='z').map(String::from));
-    let mut merges = Vec::new();
-    for c in 'a'..='z' {
-        if tokens.len() >= vocab {
-            break;
-        }
-        tokens.push(format!("▁{c}"));
-        merges.push(json!(["▁", c.to_string()]));
-    }
-    assert_eq!(tokens.len(), vocab);
-    common::byte_fallback_bpe_json(&tokens, merges)
-}
 
 /// Greedy, the default filter chain with a repeat penalty, and top-p alone (sorts every candidate).
 fn sampler_configs() -> Vec<(&'static str, SamplerConfig)> {
@@ -148,12 +115,7 @@ fn decode_steps_do_not_allocate() {
     assert_eq!(counts.allocs, 1, "the counting allocator does not count");
 
     let dir = temp_dir("zero-alloc");
-    SHAPE.write(&dir);
-    std::fs::write(
-        dir.join("tokenizer.json"),
-        tokenizer_json(SHAPE.vocab).to_string(),
-    )
-    .unwrap();
+    SHAPE.write_with_tokenizer(&dir);
 
     let mut kernels = vec![None];
     if edgeinfer_kernels::Kernels::detect().variant != edgeinfer_kernels::Kernels::SCALAR.variant {

@@ -68,6 +68,22 @@ impl TinyLlama {
         })
     }
 
+    /// Hidden 32, 2 layers, 4 heads over 2 KV heads, untied, F32, and 288 tokens: the vocabulary of
+    /// [`byte_fallback_tokenizer_json`] with two merged words (the tests that load a whole model).
+    pub const fn small(seed: u64) -> TinyLlama {
+        TinyLlama {
+            hidden: 32,
+            intermediate: 64,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            vocab: 288,
+            tied: false,
+            dtype: safetensors::Dtype::F32,
+            seed,
+        }
+    }
+
     /// The same dimensions as a [`TinyArch`] of the Llama layout, which draws the same tensors and
     /// tokens (its `config_json` differs: Llama 3 rope scaling).
     pub fn as_arch(&self) -> TinyArch {
@@ -103,6 +119,14 @@ impl TinyLlama {
         let path = dir.join("model.safetensors");
         write_safetensors(&path, &tensors, self.dtype, None);
         path
+    }
+
+    /// [`TinyLlama::write`], plus a `tokenizer.json` of `vocab` tokens
+    /// ([`byte_fallback_tokenizer_json`]): a directory `Model::load` opens.
+    pub fn write_with_tokenizer(&self, dir: &Path) {
+        self.write(dir);
+        let json = byte_fallback_tokenizer_json(self.vocab).to_string();
+        std::fs::write(dir.join("tokenizer.json"), json).unwrap();
     }
 }
 
@@ -562,4 +586,37 @@ pub fn byte_fallback_bpe_json(
                   "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
                   "vocab": vocab_map, "merges": merges}
     })
+}
+
+/// `<unk> <s> </s>`, the 256 `<0xNN>` bytes (so random ids exercise partial UTF-8), `▁` and the
+/// letters: 286 tokens for [`byte_fallback_bpe_json`].
+pub fn byte_fallback_tokens() -> Vec<String> {
+    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    tokens.extend((0..=255u32).map(|b| format!("<0x{b:02X}>")));
+    tokens.push("▁".into());
+    tokens.extend(('a'..='z').map(String::from));
+    tokens
+}
+
+/// A SentencePiece-style BPE with byte fallback and exactly `vocab` tokens (286..=312):
+/// [`byte_fallback_tokens`], then merged words `▁a`, `▁b`, ...
+pub fn byte_fallback_tokenizer_json(vocab: usize) -> serde_json::Value {
+    let mut tokens = byte_fallback_tokens();
+    let mut merges = Vec::new();
+    for c in 'a'..='z' {
+        if tokens.len() >= vocab {
+            break;
+        }
+        tokens.push(format!("▁{c}"));
+        merges.push(serde_json::json!(["▁", c.to_string()]));
+    }
+    assert_eq!(
+        tokens.len(),
+        vocab,
+        "tokenizer_json supports vocabularies of 286..=312 tokens"
+    );
+    byte_fallback_bpe_json(&tokens, merges)
 }
