@@ -216,6 +216,22 @@ impl Core {
         })
     }
 
+    /// Our BPE and its byte table as a `tokenizer.edgeinfer.bin` cache holds them (the decode rules
+    /// of [`Core::from_bpe`]).
+    fn from_cache(bpe: Bpe, table: ByteTable) -> Core {
+        Core {
+            bpe: Some(Box::new(bpe)),
+            hf: None,
+            backend: Backend::Cached,
+            unsupported: None,
+            rules: DecodeRules {
+                byte_level: true,
+                ..DecodeRules::default()
+            },
+            table,
+        }
+    }
+
     fn from_tokenizers(json: &[u8]) -> Result<Core, String> {
         hf_guard::check(json)?;
         let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| e.to_string())?;
@@ -258,17 +274,7 @@ impl Tokenizer {
             None
         };
         let core = match cache::load(&tok_path, stamp) {
-            Some((bpe, table)) => Core {
-                bpe: Some(Box::new(bpe)),
-                hf: None,
-                backend: Backend::Cached,
-                unsupported: None,
-                rules: DecodeRules {
-                    byte_level: true,
-                    ..DecodeRules::default()
-                },
-                table,
-            },
+            Some((bpe, table)) => Core::from_cache(bpe, table),
             None => {
                 let json =
                     std::fs::read(&tok_path).map_err(|e| load_err(&tok_path, e.to_string()))?;

@@ -18,7 +18,7 @@ use std::time::UNIX_EPOCH;
 
 use super::bpe::{Bpe, MergeTable, Plan, NONE};
 use super::pretokenize::{Pattern, Step};
-use super::{Backend, ByteTable, Core, DecodeRules, Source, Tokenizer};
+use super::{ByteTable, Core, Source, Tokenizer};
 
 pub(super) const FILE_NAME: &str = "tokenizer.edgeinfer.bin";
 const MAGIC: &[u8; 8] = b"EITOKBPE";
@@ -383,17 +383,7 @@ impl Tokenizer {
     #[doc(hidden)]
     pub fn from_cache_payload(payload: &[u8]) -> Option<Tokenizer> {
         let (bpe, table) = decode_unstamped(payload)?;
-        let core = Core {
-            bpe: Some(Box::new(bpe)),
-            hf: None,
-            backend: Backend::Cached,
-            unsupported: None,
-            rules: DecodeRules {
-                byte_level: true,
-                ..DecodeRules::default()
-            },
-            table,
-        };
+        let core = Core::from_cache(bpe, table);
         let source = Source::Bytes(Arc::from(&b""[..]));
         Tokenizer::finish(core, source, None, Path::new("tokenizer_config.json")).ok()
     }
