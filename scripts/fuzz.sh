@@ -16,13 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(safetensors config tokenizer gguf chat)
+TARGETS=(safetensors config tokenizer gguf chat event openai)
 max_len() {
     case "$1" in
         safetensors) echo 131072 ;;
         config) echo 4096 ;;
         tokenizer | gguf) echo 65536 ;;
-        chat) echo 8192 ;;
+        chat | event | openai) echo 8192 ;;
     esac
 }
 

@@ -286,6 +286,20 @@ fn write_fuzz_seeds() {
         seed.extend_from_slice(&msgs.join(&0xFFu8));
         write_seed("chat", "smollm2-template", &seed);
     }
+
+    // event and openai: requests with every field; the OpenAI ones after their mode byte.
+    let prompt = r#"{"prompt":"Hello","max_tokens":8,"temperature":0.7,"top_p":0.9,"top_k":40,"seed":1,"stop":["\n","END"]}"#;
+    let chat = r#"{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}],"max_tokens":4,"stop":"x","min_p":0.05}"#;
+    write_seed("event", "prompt.json", prompt.as_bytes());
+    write_seed("event", "messages.json", chat.as_bytes());
+    let completions = r#"{"model":"smollm2","prompt":"Once upon","max_tokens":4,"stream":true,"n":1,"temperature":0}"#;
+    let chat = r#"{"model":"smollm2","messages":[{"role":"user","content":"Hi"}],"max_completion_tokens":4,"stop":["a","b"],"seed":7,"stream":false}"#;
+    write_seed(
+        "openai",
+        "completions",
+        &[b"\0", completions.as_bytes()].concat(),
+    );
+    write_seed("openai", "chat", &[b"\x01", chat.as_bytes()].concat());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -328,6 +342,16 @@ fn gguf_regressions() {
 #[test]
 fn chat_regressions() {
     replay("chat", harness::chat);
+}
+
+#[test]
+fn event_regressions() {
+    replay("event", harness::event);
+}
+
+#[test]
+fn openai_regressions() {
+    replay("openai", harness::openai);
 }
 
 /// `tokenizers` panics ("Helper") on a JSON syntax error inside the `decoder` object; the guard in

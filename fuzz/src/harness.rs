@@ -147,3 +147,55 @@ pub fn chat(data: &[u8]) {
         .collect();
     let _ = t.render(&messages, m & 2 == 2);
 }
+
+/// Limits like `infer serve`'s with SmolLM2 (2048-token context, 256 tokens by default).
+const LIMITS: edgeinfer::serve::Limits = edgeinfer::serve::Limits {
+    default_max_tokens: 256,
+    max_tokens: 2048,
+};
+
+/// The FaaS event (`examples/lambda.rs`): a JSON value through `GenerateRequest::from_value` and
+/// `into_job` with `PromptKind::Either`; an accepted job's prompt, options and sampler checked.
+///
+/// Input: the event's JSON text (invalid JSON returns early: the Lambda runtime parses it).
+pub fn event(data: &[u8]) {
+    use edgeinfer::serve::{GenerateRequest, PromptKind};
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let job =
+        GenerateRequest::from_value(value).and_then(|r| r.into_job(PromptKind::Either, &LIMITS));
+    check_job(job);
+}
+
+/// The OpenAI bodies of `/v1/completions` and `/v1/chat/completions` (`infer serve`): raw bytes
+/// through `GenerateRequest::parse` and `into_job`; a refusal's error body serialized.
+///
+/// Input: a mode byte (bit 0 set: chat completions), then the body.
+pub fn openai(data: &[u8]) {
+    use edgeinfer::serve::{GenerateRequest, PromptKind};
+    let (m, body) = mode(data);
+    let kind = if m & 1 == 1 {
+        PromptKind::Chat
+    } else {
+        PromptKind::Text
+    };
+    let job = GenerateRequest::parse(body).and_then(|r| r.into_job(kind, &LIMITS));
+    check_job(job);
+}
+
+/// The invariants of an accepted job; a refusal's error body must serialize.
+fn check_job(job: Result<edgeinfer::serve::Job, edgeinfer::serve::RequestError>) {
+    match job {
+        Ok(job) => {
+            let o = &job.options;
+            assert!((1..=LIMITS.max_tokens).contains(&o.max_tokens));
+            assert!(o.stop.len() <= edgeinfer::serve::MAX_STOP_STRINGS);
+            assert!(o.sampler.validate().is_ok());
+            std::hint::black_box(job.prompt());
+        }
+        Err(e) => {
+            std::hint::black_box(e.to_json().to_string());
+        }
+    }
+}
