@@ -187,7 +187,7 @@ impl Handler {
 /// The Lambda `errorType` for a request error code.
 fn error_type(code: &str) -> &'static str {
     match code {
-        "invalid_json" | "invalid_request" => "InvalidRequest",
+        "invalid_json" | "invalid_request" | "prompt_too_large" => "InvalidRequest",
         "context_length_exceeded" => "ContextLengthExceeded",
         "busy" => "Busy",
         _ => "InternalError",

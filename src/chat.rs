@@ -52,6 +52,10 @@ impl std::fmt::Debug for ChatTemplate {
     }
 }
 
+/// Instructions one render may run. Real templates use a few dozen per message (SmolLM2's: ~40;
+/// a conversation of 10,000 messages ~0.5 M); 10^15 loop iterations stop after this many.
+pub const RENDER_FUEL: u64 = 20_000_000;
+
 impl ChatTemplate {
     pub fn new(
         source: &str,
@@ -59,6 +63,9 @@ impl ChatTemplate {
         eos_token: Option<&str>,
     ) -> Result<Self, ChatError> {
         let mut env = Environment::new();
+        // A template is code from the model directory: bound the work of one render, so a loop
+        // like `range(10**5)` inside another errors instead of spinning.
+        env.set_fuel(Some(RENDER_FUEL));
         // As transformers' apply_chat_template configures jinja2.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -605,5 +612,33 @@ mod tests {
             ChatTemplate::new("{{ 1 }}", None, None).unwrap().source(),
             "{{ 1 }}"
         );
+    }
+
+    #[test]
+    fn runaway_template_runs_out_of_fuel_instead_of_hanging() {
+        let source = "{% for i in range(100000) %}{% for j in range(100000) %}\
+                      {% for k in range(100000) %}{{ i }}{% endfor %}{% endfor %}{% endfor %}";
+        let t = ChatTemplate::new(source, None, None).unwrap();
+        let started = std::time::Instant::now();
+        let err = t.render(&[Message::new("user", "x")], false).unwrap_err();
+        assert!(matches!(err, ChatError::Render { .. }), "{err}");
+        assert!(err.to_string().contains("fuel"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn long_conversations_fit_in_the_fuel() {
+        // A ChatML template like SmolLM2's, over 10,000 messages.
+        let source = "{% for message in messages %}{% if loop.first and messages[0]['role'] != \
+                      'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}\
+                      {% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + \
+                      '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}\
+                      {{ '<|im_start|>assistant\n' }}{% endif %}";
+        let t = ChatTemplate::new(source, None, None).unwrap();
+        let messages: Vec<Message> = (0..10_000)
+            .map(|i| Message::new(if i % 2 == 0 { "user" } else { "assistant" }, "hi"))
+            .collect();
+        let text = t.render(&messages, true).unwrap();
+        assert!(text.ends_with("<|im_start|>assistant\n"));
     }
 }

@@ -20,6 +20,13 @@ use crate::session::{GenerateOptions, Generation, Prompt};
 pub const MAX_STOP_STRINGS: usize = 4;
 /// Longest stop string, in bytes.
 pub const MAX_STOP_BYTES: usize = 256;
+/// Most prompt bytes (`prompt`, or every message's role and content plus
+/// [`MESSAGE_OVERHEAD_BYTES`] each), checked before tokenizing: 64 bytes a token for a 4096-token
+/// context, where text averages about 4.
+pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
+/// What each message counts towards [`MAX_PROMPT_BYTES`] besides its role and content (the chat
+/// template's markup), so that many empty messages are capped too.
+pub const MESSAGE_OVERHEAD_BYTES: usize = 16;
 
 /// A generation request as it arrives; every field optional until [`GenerateRequest::into_job`].
 /// Unknown fields (OpenAI's `model`, `user`, …) are ignored.
@@ -105,7 +112,7 @@ pub struct Limits {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct RequestError {
-    /// `invalid_json`, `invalid_request` or `context_length_exceeded`.
+    /// `invalid_json`, `invalid_request`, `prompt_too_large` or `context_length_exceeded`.
     pub code: &'static str,
     /// The field at fault, if one is.
     pub param: Option<&'static str>,
@@ -192,6 +199,9 @@ impl GenerateRequest {
             }
             (_, Some(p), None) if p.is_empty() => {
                 return Err(RequestError::invalid("prompt", "`prompt` is empty"))
+            }
+            (_, Some(p), None) if p.len() > MAX_PROMPT_BYTES => {
+                return Err(prompt_too_large("prompt", p.len()))
             }
             (_, Some(p), None) => JobPrompt::Text(p),
             (_, None, Some(m)) => JobPrompt::Chat(check_messages(m)?),
@@ -307,9 +317,26 @@ fn field<T: DeserializeOwned>(
     }
 }
 
+/// A prompt over [`MAX_PROMPT_BYTES`].
+fn prompt_too_large(param: &'static str, bytes: usize) -> RequestError {
+    RequestError {
+        code: "prompt_too_large",
+        param: Some(param),
+        message: format!("`{param}` is {bytes} bytes; at most {MAX_PROMPT_BYTES}"),
+    }
+}
+
 fn check_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, RequestError> {
     if messages.is_empty() {
         return Err(RequestError::invalid("messages", "`messages` is empty"));
+    }
+    let bytes = messages.iter().fold(0usize, |n, m| {
+        n.saturating_add(m.role.len())
+            .saturating_add(m.content.len())
+            .saturating_add(MESSAGE_OVERHEAD_BYTES)
+    });
+    if bytes > MAX_PROMPT_BYTES {
+        return Err(prompt_too_large("messages", bytes));
     }
     messages
         .into_iter()
@@ -512,5 +539,70 @@ mod tests {
         }
         let e = job(r#"{"prompt":"a"}"#, PromptKind::Chat).unwrap_err();
         assert_eq!(e.param, Some("prompt"));
+    }
+
+    #[test]
+    fn caps_prompt_bytes_before_tokenizing() {
+        let at_cap = "a".repeat(MAX_PROMPT_BYTES);
+        let body = serde_json::json!({"prompt": at_cap}).to_string();
+        assert!(job(&body, PromptKind::Text).is_ok());
+        let over = serde_json::json!({"prompt": format!("{at_cap}b")}).to_string();
+        let e = job(&over, PromptKind::Either).unwrap_err();
+        assert_eq!(
+            (e.code, e.param),
+            ("prompt_too_large", Some("prompt")),
+            "{e}"
+        );
+        assert_eq!(e.to_json()["error"]["code"], "prompt_too_large");
+
+        let half = "a".repeat(MAX_PROMPT_BYTES / 2);
+        let two = serde_json::json!({"messages": [
+            {"role": "user", "content": half},
+            {"role": "assistant", "content": half},
+        ]});
+        let e = job(&two.to_string(), PromptKind::Chat).unwrap_err();
+        assert_eq!(
+            (e.code, e.param),
+            ("prompt_too_large", Some("messages")),
+            "{e}"
+        );
+        // Empty messages count too.
+        let n = MAX_PROMPT_BYTES / MESSAGE_OVERHEAD_BYTES;
+        let empty = vec![serde_json::json!({"role": "user", "content": ""}); n];
+        let e = job(
+            &serde_json::json!({ "messages": empty }).to_string(),
+            PromptKind::Chat,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "prompt_too_large", "{e}");
+        let few = vec![serde_json::json!({"role": "user", "content": ""}); 100];
+        assert!(job(
+            &serde_json::json!({ "messages": few }).to_string(),
+            PromptKind::Chat
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn caps_stop_strings() {
+        let long = "s".repeat(MAX_STOP_BYTES + 1);
+        for stop in [
+            serde_json::json!(["a", "b", "c", "d", "e"]),
+            serde_json::json!(long),
+            serde_json::json!([""]),
+        ] {
+            let body = serde_json::json!({"prompt": "hi", "stop": stop}).to_string();
+            let e = job(&body, PromptKind::Either).unwrap_err();
+            assert_eq!((e.code, e.param), ("invalid_request", Some("stop")), "{e}");
+        }
+        let ok = serde_json::json!({"prompt": "hi", "stop": ["a", "b", "c", "s".repeat(256)]});
+        assert_eq!(
+            job(&ok.to_string(), PromptKind::Either)
+                .unwrap()
+                .options
+                .stop
+                .len(),
+            4
+        );
     }
 }
