@@ -15,7 +15,7 @@ to q8_0 and Q2_K/Q3_K/Q4_K to q4_1; norms (1-D tensors) are written as F32.\n\
 With --dtype f32|f16|bf16 every tensor is dequantized to that type."
 )]
 pub struct ImportArgs {
-    /// The GGUF file to convert (Llama architecture).
+    /// The GGUF file to convert (architecture llama, qwen2 or qwen3).
     gguf: PathBuf,
     /// Output directory (created if missing; files of the same names are replaced atomically).
     out_dir: PathBuf,
