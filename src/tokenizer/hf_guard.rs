@@ -5,7 +5,9 @@
 //! - a JSON syntax error inside the `decoder` object panics ("Helper" in its decoder
 //!   deserializer): the whole file is parsed here first, so syntax errors come back as errors;
 //! - a `Precompiled` normalizer with bad fields panics ("Precompiled"): refused here (it belongs to
-//!   SentencePiece Unigram models, which edgeinfer does not run).
+//!   SentencePiece Unigram models, which edgeinfer does not run);
+//! - a `Strip` decoder with `stop` > 0 indexes below zero (or slices backwards) when decoding a token
+//!   shorter than what it strips: refused (real tokenizers strip only from the start).
 
 use serde_json::Value;
 
@@ -24,10 +26,17 @@ fn walk(v: &Value, depth: usize) -> Result<(), String> {
     }
     match v {
         Value::Object(map) => {
-            if map.get("type").and_then(Value::as_str) == Some("Precompiled") {
-                return Err(
-                    "`Precompiled` normalizers (SentencePiece Unigram) are not supported".into(),
-                );
+            match map.get("type").and_then(Value::as_str) {
+                Some("Precompiled") => {
+                    return Err(
+                        "`Precompiled` normalizers (SentencePiece Unigram) are not supported"
+                            .into(),
+                    )
+                }
+                Some("Strip") if map.get("stop").is_some_and(|s| s.as_u64() != Some(0)) => {
+                    return Err("`Strip` decoders with a nonzero `stop` are not supported".into())
+                }
+                _ => {}
             }
             map.values().try_for_each(|v| walk(v, depth + 1))
         }
@@ -48,5 +57,10 @@ mod tests {
         let precompiled = br#"{"normalizer": {"type": "Precompiled", "precompiled_charsmap": 7}}"#;
         assert!(check(precompiled).unwrap_err().contains("Precompiled"));
         assert!(check(br#"{"normalizer": null, "decoder": {"type": "Fuse"}}"#).is_ok());
+        // Strip with `stop` underflows on short tokens (fuzz/regressions/tokenizer/strip-stop).
+        let strip = br#"{"decoder": {"type": "Strip", "content": " ", "start": 1, "stop": 3}}"#;
+        assert!(check(strip).unwrap_err().contains("Strip"));
+        let llama = br#"{"decoder": {"type": "Strip", "content": " ", "start": 1, "stop": 0}}"#;
+        assert!(check(llama).is_ok());
     }
 }
