@@ -21,6 +21,9 @@
 //! - Tensors the Llama forward pass does not read (e.g. `rotary_emb.inv_freq`) are not copied; the
 //!   summary lists them.
 //!
+//! [`QuantizeOptions::overrides`] (`--tensor-type PATTERN=TYPE`) change any matrix's storage: another
+//! format, or dense F32/F16/BF16 (which the forward pass multiplies with f32 activations).
+//!
 //! `config.json` is copied with `"quantization_config": {"quant_method": "edgeinfer", "format": …,
 //! "layout": "rowsplit", "version": 1}` added; `tokenizer.json`, `tokenizer_config.json` and
 //! `generation_config.json` are copied when present. The output is staged and published as a whole
@@ -40,10 +43,76 @@ use crate::loader::{Checkpoint, CheckpointSource};
 use crate::qstore::{self, Data, Entry, QPlanes, Staging, StoreError, StoredAs, WEIGHTS_FILE};
 
 /// How to quantize.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct QuantizeOptions {
     /// Format of every quantized matrix.
     pub format: QFormat,
+    /// Per-tensor exceptions, first match wins (`infer quantize --tensor-type`). A matrix no override
+    /// names gets the default plan above.
+    pub overrides: Vec<TensorOverride>,
+}
+
+impl QuantizeOptions {
+    /// Every matrix in `format` (the embedding and an untied lm_head as [`output_format`] says).
+    pub fn new(format: QFormat) -> QuantizeOptions {
+        QuantizeOptions {
+            format,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// What a matrix is stored as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreType {
+    Quant(QFormat),
+    /// Dense F32, F16 or BF16 (matmuls with this matrix take f32 activations, not q8 ones).
+    Dense(edgeinfer_kernels::DType),
+}
+
+impl StoreType {
+    /// `q8_0`, `q4_0`, `q4_1`, `f32`, `f16` or `bf16` (case-insensitive).
+    pub fn from_name(name: &str) -> Option<StoreType> {
+        use edgeinfer_kernels::DType;
+        if let Some(f) = QFormat::from_name(name) {
+            return Some(StoreType::Quant(f));
+        }
+        let d = match name.trim().to_ascii_lowercase().as_str() {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            "bf16" => DType::BF16,
+            _ => return None,
+        };
+        Some(StoreType::Dense(d))
+    }
+}
+
+/// Matrices whose name contains `pattern` are stored as `to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorOverride {
+    pub pattern: String,
+    pub to: StoreType,
+}
+
+impl std::str::FromStr for TensorOverride {
+    type Err = String;
+
+    /// `PATTERN=TYPE`, e.g. `mlp.down_proj=q8_0` or `layers.0.=f16`.
+    fn from_str(s: &str) -> Result<TensorOverride, String> {
+        let (pattern, to) = s
+            .rsplit_once('=')
+            .ok_or_else(|| format!("`{s}`: expected PATTERN=TYPE, e.g. mlp.down_proj=q8_0"))?;
+        if pattern.is_empty() {
+            return Err(format!("`{s}`: the pattern before `=` is empty"));
+        }
+        let to = StoreType::from_name(to).ok_or_else(|| {
+            format!("`{s}`: unknown type `{to}` (expected q8_0, q4_0, q4_1, f32, f16 or bf16)")
+        })?;
+        Ok(TensorOverride {
+            pattern: pattern.to_string(),
+            to,
+        })
+    }
 }
 
 /// Reported once per weight, after it has been written. `index` counts from 0, so the last event has
@@ -66,6 +135,8 @@ pub struct QuantizeSummary {
     pub quantized: usize,
     /// Matrices kept dense because their row length is not a multiple of 32.
     pub kept_dense: Vec<String>,
+    /// Matrices stored as an override said (name, type), in checkpoint order.
+    pub overridden: Vec<(String, StoreType)>,
     /// Input tensors that were not copied (the forward pass does not read them).
     pub skipped: Vec<String>,
     pub parameters: u64,
@@ -94,6 +165,8 @@ pub enum QuantizeError {
     },
     #[error("{}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
+    #[error("--tensor-type `{pattern}`: no matrix of {} has a name containing it (names look like model.layers.0.mlp.down_proj.weight)", path.display())]
+    UnmatchedOverride { path: PathBuf, pattern: String },
     #[error("{}: is the input directory; write the quantized model elsewhere", path.display())]
     SameDirectory { path: PathBuf },
     #[error(transparent)]
@@ -139,7 +212,7 @@ pub fn quantize_checkpoint(
     })?;
     let source = ckpt.source();
     let llama = Llama::load(config, &source).map_err(|e| input_error(&ckpt, &source, in_dir, e))?;
-    let weights = plan(&llama, &ckpt, opts.format)?;
+    let weights = plan(&llama, &ckpt, opts, in_dir)?;
     let config_json = quantized_config(&config_text, &config_path, opts.format)?;
 
     let entries: Vec<Entry> = weights.iter().map(|w| w.entry.clone()).collect();
@@ -181,9 +254,14 @@ pub fn quantize_checkpoint(
         .filter(|w| w.kept_dense)
         .map(|w| w.entry.name.clone())
         .collect();
+    let overridden = weights
+        .iter()
+        .filter_map(|w| Some((w.entry.name.clone(), w.overridden?)))
+        .collect();
     Ok(QuantizeSummary {
         out_dir: out_dir.to_path_buf(),
         format: opts.format,
+        overridden,
         tensors: entries.len(),
         quantized: weights
             .iter()
@@ -259,6 +337,8 @@ struct Weight {
     entry: Entry,
     src: Src,
     kept_dense: bool,
+    /// Set when an override chose the storage.
+    overridden: Option<StoreType>,
 }
 
 enum Src {
@@ -268,6 +348,8 @@ enum Src {
     Quantize(Matrix),
     /// A matrix copied as is.
     Copy(Tensor),
+    /// A matrix converted to another dense dtype.
+    Convert(Matrix),
 }
 
 impl Weight {
@@ -279,6 +361,10 @@ impl Weight {
                 Data::Dense(bytemuck::cast_slice(&v).to_vec())
             }
             (Src::Copy(t), _) => Data::Dense(tensor_bytes(t).to_vec()),
+            (Src::Convert(m), StoredAs::Dense { dtype, shape }) => {
+                Data::Dense(convert_matrix(m, shape, *dtype))
+            }
+            (Src::Convert(_), StoredAs::Quant { .. }) => unreachable!("planned as dense"),
             (Src::Quantize(m), &StoredAs::Quant { format, rows, k }) => {
                 Data::Quant(quantize_matrix(format, rows, k, |r, out| m.row_f32(r, out)))
             }
@@ -288,7 +374,14 @@ impl Weight {
 }
 
 /// Every weight the Llama forward pass reads, in checkpoint order, with how it is stored.
-fn plan(llama: &Llama, ckpt: &Checkpoint, format: QFormat) -> Result<Vec<Weight>, QuantizeError> {
+fn plan(
+    llama: &Llama,
+    ckpt: &Checkpoint,
+    opts: &QuantizeOptions,
+    in_dir: &Path,
+) -> Result<Vec<Weight>, QuantizeError> {
+    let format = opts.format;
+    let mut used = vec![false; opts.overrides.len()];
     let norm = |t: &Tensor| Weight {
         entry: Entry {
             name: t.name().to_string(),
@@ -299,8 +392,9 @@ fn plan(llama: &Llama, ckpt: &Checkpoint, format: QFormat) -> Result<Vec<Weight>
         },
         src: Src::Norm(t.clone()),
         kept_dense: false,
+        overridden: None,
     };
-    let matrix = |m: &Matrix, format: QFormat| -> Result<Weight, QuantizeError> {
+    let mut matrix = |m: &Matrix, format: QFormat| -> Result<Weight, QuantizeError> {
         let t = match m {
             Matrix::Dense(t) => t,
             Matrix::Quant(q) => {
@@ -318,17 +412,38 @@ fn plan(llama: &Llama, ckpt: &Checkpoint, format: QFormat) -> Result<Vec<Weight>
             [rows, k] => (rows, k),
             _ => unreachable!("the loader checked matrix shapes"),
         };
-        Ok(if k.is_multiple_of(QK) && rows > 0 {
-            Weight {
+        let chosen = opts
+            .overrides
+            .iter()
+            .position(|o| t.name().contains(&o.pattern));
+        if let Some(i) = chosen {
+            used[i] = true;
+        }
+        let overridden = chosen.map(|i| opts.overrides[i].to);
+        let name = t.name().to_string();
+        Ok(match overridden.unwrap_or(StoreType::Quant(format)) {
+            StoreType::Dense(dtype) => Weight {
                 entry: Entry {
-                    name: t.name().to_string(),
+                    name,
+                    stored: StoredAs::Dense {
+                        dtype: dtype_of(dtype),
+                        shape: vec![rows, k],
+                    },
+                },
+                src: Src::Convert(m.clone()),
+                kept_dense: false,
+                overridden,
+            },
+            StoreType::Quant(format) if k.is_multiple_of(QK) && rows > 0 => Weight {
+                entry: Entry {
+                    name,
                     stored: StoredAs::Quant { format, rows, k },
                 },
                 src: Src::Quantize(m.clone()),
                 kept_dense: false,
-            }
-        } else {
-            Weight {
+                overridden,
+            },
+            StoreType::Quant(_) => Weight {
                 entry: Entry {
                     name: t.name().to_string(),
                     stored: StoredAs::Dense {
@@ -338,7 +453,8 @@ fn plan(llama: &Llama, ckpt: &Checkpoint, format: QFormat) -> Result<Vec<Weight>
                 },
                 src: Src::Copy(t.clone()),
                 kept_dense: true,
-            }
+                overridden: None,
+            },
         })
     };
     // The embedding (the output projection too when tied) and an untied lm_head stay in q8_0 under the
@@ -368,6 +484,12 @@ fn plan(llama: &Llama, ckpt: &Checkpoint, format: QFormat) -> Result<Vec<Weight>
         out.push(matrix(head, outer)?);
     }
     debug_assert!(out.iter().any(|w| w.entry.name == names::EMBED));
+    if let Some(i) = used.iter().position(|u| !u) {
+        return Err(QuantizeError::UnmatchedOverride {
+            path: in_dir.to_path_buf(),
+            pattern: opts.overrides[i].pattern.clone(),
+        });
+    }
     Ok(out)
 }
 
@@ -389,11 +511,37 @@ fn tensor_bytes(t: &Tensor) -> &[u8] {
 }
 
 fn safetensors_dtype(t: &Tensor) -> Dtype {
-    match t.dtype() {
+    dtype_of(t.dtype())
+}
+
+fn dtype_of(d: edgeinfer_kernels::DType) -> Dtype {
+    match d {
         edgeinfer_kernels::DType::F32 => Dtype::F32,
         edgeinfer_kernels::DType::F16 => Dtype::F16,
         edgeinfer_kernels::DType::BF16 => Dtype::BF16,
     }
+}
+
+/// A `[rows, k]` matrix's bytes in `dtype` (F32, F16 or BF16), converted row by row.
+fn convert_matrix(m: &Matrix, shape: &[usize], dtype: Dtype) -> Vec<u8> {
+    let k = shape[1];
+    let mut row = vec![0f32; k];
+    let mut out = Vec::with_capacity(shape[0] * k * dtype.bitsize() / 8);
+    for r in 0..shape[0] {
+        m.row_f32(r, &mut row);
+        match dtype {
+            Dtype::F16 => row
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&f16::from_f32(v).to_le_bytes())),
+            Dtype::BF16 => row
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes())),
+            _ => row
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&v.to_le_bytes())),
+        }
+    }
+    out
 }
 
 /// Rows handed to one rayon task: enough work to amortise the task, small enough to balance.

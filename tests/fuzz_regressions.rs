@@ -195,9 +195,9 @@ fn write_fuzz_seeds() {
     );
     for (name, format) in [("q8_0", "q8_0"), ("q4_1", "q4_1")] {
         let out = dir.join(name);
-        let opts = edgeinfer::quantize::QuantizeOptions {
-            format: edgeinfer_kernels::quant::QFormat::from_name(format).unwrap(),
-        };
+        let opts = edgeinfer::quantize::QuantizeOptions::new(
+            edgeinfer_kernels::quant::QFormat::from_name(format).unwrap(),
+        );
         edgeinfer::quantize::quantize_checkpoint(&tiny, &out, &opts, &mut |_| {}).unwrap();
         let c = std::fs::read(out.join("config.json")).unwrap();
         let w = std::fs::read(out.join("model.safetensors")).unwrap();

@@ -29,7 +29,7 @@ use safetensors::{Dtype, SafeTensors};
 
 fn quantize(input: &Path, out: &Path, format: QFormat) -> edgeinfer::quantize::QuantizeSummary {
     let mut events = 0;
-    let s = quantize_checkpoint(input, out, &QuantizeOptions { format }, &mut |p| {
+    let s = quantize_checkpoint(input, out, &QuantizeOptions::new(format), &mut |p| {
         assert_eq!(p.index, events);
         events += 1;
     })
@@ -311,9 +311,7 @@ fn tiny_failed_quantize_publishes_nothing() {
     tensors.retain(|(n, _, _)| n != "model.layers.1.mlp.up_proj.weight");
     common::write_safetensors(&src.join("model.safetensors"), &tensors, Dtype::F32, None);
     let out = root.join("out-missing");
-    let opts = QuantizeOptions {
-        format: QFormat::Q4_1,
-    };
+    let opts = QuantizeOptions::new(QFormat::Q4_1);
     let e = quantize_checkpoint(&src, &out, &opts, &mut |_| {}).unwrap_err();
     println!("missing tensor: {e}");
     assert!(

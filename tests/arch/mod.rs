@@ -80,7 +80,7 @@ pub fn check_quantized(name: &str, shape: TinyArch, src: &Path) {
     let reference = our_logits(src, &prompt, &decode, &kern, 1, KvDType::F32);
     for (format, floor) in QUANT_FLOORS {
         let out = src.with_file_name(format!("{name}-{}", format.name()));
-        let s = quantize_checkpoint(src, &out, &QuantizeOptions { format }, &mut |_| {})
+        let s = quantize_checkpoint(src, &out, &QuantizeOptions::new(format), &mut |_| {})
             .unwrap_or_else(|e| panic!("{name}: quantize to {format}: {e}"));
         assert!(
             s.kept_dense.is_empty() && s.skipped.is_empty(),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use edgeinfer::quantize::{quantize_checkpoint, QuantizeOptions};
+use edgeinfer::quantize::{quantize_checkpoint, QuantizeOptions, StoreType, TensorOverride};
 use edgeinfer_kernels::quant::QFormat;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -15,6 +15,7 @@ and an untied lm_head, with the reference quantizers.\n\
 Kept in F32: the RMSNorm weights (a few KB; each scales one channel of every activation, so their error \
 would not average out).\n\
 Kept dense in the input's dtype: any matrix whose row length is not a multiple of 32 (the block size).\n\
+--tensor-type PATTERN=TYPE overrides any of this for the matrices whose name contains PATTERN.\n\
 config.json gets a `quantization_config`; tokenizer.json, tokenizer_config.json and generation_config.json \
 are copied. Nothing is published in OUT_DIR unless every file was written."
 )]
@@ -26,6 +27,11 @@ pub struct QuantizeArgs {
     /// Format of the quantized matrices: q8_0 (8.5 bits/weight), q4_0 (4.5) or q4_1 (5).
     #[arg(long = "type", value_parser = parse_format)]
     format: QFormat,
+    /// Store the matrices whose name contains PATTERN as TYPE (q8_0, q4_0, q4_1, f32, f16, bf16)
+    /// instead; repeatable, the first matching flag wins. E.g. `--tensor-type mlp.down_proj=q8_0`,
+    /// `--tensor-type layers.0.=f16` (a dense matrix multiplies f32 activations, not 8-bit ones).
+    #[arg(long = "tensor-type", value_name = "PATTERN=TYPE")]
+    tensor_type: Vec<TensorOverride>,
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -52,6 +58,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     );
     let opts = QuantizeOptions {
         format: args.format,
+        overrides: args.tensor_type,
     };
     let summary = quantize_checkpoint(&args.in_dir, &args.out_dir, &opts, &mut |p| {
         bar.set_length(p.total as u64);
@@ -62,6 +69,13 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let s = summary.with_context(|| format!("quantizing {}", args.in_dir.display()))?;
     for name in &s.kept_dense {
         println!("kept dense: {name} (its row length is not a multiple of 32)");
+    }
+    for (name, to) in &s.overridden {
+        let to = match to {
+            StoreType::Quant(f) => f.name(),
+            StoreType::Dense(d) => d.name(),
+        };
+        println!("--tensor-type: {name} stored as {to}");
     }
     for name in &s.skipped {
         println!("not copied: {name} (the model does not read it)");
