@@ -25,6 +25,13 @@ pub struct SessionOptions {
     pub all_logits: bool,
     /// Element type of the KV cache (default F16: half the memory; F32 for bit-level comparisons).
     pub kv_dtype: KvDType,
+    /// Write the whole arena and KV cache when the session opens (see [`State::prefault`]), so its
+    /// memory is resident from the start and the process's RSS stays flat while it serves (what
+    /// `infer serve` does). Off by default: a one-shot run or a cold FaaS invocation would pay
+    /// for pages of a context it never reaches (94 MB for SmolLM2 at 4096 positions).
+    ///
+    /// [`State::prefault`]: edgeinfer_models::State::prefault
+    pub prefault: bool,
 }
 
 impl SessionOptions {
@@ -48,6 +55,7 @@ impl Default for SessionOptions {
             batch: 64,
             all_logits: false,
             kv_dtype: KvDType::F16,
+            prefault: false,
         }
     }
 }
@@ -200,7 +208,7 @@ impl Session {
     pub fn new(model: Arc<Model>, opts: SessionOptions) -> Result<Session> {
         let cfg = model.config();
         let ctx = opts.ctx_for(cfg);
-        let state = State::new(
+        let mut state = State::new(
             cfg,
             StateOptions {
                 ctx,
@@ -210,6 +218,9 @@ impl Session {
                 kv_dtype: opts.kv_dtype,
             },
         )?;
+        if opts.prefault {
+            state.prefault();
+        }
         Ok(Session {
             model,
             state,

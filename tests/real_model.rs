@@ -97,6 +97,7 @@ fn our_logits(model: &Arc<Model>, tokens: &[u32]) -> Vec<Vec<f32>> {
         all_logits: true,
         // f32 cache: the comparison is with candle's f32 reference.
         kv_dtype: edgeinfer::KvDType::F32,
+        ..SessionOptions::default()
     };
     let mut session = model.session(opts).unwrap();
     let mut out = vec![Vec::new(); tokens.len()];

@@ -104,6 +104,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let model = args.model.load()?;
     let opts = SessionOptions {
         ctx: args.ctx_size,
+        // Each session's arena and KV cache resident when it opens: RSS flat while serving
+        // (tests/soak.rs), and a machine short of memory fails at the first requests, not later.
+        prefault: true,
         ..SessionOptions::default()
     };
     let pool = SessionPool::new(model, opts, args.sessions)?;
