@@ -110,6 +110,12 @@ pub struct Kernels {
     pub matmul_q8_0: QMatmulFn,
     pub matmul_q4_0: QMatmulFn,
     pub matmul_q4_1: QMatmulFn,
+    /// Token-major products, `y[t·rows + r]` instead of `yt[r·n + t]` (same contract otherwise), from
+    /// variants whose multi-token kernel produces token-major sums natively, so that prefill needs no
+    /// transposition after the product; `None` where the caller must transpose `matmul_q*`'s output.
+    pub matmul_q8_0_tokens: Option<QMatmulFn>,
+    pub matmul_q4_0_tokens: Option<QMatmulFn>,
+    pub matmul_q4_1_tokens: Option<QMatmulFn>,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -140,6 +146,9 @@ impl Kernels {
         matmul_q8_0: quant::scalar::matmul_q8_0_q8,
         matmul_q4_0: quant::scalar::matmul_q4_0_q8,
         matmul_q4_1: quant::scalar::matmul_q4_1_q8,
+        matmul_q8_0_tokens: None,
+        matmul_q4_0_tokens: None,
+        matmul_q4_1_tokens: None,
     };
 
     /// The product kernel for weights in `format`.
@@ -148,6 +157,15 @@ impl Kernels {
             QFormat::Q8_0 => self.matmul_q8_0,
             QFormat::Q4_0 => self.matmul_q4_0,
             QFormat::Q4_1 => self.matmul_q4_1,
+        }
+    }
+
+    /// The token-major product kernel for weights in `format`, if this variant has one.
+    pub fn matmul_q_tokens(&self, format: QFormat) -> Option<QMatmulFn> {
+        match format {
+            QFormat::Q8_0 => self.matmul_q8_0_tokens,
+            QFormat::Q4_0 => self.matmul_q4_0_tokens,
+            QFormat::Q4_1 => self.matmul_q4_1_tokens,
         }
     }
 

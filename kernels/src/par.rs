@@ -117,6 +117,42 @@ pub fn matmul_q(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f3
         });
 }
 
+/// Token-major quantized `y[t·rows + r] = Σ_j w[r, j] · x[t, j]` through the variant's token-major
+/// kernel (see `Kernels::matmul_q8_0_tokens`), tokens split across the pool (each task owns whole
+/// token rows of `y`); returns `false`, leaving `y` untouched, when the variant has none.
+pub fn matmul_q_tokens(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32]) -> bool {
+    let Some(f) = kern.matmul_q_tokens(w.format) else {
+        return false;
+    };
+    let (rows, n, k) = (w.rows, x.n, w.k);
+    let threads = threads();
+    // Each task repacks the weights it reads, so tasks get at least TOKENS_PER_TASK tokens.
+    const TOKENS_PER_TASK: usize = 64;
+    if threads <= 1
+        || n < 2 * TOKENS_PER_TASK
+        || rows.saturating_mul(k).saturating_mul(n) < MIN_PARALLEL_WORK
+    {
+        f(w, x, y);
+        return true;
+    }
+    assert_eq!(
+        y.len(),
+        rows * n,
+        "par::matmul_q_tokens: y has {} elements, need {n}×{rows}",
+        y.len()
+    );
+    let tasks = (2 * threads).min(n / TOKENS_PER_TASK).max(1);
+    // Multiples of 8 tokens: the prefill kernels' token tile.
+    let per_task = n.div_ceil(tasks).next_multiple_of(8);
+    y.par_chunks_mut(per_task * rows)
+        .enumerate()
+        .for_each(|(i, out)| {
+            let t0 = i * per_task;
+            f(w, &x.tokens(t0..t0 + out.len() / rows), out);
+        });
+    true
+}
+
 fn run(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
     match w {
         WeightRef::F32(w) => (kern.matmul_f32)(w, k, x, n, yt),

@@ -155,6 +155,12 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
         k: x.k,
     };
     (kern.matmul_q(w.format))(&wv, &xv, got.get_mut());
+    // The token-major kernel, where the variant has one: the same sums at y[t·rows + r].
+    let mut got_tm = Unaligned::new(&vec![f32::NAN; rows * n], offs[6]);
+    let tm = kern.matmul_q_tokens(w.format);
+    if let Some(f) = tm {
+        f(&wv, &xv, got_tm.get_mut());
+    }
 
     for r in 0..rows {
         for t in 0..n {
@@ -168,6 +174,17 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
                 kern.variant,
                 w.k,
             );
+            if tm.is_some() {
+                let g = got_tm.get()[t * rows + r];
+                assert!(
+                    close(g, e, mag, REL),
+                    "matmul_{}_tokens variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: \
+                     y[{t}*rows+{r}] = {g:e}, scalar {e:e}; seed {seed} (replay: EDGEINFER_TEST_SEED={seed})",
+                    w.format,
+                    kern.variant,
+                    w.k,
+                );
+            }
         }
     }
 }
@@ -197,7 +214,7 @@ fn products_ragged() {
             }
             // Every token count on a few shapes (tile and token tails).
             for &n in &TOKENS {
-                for &(rows, k) in &[(1, 32), (4, 64), (5, 96), (9, 576), (8, 288)] {
+                for &(rows, k) in &[(1, 32), (4, 64), (5, 96), (9, 576), (8, 288), (17, 4160)] {
                     let w = random_weight(&mut rng, format, rows, k, 1.0);
                     let x = Acts::quantized(&mut rng, n, k, 1.0);
                     product_case(&kern, &mut rng, &w, &x, seed, "tokens");
@@ -382,6 +399,8 @@ fn par_matmul_q_three_threads() {
                 (65, 576, 4),
                 (33, 64, 17),
                 (7, 96, 2),
+                (40, 4160, 9),
+                (33, 96, 200),
             ] {
                 let xf = rng.vec(n * k, 1.0);
                 let w = random_weight(&mut rng, format, rows, k, 0.1);
@@ -411,6 +430,10 @@ fn par_matmul_q_three_threads() {
                 );
                 let mut got = vec![f32::NAN; rows * n];
                 pool.install(|| par::matmul_q(&kern, &w.view(), &acts, &mut got));
+                let mut got_tm = vec![f32::NAN; rows * n];
+                let tm =
+                    pool.install(|| par::matmul_q_tokens(&kern, &w.view(), &acts, &mut got_tm));
+                assert_eq!(tm, kern.matmul_q_tokens(format).is_some());
                 for r in 0..rows {
                     for t in 0..n {
                         let (g, e) = (got[r * n + t], want[r * n + t]);
@@ -418,6 +441,13 @@ fn par_matmul_q_three_threads() {
                             close(g, e, magnitude(&w, &x, r, t), REL),
                             "par::matmul_q {format} variant {} rows={rows} k={k} n={n} at (r={r}, t={t}): {g:e} vs \
                              scalar {e:e}; seed {seed}",
+                            kern.variant
+                        );
+                        let g = got_tm[t * rows + r];
+                        assert!(
+                            !tm || close(g, e, magnitude(&w, &x, r, t), REL),
+                            "par::matmul_q_tokens {format} variant {} rows={rows} k={k} n={n} at (r={r}, t={t}): \
+                             {g:e} vs scalar {e:e}; seed {seed}",
                             kern.variant
                         );
                     }

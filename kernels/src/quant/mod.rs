@@ -274,6 +274,25 @@ pub struct Q8ActsRef<'a> {
     pub k: usize,
 }
 
+impl<'a> Q8ActsRef<'a> {
+    /// Tokens `range` (panics if it is out of `0..n`).
+    pub fn tokens(&self, range: std::ops::Range<usize>) -> Q8ActsRef<'a> {
+        assert!(
+            range.start <= range.end && range.end <= self.n,
+            "Q8ActsRef::tokens: {range:?} out of 0..{}",
+            self.n
+        );
+        let nb = self.k / QK;
+        Q8ActsRef {
+            qs: &self.qs[range.start * self.k..range.end * self.k],
+            d: &self.d[range.start * nb..range.end * nb],
+            sum: &self.sum[range.start * nb..range.end * nb],
+            n: range.len(),
+            k: self.k,
+        }
+    }
+}
+
 /// Quantizes `n` tokens of `k` activations (`x[t·k + j]`) into `out` with the table's kernel.
 /// Panics if `k` is not a positive multiple of [`QK`], `x` is shorter than `n·k`, or `out` is too small.
 pub fn quantize_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, out: &mut Q8Acts) {

@@ -32,6 +32,9 @@ pub(crate) fn table() -> Kernels {
         matmul_q8_0: super::quant_avx512::matmul_q8_0_q8,
         matmul_q4_0: super::quant_avx512::matmul_q4_0_q8,
         matmul_q4_1: super::quant_avx512::matmul_q4_1_q8,
+        matmul_q8_0_tokens: Some(super::quant_avx512::matmul_tokens_q8_0_q8),
+        matmul_q4_0_tokens: Some(super::quant_avx512::matmul_tokens_q4_0_q8),
+        matmul_q4_1_tokens: Some(super::quant_avx512::matmul_tokens_q4_1_q8),
         ..super::avx2::table()
     }
 }
@@ -183,11 +186,56 @@ unsafe fn tile<W: Lanes16, const R: usize, const T: usize>(
         }
         c += 16;
     }
+    if R == 4 && T == 4 {
+        // Sixteen sums at once through an add tree (short rows, e.g. attention's 64-wide heads, would
+        // otherwise spend more on sixteen separate reductions than on the products).
+        let mut sums = [0f32; 16];
+        let v: [__m512; 16] = core::array::from_fn(|m| acc[m / 4][m % 4]);
+        // SAFETY: `sums` is 64 writable bytes.
+        unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), sum16(&v)) };
+        for (m, &s) in sums.iter().enumerate() {
+            yt[(r + m % 4) * n + t + m / 4] = s;
+        }
+        return;
+    }
     for (j, acc_j) in acc.iter().enumerate() {
         for (i, &a) in acc_j.iter().enumerate() {
             yt[(r + i) * n + t + j] = _mm512_reduce_add_ps(a);
         }
     }
+}
+
+/// Lane `m` of the result is the sum of the sixteen lanes of `v[m]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn sum16(v: &[__m512; 16]) -> __m512 {
+    // Per 128-bit lane L, four vectors at a time: w[g] lane L = [Σ_L v[4g], Σ_L v[4g+1], Σ_L v[4g+2],
+    // Σ_L v[4g+3]], where Σ_L sums the four floats of lane L.
+    let w: [__m512; 4] = core::array::from_fn(|g| {
+        let pair = |a: __m512, b: __m512| {
+            _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+        };
+        let (s01, s23) = (
+            pair(v[4 * g], v[4 * g + 1]),
+            pair(v[4 * g + 2], v[4 * g + 3]),
+        );
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(s01, s23),
+            _mm512_shuffle_ps::<0xee>(s01, s23),
+        )
+    });
+    // Then the four lanes of each w[g] summed, w[g]'s total landing in lane g.
+    let half = |a: __m512, b: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(a, b),
+            _mm512_shuffle_f32x4::<0xee>(a, b),
+        )
+    };
+    let (y01, y23) = (half(w[0], w[1]), half(w[2], w[3]));
+    _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x88>(y01, y23),
+        _mm512_shuffle_f32x4::<0xdd>(y01, y23),
+    )
 }
 
 /// AVX-512 version of [`scalar::dot_f32`].

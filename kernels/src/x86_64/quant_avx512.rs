@@ -356,6 +356,32 @@ macro_rules! q4_matmul_entry {
 q4_matmul_entry!(matmul_q4_0_q8, Q4_0);
 q4_matmul_entry!(matmul_q4_1_q8, Q4_1);
 
+macro_rules! tokens_entry {
+    ($name:ident, $rowmajor:ident, $fmt:ty) => {
+        /// Token-major version of [`
+        #[doc = stringify!($rowmajor)]
+        /// `]: `y[t·rows + r]` (see `Kernels::matmul_q8_0_tokens`). Several tokens go through the
+        /// prefill kernel, which sums each token's rows in one vector and stores it as is; otherwise
+        /// each token is one row-major product into its own row of `y`.
+        pub fn $name(w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32]) {
+            check_qmatmul(w, <$fmt>::FORMAT, x, y.len());
+            if x.n > 1 && prefill::suits(w, x.n) {
+                // SAFETY: only reachable through the AVX-512 VNNI table (features confirmed);
+                // `check_qmatmul` proved the plane lengths, and `suits` holds.
+                unsafe { prefill::matmul::<$fmt, true>(w, x, y) };
+                return;
+            }
+            for (t, yr) in y.chunks_exact_mut(w.rows).enumerate() {
+                $rowmajor(w, &x.tokens(t..t + 1), yr);
+            }
+        }
+    };
+}
+
+tokens_entry!(matmul_tokens_q8_0_q8, matmul_q8_0_q8, Q8_0);
+tokens_entry!(matmul_tokens_q4_0_q8, matmul_q4_0_q8, Q4_0);
+tokens_entry!(matmul_tokens_q4_1_q8, matmul_q4_1_q8, Q4_1);
+
 /// Preconditions: the shapes passed [`check_qmatmul`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn matmul<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
@@ -364,7 +390,7 @@ unsafe fn matmul<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     let mut r = 0;
     if n > 1 && prefill::suits(w, n) {
         // SAFETY: forwarded preconditions, and `suits`.
-        unsafe { prefill::matmul::<F>(w, x, yt) };
+        unsafe { prefill::matmul::<F, false>(w, x, yt) };
         return;
     }
     if n == 1 {

@@ -33,10 +33,14 @@ pub(super) fn suits(w: &QWeight<'_>, n: usize) -> bool {
     n >= 8 && PR * w.row_bytes() < i32::MAX as usize
 }
 
-/// `yt[r·n + t]` for every row and token. Preconditions: the shapes passed `check_qmatmul`, and
-/// [`suits`].
+/// `yt[r·n + t]` for every row and token, or with `TM` (token-major) `yt[t·rows + r]`.
+/// Preconditions: the shapes passed `check_qmatmul`, and [`suits`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn matmul<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+pub(super) unsafe fn matmul<F: Fmt, const TM: bool>(
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    yt: &mut [f32],
+) {
     let (rows, n, nb) = (w.rows, x.n, w.k / QK);
     let rb = w.row_bytes();
     // Repacked weights: per block eight vectors of quants, one of scales, one of minimums (q4_1).
@@ -73,19 +77,35 @@ pub(super) unsafe fn matmul<F: Fmt>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut
             let mut t0 = 0;
             while t0 + PT <= n {
                 // SAFETY: tokens t0..t0+PT exist; the chunk was repacked above.
-                unsafe { tile::<F, PT>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf) };
+                unsafe {
+                    tile::<F, PT, TM>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf)
+                };
                 t0 += PT;
             }
             // SAFETY: as above, for the n − t0 < PT tokens left.
             unsafe {
                 match n - t0 {
-                    1 => tile::<F, 1>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf),
-                    2 => tile::<F, 2>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf),
-                    3 => tile::<F, 3>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf),
-                    4 => tile::<F, 4>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf),
-                    5 => tile::<F, 5>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf),
-                    6 => tile::<F, 6>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf),
-                    7 => tile::<F, 7>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf),
+                    1 => {
+                        tile::<F, 1, TM>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf)
+                    }
+                    2 => {
+                        tile::<F, 2, TM>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf)
+                    }
+                    3 => {
+                        tile::<F, 3, TM>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf)
+                    }
+                    4 => {
+                        tile::<F, 4, TM>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf)
+                    }
+                    5 => {
+                        tile::<F, 5, TM>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf)
+                    }
+                    6 => {
+                        tile::<F, 6, TM>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf)
+                    }
+                    7 => {
+                        tile::<F, 7, TM>(x, nb, c0, kc, t0, wq, wd, wm, yt, r0, rr, first, &mut pf)
+                    }
                     _ => {}
                 }
             }
@@ -249,7 +269,7 @@ fn f16_lanes(v: &[f16], stride: usize, rr: usize) -> __m512 {
 }
 
 /// Tokens `t0..t0+T` against the repacked chunk (blocks `c0..c0+kc`) of rows `r0..r0+rr`: stores
-/// (`first`) or adds the sums into `yt`.
+/// (`first`) or adds the sums into `yt` (row-major, or token-major with `TM`).
 ///
 /// # Safety
 /// The tokens and blocks exist in `x`; the chunk was repacked by [`repack`] with these `r0`, `rr`, `c0`,
@@ -257,7 +277,7 @@ fn f16_lanes(v: &[f16], stride: usize, rr: usize) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<F: Fmt, const T: usize>(
+unsafe fn tile<F: Fmt, const T: usize, const TM: bool>(
     x: &Q8ActsRef<'_>,
     nb: usize,
     c0: usize,
@@ -308,6 +328,25 @@ unsafe fn tile<F: Fmt, const T: usize>(
                 }
             }
         }
+    }
+    if TM {
+        // Token-major: each token's sixteen row sums are one (masked) vector at y[t·rows + r0].
+        let rows = yt.len() / n;
+        let lanes: __mmask16 = ((1u32 << rr) - 1) as u16;
+        for (t, &a) in acc.iter().enumerate() {
+            // SAFETY: token t0+t < n and rows r0..r0+rr < rows exist (caller), so the selected lanes
+            // lie inside `yt` (`rows × n` elements, checked by `check_qmatmul`).
+            unsafe {
+                let p = yt.as_mut_ptr().add((t0 + t) * rows + r0);
+                let v = if first {
+                    a
+                } else {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, p), a)
+                };
+                _mm512_mask_storeu_ps(p, lanes, v);
+            }
+        }
+        return;
     }
     if T == PT {
         // SAFETY: rows r0..r0+rr and tokens t0..t0+8 exist (caller).
