@@ -9,6 +9,7 @@
 //! This crate never opens files: the caller hands it a [`tensor::TensorSource`].
 #![deny(unsafe_code)]
 
+pub mod attention;
 pub mod config;
 pub mod error;
 pub mod llama;

@@ -7,12 +7,9 @@
 //! Qwen2 and Qwen3 differ from Llama only by two optional stages whose weights a [`Layer`] holds or
 //! not, and Llama 3 only by its rotary frequencies (the state's tables): one forward serves all.
 
-use edgeinfer_kernels::dispatch::MatmulFn;
-use edgeinfer_kernels::{par, Kernels};
-use half::f16;
-use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
+use edgeinfer_kernels::Kernels;
 
+use crate::attention::{attention, write_cache};
 use crate::config::Config;
 use crate::error::ModelError;
 use crate::matrix::Matrix;
@@ -409,123 +406,6 @@ fn add_bias_rows(x: &mut [f32], b: edgeinfer_kernels::WeightRef<'_>) {
 fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
-    }
-}
-
-/// An element type the KV cache can hold, with the kernels attention needs for it.
-trait KvElem: Copy + Send + Sync {
-    fn store(dst: &mut [Self], src: &[f32]);
-    fn matmul(kern: &Kernels) -> MatmulFn<Self>;
-    fn weighted_sum(kern: &Kernels) -> fn(&[f32], &[Self], &mut [f32]);
-}
-
-impl KvElem for f32 {
-    fn store(dst: &mut [f32], src: &[f32]) {
-        dst.copy_from_slice(src);
-    }
-    fn matmul(kern: &Kernels) -> MatmulFn<f32> {
-        kern.matmul_f32
-    }
-    fn weighted_sum(kern: &Kernels) -> fn(&[f32], &[f32], &mut [f32]) {
-        kern.weighted_sum_f32
-    }
-}
-
-impl KvElem for f16 {
-    fn store(dst: &mut [f16], src: &[f32]) {
-        dst.convert_from_f32_slice(src);
-    }
-    fn matmul(kern: &Kernels) -> MatmulFn<f16> {
-        kern.matmul_f16
-    }
-    fn weighted_sum(kern: &Kernels) -> fn(&[f32], &[f16], &mut [f32]) {
-        kern.weighted_sum_f16
-    }
-}
-
-/// Appends `n` tokens' keys and values (`[n, kv_heads × head_dim]`) at positions `pos..pos+n` of one
-/// layer's cache (`[kv_heads, ctx, head_dim]`).
-fn write_cache<T: KvElem>(
-    c: &Config,
-    ctx: usize,
-    pos: usize,
-    k: &[f32],
-    v: &[f32],
-    kc: &mut [T],
-    vc: &mut [T],
-) {
-    let (hd, kvd) = (c.head_dim, c.kv_dim());
-    for t in 0..k.len() / kvd {
-        for g in 0..c.num_kv_heads {
-            let src = t * kvd + g * hd..t * kvd + (g + 1) * hd;
-            let dst = (g * ctx + pos + t) * hd..(g * ctx + pos + t + 1) * hd;
-            T::store(&mut kc[dst.clone()], &k[src.clone()]);
-            T::store(&mut vc[dst], &v[src]);
-        }
-    }
-}
-
-/// Causal grouped-query attention for `n = q.len() / q_dim` tokens at positions `pos..pos+n`.
-///
-/// Work items are `(token, kv head)` pairs: the `group` query heads sharing a kv head are contiguous
-/// in `q` and `att`, so one item reads its keys once for all of them (one matmul with `group` columns)
-/// and owns `group × head_dim` outputs. Items are split into at most `scores.len() / slot` contiguous
-/// runs; each run owns one slot of `scores`, so threads never share memory.
-#[allow(clippy::too_many_arguments)]
-fn attention<T: KvElem>(
-    kern: &Kernels,
-    c: &Config,
-    q: &[f32],
-    keys: &[T],
-    values: &[T],
-    pos: usize,
-    att: &mut [f32],
-    scores: &mut [f32],
-    ctx: usize,
-) {
-    let (hd, nkv) = (c.head_dim, c.num_kv_heads);
-    let group = c.num_heads / nkv;
-    let slot = 2 * group * ctx;
-    let items = q.len() / (group * hd);
-    let runs = (scores.len() / slot).min(par::threads()).max(1);
-    let per_run = items.div_ceil(runs);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let (matmul, weighted_sum) = (T::matmul(kern), T::weighted_sum(kern));
-
-    let run = |first_item: usize, out: &mut [f32], sc: &mut [f32]| {
-        let (by_key, by_head) = sc.split_at_mut(group * ctx);
-        for (j, o) in out.chunks_exact_mut(group * hd).enumerate() {
-            let item = first_item + j;
-            let (t, kv_head) = (item / nkv, item % nkv);
-            // This kv head's keys and values: rows 0..seen of `[ctx, head_dim]`.
-            let kv = kv_head * ctx * hd;
-            let seen = pos + t + 1;
-            let queries = &q[item * group * hd..(item + 1) * group * hd];
-            matmul(
-                &keys[kv..kv + seen * hd],
-                hd,
-                queries,
-                group,
-                &mut by_key[..seen * group],
-            );
-            for (h, o) in o.chunks_exact_mut(hd).enumerate() {
-                let row = &mut by_head[h * ctx..h * ctx + seen];
-                for (p, r) in row.iter_mut().enumerate() {
-                    *r = by_key[p * group + h] * scale;
-                }
-                (kern.softmax_f32)(row);
-                weighted_sum(row, &values[kv..kv + seen * hd], o);
-            }
-        }
-    };
-
-    if runs == 1 {
-        run(0, att, &mut scores[..slot]);
-    } else {
-        att.par_chunks_mut(per_run * group * hd)
-            .zip(scores.par_chunks_mut(slot))
-            .enumerate()
-            .for_each(|(r, (out, sc))| run(r * per_run, out, sc));
     }
 }
 

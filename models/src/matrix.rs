@@ -241,6 +241,9 @@ impl Matrix {
                 if n == 1 {
                     return par::matmul_q(kern, &w, &acts.as_ref(), &mut y[..w.rows]);
                 }
+                if par::matmul_q_tokens(kern, &w, &acts.as_ref(), &mut y[..w.rows * n]) {
+                    return;
+                }
                 let yt = &mut scratch[..w.rows * n];
                 par::matmul_q(kern, &w, &acts.as_ref(), yt);
                 par::transpose(yt, w.rows, n, y);

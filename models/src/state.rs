@@ -140,9 +140,9 @@ impl State {
             up: zeros(batch * inter),
             scratch: zeros(mul(max_rows, batch, "batch")?),
             scores: zeros(mul(
-                mul(threads, 2 * cfg.num_heads / cfg.num_kv_heads, "threads")?,
-                ctx,
-                "ctx",
+                threads,
+                crate::attention::attention_slot(cfg, ctx, batch),
+                "threads",
             )?),
             kv: match opts.kv_dtype {
                 KvDType::F32 => KvCache::F32 {
