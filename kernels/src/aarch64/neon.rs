@@ -36,6 +36,7 @@ pub(crate) fn table() -> Kernels {
         weighted_sum_f16,
         softmax_f32,
         silu_mul_f32,
+        rmsnorm_f32,
         quantize_acts: super::quant_neon::quantize_q8_acts,
         matmul_q8_0: super::quant_neon::matmul_q8_0_q8,
         matmul_q4_0: super::quant_neon::matmul_q4_0_q8,
@@ -427,4 +428,50 @@ unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
         i += 4;
     }
     scalar::silu_mul_f32(&mut gate[i..], &up[i..]);
+}
+
+/// NEON version of [`scalar::rmsnorm_f32`] for F32 norm weights (the others, only in dense F16/BF16
+/// checkpoints, take the scalar path). Same panics.
+pub fn rmsnorm_f32(x: &[f32], w: crate::WeightRef<'_>, eps: f32, out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "rmsnorm: x and out differ in length");
+    assert_eq!(w.len(), x.len(), "rmsnorm: weight length differs from x");
+    match w {
+        // SAFETY: only reachable through the NEON tables, built after detection; lengths are equal.
+        crate::WeightRef::F32(w) => unsafe { rmsnorm(x, w, eps, out) },
+        _ => scalar::rmsnorm_f32(x, w, eps, out),
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let (len, xp, wp, op) = (x.len(), x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
+    let mut acc = [vdupq_n_f32(0.0); 2];
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: i + 8 <= len.
+        unsafe {
+            let (a, b) = (vld1q_f32(xp.add(i)), vld1q_f32(xp.add(i + 4)));
+            acc[0] = vfmaq_f32(acc[0], a, a);
+            acc[1] = vfmaq_f32(acc[1], b, b);
+        }
+        i += 8;
+    }
+    let mut ss = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+    for v in &x[i..] {
+        ss += v * v;
+    }
+    let scale = 1.0 / (ss / len as f32 + eps).sqrt();
+    let vs = vdupq_n_f32(scale);
+    let mut i = 0;
+    while i + 4 <= len {
+        // SAFETY: i + 4 <= len, the length of all three slices.
+        unsafe {
+            let v = vmulq_f32(vld1q_f32(xp.add(i)), vs);
+            vst1q_f32(op.add(i), vmulq_f32(v, vld1q_f32(wp.add(i))));
+        }
+        i += 4;
+    }
+    for j in i..len {
+        out[j] = x[j] * scale * w[j];
+    }
 }

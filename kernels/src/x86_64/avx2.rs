@@ -35,6 +35,7 @@ pub(crate) fn table() -> Kernels {
         weighted_sum_f16,
         softmax_f32,
         silu_mul_f32,
+        rmsnorm_f32,
         quantize_acts: super::quant_avx2::quantize_q8_acts,
         matmul_q8_0: super::quant_avx2::matmul_q8_0_q8,
         matmul_q4_0: super::quant_avx2::matmul_q4_0_q8,
@@ -439,4 +440,50 @@ unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
         i += 8;
     }
     scalar::silu_mul_f32(&mut gate[i..], &up[i..]);
+}
+
+/// AVX2 version of [`scalar::rmsnorm_f32`] for F32 norm weights (the others, only in dense F16/BF16
+/// checkpoints, take the scalar path). Same panics.
+pub fn rmsnorm_f32(x: &[f32], w: crate::WeightRef<'_>, eps: f32, out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "rmsnorm: x and out differ in length");
+    assert_eq!(w.len(), x.len(), "rmsnorm: weight length differs from x");
+    match w {
+        // SAFETY: only reachable through the AVX2 tables, built after detection; lengths are equal.
+        crate::WeightRef::F32(w) => unsafe { rmsnorm(x, w, eps, out) },
+        _ => scalar::rmsnorm_f32(x, w, eps, out),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let (len, xp, wp, op) = (x.len(), x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 16 <= len {
+        // SAFETY: i + 16 <= len.
+        unsafe {
+            let (a, b) = (_mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(xp.add(i + 8)));
+            acc[0] = _mm256_fmadd_ps(a, a, acc[0]);
+            acc[1] = _mm256_fmadd_ps(b, b, acc[1]);
+        }
+        i += 16;
+    }
+    let mut ss = hsum(_mm256_add_ps(acc[0], acc[1]));
+    for v in &x[i..] {
+        ss += v * v;
+    }
+    let scale = 1.0 / (ss / len as f32 + eps).sqrt();
+    let vs = _mm256_set1_ps(scale);
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: i + 8 <= len, the length of all three slices.
+        unsafe {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(xp.add(i)), vs);
+            _mm256_storeu_ps(op.add(i), _mm256_mul_ps(v, _mm256_loadu_ps(wp.add(i))));
+        }
+        i += 8;
+    }
+    for j in i..len {
+        out[j] = x[j] * scale * w[j];
+    }
 }
