@@ -153,6 +153,17 @@ pub fn matmul_q_tokens(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &m
     true
 }
 
+/// `gate[i] = silu(gate[i]) · up[i]` with the table's kernel, split across the pool when long.
+pub fn silu_mul(kern: &Kernels, gate: &mut [f32], up: &[f32]) {
+    const CHUNK: usize = 1 << 14;
+    if threads() <= 1 || gate.len() < 2 * CHUNK || gate.len() != up.len() {
+        return (kern.silu_mul_f32)(gate, up);
+    }
+    gate.par_chunks_mut(CHUNK)
+        .zip(up.par_chunks(CHUNK))
+        .for_each(|(g, u)| (kern.silu_mul_f32)(g, u));
+}
+
 fn run(kern: &Kernels, w: WeightRef<'_>, k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
     match w {
         WeightRef::F32(w) => (kern.matmul_f32)(w, k, x, n, yt),

@@ -380,8 +380,8 @@ fn quantize_acts_exact() {
     }
 }
 
-/// `quant::quantize_acts` fills the arena through the table and `par::matmul_q` splits rows on a
-/// 3-thread pool (uneven on purpose); both against scalar.
+/// `quant::quantize_acts` fills the arena through the table (split by tokens when there are many) and
+/// `par::matmul_q` splits rows on a 3-thread pool (uneven on purpose); both against scalar.
 #[test]
 fn par_matmul_q_three_threads() {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -391,7 +391,8 @@ fn par_matmul_q_three_threads() {
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
-        let mut arena = Q8Acts::new(4, 1536);
+        // Room for the 200-token case, which quantizes split across the pool.
+        let mut arena = Q8Acts::new(200, 1536);
         for format in QFormat::ALL {
             for &(rows, k, n) in &[
                 (257, 576, 1),
@@ -418,7 +419,7 @@ fn par_matmul_q_three_threads() {
                 reference(format)(&w.view(), &s, &mut want);
 
                 let acts = if n * k <= arena.capacity() {
-                    quant::quantize_acts(&kern, &xf, n, k, &mut arena);
+                    pool.install(|| quant::quantize_acts(&kern, &xf, n, k, &mut arena));
                     arena.as_ref()
                 } else {
                     s

@@ -7,7 +7,7 @@
 //! Qwen2 and Qwen3 differ from Llama only by two optional stages whose weights a [`Layer`] holds or
 //! not, and Llama 3 only by its rotary frequencies (the state's tables): one forward serves all.
 
-use edgeinfer_kernels::Kernels;
+use edgeinfer_kernels::{par, Kernels};
 
 use crate::attention::{attention, write_cache};
 use crate::config::Config;
@@ -338,7 +338,7 @@ impl Llama {
                 &mut s.scratch,
                 &mut s.acts,
             );
-            (kern.silu_mul_f32)(&mut s.gate[..n * inter], &s.up[..n * inter]);
+            par::silu_mul(kern, &mut s.gate[..n * inter], &s.up[..n * inter]);
             layer.w_down.matmul(
                 kern,
                 inter,

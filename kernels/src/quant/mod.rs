@@ -306,14 +306,29 @@ pub fn quantize_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, out: &mut Q8
         "quantize_acts: {n}×{k} does not fit an arena of {}",
         out.capacity()
     );
-    (kern.quantize_acts)(
-        x,
-        n,
-        k,
+    let (qs, d, sum) = (
         &mut out.qs[..len],
         &mut out.d[..len / QK],
         &mut out.sum[..len / QK],
     );
+    // Tokens are independent: many of them (a prompt) are split across the current rayon pool.
+    let threads = rayon::current_num_threads();
+    if threads > 1 && n >= 64 {
+        use rayon::prelude::*;
+        let per = n.div_ceil(threads);
+        let nb = k / QK;
+        qs.par_chunks_mut(per * k)
+            .zip(d.par_chunks_mut(per * nb))
+            .zip(sum.par_chunks_mut(per * nb))
+            .enumerate()
+            .for_each(|(i, ((qs, d), sum))| {
+                let t0 = i * per;
+                let nt = d.len() / nb;
+                (kern.quantize_acts)(&x[t0 * k..(t0 + nt) * k], nt, k, qs, d, sum);
+            });
+    } else {
+        (kern.quantize_acts)(x, n, k, qs, d, sum);
+    }
     out.n = n;
     out.k = k;
 }

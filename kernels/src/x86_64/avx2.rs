@@ -351,8 +351,21 @@ pub fn softmax_f32(x: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let (len, xp) = (x.len(), x.as_mut_ptr());
+    let mut vm = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: i + 8 <= len.
+        vm = _mm256_max_ps(vm, unsafe { _mm256_loadu_ps(xp.add(i)) });
+        i += 8;
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` is 32 writable bytes.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), vm) };
+    let max = lanes
+        .into_iter()
+        .chain(x[i..].iter().copied())
+        .fold(f32::NEG_INFINITY, f32::max);
     let vmax = _mm256_set1_ps(max);
     let mut vsum = _mm256_setzero_ps();
     let mut i = 0;
