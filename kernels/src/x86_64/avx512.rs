@@ -186,14 +186,20 @@ unsafe fn tile<W: Lanes16, const R: usize, const T: usize>(
         }
         c += 16;
     }
-    if R == 4 && T == 4 {
-        // Sixteen sums at once through an add tree (short rows, e.g. attention's 64-wide heads, would
-        // otherwise spend more on sixteen separate reductions than on the products).
+    if R == 4 && T > 1 {
+        // Up to sixteen sums at once through an add tree (short rows, e.g. attention's 64-wide heads,
+        // would otherwise spend more on separate reductions than on the products).
         let mut sums = [0f32; 16];
-        let v: [__m512; 16] = core::array::from_fn(|m| acc[m / 4][m % 4]);
+        let v: [__m512; 16] = core::array::from_fn(|m| {
+            if m / 4 < T {
+                acc[m / 4][m % 4]
+            } else {
+                _mm512_setzero_ps()
+            }
+        });
         // SAFETY: `sums` is 64 writable bytes.
         unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), sum16(&v)) };
-        for (m, &s) in sums.iter().enumerate() {
+        for (m, &s) in sums.iter().enumerate().take(4 * T) {
             yt[(r + m % 4) * n + t + m / 4] = s;
         }
         return;
