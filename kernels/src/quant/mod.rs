@@ -311,8 +311,9 @@ pub fn quantize_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, out: &mut Q8
         &mut out.d[..len / QK],
         &mut out.sum[..len / QK],
     );
-    // Tokens are independent: many of them (a prompt) are split across the current rayon pool.
-    let threads = rayon::current_num_threads();
+    // Tokens are independent: many of them (a prompt) are split across the rayon pool the caller runs
+    // in (none outside a pool: a one-thread session never starts rayon's global pool).
+    let threads = crate::par::threads();
     if threads > 1 && n >= 64 {
         use rayon::prelude::*;
         let per = n.div_ceil(threads);
