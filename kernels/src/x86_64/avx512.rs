@@ -57,12 +57,29 @@ impl Lanes16 for f32 {
     }
 }
 
+/// Sixteen 16-bit words at `p`, those whose bit in `m` is clear zero and not read.
+///
+/// # Safety
+/// The selected words must be readable; the CPU must have AVX-512 BW/VL.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load_words(p: *const i16, m: __mmask16) -> __m256i {
+    if m == 0xffff {
+        // SAFETY: all sixteen words are selected, hence readable (caller).
+        unsafe { _mm256_loadu_si256(p.cast()) }
+    } else {
+        // SAFETY: masked lanes do not fault; the selected ones are readable (caller).
+        unsafe { _mm256_maskz_loadu_epi16(m, p) }
+    }
+}
+
 impl Lanes16 for f16 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     unsafe fn load16(p: *const f16, m: __mmask16) -> __m512 {
-        // SAFETY: as for f32; a masked 16-bit load (BW+VL) then an exact half→single conversion.
-        unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p.cast())) }
+        // SAFETY: as for f32; a 16-bit load (masked only for a row's tail: masked word loads are
+        // slow on some cores, Zen 4 among them) then an exact half→single conversion.
+        unsafe { _mm512_cvtph_ps(load_words(p.cast(), m)) }
     }
 }
 
@@ -72,7 +89,7 @@ impl Lanes16 for bf16 {
     unsafe fn load16(p: *const bf16, m: __mmask16) -> __m512 {
         // SAFETY: as for f16; bf16 is the top half of an f32, so widen and shift by 16.
         unsafe {
-            let h = _mm256_maskz_loadu_epi16(m, p.cast());
+            let h = load_words(p.cast(), m);
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
         }
     }

@@ -631,10 +631,18 @@ unsafe fn unit<F: Stream, const MASKED: bool>(
     // SAFETY: as required of the caller; masked-off scales are not read.
     unsafe {
         let idot = F::unit_dots::<MASKED>(wq, blocks, a);
-        let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bm, wd.cast()));
+        // Unmasked when whole (masked word loads are slow on some cores, Zen 4 among them).
+        let words = |p: *const f16| {
+            if MASKED {
+                _mm256_maskz_loadu_epi16(bm, p.cast())
+            } else {
+                _mm256_loadu_si256(p.cast())
+            }
+        };
+        let dw = _mm512_cvtph_ps(words(wd));
         let s = _mm512_mul_ps(dw, _mm512_loadu_ps(dx));
         if F::FORMAT == QFormat::Q4_1 {
-            let m = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bm, wm.cast()));
+            let m = _mm512_cvtph_ps(words(wm));
             _mm512_fmadd_ps(
                 s,
                 _mm512_cvtepi32_ps(idot),
@@ -768,10 +776,17 @@ unsafe fn group<F: Fmt, const R: usize, const T: usize, const LEN: usize>(
         // `wb` (bounds-checked slices), masked-off lanes are not read.
         unsafe {
             wv[i] = F::load_w::<LEN>(wq);
-            dw[i] = _mm256_cvtph_ps(_mm_maskz_loadu_epi16(m8, w.d[wb..wb + LEN].as_ptr().cast()));
+            // Unmasked for a whole group of eight (masked word loads are slow on some cores).
+            let words = |v: &[f16]| {
+                if LEN == 8 {
+                    _mm_loadu_si128(v.as_ptr().cast())
+                } else {
+                    _mm_maskz_loadu_epi16(m8, v.as_ptr().cast())
+                }
+            };
+            dw[i] = _mm256_cvtph_ps(words(&w.d[wb..wb + LEN]));
             if F::FORMAT == QFormat::Q4_1 {
-                m[i] =
-                    _mm256_cvtph_ps(_mm_maskz_loadu_epi16(m8, w.m[wb..wb + LEN].as_ptr().cast()));
+                m[i] = _mm256_cvtph_ps(words(&w.m[wb..wb + LEN]));
             }
         }
     }
