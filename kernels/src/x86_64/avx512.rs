@@ -28,6 +28,8 @@ pub(crate) fn table() -> Kernels {
         dot_f32,
         axpy_f32,
         axpy_f16,
+        weighted_sum_f32,
+        weighted_sum_f16,
         quantize_acts: super::quant_avx512::quantize_q8_acts,
         matmul_q8_0: super::quant_avx512::matmul_q8_0_q8,
         matmul_q4_0: super::quant_avx512::matmul_q4_0_q8,
@@ -53,7 +55,13 @@ impl Lanes16 for f32 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     unsafe fn load16(p: *const f32, m: __mmask16) -> __m512 {
         // SAFETY: the caller guarantees the selected elements are readable; masked lanes do not fault.
-        unsafe { _mm512_maskz_loadu_ps(m, p) }
+        unsafe {
+            if m == 0xffff {
+                _mm512_loadu_ps(p)
+            } else {
+                _mm512_maskz_loadu_ps(m, p)
+            }
+        }
     }
 }
 
@@ -342,5 +350,63 @@ unsafe fn axpy<W: Lanes16>(alpha: f32, x: &[W], y: &mut [f32]) {
             _mm512_mask_storeu_ps(yp.add(i), m, v);
         }
         i += 16;
+    }
+}
+
+/// AVX-512 version of [`scalar::weighted_sum_f32`].
+pub fn weighted_sum_f32(p: &[f32], v: &[f32], out: &mut [f32]) {
+    scalar::check_weighted_sum(p.len(), v.len(), out.len());
+    // SAFETY: only reachable through the AVX-512 table, built after detection; bounds checked above.
+    unsafe { weighted_sum(p, v, out) }
+}
+
+/// AVX-512 version of [`scalar::weighted_sum_f16`].
+pub fn weighted_sum_f16(p: &[f32], v: &[f16], out: &mut [f32]) {
+    scalar::check_weighted_sum(p.len(), v.len(), out.len());
+    // SAFETY: as for `weighted_sum_f32`.
+    unsafe { weighted_sum(p, v, out) }
+}
+
+/// Columns in blocks of 64 (four vectors, the last masked to the row's end), rows two at a time into
+/// two sets of accumulators (eight independent FMA chains), added at the end.
+/// Precondition: `v.len() >= p.len() * out.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn weighted_sum<W: Lanes16>(p: &[f32], v: &[W], out: &mut [f32]) {
+    let hd = out.len();
+    let vp = v.as_ptr();
+    let rows = p.len();
+    for c in (0..hd).step_by(64) {
+        let mask = |a: usize| -> __mmask16 {
+            let lanes = hd.saturating_sub(c + 16 * a).min(16);
+            ((1u32 << lanes) - 1) as u16
+        };
+        let m: [__mmask16; 4] = core::array::from_fn(mask);
+        let mut acc = [[_mm512_setzero_ps(); 4]; 2];
+        let mut j = 0;
+        while j < rows {
+            let two = (rows - j).min(2);
+            for (u, acc) in acc.iter_mut().enumerate().take(two) {
+                let w = _mm512_set1_ps(p[j + u]);
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    if m[a] != 0 {
+                        // SAFETY: row j+u < rows and the lanes selected by m[a] are columns below
+                        // hd of that row, inside `v` (precondition).
+                        let x = unsafe { W::load16(vp.add((j + u) * hd + c + 16 * a), m[a]) };
+                        *acc = _mm512_fmadd_ps(w, x, *acc);
+                    }
+                }
+            }
+            j += two;
+        }
+        for (a, &ma) in m.iter().enumerate() {
+            // SAFETY: the lanes selected by ma are columns below hd = out.len().
+            unsafe {
+                _mm512_mask_storeu_ps(
+                    out.as_mut_ptr().add(c + 16 * a),
+                    ma,
+                    _mm512_add_ps(acc[0][a], acc[1][a]),
+                )
+            };
+        }
     }
 }
