@@ -117,6 +117,57 @@ pub fn matmul_q(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f3
         });
 }
 
+/// Decode: the products of one token's activations with two or three quantized matrices (q/k/v,
+/// gate/up) in a single parallel region, so the pool forks and joins once instead of once per matrix.
+/// `ys[i]` gets `ws[i]`'s rows. Panics unless `ws` and `ys` have the same length, 2 or 3, and `x` is
+/// one token.
+pub fn matvec_q_group(
+    kern: &Kernels,
+    ws: &[QWeight<'_>],
+    x: &Q8ActsRef<'_>,
+    ys: &mut [&mut [f32]],
+) {
+    assert!(
+        ws.len() == ys.len() && (2..=3).contains(&ws.len()) && x.n == 1,
+        "par::matvec_q_group: {} weights, {} outputs, {} tokens",
+        ws.len(),
+        ys.len(),
+        x.n
+    );
+    let threads = threads();
+    let small =
+        |w: &QWeight<'_>| w.rows.saturating_mul(w.k) < MIN_PARALLEL_WORK || w.rows < 2 * ROW_ALIGN;
+    if threads <= 1 || ws.iter().any(small) {
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            matmul_q(kern, w, x, y);
+        }
+        return;
+    }
+    // Row chunks of one matrix, each with its slice of the output.
+    fn pieces<'a>(
+        w: &'a QWeight<'a>,
+        y: &'a mut [f32],
+        threads: usize,
+    ) -> impl IndexedParallelIterator<Item = (QWeight<'a>, &'a mut [f32])> + 'a {
+        let per = w.rows.div_ceil(threads * 4).next_multiple_of(ROW_ALIGN);
+        y[..w.rows]
+            .par_chunks_mut(per)
+            .enumerate()
+            .map(move |(i, out)| (w.rows(i * per..i * per + out.len()), out))
+    }
+    let run = |(w, out): (QWeight<'_>, &mut [f32])| kern.matmul_q(w.format)(&w, x, out);
+    match ys {
+        [a, b] => pieces(&ws[0], a, threads)
+            .chain(pieces(&ws[1], b, threads))
+            .for_each(run),
+        [a, b, c] => pieces(&ws[0], a, threads)
+            .chain(pieces(&ws[1], b, threads))
+            .chain(pieces(&ws[2], c, threads))
+            .for_each(run),
+        _ => unreachable!("checked above"),
+    }
+}
+
 /// Token-major quantized `y[t·rows + r] = Σ_j w[r, j] · x[t, j]` through the variant's token-major
 /// kernel (see `Kernels::matmul_q8_0_tokens`), tokens split across the pool (each task owns whole
 /// token rows of `y`); returns `false`, leaving `y` untouched, when the variant has none.

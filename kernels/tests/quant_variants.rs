@@ -463,3 +463,57 @@ fn par_matmul_q_three_threads() {
 fn report_variants() {
     edgeinfer_kernels::testing::report_variants();
 }
+
+/// `par::matvec_q_group`: two and three matrices of different formats and row counts (small ones
+/// done on the caller, large ones in one region of a 3-thread pool) equal scalar per matrix.
+#[test]
+fn par_matvec_group_three_threads() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .expect("rayon pool");
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        let k = 576;
+        let x = Acts::quantized(&mut rng, 1, k, 1.0);
+        let xr = Q8ActsRef {
+            qs: &x.qs,
+            d: &x.d,
+            sum: &x.sum,
+            n: 1,
+            k,
+        };
+        for shapes in [
+            &[
+                (QFormat::Q4_0, 576),
+                (QFormat::Q4_0, 192),
+                (QFormat::Q8_0, 195),
+            ][..],
+            &[(QFormat::Q4_1, 1536), (QFormat::Q4_0, 1536)][..],
+            &[(QFormat::Q8_0, 17), (QFormat::Q4_0, 300)][..],
+        ] {
+            let ws: Vec<QPlanes> = shapes
+                .iter()
+                .map(|&(f, rows)| random_weight(&mut rng, f, rows, k, 0.1))
+                .collect();
+            let views: Vec<QWeight<'_>> = ws.iter().map(|w| w.view()).collect();
+            let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; w.rows]).collect();
+            let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+            pool.install(|| par::matvec_q_group(&kern, &views, &xr, &mut refs));
+            for (w, got) in ws.iter().zip(&outs) {
+                let mut want = vec![0.0; w.rows];
+                reference(w.format)(&w.view(), &xr, &mut want);
+                for (r, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        close(g, e, magnitude(w, &x, r, 0), REL),
+                        "matvec_q_group {} variant {} rows={} row {r}: {g:e} vs scalar {e:e}; seed {seed}",
+                        w.format,
+                        kern.variant,
+                        w.rows
+                    );
+                }
+            }
+        }
+    }
+}

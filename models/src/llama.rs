@@ -213,31 +213,13 @@ impl Llama {
                 c.rms_norm_eps,
                 &mut s.xb[..n * h],
             );
-            let xb = &s.xb[..n * h];
-            layer.wq.matmul(
+            Matrix::matmul_group(
                 kern,
+                &[&layer.wq, &layer.wk, &layer.wv],
                 h,
-                xb,
+                &s.xb[..n * h],
                 n,
-                &mut s.q[..n * qd],
-                &mut s.scratch,
-                &mut s.acts,
-            );
-            layer.wk.matmul(
-                kern,
-                h,
-                xb,
-                n,
-                &mut s.k[..n * kvd],
-                &mut s.scratch,
-                &mut s.acts,
-            );
-            layer.wv.matmul(
-                kern,
-                h,
-                xb,
-                n,
-                &mut s.v[..n * kvd],
+                &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]],
                 &mut s.scratch,
                 &mut s.acts,
             );
@@ -319,22 +301,13 @@ impl Llama {
                 c.rms_norm_eps,
                 &mut s.xb[..n * h],
             );
-            let xb = &s.xb[..n * h];
-            layer.w_gate.matmul(
+            Matrix::matmul_group(
                 kern,
+                &[&layer.w_gate, &layer.w_up],
                 h,
-                xb,
+                &s.xb[..n * h],
                 n,
-                &mut s.gate[..n * inter],
-                &mut s.scratch,
-                &mut s.acts,
-            );
-            layer.w_up.matmul(
-                kern,
-                h,
-                xb,
-                n,
-                &mut s.up[..n * inter],
+                &mut [&mut s.gate[..n * inter], &mut s.up[..n * inter]],
                 &mut s.scratch,
                 &mut s.acts,
             );

@@ -251,6 +251,37 @@ impl Matrix {
         }
     }
 
+    /// `outs[i] = x·mats[i]ᵀ` for matrices that read the same input (q/k/v, gate/up): like one
+    /// [`Matrix::matmul`] each, but when they are all quantized and there is one token, the
+    /// activations are quantized once and the products share one parallel region.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_group(
+        kern: &Kernels,
+        mats: &[&Matrix],
+        k: usize,
+        x: &[f32],
+        n: usize,
+        outs: &mut [&mut [f32]],
+        scratch: &mut [f32],
+        acts: &mut Q8Acts,
+    ) {
+        let all_quant = mats.iter().all(|m| matches!(m, Matrix::Quant(_)));
+        if n == 1 && all_quant && (2..=3).contains(&mats.len()) && mats.len() == outs.len() {
+            quant::quantize_acts(kern, &x[..k], 1, k, acts);
+            fn view(m: &Matrix) -> QWeight<'_> {
+                match m {
+                    Matrix::Quant(q) => q.view(),
+                    Matrix::Dense(_) => unreachable!("all quantized"),
+                }
+            }
+            let ws = [view(mats[0]), view(mats[1]), view(mats[mats.len() - 1])];
+            return par::matvec_q_group(kern, &ws[..mats.len()], &acts.as_ref(), outs);
+        }
+        for (m, y) in mats.iter().zip(outs.iter_mut()) {
+            m.matmul(kern, k, x, n, y, scratch, acts);
+        }
+    }
+
     /// The dense view, for code paths that only take dense weights.
     pub fn dense(&self) -> Option<WeightRef<'_>> {
         match self {
