@@ -19,7 +19,7 @@
 
 use std::ops::Range;
 
-use edgeinfer_kernels::quant::{self, Q8Acts, QFormat, QWeight, QK};
+use edgeinfer_kernels::quant::{self, Q8Acts, Q8ActsRef, QFormat, QWeight, QK};
 use edgeinfer_kernels::{par, Kernels, WeightRef};
 use half::f16;
 
@@ -156,6 +156,20 @@ impl QTensor {
     }
 }
 
+/// `y = x·Wᵀ` (token-major) for activations already quantized; `scratch` holds `rows × n` floats.
+fn product_q(kern: &Kernels, q: &QTensor, x: &Q8ActsRef<'_>, y: &mut [f32], scratch: &mut [f32]) {
+    let (w, n) = (q.view(), x.n);
+    if n == 1 {
+        return par::matmul_q(kern, &w, x, &mut y[..w.rows]);
+    }
+    if par::matmul_q_tokens(kern, &w, x, &mut y[..w.rows * n]) {
+        return;
+    }
+    let yt = &mut scratch[..w.rows * n];
+    par::matmul_q(kern, &w, x, yt);
+    par::transpose(yt, w.rows, n, y);
+}
+
 fn f16s(bytes: &[u8]) -> &[f16] {
     // Alignment and even length are checked in `QTensor::new` before any view exists.
     bytemuck::cast_slice(bytes)
@@ -236,24 +250,15 @@ impl Matrix {
         match self {
             Matrix::Dense(t) => par::matmul(kern, t.view(), k, x, n, y, scratch),
             Matrix::Quant(q) => {
-                let w = q.view();
                 quant::quantize_acts(kern, &x[..n * k], n, k, acts);
-                if n == 1 {
-                    return par::matmul_q(kern, &w, &acts.as_ref(), &mut y[..w.rows]);
-                }
-                if par::matmul_q_tokens(kern, &w, &acts.as_ref(), &mut y[..w.rows * n]) {
-                    return;
-                }
-                let yt = &mut scratch[..w.rows * n];
-                par::matmul_q(kern, &w, &acts.as_ref(), yt);
-                par::transpose(yt, w.rows, n, y);
+                product_q(kern, q, &acts.as_ref(), y, scratch);
             }
         }
     }
 
     /// `outs[i] = x·mats[i]ᵀ` for matrices that read the same input (q/k/v, gate/up): like one
-    /// [`Matrix::matmul`] each, but when they are all quantized and there is one token, the
-    /// activations are quantized once and the products share one parallel region.
+    /// [`Matrix::matmul`] each, but when they are all quantized the activations are quantized once,
+    /// and for one token the products share one parallel region.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_group(
         kern: &Kernels,
@@ -266,19 +271,26 @@ impl Matrix {
         acts: &mut Q8Acts,
     ) {
         let all_quant = mats.iter().all(|m| matches!(m, Matrix::Quant(_)));
-        if n == 1 && all_quant && (2..=3).contains(&mats.len()) && mats.len() == outs.len() {
-            quant::quantize_acts(kern, &x[..k], 1, k, acts);
-            fn view(m: &Matrix) -> QWeight<'_> {
-                match m {
-                    Matrix::Quant(q) => q.view(),
-                    Matrix::Dense(_) => unreachable!("all quantized"),
-                }
+        if !all_quant || mats.len() != outs.len() {
+            for (m, y) in mats.iter().zip(outs.iter_mut()) {
+                m.matmul(kern, k, x, n, y, scratch, acts);
             }
-            let ws = [view(mats[0]), view(mats[1]), view(mats[mats.len() - 1])];
+            return;
+        }
+        fn quantized(m: &Matrix) -> &QTensor {
+            match m {
+                Matrix::Quant(q) => q,
+                Matrix::Dense(_) => unreachable!("all quantized"),
+            }
+        }
+        quant::quantize_acts(kern, &x[..n * k], n, k, acts);
+        if n == 1 && (2..=3).contains(&mats.len()) {
+            let last = mats.len() - 1;
+            let ws = [0, 1, last].map(|i| quantized(mats[i]).view());
             return par::matvec_q_group(kern, &ws[..mats.len()], &acts.as_ref(), outs);
         }
         for (m, y) in mats.iter().zip(outs.iter_mut()) {
-            m.matmul(kern, k, x, n, y, scratch, acts);
+            product_q(kern, quantized(m), &acts.as_ref(), y, scratch);
         }
     }
 
