@@ -109,6 +109,16 @@ fn matmul_sweep<T: Copy + Default>(f: &Format<T>) {
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
+        if cfg!(miri) {
+            // Interpreted, the sweep below takes many minutes: shapes that reach every tail and
+            // the one- and several-token paths, plus the empty ones.
+            for &(rows, k, n) in &[(1, 1, 1), (7, 9, 2), (9, 33, 3), (2, 17, 0), (0, 7, 3)] {
+                let sc = scales(f)[rows % 3];
+                matmul_case(f, &kern, &mut rng, rows, k, n, sc, false, seed);
+            }
+            matmul_case(f, &kern, &mut rng, 3, 40, 2, (1.0, 1.0), true, seed);
+            continue;
+        }
         for (ri, &rows) in RAGGED.iter().enumerate() {
             for (ki, &k) in K_SIZES.iter().enumerate() {
                 let n = TOKENS[(ri + ki) % TOKENS.len()];
@@ -147,9 +157,13 @@ fn matmul_bf16() {
     matmul_sweep(&BF16);
 }
 
-/// Lengths for the vector ops: every tail up to 70, then real widths and an odd large one.
-fn vec_lengths() -> impl Iterator<Item = usize> {
-    (0..=70).chain([127, 129, 576, 896, 1536, 4097])
+/// Lengths for the vector ops: every tail up to 70, then real widths and an odd large one (under
+/// Miri, every tail up to 34 and two widths).
+fn vec_lengths() -> Box<dyn Iterator<Item = usize>> {
+    match cfg!(miri) {
+        true => Box::new((0..=34).chain([65, 576])),
+        false => Box::new((0..=70).chain([127, 129, 576, 896, 1536, 4097])),
+    }
 }
 
 #[test]
@@ -362,6 +376,10 @@ fn rope_f32() {
 
 /// `par::matmul_t` and `par::matmul` on a 3-thread pool (uneven split on purpose) against scalar.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "splits large shapes over a thread pool: hours interpreted"
+)]
 fn par_matmul_three_threads() {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(3)
@@ -443,8 +461,16 @@ fn weighted_sum() {
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
-        for hd in [1, 7, 8, 9, 31, 32, 33, 40, 64, 65, 96, 128, 130] {
-            for rows in [1, 2, 3, 17, 64, 257] {
+        // Interpreted (Miri), the full sweep takes many minutes: tails around 8 and 32 lanes only.
+        let (hds, row_counts): (&[usize], &[usize]) = match cfg!(miri) {
+            true => (&[1, 7, 8, 9, 33, 64], &[1, 2, 17]),
+            false => (
+                &[1, 7, 8, 9, 31, 32, 33, 40, 64, 65, 96, 128, 130],
+                &[1, 2, 3, 17, 64, 257],
+            ),
+        };
+        for &hd in hds {
+            for &rows in row_counts {
                 let p: Vec<f32> = rng.vec(rows, 1.0).iter().map(|x| x.abs()).collect();
                 let v32 = rng.vec(rows * hd, 4.0);
                 let v16: Vec<f16> = v32.iter().map(|&x| f16::from_f32(x)).collect();

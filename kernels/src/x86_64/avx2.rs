@@ -384,6 +384,9 @@ unsafe fn softmax(x: &mut [f32]) {
         sum += *v;
     }
     let inv = _mm256_set1_ps(1.0 / sum);
+    // The tail loop above reborrowed `x` mutably, which retires pointers taken from it before
+    // (Miri: a Stacked Borrows violation, scripts/miri.sh); take a fresh one.
+    let xp = x.as_mut_ptr();
     let mut i = 0;
     while i + 8 <= len {
         // SAFETY: i + 8 <= len.
