@@ -111,8 +111,7 @@ pub fn check_weighted_sum(p_len: usize, v_len: usize, hd: usize) {
 
 /// RMSNorm: `out[i] = x[i] / sqrt(mean(x²) + eps) · w[i]`, with the mean taken in f32.
 pub fn rmsnorm_f32(x: &[f32], w: WeightRef<'_>, eps: f32, out: &mut [f32]) {
-    assert_eq!(x.len(), out.len(), "rmsnorm: x and out differ in length");
-    assert_eq!(w.len(), x.len(), "rmsnorm: weight length differs from x");
+    check_rmsnorm(x.len(), w.len(), out.len());
     let mut ss = 0.0f32;
     for v in x {
         ss += v * v;
@@ -121,6 +120,12 @@ pub fn rmsnorm_f32(x: &[f32], w: WeightRef<'_>, eps: f32, out: &mut [f32]) {
     for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
         *o = v * scale * w.get(i);
     }
+}
+
+/// The lengths every `rmsnorm_f32` variant checks: `x`, the weight and `out` all equal.
+pub fn check_rmsnorm(x_len: usize, w_len: usize, out_len: usize) {
+    assert_eq!(x_len, out_len, "rmsnorm: x and out differ in length");
+    assert_eq!(w_len, x_len, "rmsnorm: weight length differs from x");
 }
 
 /// In-place softmax; the maximum is subtracted first so large scores do not overflow.

@@ -461,8 +461,7 @@ unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
 /// AVX2 version of [`scalar::rmsnorm_f32`] for F32 norm weights (the others, only in dense F16/BF16
 /// checkpoints, take the scalar path). Same panics.
 pub fn rmsnorm_f32(x: &[f32], w: crate::WeightRef<'_>, eps: f32, out: &mut [f32]) {
-    assert_eq!(x.len(), out.len(), "rmsnorm: x and out differ in length");
-    assert_eq!(w.len(), x.len(), "rmsnorm: weight length differs from x");
+    scalar::check_rmsnorm(x.len(), w.len(), out.len());
     match w {
         // SAFETY: only reachable through the AVX2 tables, built after detection; lengths are equal.
         crate::WeightRef::F32(w) => unsafe { rmsnorm(x, w, eps, out) },
