@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Every test of edgeinfer, as CI runs them (`make test` calls this):
+#   0. checks formatting and clippy (warnings are errors),
 #   1. builds the workspace's tests once (the test profile is optimised: the real model runs in them),
 #   2. fetches and imports SmolLM2-135M-Instruct if missing (scripts/fetch-model.sh),
 #   3. runs all workspace tests natively, with the real model required and the x86 kernel variants
@@ -18,6 +19,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s\n' "$*"; }
+
+step "lint (rustfmt, clippy -D warnings)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
 step "build (workspace tests + infer)"
 cargo test --workspace --no-run

@@ -271,14 +271,14 @@ fn valid_body(i: usize, chat: bool) -> Value {
         json!({"prompt": prompt})
     };
     body["max_tokens"] = json!(1 + i % 4);
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         body["temperature"] = json!(0.8);
         body["top_p"] = json!(0.9);
         body["seed"] = json!(i);
     } else {
         body["temperature"] = json!(0);
     }
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         body["stop"] = json!(["\n\n", "."]);
     }
     body
@@ -325,7 +325,8 @@ impl Client {
                 assert!((1..=4).contains(&n) || reason == "stop", "request {i}: {v}");
             }
             Kind::Invoke => {
-                let (status, v) = self.post("/invoke", &valid_body(i, i % 2 == 0).to_string());
+                let (status, v) =
+                    self.post("/invoke", &valid_body(i, i.is_multiple_of(2)).to_string());
                 assert_eq!(status, 200, "request {i}: {v}");
                 assert!(
                     v["finish_reason"] == "stop" || v["finish_reason"] == "length",
@@ -366,7 +367,7 @@ impl Client {
 
     /// A streamed request read to `data: [DONE]`: text chunks, then one with the finish reason.
     fn stream_to_end(&self, i: usize) {
-        let chat = i % 2 == 0;
+        let chat = i.is_multiple_of(2);
         let mut body = valid_body(i, chat);
         body["stream"] = json!(true);
         let path = if chat {

@@ -161,7 +161,7 @@ pub fn silu_mul_f32(gate: &mut [f32], up: &[f32]) {
 pub fn rope_f32(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
     let half = head_dim / 2;
     assert!(
-        head_dim % 2 == 0 && x.len() % head_dim == 0,
+        head_dim.is_multiple_of(2) && x.len().is_multiple_of(head_dim),
         "rope: bad head_dim {head_dim}"
     );
     assert!(

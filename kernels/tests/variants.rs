@@ -487,14 +487,14 @@ fn weighted_sum() {
                     Unaligned::new(&v32, ov).get(),
                     got.get_mut(),
                 );
-                for d in 0..hd {
+                for (d, &e) in want.iter().enumerate() {
                     let m = mag(&|i| v32[i], d);
                     assert!(
-                        close(got.get()[d], want[d], m, REL),
+                        close(got.get()[d], e, m, REL),
                         "weighted_sum_f32 variant {} hd={hd} rows={rows} at {d}: {} vs scalar {}; seed {seed}",
                         kern.variant,
                         got.get()[d],
-                        want[d]
+                        e
                     );
                 }
                 scalar::weighted_sum_f16(&p, &v16, &mut want);
@@ -503,14 +503,14 @@ fn weighted_sum() {
                     Unaligned::new(&v16, ov).get(),
                     got.get_mut(),
                 );
-                for d in 0..hd {
+                for (d, &e) in want.iter().enumerate() {
                     let m = mag(&|i| f32::from(v16[i]), d);
                     assert!(
-                        close(got.get()[d], want[d], m, REL),
+                        close(got.get()[d], e, m, REL),
                         "weighted_sum_f16 variant {} hd={hd} rows={rows} at {d}: {} vs scalar {}; seed {seed}",
                         kern.variant,
                         got.get()[d],
-                        want[d]
+                        e
                     );
                 }
             }

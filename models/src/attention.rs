@@ -338,6 +338,9 @@ impl Blocks<'_> {
     }
 }
 
+/// The work on one range of query blocks, with those blocks' rows of `att` and one slot of `scores`.
+type BlockWork<'a> = dyn Fn(std::ops::Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a;
+
 /// Runs `work` over `blocks`, split into `runs` contiguous ranges of about equal cost, each with its
 /// rows of `att` and one `slot` of `scores`; ranges run in parallel through `rayon::join` (no heap).
 #[allow(clippy::too_many_arguments)]
@@ -348,7 +351,7 @@ fn split_by_cost(
     att: &mut [f32],
     scores: &mut [f32],
     slot: usize,
-    work: &(dyn Fn(std::ops::Range<usize>, &mut [f32], &mut [f32]) + Sync),
+    work: &BlockWork<'_>,
 ) {
     if runs <= 1 || blocks.len() <= 1 {
         work(blocks, att, &mut scores[..slot]);

@@ -150,10 +150,10 @@ impl Config {
             bos_token_id: f.opt_ids("bos_token_id")?.and_then(|v| v.first().copied()),
             eos_token_ids: f.opt_ids("eos_token_id")?.unwrap_or_default(),
         };
-        if !(cfg.rms_norm_eps > 0.0) {
+        if cfg.rms_norm_eps.is_nan() || cfg.rms_norm_eps <= 0.0 {
             return Err(f.err("rms_norm_eps", "must be positive".into()));
         }
-        if !(cfg.rope_theta > 0.0) {
+        if cfg.rope_theta.is_nan() || cfg.rope_theta <= 0.0 {
             return Err(f.err("rope_theta", "must be positive".into()));
         }
         if let Some(act) = f.opt_str("hidden_act")? {

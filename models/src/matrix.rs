@@ -122,7 +122,7 @@ impl QTensor {
             }
         }
         for r in [Some(&t.d), t.m.as_ref()].into_iter().flatten() {
-            if r.len() % 2 != 0 || (all[r.clone()].as_ptr() as usize) % 2 != 0 {
+            if r.len() % 2 != 0 || !(all[r.clone()].as_ptr() as usize).is_multiple_of(2) {
                 return Err(bad("f16 scales are not 2-byte aligned in the file".into()));
             }
         }
@@ -237,6 +237,7 @@ impl Matrix {
 
     /// `y[t, r] = Σ_j W[r, j] · x[t, j]` for `n` tokens of `k` inputs, rows split across the current
     /// rayon pool. `scratch` holds `rows × n` floats; `acts` is the q8 activation arena.
+    #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
         kern: &Kernels,

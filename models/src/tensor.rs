@@ -82,7 +82,7 @@ impl Tensor {
                 all.len()
             ))
         })?;
-        if (data.as_ptr() as usize) % dtype.size() != 0 {
+        if !(data.as_ptr() as usize).is_multiple_of(dtype.size()) {
             return Err(bad(format!("data is not {}-byte aligned in the file, so it cannot be used in place; re-save the checkpoint", dtype.size())));
         }
         Ok(Tensor {
