@@ -175,7 +175,12 @@ fn inspect_json() {
     ]);
     assert_eq!(json["layers"], 30);
     assert_eq!(json["ctx"], 1024);
-    assert_eq!(json["tensors"].as_array().unwrap().len(), 272);
+    let tensors = json["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 272);
+    // The importer starts every tensor (a quantized matrix: its quants) on a 64-byte cache line.
+    for t in tensors {
+        assert_eq!(t["line_aligned"], true, "{t}");
+    }
     assert!(json["session_bytes"].as_u64().unwrap() > 0);
 }
 

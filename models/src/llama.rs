@@ -390,6 +390,8 @@ pub struct WeightInfo<'a> {
     pub type_name: &'static str,
     pub shape: Vec<usize>,
     pub bytes: usize,
+    /// The data (a quantized matrix's quants) starts on a 64-byte cache line.
+    pub line_aligned: bool,
 }
 
 impl<'a> WeightInfo<'a> {
@@ -399,6 +401,7 @@ impl<'a> WeightInfo<'a> {
             type_name: t.dtype().name(),
             shape: t.shape().to_vec(),
             bytes: t.byte_len(),
+            line_aligned: t.line_aligned(),
         }
     }
 
@@ -408,6 +411,7 @@ impl<'a> WeightInfo<'a> {
             type_name: m.type_name(),
             shape: m.shape(),
             bytes: m.byte_len(),
+            line_aligned: m.line_aligned(),
         }
     }
 }

@@ -206,6 +206,15 @@ impl Matrix {
         }
     }
 
+    /// Whether the weights (a quantized matrix's quants) start on a 64-byte cache line, where the
+    /// kernels' widest loads never span two lines.
+    pub fn line_aligned(&self) -> bool {
+        match self {
+            Matrix::Dense(t) => t.line_aligned(),
+            Matrix::Quant(q) => q.view().qs.as_ptr().align_offset(64) == 0,
+        }
+    }
+
     /// Bytes the weights occupy in the file.
     pub fn byte_len(&self) -> usize {
         match self {

@@ -111,6 +111,14 @@ impl Tensor {
         self.range.len()
     }
 
+    /// Whether the data starts on a 64-byte cache line.
+    pub fn line_aligned(&self) -> bool {
+        (*self.storage).as_ref()[self.range.clone()]
+            .as_ptr()
+            .align_offset(64)
+            == 0
+    }
+
     /// Checks the shape, naming the tensor on mismatch.
     pub fn expect_shape(self, expected: &[usize]) -> Result<Tensor, ModelError> {
         if self.shape != expected {

@@ -67,7 +67,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if args.json {
         let list: Vec<_> = tensors
             .iter()
-            .map(|t| serde_json::json!({"name": t.name, "dtype": t.type_name, "shape": t.shape, "bytes": t.bytes}))
+            .map(|t| serde_json::json!({"name": t.name, "dtype": t.type_name, "shape": t.shape, "bytes": t.bytes, "line_aligned": t.line_aligned}))
             .collect();
         let json = serde_json::json!({
             "model": model.dir().display().to_string(),
@@ -129,6 +129,16 @@ pub fn run(args: InspectArgs) -> Result<()> {
         model.kernels().variant.name(),
         available.join(", ")
     );
+    let misaligned = tensors.iter().filter(|t| !t.line_aligned).count();
+    if misaligned == 0 {
+        println!("layout       every tensor starts on a 64-byte cache line");
+    } else {
+        println!(
+            "layout       {misaligned} of {} tensors start mid-cache-line; decoding is fastest when each \
+             starts on one, as `infer import` and `infer quantize` now write them",
+            tensors.len()
+        );
+    }
     println!("threads      {}", model.threads());
     println!(
         "session      {:.1} MiB at a context of {ctx} tokens (activations + KV cache)",
