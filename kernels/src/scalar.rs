@@ -79,34 +79,70 @@ pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
     }
 }
 
-/// Attention's value step: `out[d] = Σ_j p[j] · v[j·hd + d]` with `hd = out.len()` (rows of `v` are
-/// one position's values). Overwrites `out`. Panics if `v` holds fewer than `p.len()` rows.
-pub fn weighted_sum_f32(p: &[f32], v: &[f32], out: &mut [f32]) {
-    weighted_sum(p, v, out)
+/// Attention's value step for `rows` rows of weights at once (the query heads that share one kv head):
+/// with `seen = p.len() / rows` and `hd = out.len() / rows`,
+/// `out[i·hd + d] = Σ_j p[i·seen + j] · v[j·hd + d]` (rows of `v` are one position's values, read
+/// once for all `rows`). Overwrites `out`. Panics unless `rows ≥ 1` divides both lengths and `v`
+/// holds at least `seen` rows of `hd`.
+pub fn weighted_sum_f32(p: &[f32], rows: usize, v: &[f32], out: &mut [f32]) {
+    weighted_sum(p, rows, v, out)
 }
 
 /// [`weighted_sum_f32`] over f16 values (the KV cache's).
-pub fn weighted_sum_f16(p: &[f32], v: &[f16], out: &mut [f32]) {
-    weighted_sum(p, v, out)
+pub fn weighted_sum_f16(p: &[f32], rows: usize, v: &[f16], out: &mut [f32]) {
+    weighted_sum(p, rows, v, out)
 }
 
-fn weighted_sum<T: Copy + Into<f32>>(p: &[f32], v: &[T], out: &mut [f32]) {
-    let hd = out.len();
-    check_weighted_sum(p.len(), v.len(), hd);
-    out.fill(0.0);
-    for (j, &pj) in p.iter().enumerate() {
-        for (o, &x) in out.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
-            *o += pj * x.into();
+fn weighted_sum<T: Copy + Into<f32>>(p: &[f32], rows: usize, v: &[T], out: &mut [f32]) {
+    weighted_sum_rows(p, rows, v.len(), out, |p, out| {
+        let hd = out.len();
+        out.fill(0.0);
+        for (j, &pj) in p.iter().enumerate() {
+            for (o, &x) in out.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+                *o += pj * x.into();
+            }
         }
-    }
+    })
 }
 
-/// The bounds every `weighted_sum` variant relies on.
-pub fn check_weighted_sum(p_len: usize, v_len: usize, hd: usize) {
+/// The shapes every `weighted_sum` variant relies on (see [`weighted_sum_f32`]); returns
+/// `(seen, hd)`.
+pub fn check_weighted_sum(
+    p_len: usize,
+    rows: usize,
+    v_len: usize,
+    out_len: usize,
+) -> (usize, usize) {
     assert!(
-        p_len.checked_mul(hd).is_some_and(|n| n <= v_len),
-        "weighted_sum: {p_len} weights × {hd} need more than the {v_len} values given"
+        rows > 0 && p_len.is_multiple_of(rows) && out_len.is_multiple_of(rows),
+        "weighted_sum: {p_len} weights and {out_len} outputs do not split into {rows} rows"
     );
+    let (seen, hd) = (p_len / rows, out_len / rows);
+    assert!(
+        seen.checked_mul(hd).is_some_and(|n| n <= v_len),
+        "weighted_sum: {seen} weights × {hd} need more than the {v_len} values given"
+    );
+    (seen, hd)
+}
+
+/// Checks a `weighted_sum` call ([`check_weighted_sum`]), then runs the one-row sum `row(p_i, out_i)`
+/// on each row, where `p_i` holds `seen` weights and `v` at least `seen` rows of `out_i.len()`;
+/// with no weights or no columns the outputs are zero and `row` is not called.
+pub fn weighted_sum_rows(
+    p: &[f32],
+    rows: usize,
+    v_len: usize,
+    out: &mut [f32],
+    mut row: impl FnMut(&[f32], &mut [f32]),
+) {
+    let (seen, hd) = check_weighted_sum(p.len(), rows, v_len, out.len());
+    if seen == 0 || hd == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (p, out) in p.chunks_exact(seen).zip(out.chunks_exact_mut(hd)) {
+        row(p, out);
+    }
 }
 
 /// RMSNorm: `out[i] = x[i] / sqrt(mean(x²) + eps) · w[i]`, with the mean taken in f32.

@@ -462,7 +462,7 @@ fn weighted_sum() {
         let seed = seed();
         let mut rng = Rng::new(seed);
         // Interpreted (Miri), the full sweep takes many minutes: tails around 8 and 32 lanes only.
-        let (hds, row_counts): (&[usize], &[usize]) = match cfg!(miri) {
+        let (hds, positions): (&[usize], &[usize]) = match cfg!(miri) {
             true => (&[1, 7, 8, 9, 33, 64], &[1, 2, 17]),
             false => (
                 &[1, 7, 8, 9, 31, 32, 33, 40, 64, 65, 96, 128, 130],
@@ -470,50 +470,86 @@ fn weighted_sum() {
             ),
         };
         for &hd in hds {
-            for &rows in row_counts {
-                let p: Vec<f32> = rng.vec(rows, 1.0).iter().map(|x| x.abs()).collect();
-                let v32 = rng.vec(rows * hd, 4.0);
+            for &seen in positions {
+                // Weight rows (query heads sharing the values): one, each grouping, and past a group.
+                let rows = [1, 2, 3, 4, 5, 7][rng.below(6)];
+                let p: Vec<f32> = rng.vec(rows * seen, 1.0).iter().map(|x| x.abs()).collect();
+                let v32 = rng.vec(seen * hd, 4.0);
                 let v16: Vec<f16> = v32.iter().map(|&x| f16::from_f32(x)).collect();
-                // Each output's error scales with Σ_j |p_j·v_jd|.
-                let mag = |v: &dyn Fn(usize) -> f32, d: usize| {
-                    (0..rows).map(|j| (p[j] * v(j * hd + d)).abs()).sum::<f32>()
+                // Each output's error scales with Σ_j |p_ij·v_jd|.
+                let mag = |v: &dyn Fn(usize) -> f32, i: usize, d: usize| {
+                    (0..seen)
+                        .map(|j| (p[i * seen + j] * v(j * hd + d)).abs())
+                        .sum::<f32>()
                 };
                 let (op, ov) = (rng.below(4), rng.below(4));
-                let mut want = vec![f32::NAN; hd];
-                let mut got = Unaligned::new(&vec![f32::NAN; hd], rng.below(4));
-                scalar::weighted_sum_f32(&p, &v32, &mut want);
-                (kern.weighted_sum_f32)(
-                    Unaligned::new(&p, op).get(),
-                    Unaligned::new(&v32, ov).get(),
-                    got.get_mut(),
-                );
-                for (d, &e) in want.iter().enumerate() {
-                    let m = mag(&|i| v32[i], d);
-                    assert!(
-                        close(got.get()[d], e, m, REL),
-                        "weighted_sum_f32 variant {} hd={hd} rows={rows} at {d}: {} vs scalar {}; seed {seed}",
-                        kern.variant,
-                        got.get()[d],
-                        e
-                    );
-                }
-                scalar::weighted_sum_f16(&p, &v16, &mut want);
-                (kern.weighted_sum_f16)(
-                    Unaligned::new(&p, op).get(),
-                    Unaligned::new(&v16, ov).get(),
-                    got.get_mut(),
-                );
-                for (d, &e) in want.iter().enumerate() {
-                    let m = mag(&|i| f32::from(v16[i]), d);
-                    assert!(
-                        close(got.get()[d], e, m, REL),
-                        "weighted_sum_f16 variant {} hd={hd} rows={rows} at {d}: {} vs scalar {}; seed {seed}",
-                        kern.variant,
-                        got.get()[d],
-                        e
-                    );
+                let mut want = vec![f32::NAN; rows * hd];
+                let mut got = Unaligned::new(&vec![f32::NAN; rows * hd], rng.below(4));
+                for f16_values in [false, true] {
+                    let (name, value): (_, &dyn Fn(usize) -> f32) = if f16_values {
+                        scalar::weighted_sum_f16(&p, rows, &v16, &mut want);
+                        (kern.weighted_sum_f16)(
+                            Unaligned::new(&p, op).get(),
+                            rows,
+                            Unaligned::new(&v16, ov).get(),
+                            got.get_mut(),
+                        );
+                        ("weighted_sum_f16", &|i| f32::from(v16[i]))
+                    } else {
+                        scalar::weighted_sum_f32(&p, rows, &v32, &mut want);
+                        (kern.weighted_sum_f32)(
+                            Unaligned::new(&p, op).get(),
+                            rows,
+                            Unaligned::new(&v32, ov).get(),
+                            got.get_mut(),
+                        );
+                        ("weighted_sum_f32", &|i| v32[i])
+                    };
+                    for (k, &e) in want.iter().enumerate() {
+                        let (i, d) = (k / hd, k % hd);
+                        assert!(
+                            close(got.get()[k], e, mag(value, i, d), REL),
+                            "{name} variant {} hd={hd} seen={seen} rows={rows} at row {i} column {d}: {} vs scalar {e}; seed {seed}",
+                            kern.variant,
+                            got.get()[k],
+                        );
+                    }
                 }
             }
         }
+    }
+}
+
+/// Shapes a weighted sum must refuse: rows that do not divide the lengths, too few values.
+#[test]
+fn weighted_sum_checks_shapes() {
+    for kern in variants_under_test() {
+        let v = vec![1.0f32; 8];
+        let refused = |p: &[f32], rows: usize, out_len: usize| {
+            let p = p.to_vec();
+            let v = v.clone();
+            let f = kern.weighted_sum_f32;
+            std::panic::catch_unwind(move || f(&p, rows, &v, &mut vec![0.0; out_len])).is_err()
+        };
+        assert!(refused(&[1.0; 4], 0, 4), "{}: zero rows", kern.variant);
+        assert!(
+            refused(&[1.0; 3], 2, 4),
+            "{}: weights not in 2 rows",
+            kern.variant
+        );
+        assert!(
+            refused(&[1.0; 4], 2, 3),
+            "{}: outputs not in 2 rows",
+            kern.variant
+        );
+        assert!(
+            refused(&[1.0; 6], 2, 6),
+            "{}: 3 × 3 > 8 values",
+            kern.variant
+        );
+        // No positions: zeros.
+        let mut out = vec![f32::NAN; 4];
+        (kern.weighted_sum_f32)(&[], 2, &v, &mut out);
+        assert_eq!(out, [0.0; 4], "{}", kern.variant);
     }
 }

@@ -70,7 +70,7 @@ pub(crate) trait KvElem: Copy + Send + Sync {
     fn store(dst: &mut [Self], src: &[f32]);
     fn load(dst: &mut [f32], src: &[Self]);
     fn matmul(kern: &Kernels) -> MatmulFn<Self>;
-    fn weighted_sum(kern: &Kernels) -> fn(&[f32], &[Self], &mut [f32]);
+    fn weighted_sum(kern: &Kernels) -> fn(&[f32], usize, &[Self], &mut [f32]);
 }
 
 impl KvElem for f32 {
@@ -87,7 +87,7 @@ impl KvElem for f32 {
     fn matmul(kern: &Kernels) -> MatmulFn<f32> {
         kern.matmul_f32
     }
-    fn weighted_sum(kern: &Kernels) -> fn(&[f32], &[f32], &mut [f32]) {
+    fn weighted_sum(kern: &Kernels) -> fn(&[f32], usize, &[f32], &mut [f32]) {
         kern.weighted_sum_f32
     }
 }
@@ -106,7 +106,7 @@ impl KvElem for f16 {
     fn matmul(kern: &Kernels) -> MatmulFn<f16> {
         kern.matmul_f16
     }
-    fn weighted_sum(kern: &Kernels) -> fn(&[f32], &[f16], &mut [f32]) {
+    fn weighted_sum(kern: &Kernels) -> fn(&[f32], usize, &[f16], &mut [f32]) {
         kern.weighted_sum_f16
     }
 }
@@ -176,14 +176,16 @@ fn attention_tokens<T: KvElem>(
                 group,
                 &mut by_key[..seen * group],
             );
-            for (h, o) in o.chunks_exact_mut(hd).enumerate() {
-                let row = &mut by_head[h * ctx..h * ctx + seen];
+            // The group's probabilities, one row of `seen` per query head, then one pass over the
+            // values for all of them.
+            let probs = &mut by_head[..group * seen];
+            for (h, row) in probs.chunks_exact_mut(seen).enumerate() {
                 for (p, r) in row.iter_mut().enumerate() {
                     *r = by_key[p * group + h] * scale;
                 }
                 (kern.softmax_f32)(row);
-                weighted_sum(row, &values[kv..kv + seen * hd], o);
             }
+            weighted_sum(probs, group, &values[kv..kv + seen * hd], o);
         }
     };
 

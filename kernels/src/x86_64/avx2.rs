@@ -283,18 +283,21 @@ unsafe fn axpy<W: Lanes8>(alpha: f32, x: &[W], y: &mut [f32]) {
     }
 }
 
-/// AVX2 version of [`scalar::weighted_sum_f32`].
-pub fn weighted_sum_f32(p: &[f32], v: &[f32], out: &mut [f32]) {
-    scalar::check_weighted_sum(p.len(), v.len(), out.len());
-    // SAFETY: only reachable through the AVX2 table, built after detection; bounds checked above.
-    unsafe { weighted_sum(p, v, out) }
+/// AVX2 version of [`scalar::weighted_sum_f32`]: the rows one at a time.
+pub fn weighted_sum_f32(p: &[f32], rows: usize, v: &[f32], out: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 table, built after detection; `weighted_sum_rows`
+    // checked that `v` holds `p.len()` rows of `out.len()` for each row it passes.
+    scalar::weighted_sum_rows(p, rows, v.len(), out, |p, out| unsafe {
+        weighted_sum(p, v, out)
+    })
 }
 
-/// AVX2 version of [`scalar::weighted_sum_f16`].
-pub fn weighted_sum_f16(p: &[f32], v: &[f16], out: &mut [f32]) {
-    scalar::check_weighted_sum(p.len(), v.len(), out.len());
+/// AVX2 version of [`scalar::weighted_sum_f16`]: the rows one at a time.
+pub fn weighted_sum_f16(p: &[f32], rows: usize, v: &[f16], out: &mut [f32]) {
     // SAFETY: as for `weighted_sum_f32`.
-    unsafe { weighted_sum(p, v, out) }
+    scalar::weighted_sum_rows(p, rows, v.len(), out, |p, out| unsafe {
+        weighted_sum(p, v, out)
+    })
 }
 
 /// Columns in blocks of 32 (four accumulators held in registers across all rows), then 8, then scalar.

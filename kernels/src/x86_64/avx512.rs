@@ -353,18 +353,86 @@ unsafe fn axpy<W: Lanes16>(alpha: f32, x: &[W], y: &mut [f32]) {
     }
 }
 
-/// AVX-512 version of [`scalar::weighted_sum_f32`].
-pub fn weighted_sum_f32(p: &[f32], v: &[f32], out: &mut [f32]) {
-    scalar::check_weighted_sum(p.len(), v.len(), out.len());
-    // SAFETY: only reachable through the AVX-512 table, built after detection; bounds checked above.
-    unsafe { weighted_sum(p, v, out) }
+/// AVX-512 version of [`scalar::weighted_sum_f32`]: up to four rows share each load of `v`.
+pub fn weighted_sum_f32(p: &[f32], rows: usize, v: &[f32], out: &mut [f32]) {
+    let (seen, hd) = scalar::check_weighted_sum(p.len(), rows, v.len(), out.len());
+    // SAFETY: only reachable through the AVX-512 table, built after detection; shapes checked above.
+    unsafe { weighted_sums(p, seen, v, out, hd) }
 }
 
-/// AVX-512 version of [`scalar::weighted_sum_f16`].
-pub fn weighted_sum_f16(p: &[f32], v: &[f16], out: &mut [f32]) {
-    scalar::check_weighted_sum(p.len(), v.len(), out.len());
+/// AVX-512 version of [`scalar::weighted_sum_f16`]: up to four rows share each load of `v`.
+pub fn weighted_sum_f16(p: &[f32], rows: usize, v: &[f16], out: &mut [f32]) {
+    let (seen, hd) = scalar::check_weighted_sum(p.len(), rows, v.len(), out.len());
     // SAFETY: as for `weighted_sum_f32`.
-    unsafe { weighted_sum(p, v, out) }
+    unsafe { weighted_sums(p, seen, v, out, hd) }
+}
+
+/// Rows in groups of four, three or two through [`weighted_group`], a last single row through
+/// [`weighted_sum`]. Precondition: `p` is rows of `seen`, `out` rows of `hd`, the same number of
+/// rows, and `v.len() >= seen * hd`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn weighted_sums<W: Lanes16>(p: &[f32], seen: usize, v: &[W], out: &mut [f32], hd: usize) {
+    if seen == 0 || hd == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let rows = p.len() / seen;
+    let mut i = 0;
+    while i < rows {
+        let r = (rows - i).min(4);
+        let (p, out) = (&p[i * seen..(i + r) * seen], &mut out[i * hd..(i + r) * hd]);
+        // SAFETY: forwarded precondition, for rows i..i+r.
+        unsafe {
+            match r {
+                1 => weighted_sum(p, v, out),
+                2 => weighted_group::<W, 2>(p, v, out),
+                3 => weighted_group::<W, 3>(p, v, out),
+                _ => weighted_group::<W, 4>(p, v, out),
+            }
+        }
+        i += r;
+    }
+}
+
+/// `R` rows at once: columns in blocks of 64 (four vectors, the last masked to the row's end), each
+/// block of `v` loaded once per position for all `R` rows (4·R independent FMA chains).
+/// Precondition: `p.len() = R·seen`, `out.len() = R·hd` with `seen, hd > 0`, `v.len() >= seen·hd`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn weighted_group<W: Lanes16, const R: usize>(p: &[f32], v: &[W], out: &mut [f32]) {
+    let (seen, hd) = (p.len() / R, out.len() / R);
+    let vp = v.as_ptr();
+    for c in (0..hd).step_by(64) {
+        let m: [__mmask16; 4] = core::array::from_fn(|a| {
+            let lanes = hd.saturating_sub(c + 16 * a).min(16);
+            ((1u32 << lanes) - 1) as u16
+        });
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        for j in 0..seen {
+            let x: [__m512; 4] = core::array::from_fn(|a| {
+                if m[a] == 0 {
+                    _mm512_setzero_ps()
+                } else {
+                    // SAFETY: position j < seen and the lanes selected by m[a] are columns below hd
+                    // of that position, inside `v` (precondition).
+                    unsafe { W::load16(vp.add(j * hd + c + 16 * a), m[a]) }
+                }
+            });
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(p[r * seen + j]);
+                for (acc, &x) in acc.iter_mut().zip(&x) {
+                    *acc = _mm512_fmadd_ps(w, x, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (a, (&ma, &acc)) in m.iter().zip(acc).enumerate() {
+                // `wrapping_add`: a wholly masked-off vector's address may lie past the end.
+                let at = out.as_mut_ptr().wrapping_add(r * hd + c + 16 * a);
+                // SAFETY: the lanes selected by ma are columns below hd of row r < R of `out`.
+                unsafe { _mm512_mask_storeu_ps(at, ma, acc) };
+            }
+        }
+    }
 }
 
 /// Columns in blocks of 64 (four vectors, the last masked to the row's end), rows two at a time into
@@ -402,7 +470,7 @@ unsafe fn weighted_sum<W: Lanes16>(p: &[f32], v: &[W], out: &mut [f32]) {
             // SAFETY: the lanes selected by ma are columns below hd = out.len().
             unsafe {
                 _mm512_mask_storeu_ps(
-                    out.as_mut_ptr().add(c + 16 * a),
+                    out.as_mut_ptr().wrapping_add(c + 16 * a),
                     ma,
                     _mm512_add_ps(acc[0][a], acc[1][a]),
                 )
