@@ -94,7 +94,7 @@ pub fn weighted_sum_f16(p: &[f32], rows: usize, v: &[f16], out: &mut [f32]) {
 }
 
 fn weighted_sum<T: Copy + Into<f32>>(p: &[f32], rows: usize, v: &[T], out: &mut [f32]) {
-    weighted_sum_rows(p, rows, v.len(), out, |p, out| {
+    weighted_sum_rows(p, rows, v.len(), out, 1, |p, out, _| {
         let hd = out.len();
         out.fill(0.0);
         for (j, &pj) in p.iter().enumerate() {
@@ -125,23 +125,26 @@ pub fn check_weighted_sum(
     (seen, hd)
 }
 
-/// Checks a `weighted_sum` call ([`check_weighted_sum`]), then runs the one-row sum `row(p_i, out_i)`
-/// on each row, where `p_i` holds `seen` weights and `v` at least `seen` rows of `out_i.len()`;
-/// with no weights or no columns the outputs are zero and `row` is not called.
+/// Checks a `weighted_sum` call ([`check_weighted_sum`]), then runs `f(p_g, out_g, r)` on the rows in
+/// consecutive groups of `r = min(group, rows left)` rows: `p_g` is `r` rows of `seen` weights, `out_g`
+/// `r` rows of `hd` outputs, and `v` holds at least `seen` rows of `hd`. With no weights or no
+/// columns the outputs are zero and `f` is not called.
 pub fn weighted_sum_rows(
     p: &[f32],
     rows: usize,
     v_len: usize,
     out: &mut [f32],
-    mut row: impl FnMut(&[f32], &mut [f32]),
+    group: usize,
+    mut f: impl FnMut(&[f32], &mut [f32], usize),
 ) {
     let (seen, hd) = check_weighted_sum(p.len(), rows, v_len, out.len());
     if seen == 0 || hd == 0 {
         out.fill(0.0);
         return;
     }
-    for (p, out) in p.chunks_exact(seen).zip(out.chunks_exact_mut(hd)) {
-        row(p, out);
+    let group = group.max(1);
+    for (p, out) in p.chunks(group * seen).zip(out.chunks_mut(group * hd)) {
+        f(p, out, out.len() / hd);
     }
 }
 

@@ -286,21 +286,79 @@ unsafe fn axpy<W: Lanes8>(alpha: f32, x: &[W], y: &mut [f32]) {
     }
 }
 
-/// NEON version of [`scalar::weighted_sum_f32`]: the rows one at a time.
+/// NEON version of [`scalar::weighted_sum_f32`]: up to four rows share each load of `v`.
 pub fn weighted_sum_f32(p: &[f32], rows: usize, v: &[f32], out: &mut [f32]) {
-    // SAFETY: only reachable through the NEON table, built after detection; `weighted_sum_rows`
-    // checked that `v` holds `p.len()` rows of `out.len()` for each row it passes.
-    scalar::weighted_sum_rows(p, rows, v.len(), out, |p, out| unsafe {
-        weighted_sum(p, v, out)
+    scalar::weighted_sum_rows(p, rows, v.len(), out, 4, |p, out, r| {
+        // SAFETY: only reachable through the NEON tables, built after detection;
+        // `weighted_sum_rows` passes `r` rows of `seen` and of `hd` with `seen·hd <= v.len()`.
+        unsafe { weighted_rows(p, v, out, r) }
     })
 }
 
-/// NEON version of [`scalar::weighted_sum_f16`]: the rows one at a time.
+/// NEON version of [`scalar::weighted_sum_f16`]: up to four rows share each load of `v`.
 pub fn weighted_sum_f16(p: &[f32], rows: usize, v: &[f16], out: &mut [f32]) {
-    // SAFETY: as for `weighted_sum_f32`.
-    scalar::weighted_sum_rows(p, rows, v.len(), out, |p, out| unsafe {
-        weighted_sum(p, v, out)
+    scalar::weighted_sum_rows(p, rows, v.len(), out, 4, |p, out, r| {
+        // SAFETY: as for `weighted_sum_f32`.
+        unsafe { weighted_rows(p, v, out, r) }
     })
+}
+
+/// `r` (1..=4) rows: [`weighted_group`], or [`weighted_sum`] for one. Precondition: `p` is `r` rows
+/// of `seen > 0`, `out` `r` rows of `hd > 0`, `v.len() >= seen·hd`.
+#[target_feature(enable = "neon")]
+unsafe fn weighted_rows<W: Lanes8>(p: &[f32], v: &[W], out: &mut [f32], r: usize) {
+    // SAFETY: forwarded precondition.
+    unsafe {
+        match r {
+            1 => weighted_sum(p, v, out),
+            2 => weighted_group::<W, 2>(p, v, out),
+            3 => weighted_group::<W, 3>(p, v, out),
+            _ => weighted_group::<W, 4>(p, v, out),
+        }
+    }
+}
+
+/// `R` rows at once: columns in blocks of 16 (four vectors per row, 4·R accumulators), each block
+/// of `v` loaded once per position for all rows; the last `hd % 16` columns one at a time.
+/// Precondition: `p.len() = R·seen`, `out.len() = R·hd` with `seen, hd > 0`, `v.len() >= seen·hd`.
+#[target_feature(enable = "neon")]
+unsafe fn weighted_group<W: Lanes8, const R: usize>(p: &[f32], v: &[W], out: &mut [f32]) {
+    let (seen, hd) = (p.len() / R, out.len() / R);
+    let vp = v.as_ptr();
+    let mut c = 0;
+    while c + 16 <= hd {
+        let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+        for j in 0..seen {
+            // SAFETY: position j < seen and columns c..c+16 <= hd lie inside `v` (precondition).
+            let ((x0, x1), (x2, x3)) = unsafe {
+                (
+                    W::load8(vp.add(j * hd + c)),
+                    W::load8(vp.add(j * hd + c + 8)),
+                )
+            };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let w = p[r * seen + j];
+                acc[0] = vfmaq_n_f32(acc[0], x0, w);
+                acc[1] = vfmaq_n_f32(acc[1], x1, w);
+                acc[2] = vfmaq_n_f32(acc[2], x2, w);
+                acc[3] = vfmaq_n_f32(acc[3], x3, w);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (a, &acc) in acc.iter().enumerate() {
+                // SAFETY: c + 4a + 4 <= c + 16 <= hd, in row r < R of `out`.
+                unsafe { vst1q_f32(out.as_mut_ptr().add(r * hd + c + 4 * a), acc) };
+            }
+        }
+        c += 16;
+    }
+    for r in 0..R {
+        for d in c..hd {
+            out[r * hd + d] = (0..seen)
+                .map(|j| p[r * seen + j] * v[j * hd + d].to_f32())
+                .sum();
+        }
+    }
 }
 
 /// Columns in blocks of 32 (eight accumulators held in registers across all rows), then 8, then

@@ -286,8 +286,8 @@ unsafe fn axpy<W: Lanes8>(alpha: f32, x: &[W], y: &mut [f32]) {
 /// AVX2 version of [`scalar::weighted_sum_f32`]: the rows one at a time.
 pub fn weighted_sum_f32(p: &[f32], rows: usize, v: &[f32], out: &mut [f32]) {
     // SAFETY: only reachable through the AVX2 table, built after detection; `weighted_sum_rows`
-    // checked that `v` holds `p.len()` rows of `out.len()` for each row it passes.
-    scalar::weighted_sum_rows(p, rows, v.len(), out, |p, out| unsafe {
+    // checked that `v` holds `p.len()` rows of `out.len()` for each (single) row it passes.
+    scalar::weighted_sum_rows(p, rows, v.len(), out, 1, |p, out, _| unsafe {
         weighted_sum(p, v, out)
     })
 }
@@ -295,7 +295,7 @@ pub fn weighted_sum_f32(p: &[f32], rows: usize, v: &[f32], out: &mut [f32]) {
 /// AVX2 version of [`scalar::weighted_sum_f16`]: the rows one at a time.
 pub fn weighted_sum_f16(p: &[f32], rows: usize, v: &[f16], out: &mut [f32]) {
     // SAFETY: as for `weighted_sum_f32`.
-    scalar::weighted_sum_rows(p, rows, v.len(), out, |p, out| unsafe {
+    scalar::weighted_sum_rows(p, rows, v.len(), out, 1, |p, out, _| unsafe {
         weighted_sum(p, v, out)
     })
 }

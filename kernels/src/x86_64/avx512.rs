@@ -355,42 +355,33 @@ unsafe fn axpy<W: Lanes16>(alpha: f32, x: &[W], y: &mut [f32]) {
 
 /// AVX-512 version of [`scalar::weighted_sum_f32`]: up to four rows share each load of `v`.
 pub fn weighted_sum_f32(p: &[f32], rows: usize, v: &[f32], out: &mut [f32]) {
-    let (seen, hd) = scalar::check_weighted_sum(p.len(), rows, v.len(), out.len());
-    // SAFETY: only reachable through the AVX-512 table, built after detection; shapes checked above.
-    unsafe { weighted_sums(p, seen, v, out, hd) }
+    scalar::weighted_sum_rows(p, rows, v.len(), out, 4, |p, out, r| {
+        // SAFETY: only reachable through the AVX-512 table, built after detection;
+        // `weighted_sum_rows` passes `r` rows of `seen` and of `hd` with `seen·hd <= v.len()`.
+        unsafe { weighted_rows(p, v, out, r) }
+    })
 }
 
 /// AVX-512 version of [`scalar::weighted_sum_f16`]: up to four rows share each load of `v`.
 pub fn weighted_sum_f16(p: &[f32], rows: usize, v: &[f16], out: &mut [f32]) {
-    let (seen, hd) = scalar::check_weighted_sum(p.len(), rows, v.len(), out.len());
-    // SAFETY: as for `weighted_sum_f32`.
-    unsafe { weighted_sums(p, seen, v, out, hd) }
+    scalar::weighted_sum_rows(p, rows, v.len(), out, 4, |p, out, r| {
+        // SAFETY: as for `weighted_sum_f32`.
+        unsafe { weighted_rows(p, v, out, r) }
+    })
 }
 
-/// Rows in groups of four, three or two through [`weighted_group`], a last single row through
-/// [`weighted_sum`]. Precondition: `p` is rows of `seen`, `out` rows of `hd`, the same number of
-/// rows, and `v.len() >= seen * hd`.
+/// `r` (1..=4) rows: [`weighted_group`], or [`weighted_sum`] for one. Precondition: `p` is `r` rows
+/// of `seen > 0`, `out` `r` rows of `hd > 0`, `v.len() >= seen·hd`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn weighted_sums<W: Lanes16>(p: &[f32], seen: usize, v: &[W], out: &mut [f32], hd: usize) {
-    if seen == 0 || hd == 0 {
-        out.fill(0.0);
-        return;
-    }
-    let rows = p.len() / seen;
-    let mut i = 0;
-    while i < rows {
-        let r = (rows - i).min(4);
-        let (p, out) = (&p[i * seen..(i + r) * seen], &mut out[i * hd..(i + r) * hd]);
-        // SAFETY: forwarded precondition, for rows i..i+r.
-        unsafe {
-            match r {
-                1 => weighted_sum(p, v, out),
-                2 => weighted_group::<W, 2>(p, v, out),
-                3 => weighted_group::<W, 3>(p, v, out),
-                _ => weighted_group::<W, 4>(p, v, out),
-            }
+unsafe fn weighted_rows<W: Lanes16>(p: &[f32], v: &[W], out: &mut [f32], r: usize) {
+    // SAFETY: forwarded precondition.
+    unsafe {
+        match r {
+            1 => weighted_sum(p, v, out),
+            2 => weighted_group::<W, 2>(p, v, out),
+            3 => weighted_group::<W, 3>(p, v, out),
+            _ => weighted_group::<W, 4>(p, v, out),
         }
-        i += r;
     }
 }
 
