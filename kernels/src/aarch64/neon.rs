@@ -286,37 +286,7 @@ unsafe fn axpy<W: Lanes8>(alpha: f32, x: &[W], y: &mut [f32]) {
     }
 }
 
-/// NEON version of [`scalar::weighted_sum_f32`]: up to four rows share each load of `v`.
-pub fn weighted_sum_f32(p: &[f32], rows: usize, v: &[f32], out: &mut [f32]) {
-    scalar::weighted_sum_rows(p, rows, v.len(), out, 4, |p, out, r| {
-        // SAFETY: only reachable through the NEON tables, built after detection;
-        // `weighted_sum_rows` passes `r` rows of `seen` and of `hd` with `seen·hd <= v.len()`.
-        unsafe { weighted_rows(p, v, out, r) }
-    })
-}
-
-/// NEON version of [`scalar::weighted_sum_f16`]: up to four rows share each load of `v`.
-pub fn weighted_sum_f16(p: &[f32], rows: usize, v: &[f16], out: &mut [f32]) {
-    scalar::weighted_sum_rows(p, rows, v.len(), out, 4, |p, out, r| {
-        // SAFETY: as for `weighted_sum_f32`.
-        unsafe { weighted_rows(p, v, out, r) }
-    })
-}
-
-/// `r` (1..=4) rows: [`weighted_group`], or [`weighted_sum`] for one. Precondition: `p` is `r` rows
-/// of `seen > 0`, `out` `r` rows of `hd > 0`, `v.len() >= seen·hd`.
-#[target_feature(enable = "neon")]
-unsafe fn weighted_rows<W: Lanes8>(p: &[f32], v: &[W], out: &mut [f32], r: usize) {
-    // SAFETY: forwarded precondition.
-    unsafe {
-        match r {
-            1 => weighted_sum(p, v, out),
-            2 => weighted_group::<W, 2>(p, v, out),
-            3 => weighted_group::<W, 3>(p, v, out),
-            _ => weighted_group::<W, 4>(p, v, out),
-        }
-    }
-}
+grouped_weighted_sum!("neon", Lanes8, "NEON");
 
 /// `R` rows at once: columns in blocks of 16 (four vectors per row, 4·R accumulators), each block
 /// of `v` loaded once per position for all rows; the last `hd % 16` columns one at a time.
