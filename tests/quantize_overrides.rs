@@ -11,7 +11,6 @@ use edgeinfer::loader::Checkpoint;
 use edgeinfer::quantize::{quantize_checkpoint, QuantizeError, QuantizeOptions, TensorOverride};
 use edgeinfer_kernels::quant::QFormat;
 use edgeinfer_models::{Config, Llama};
-use safetensors::Dtype;
 
 fn load(dir: &Path) -> Llama {
     let ckpt = Checkpoint::open(dir).unwrap();
@@ -26,17 +25,7 @@ fn overrides(specs: &[&str]) -> Vec<TensorOverride> {
 
 #[test]
 fn overrides_pick_each_matrix_type_first_match_wins() {
-    let shape = TinyLlama {
-        hidden: 64,
-        intermediate: 128,
-        layers: 2,
-        heads: 4,
-        kv_heads: 2,
-        vocab: 97,
-        tied: true,
-        dtype: Dtype::F32,
-        seed: 21,
-    };
+    let shape = TinyLlama::small_gqa(21);
     let root = temp_dir("quant-overrides");
     let src = root.join("f32");
     shape.write(&src);

@@ -42,20 +42,6 @@ fn quantize(input: &Path, out: &Path, format: QFormat) -> edgeinfer::quantize::Q
 // (a) Tiny random checkpoints.
 // ---------------------------------------------------------------------------------------------
 
-fn tiny(seed: u64) -> TinyLlama {
-    TinyLlama {
-        hidden: 64,
-        intermediate: 128,
-        layers: 2,
-        heads: 4,
-        kv_heads: 2,
-        vocab: 97,
-        tied: true,
-        dtype: Dtype::F32,
-        seed,
-    }
-}
-
 /// Logits at every position of `tokens`, through the loader and the Llama forward pass.
 fn tiny_logits(dir: &Path, tokens: &[u32]) -> Vec<Vec<f32>> {
     let ckpt = Checkpoint::open(dir).unwrap();
@@ -128,12 +114,12 @@ fn tiny_every_format_loads_and_tracks_f32() {
         (QFormat::Q4_1, 0.98),
     ];
     for (shape, tag) in [
-        (tiny(11), "tied-f32"),
+        (TinyLlama::small_gqa(11), "tied-f32"),
         (
             TinyLlama {
                 tied: false,
                 dtype: Dtype::BF16,
-                ..tiny(12)
+                ..TinyLlama::small_gqa(12)
             },
             "untied-bf16",
         ),
@@ -195,7 +181,7 @@ fn tiny_every_format_loads_and_tracks_f32() {
 fn tiny_odd_row_length_stays_dense() {
     let shape = TinyLlama {
         intermediate: 80, // down_proj rows are 80 long: not a multiple of 32
-        ..tiny(13)
+        ..TinyLlama::small_gqa(13)
     };
     let root = temp_dir("quant-tiny-odd");
     let src = root.join("f32");
@@ -248,7 +234,7 @@ fn load_error(dir: &Path) -> ModelError {
 fn tiny_bad_metadata_is_refused_naming_the_tensor() {
     let root = temp_dir("quant-tiny-meta");
     let src = root.join("f32");
-    tiny(14).write(&src);
+    TinyLlama::small_gqa(14).write(&src);
     let q_proj = "model.layers.0.self_attn.q_proj.weight";
 
     let out = root.join("version");
@@ -299,7 +285,7 @@ fn tiny_failed_quantize_publishes_nothing() {
     let root = temp_dir("quant-tiny-fail");
 
     // An input missing a tensor: refused before anything is created, naming the tensor.
-    let shape = tiny(15);
+    let shape = TinyLlama::small_gqa(15);
     let src = root.join("missing");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(

@@ -48,6 +48,22 @@ pub struct TinyLlama {
 }
 
 impl TinyLlama {
+    /// The small GQA checkpoint the quantization tests use: hidden 64 (two 32-blocks), 4 heads over
+    /// 2 kv heads, 2 layers, tied F32 weights.
+    pub fn small_gqa(seed: u64) -> TinyLlama {
+        TinyLlama {
+            hidden: 64,
+            intermediate: 128,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            vocab: 97,
+            tied: true,
+            dtype: safetensors::Dtype::F32,
+            seed,
+        }
+    }
+
     pub fn config_json(&self) -> serde_json::Value {
         serde_json::json!({
             "architectures": ["LlamaForCausalLM"],
