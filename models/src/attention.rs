@@ -2,7 +2,8 @@
 //!
 //! Two paths with the same result (up to float summation order):
 //! - **one token** (decode): for each kv head one matmul of the head's keys with its `group` queries, a
-//!   softmax per query head, and a weighted sum of the values;
+//!   softmax per query head, and one weighted sum over the values for all `group` query heads (the
+//!   values are read once);
 //! - **a prompt** (several tokens): blocks of [`ATT_BLOCK`] tokens. A block's `block × group` queries of
 //!   one kv head share one f32 copy of the keys (one matmul gives every score, already laid out one
 //!   row per query), and its probabilities multiply a transposed f32 copy of the values in one matmul
