@@ -135,6 +135,14 @@ pub fn required_variants() -> Vec<Variant> {
         .collect()
 }
 
+/// A rayon pool of `threads` threads, for tests that split work the way a multi-threaded session does.
+pub fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("rayon pool")
+}
+
 /// The tables to test: every variant this CPU can run. Panics if a required variant (see
 /// [`ENV_REQUIRE_VARIANTS`]) is missing; reports other unavailable variants on stderr.
 pub fn variants_under_test() -> Vec<Kernels> {

@@ -8,7 +8,7 @@
 //! failure.
 
 use edgeinfer_kernels::quant::{self, scalar as qscalar, Q8Acts, Q8ActsRef, QFormat, QWeight, QK};
-use edgeinfer_kernels::testing::{close, seed, variants_under_test, QPlanes, Rng, Unaligned};
+use edgeinfer_kernels::testing::{close, pool, seed, variants_under_test, QPlanes, Rng, Unaligned};
 use edgeinfer_kernels::{par, Kernels};
 use half::f16;
 
@@ -384,10 +384,7 @@ fn quantize_acts_exact() {
 /// `par::matmul_q` splits rows on a 3-thread pool (uneven on purpose); both against scalar.
 #[test]
 fn par_matmul_q_three_threads() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .expect("rayon pool");
+    let pool = pool(3);
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
@@ -468,10 +465,7 @@ fn report_variants() {
 /// done on the caller, large ones in one region of a 3-thread pool) equal scalar per matrix.
 #[test]
 fn par_matvec_group_three_threads() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .expect("rayon pool");
+    let pool = pool(3);
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);

@@ -7,7 +7,7 @@
 
 use edgeinfer_kernels::dispatch::MatmulFn;
 use edgeinfer_kernels::testing::{
-    close, required_variants, seed, variants_under_test, Rng, Unaligned, K_SIZES, RAGGED,
+    close, pool, required_variants, seed, variants_under_test, Rng, Unaligned, K_SIZES, RAGGED,
 };
 use edgeinfer_kernels::{par, scalar, Kernels, WeightRef};
 use half::{bf16, f16};
@@ -381,10 +381,7 @@ fn rope_f32() {
     ignore = "splits large shapes over a thread pool: hours interpreted"
 )]
 fn par_matmul_three_threads() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .expect("rayon pool");
+    let pool = pool(3);
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);

@@ -423,10 +423,7 @@ mod tests {
         };
         let keys = to_t(rng.vec(kv_len, 1.0));
         let values = to_t(rng.vec(kv_len, 1.0));
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = edgeinfer_kernels::testing::pool(threads);
         let mut got = vec![f32::NAN; n * qd];
         let mut scores = vec![0.0; threads * attention_slot(c, ctx, n)];
         pool.install(|| attention(kern, c, &q, &keys, &values, pos, &mut got, &mut scores, ctx));

@@ -368,11 +368,7 @@ pub fn our_logits_with(
         }
     };
     if threads > 1 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(run);
+        edgeinfer_kernels::testing::pool(threads).install(run);
     } else {
         run();
     }
