@@ -7,7 +7,9 @@
 //! - a `Precompiled` normalizer with bad fields panics ("Precompiled"): refused here (it belongs to
 //!   SentencePiece Unigram models, which edgeinfer does not run);
 //! - a `Strip` decoder with `stop` > 0 indexes below zero (or slices backwards) when decoding a token
-//!   shorter than what it strips: refused (real tokenizers strip only from the start).
+//!   shorter than what it strips: refused (real tokenizers strip only from the start). The crate
+//!   picks a decoder by its fields, whatever its `type` says (`"type": "S*rip"` still decodes as
+//!   `Strip`), so any object with a nonzero `stop` is refused.
 
 use serde_json::Value;
 
@@ -33,7 +35,7 @@ fn walk(v: &Value, depth: usize) -> Result<(), String> {
                             .into(),
                     )
                 }
-                Some("Strip") if map.get("stop").is_some_and(|s| s.as_u64() != Some(0)) => {
+                _ if map.get("stop").is_some_and(|s| s.as_u64() != Some(0)) => {
                     return Err("`Strip` decoders with a nonzero `stop` are not supported".into())
                 }
                 _ => {}
@@ -60,6 +62,10 @@ mod tests {
         // Strip with `stop` underflows on short tokens (fuzz/regressions/tokenizer/strip-stop).
         let strip = br#"{"decoder": {"type": "Strip", "content": " ", "start": 1, "stop": 3}}"#;
         assert!(check(strip).unwrap_err().contains("Strip"));
+        // The same fields under another `type` still deserialize as `Strip`
+        // (fuzz/regressions/tokenizer/strip-stop-any-type).
+        let renamed = br#"{"decoder": {"type": "S*rip", "content": " ", "start": 1, "stop": 5}}"#;
+        assert!(check(renamed).unwrap_err().contains("Strip"));
         let llama = br#"{"decoder": {"type": "Strip", "content": " ", "start": 1, "stop": 0}}"#;
         assert!(check(llama).is_ok());
     }
