@@ -29,6 +29,13 @@ fn walk(v: &Value, depth: usize) -> Result<(), String> {
     match v {
         Value::Object(map) => {
             match map.get("type").and_then(Value::as_str) {
+                // By field as well as by name: the crate picks normalizers by their fields too.
+                _ if map.contains_key("precompiled_charsmap") => {
+                    return Err(
+                        "`Precompiled` normalizers (SentencePiece Unigram) are not supported"
+                            .into(),
+                    )
+                }
                 Some("Precompiled") => {
                     return Err(
                         "`Precompiled` normalizers (SentencePiece Unigram) are not supported"
@@ -58,6 +65,8 @@ mod tests {
         assert!(check(broken).is_err());
         let precompiled = br#"{"normalizer": {"type": "Precompiled", "precompiled_charsmap": 7}}"#;
         assert!(check(precompiled).unwrap_err().contains("Precompiled"));
+        let renamed = br#"{"normalizer": {"type": "Pr*compiled", "precompiled_charsmap": 7}}"#;
+        assert!(check(renamed).unwrap_err().contains("Precompiled"));
         assert!(check(br#"{"normalizer": null, "decoder": {"type": "Fuse"}}"#).is_ok());
         // Strip with `stop` underflows on short tokens (fuzz/regressions/tokenizer/strip-stop).
         let strip = br#"{"decoder": {"type": "Strip", "content": " ", "start": 1, "stop": 3}}"#;
