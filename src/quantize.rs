@@ -24,6 +24,10 @@
 //! [`QuantizeOptions::overrides`] (`--tensor-type PATTERN=TYPE`) change any matrix's storage: another
 //! format, or dense F32/F16/BF16 (which the forward pass multiplies with f32 activations).
 //!
+//! [`QuantizeOptions::calibration`] (`--calibration FILE`) rounds the layers' matrices and an untied
+//! lm_head GPTQ-style instead, weighted by the input model's activations on a text ([`Calibration`];
+//! `calibration` runs the model and collects them, `edgeinfer_kernels::quant::gptq` rounds).
+//!
 //! `config.json` is copied with `"quantization_config": {"quant_method": "edgeinfer", "format": …,
 //! "layout": "rowsplit", "version": 1}` added; `tokenizer.json`, `tokenizer_config.json` and
 //! `generation_config.json` are copied when present. The output is staged and published as a whole
@@ -32,7 +36,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use edgeinfer_kernels::quant::{scalar, search, QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
+use edgeinfer_kernels::quant::{gptq, scalar, search, QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
 use edgeinfer_kernels::WeightRef;
 use edgeinfer_models::{names, Config, Llama, Matrix, ModelError, Tensor};
 use half::f16;
@@ -40,7 +44,11 @@ use rayon::prelude::*;
 use safetensors::Dtype;
 
 use crate::loader::{Checkpoint, CheckpointSource};
+
+mod calibration;
 use crate::qstore::{self, Data, Entry, QPlanes, Staging, StoreError, StoredAs, WEIGHTS_FILE};
+use calibration::{Calibrator, Site};
+use edgeinfer_models::TapSite;
 
 /// How to quantize.
 #[derive(Clone, Debug)]
@@ -50,16 +58,36 @@ pub struct QuantizeOptions {
     /// Per-tensor exceptions, first match wins (`infer quantize --tensor-type`). A matrix no override
     /// names gets the default plan above.
     pub overrides: Vec<TensorOverride>,
+    /// How the layers' matrices are rounded.
+    pub calibration: Calibration,
 }
 
 impl QuantizeOptions {
-    /// Every matrix in `format` (the embedding and an untied lm_head as [`output_format`] says).
+    /// Every matrix in `format` (the embedding and an untied lm_head as [`output_format`] says),
+    /// every block rounded on its own.
     pub fn new(format: QFormat) -> QuantizeOptions {
         QuantizeOptions {
             format,
             overrides: Vec::new(),
+            calibration: Calibration::Plain,
         }
     }
+}
+
+/// How the layers' matrices (and an untied lm_head) are rounded.
+#[derive(Clone, Debug)]
+pub enum Calibration {
+    /// Every block on its own, by the quantizers of `edgeinfer_kernels::quant::scalar` (q4_0: with
+    /// the scale search of `…::search`). Needs no tokenizer and no forward pass.
+    Plain,
+    /// Error-compensating rounding (`edgeinfer_kernels::quant::gptq`) weighted by the activations
+    /// the input model produces on this text: each matrix's products with them change least. The
+    /// embedding (read by rows, and the output projection too when tied) is rounded plainly.
+    /// Paragraphs (separated by blank lines) run as separate sequences, each from position 0. It
+    /// needs text like what the model will see, and plenty of it: on SmolLM2-135M, ~10k tokens
+    /// helped where ~1k tokens (fewer than a `down_proj` row's 1536 inputs) made q4_0 worse than
+    /// plain rounding (README "Accuracy").
+    Text(String),
 }
 
 /// What a matrix is stored as.
@@ -144,6 +172,8 @@ pub struct QuantizeSummary {
     pub input_bytes: u64,
     /// Bytes of the written `model.safetensors`.
     pub output_bytes: u64,
+    /// Tokens of calibration text the rounding was weighted by (`None`: plain rounding).
+    pub calibration_tokens: Option<usize>,
 }
 
 /// Why a quantization failed; every variant names the file or tensor at fault.
@@ -169,6 +199,8 @@ pub enum QuantizeError {
     UnmatchedOverride { path: PathBuf, pattern: String },
     #[error("{}: is the input directory; write the quantized model elsewhere", path.display())]
     SameDirectory { path: PathBuf },
+    #[error("{}: calibration: {reason}", path.display())]
+    Calibration { path: PathBuf, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -230,8 +262,14 @@ pub fn quantize_checkpoint(
     let weights_path = staging.stage(WEIGHTS_FILE);
     let total = weights.len();
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let mut calibrator = match &opts.calibration {
+        Calibration::Text(text) if weights.iter().any(|w| w.calibrated()) => {
+            Some(Calibrator::new(&llama, in_dir, text)?)
+        }
+        _ => None,
+    };
     let stats = qstore::write_model(&weights_path, &entries, &meta, |i, e| {
-        let data = weights[i].produce(e);
+        let data = weights[i].produce(e, calibrator.as_mut())?;
         progress(QuantizeProgress {
             index: i,
             total,
@@ -272,6 +310,7 @@ pub fn quantize_checkpoint(
         parameters: stats.parameters,
         input_bytes: ckpt.mapped_bytes() as u64,
         output_bytes: stats.bytes,
+        calibration_tokens: calibrator.map(|c| c.tokens()),
     })
 }
 
@@ -339,6 +378,8 @@ struct Weight {
     kept_dense: bool,
     /// Set when an override chose the storage.
     overridden: Option<StoreType>,
+    /// Whose inputs calibrate the rounding (the layers' matrices and an untied lm_head).
+    site: Option<Site>,
 }
 
 enum Src {
@@ -353,8 +394,13 @@ enum Src {
 }
 
 impl Weight {
-    fn produce(&self, e: &Entry) -> Data {
-        match (&self.src, &e.stored) {
+    /// Whether calibration would change how this weight is rounded.
+    fn calibrated(&self) -> bool {
+        self.site.is_some() && matches!(self.src, Src::Quantize(_))
+    }
+
+    fn produce(&self, e: &Entry, cal: Option<&mut Calibrator>) -> Result<Data, QuantizeError> {
+        Ok(match (&self.src, &e.stored) {
             (Src::Norm(t), _) => {
                 let mut v = vec![0f32; t.shape().iter().product()];
                 t.view().to_f32(&mut v);
@@ -366,10 +412,16 @@ impl Weight {
             }
             (Src::Convert(_), StoredAs::Quant { .. }) => unreachable!("planned as dense"),
             (Src::Quantize(m), &StoredAs::Quant { format, rows, k }) => {
-                Data::Quant(quantize_matrix(format, rows, k, |r, out| m.row_f32(r, out)))
+                let u = match (cal, self.site) {
+                    (Some(cal), Some(site)) => cal.factor(site)?,
+                    _ => None,
+                };
+                Data::Quant(quantize_matrix(format, rows, k, u, |r, out| {
+                    m.row_f32(r, out)
+                }))
             }
             (Src::Quantize(_), StoredAs::Dense { .. }) => unreachable!("planned as quantized"),
-        }
+        })
     }
 }
 
@@ -393,78 +445,83 @@ fn plan(
         src: Src::Norm(t.clone()),
         kept_dense: false,
         overridden: None,
+        site: None,
     };
-    let mut matrix = |m: &Matrix, format: QFormat| -> Result<Weight, QuantizeError> {
-        let t = match m {
-            Matrix::Dense(t) => t,
-            Matrix::Quant(q) => {
-                return Err(QuantizeError::AlreadyQuantized {
-                    path: ckpt
-                        .file_of(&format!("{}.qs", m.name()))
-                        .unwrap_or(Path::new(""))
-                        .to_path_buf(),
-                    name: m.name().to_string(),
-                    format: q.format(),
-                })
+    let mut matrix =
+        |m: &Matrix, format: QFormat, site: Option<Site>| -> Result<Weight, QuantizeError> {
+            let t = match m {
+                Matrix::Dense(t) => t,
+                Matrix::Quant(q) => {
+                    return Err(QuantizeError::AlreadyQuantized {
+                        path: ckpt
+                            .file_of(&format!("{}.qs", m.name()))
+                            .unwrap_or(Path::new(""))
+                            .to_path_buf(),
+                        name: m.name().to_string(),
+                        format: q.format(),
+                    })
+                }
+            };
+            let (rows, k) = match *t.shape() {
+                [rows, k] => (rows, k),
+                _ => unreachable!("the loader checked matrix shapes"),
+            };
+            let chosen = opts
+                .overrides
+                .iter()
+                .position(|o| t.name().contains(&o.pattern));
+            if let Some(i) = chosen {
+                used[i] = true;
             }
-        };
-        let (rows, k) = match *t.shape() {
-            [rows, k] => (rows, k),
-            _ => unreachable!("the loader checked matrix shapes"),
-        };
-        let chosen = opts
-            .overrides
-            .iter()
-            .position(|o| t.name().contains(&o.pattern));
-        if let Some(i) = chosen {
-            used[i] = true;
-        }
-        let overridden = chosen.map(|i| opts.overrides[i].to);
-        let name = t.name().to_string();
-        Ok(match overridden.unwrap_or(StoreType::Quant(format)) {
-            StoreType::Dense(dtype) => Weight {
-                entry: Entry {
-                    name,
-                    stored: StoredAs::Dense {
-                        dtype: dtype_of(dtype),
-                        shape: vec![rows, k],
+            let overridden = chosen.map(|i| opts.overrides[i].to);
+            let name = t.name().to_string();
+            Ok(match overridden.unwrap_or(StoreType::Quant(format)) {
+                StoreType::Dense(dtype) => Weight {
+                    entry: Entry {
+                        name,
+                        stored: StoredAs::Dense {
+                            dtype: dtype_of(dtype),
+                            shape: vec![rows, k],
+                        },
                     },
+                    src: Src::Convert(m.clone()),
+                    kept_dense: false,
+                    overridden,
+                    site,
                 },
-                src: Src::Convert(m.clone()),
-                kept_dense: false,
-                overridden,
-            },
-            StoreType::Quant(format) if k.is_multiple_of(QK) && rows > 0 => Weight {
-                entry: Entry {
-                    name,
-                    stored: StoredAs::Quant { format, rows, k },
-                },
-                src: Src::Quantize(m.clone()),
-                kept_dense: false,
-                overridden,
-            },
-            StoreType::Quant(_) => Weight {
-                entry: Entry {
-                    name: t.name().to_string(),
-                    stored: StoredAs::Dense {
-                        dtype: safetensors_dtype(t),
-                        shape: vec![rows, k],
+                StoreType::Quant(format) if k.is_multiple_of(QK) && rows > 0 => Weight {
+                    entry: Entry {
+                        name,
+                        stored: StoredAs::Quant { format, rows, k },
                     },
+                    src: Src::Quantize(m.clone()),
+                    kept_dense: false,
+                    overridden,
+                    site,
                 },
-                src: Src::Copy(t.clone()),
-                kept_dense: true,
-                overridden: None,
-            },
-        })
-    };
+                StoreType::Quant(_) => Weight {
+                    entry: Entry {
+                        name: t.name().to_string(),
+                        stored: StoredAs::Dense {
+                            dtype: safetensors_dtype(t),
+                            shape: vec![rows, k],
+                        },
+                    },
+                    src: Src::Copy(t.clone()),
+                    kept_dense: true,
+                    overridden: None,
+                    site,
+                },
+            })
+        };
     // The embedding (the output projection too when tied) and an untied lm_head stay in q8_0 under the
     // 4-bit formats: their error lands on the logits directly, not averaged through later layers.
     let outer = output_format(format);
-    let mut out = vec![matrix(&llama.embed, outer)?];
-    for l in &llama.layers {
+    let mut out = vec![matrix(&llama.embed, outer, None)?];
+    for (i, l) in llama.layers.iter().enumerate() {
         out.push(norm(&l.attn_norm));
         for m in [&l.wq, &l.wk, &l.wv] {
-            out.push(matrix(m, format)?);
+            out.push(matrix(m, format, Some((i, TapSite::Qkv)))?);
         }
         // Qwen2's q/k/v biases and Qwen3's per-head q/k norms: vectors, kept F32 like the norms.
         for t in [&l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm]
@@ -473,15 +530,17 @@ fn plan(
         {
             out.push(norm(t));
         }
-        out.push(matrix(&l.wo, format)?);
+        out.push(matrix(&l.wo, format, Some((i, TapSite::Out)))?);
         out.push(norm(&l.mlp_norm));
-        for m in [&l.w_gate, &l.w_up, &l.w_down] {
-            out.push(matrix(m, format)?);
+        for m in [&l.w_gate, &l.w_up] {
+            out.push(matrix(m, format, Some((i, TapSite::GateUp)))?);
         }
+        out.push(matrix(&l.w_down, format, Some((i, TapSite::Down)))?);
     }
     out.push(norm(&llama.norm));
     if let Some(head) = &llama.lm_head {
-        out.push(matrix(head, outer)?);
+        let site = (llama.layers.len(), TapSite::Head);
+        out.push(matrix(head, outer, Some(site))?);
     }
     debug_assert!(out.iter().any(|w| w.entry.name == names::EMBED));
     if let Some(i) = used.iter().position(|u| !u) {
@@ -548,11 +607,14 @@ fn convert_matrix(m: &Matrix, shape: &[usize], dtype: Dtype) -> Vec<u8> {
 const ROWS_PER_TASK: usize = 8;
 
 /// Quantizes a `[rows, k]` matrix (`k` a positive multiple of 32) whose row `r` `row(r, out)` writes
-/// as f32, with the reference quantizer of `format`; rows are split across the current rayon pool.
+/// as f32, with the reference quantizer of `format` (q4_0: with the scale search), or with GPTQ's
+/// error feedback when `u` (the factor of `edgeinfer_kernels::quant::gptq::inverse_factor`) is given;
+/// rows are split across the current rayon pool.
 pub fn quantize_matrix(
     format: QFormat,
     rows: usize,
     k: usize,
+    u: Option<&[f32]>,
     row: impl Fn(usize, &mut [f32]) + Sync,
 ) -> QPlanes {
     assert!(
@@ -570,9 +632,17 @@ pub fn quantize_matrix(
         .zip(m.par_chunks_mut(nb * ROWS_PER_TASK))
         .enumerate()
         .for_each_init(
-            || vec![0f32; k],
+            || vec![0f32; k * ROWS_PER_TASK],
             |x, (task, ((qs, d), m))| {
                 let rows_here = d.len() / nb;
+                if let Some(u) = u {
+                    let x = &mut x[..rows_here * k];
+                    for (i, xr) in x.chunks_exact_mut(k).enumerate() {
+                        row(task * ROWS_PER_TASK + i, xr);
+                    }
+                    return gptq::quantize_rows(format, x, k, u, qs, d, m);
+                }
+                let x = &mut x[..k];
                 for i in 0..rows_here {
                     row(task * ROWS_PER_TASK + i, x);
                     let (qs, d, m) = (

@@ -37,6 +37,7 @@ fn overrides_pick_each_matrix_type_first_match_wins() {
             "down_proj=q8_0",
             "v_proj=bf16",
         ]),
+        ..QuantizeOptions::new(QFormat::Q4_0)
     };
     let s = quantize_checkpoint(&src, &out, &opts, &mut |_| {}).unwrap();
     let names: Vec<&str> = s.overridden.iter().map(|(n, _)| n.as_str()).collect();
@@ -72,6 +73,7 @@ fn overrides_pick_each_matrix_type_first_match_wins() {
     let opts = QuantizeOptions {
         format: QFormat::Q8_0,
         overrides: overrides(&["down_proj=f16", "layers.7.=f16"]),
+        ..QuantizeOptions::new(QFormat::Q8_0)
     };
     let e = quantize_checkpoint(&src, &root.join("none"), &opts, &mut |_| {}).unwrap_err();
     assert!(

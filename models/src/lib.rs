@@ -20,7 +20,7 @@ pub mod tensor;
 
 pub use config::{Arch, Config};
 pub use error::ModelError;
-pub use llama::{Llama, Logits, WeightInfo};
+pub use llama::{Llama, Logits, Tap, TapSite, WeightInfo};
 pub use matrix::{Matrix, QTensor};
 pub use state::State;
 pub use tensor::{Storage, Tensor, TensorSource};

@@ -58,6 +58,29 @@ pub struct Llama {
     pub lm_head: Option<Matrix>,
 }
 
+/// Where a [`Tap`] looks: the input of which matrix products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TapSite {
+    /// The attention norm's output, multiplied by `q_proj`, `k_proj` and `v_proj`.
+    Qkv,
+    /// The attention output, multiplied by `o_proj`.
+    Out,
+    /// The MLP norm's output, multiplied by `gate_proj` and `up_proj`.
+    GateUp,
+    /// `silu(gate) ⊙ up`, multiplied by `down_proj`.
+    Down,
+    /// The final norm's output of one logits row, multiplied by the lm_head (layer = layer count).
+    Head,
+}
+
+/// One matrix-product input seen by [`Llama::forward_tapped`]: `rows` holds one row per token.
+#[derive(Clone, Copy, Debug)]
+pub struct Tap<'a> {
+    pub layer: usize,
+    pub site: TapSite,
+    pub rows: &'a [f32],
+}
+
 /// Which logits a forward call leaves in the state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -159,6 +182,19 @@ impl Llama {
         tokens: &[u32],
         logits: Logits,
     ) -> Result<(), ModelError> {
+        self.forward_tapped(kern, state, tokens, logits, &mut |_| {})
+    }
+
+    /// [`Llama::forward`], also showing `tap` every matrix product's input rows as they go in (for
+    /// calibrating a quantizer: the statistics of what each weight multiplies).
+    pub fn forward_tapped(
+        &self,
+        kern: &Kernels,
+        state: &mut State,
+        tokens: &[u32],
+        logits: Logits,
+        tap: &mut dyn FnMut(Tap<'_>),
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let n = tokens.len();
         let pos = state.len;
@@ -213,6 +249,11 @@ impl Llama {
                 c.rms_norm_eps,
                 &mut s.xb[..n * h],
             );
+            tap(Tap {
+                layer: l,
+                site: TapSite::Qkv,
+                rows: &s.xb[..n * h],
+            });
             Matrix::matmul_group(
                 kern,
                 &[&layer.wq, &layer.wk, &layer.wv],
@@ -282,6 +323,11 @@ impl Llama {
             }
 
             // Output projection and residual: x += att·Woᵀ.
+            tap(Tap {
+                layer: l,
+                site: TapSite::Out,
+                rows: &s.att[..n * qd],
+            });
             layer.wo.matmul(
                 kern,
                 qd,
@@ -301,6 +347,11 @@ impl Llama {
                 c.rms_norm_eps,
                 &mut s.xb[..n * h],
             );
+            tap(Tap {
+                layer: l,
+                site: TapSite::GateUp,
+                rows: &s.xb[..n * h],
+            });
             Matrix::matmul_group(
                 kern,
                 &[&layer.w_gate, &layer.w_up],
@@ -312,6 +363,11 @@ impl Llama {
                 &mut s.acts,
             );
             par::silu_mul(kern, &mut s.gate[..n * inter], &s.up[..n * inter]);
+            tap(Tap {
+                layer: l,
+                site: TapSite::Down,
+                rows: &s.gate[..n * inter],
+            });
             layer.w_down.matmul(
                 kern,
                 inter,
@@ -340,6 +396,11 @@ impl Llama {
                 c.rms_norm_eps,
                 &mut s.xb[..h],
             );
+            tap(Tap {
+                layer: self.layers.len(),
+                site: TapSite::Head,
+                rows: &s.xb[..h],
+            });
             head.matmul(
                 kern,
                 h,

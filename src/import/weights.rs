@@ -245,7 +245,7 @@ fn convert(g: &mut Gguf, p: &Planned<'_>) -> Result<Data, ImportError> {
         Conversion::Requantize(format) => {
             let (rows, k) = (t.shape[0], t.shape[1]);
             let values = reorder_rows::<f32>(t, g.read_f32(&t.gguf)?, k);
-            Data::Quant(quantize_matrix(format, rows, k, |r, out| {
+            Data::Quant(quantize_matrix(format, rows, k, None, |r, out| {
                 out.copy_from_slice(&values[r * k..(r + 1) * k])
             }))
         }

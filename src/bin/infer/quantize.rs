@@ -4,14 +4,22 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use edgeinfer::quantize::{quantize_checkpoint, QuantizeOptions, StoreType, TensorOverride};
+use edgeinfer::quantize::{
+    quantize_checkpoint, Calibration, QuantizeOptions, StoreType, TensorOverride,
+};
 use edgeinfer_kernels::quant::QFormat;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
 #[command(
     after_help = "Quantized: every 2-D matmul weight (q/k/v/o_proj, gate/up/down_proj), the token embedding \
-and an untied lm_head, with the reference quantizers.\n\
+and an untied lm_head (the embedding and lm_head in q8_0 under q4_0/q4_1).\n\
+Rounding: every block on its own (q4_0 with a least-squares scale search). With --calibration FILE the \
+layers' matrices and an untied lm_head are rounded GPTQ-style instead: the input model runs over the text, and \
+each rounding error is compensated in the weights of the row not yet rounded so that the matrix's products \
+with those activations change least (ordinary q8_0/q4_0/q4_1 blocks either way). Give it text like what the \
+model will see, at least ~10,000 tokens (~40 KB of English); paragraphs separated by blank lines run as \
+separate sequences. Too little text makes it worse than plain rounding.\n\
 Kept in F32: the RMSNorm weights (a few KB; each scales one channel of every activation, so their error \
 would not average out).\n\
 Kept dense in the input's dtype: any matrix whose row length is not a multiple of 32 (the block size).\n\
@@ -32,6 +40,10 @@ pub struct QuantizeArgs {
     /// `--tensor-type layers.0.=f16` (a dense matrix multiplies f32 activations, not 8-bit ones).
     #[arg(long = "tensor-type", value_name = "PATTERN=TYPE")]
     tensor_type: Vec<TensorOverride>,
+    /// Round GPTQ-style, weighted by the input model's activations on this UTF-8 text file (needs
+    /// the input's tokenizer; at least ~10,000 tokens of text like what the model will see).
+    #[arg(long, value_name = "FILE")]
+    calibration: Option<PathBuf>,
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -56,9 +68,17 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         .context("progress bar template")?
         .progress_chars("=> "),
     );
+    let calibration = match &args.calibration {
+        None => Calibration::Plain,
+        Some(path) => Calibration::Text(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the calibration text {}", path.display()))?,
+        ),
+    };
     let opts = QuantizeOptions {
         format: args.format,
         overrides: args.tensor_type,
+        calibration,
     };
     let summary = quantize_checkpoint(&args.in_dir, &args.out_dir, &opts, &mut |p| {
         bar.set_length(p.total as u64);
@@ -76,6 +96,10 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             StoreType::Dense(d) => d.name(),
         };
         println!("--tensor-type: {name} stored as {to}");
+    }
+    match s.calibration_tokens {
+        Some(n) => println!("rounding: GPTQ, calibrated on {n} tokens of text"),
+        None => println!("rounding: every block on its own (--calibration FILE for GPTQ)"),
     }
     for name in &s.skipped {
         println!("not copied: {name} (the model does not read it)");
