@@ -192,11 +192,165 @@ fn attention_tokens<T: KvElem>(
 
     if runs == 1 {
         run(0, att, &mut scores[..slot]);
+    } else if let Some(plan) = (items == nkv)
+        .then(|| Split::plan(c, ctx, runs, pos + 1))
+        .flatten()
+    {
+        attention_split(
+            kern,
+            c,
+            q,
+            keys,
+            values,
+            &plan,
+            att,
+            &mut scores[..runs * slot],
+            ctx,
+        );
     } else {
         att.par_chunks_mut(per_run * group * hd)
             .zip(scores.par_chunks_mut(slot))
             .enumerate()
             .for_each(|(r, (out, sc))| run(r * per_run, out, sc));
+    }
+}
+
+/// Context length from which one token's attention splits kv heads by positions when they do not
+/// divide evenly among the threads (below it the whole-head split's imbalance costs little).
+const SPLIT_MIN: usize = 256;
+
+/// How [`attention_split`] cuts one token's attention: every kv head's `seen` positions into `parts`
+/// ranges of `span`, `per_run` tasks per thread.
+struct Split {
+    seen: usize,
+    parts: usize,
+    span: usize,
+    per_run: usize,
+    /// Floats of a thread's slot used as scratch by one task (its scores and probabilities).
+    work: usize,
+    /// Floats one task leaves behind: `group × head_dim` weighted values, `group` maxima, `group` sums.
+    partial: usize,
+}
+
+impl Split {
+    /// `None` when whole heads already divide evenly among the `runs` threads, the context is short,
+    /// or a slot cannot hold a thread's tasks (tiny configurations only).
+    fn plan(c: &Config, ctx: usize, runs: usize, seen: usize) -> Option<Split> {
+        let (hd, nkv) = (c.head_dim, c.num_kv_heads);
+        if runs <= 1 || nkv.is_multiple_of(runs) || seen < SPLIT_MIN {
+            return None;
+        }
+        let group = c.num_heads / nkv;
+        let parts = runs / gcd(nkv, runs);
+        let span = seen.div_ceil(parts);
+        let split = Split {
+            seen,
+            parts,
+            span,
+            per_run: nkv * parts / runs,
+            work: 2 * group * span,
+            partial: group * (hd + 2),
+        };
+        (split.work + split.per_run * split.partial <= attention_slot(c, ctx, 1)).then_some(split)
+    }
+}
+
+/// One token with every kv head's positions cut into ranges ([`Split`]), so that
+/// `kv_heads × parts` tasks divide evenly among the threads (3 kv heads on 2 threads: 6 tasks, 3
+/// each, where whole heads split 2 : 1). Each task leaves, per query head of its group, the
+/// softmax-weighted values of its range, the range's largest score `m` and its sum of
+/// `exp(score − m)` `l` in its thread's slot of `scores`; the ranges of a head are then merged with
+/// weights `l·exp(m − M)` (`M` the largest `m`).
+#[allow(clippy::too_many_arguments)]
+fn attention_split<T: KvElem>(
+    kern: &Kernels,
+    c: &Config,
+    q: &[f32],
+    keys: &[T],
+    values: &[T],
+    plan: &Split,
+    att: &mut [f32],
+    scores: &mut [f32],
+    ctx: usize,
+) {
+    let (hd, nkv) = (c.head_dim, c.num_kv_heads);
+    let group = c.num_heads / nkv;
+    let slot = attention_slot(c, ctx, 1);
+    let &Split {
+        seen,
+        parts,
+        span,
+        per_run,
+        work,
+        partial,
+    } = plan;
+    let (matmul, weighted_sum) = (T::matmul(kern), T::weighted_sum(kern));
+    let scale = 1.0 / (hd as f32).sqrt();
+    scores.par_chunks_mut(slot).enumerate().for_each(|(r, sc)| {
+        let (scratch, out) = sc.split_at_mut(work);
+        let (by_key, by_head) = scratch.split_at_mut(group * span);
+        for (j, part_out) in out.chunks_exact_mut(partial).take(per_run).enumerate() {
+            let task = r * per_run + j;
+            let (item, part) = (task / parts, task % parts);
+            let range = part * span..((part + 1) * span).min(seen);
+            let len = range.len();
+            let kv = item * ctx * hd;
+            let (o, stats) = part_out.split_at_mut(group * hd);
+            let (maxes, sums) = stats.split_at_mut(group);
+            let queries = &q[item * group * hd..(item + 1) * group * hd];
+            let rows = kv + range.start * hd..kv + range.end * hd;
+            matmul(
+                &keys[rows.clone()],
+                hd,
+                queries,
+                group,
+                &mut by_key[..len * group],
+            );
+            let probs = &mut by_head[..group * len];
+            for (h, row) in probs.chunks_exact_mut(len).enumerate() {
+                let (mut m, mut at) = (f32::NEG_INFINITY, 0);
+                for (p, r) in row.iter_mut().enumerate() {
+                    *r = by_key[p * group + h] * scale;
+                    if *r > m {
+                        (m, at) = (*r, p);
+                    }
+                }
+                (kern.softmax_f32)(row);
+                // The largest score's probability is exp(0) / l.
+                maxes[h] = m;
+                sums[h] = 1.0 / row[at];
+            }
+            weighted_sum(probs, group, &values[rows], o);
+        }
+    });
+    for (item, o) in att.chunks_exact_mut(group * hd).enumerate() {
+        let partial_of = |part: usize| {
+            let task = item * parts + part;
+            let at = (task / per_run) * slot + work + (task % per_run) * partial;
+            &scores[at..at + partial]
+        };
+        for h in 0..group {
+            let stat = |part: usize, k: usize| partial_of(part)[group * hd + k * group + h];
+            let top = (0..parts)
+                .map(|p| stat(p, 0))
+                .fold(f32::NEG_INFINITY, f32::max);
+            let weights = (0..parts).map(|p| stat(p, 1) * (stat(p, 0) - top).exp());
+            let total: f32 = weights.clone().sum();
+            let out = &mut o[h * hd..(h + 1) * hd];
+            out.fill(0.0);
+            for (p, w) in weights.enumerate() {
+                let v = &partial_of(p)[h * hd..(h + 1) * hd];
+                (kern.axpy_f32)(w / total, v, out);
+            }
+        }
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -448,6 +602,63 @@ mod tests {
                     "pos {pos} n {n} threads {threads} token {t} [{j}]: {g} vs {w}"
                 );
             }
+        }
+    }
+
+    /// One token at long contexts on several threads (kv heads split by positions when they do not
+    /// divide among the threads) against one thread (whole heads, one softmax per head).
+    #[test]
+    fn split_positions_match_whole_heads() {
+        let mut rng = Rng::new(edgeinfer_kernels::testing::seed());
+        let kern = Kernels::detect();
+        for (heads, kv_heads, hd) in [(9, 3, 16), (6, 3, 8), (4, 1, 16), (10, 5, 8)] {
+            let c = config(heads, kv_heads, hd);
+            for pos in [SPLIT_MIN - 2, SPLIT_MIN - 1, 300, 777] {
+                let ctx = pos + 5;
+                for threads in [2, 3, 4] {
+                    assert_eq!(
+                        Split::plan(&c, ctx, threads, pos + 1).is_some(),
+                        pos + 1 >= SPLIT_MIN && !kv_heads.is_multiple_of(threads),
+                        "plan for {kv_heads} kv heads on {threads} threads at {pos}"
+                    );
+                    split_case::<f32>(&kern, &mut rng, &c, pos, ctx, threads);
+                    split_case::<f16>(&kern, &mut rng, &c, pos, ctx, threads);
+                }
+            }
+        }
+    }
+
+    fn split_case<T: KvElem>(
+        kern: &Kernels,
+        rng: &mut Rng,
+        c: &Config,
+        pos: usize,
+        ctx: usize,
+        threads: usize,
+    ) {
+        let (qd, hd, nkv) = (c.q_dim(), c.head_dim, c.num_kv_heads);
+        let kv_len = nkv * ctx * hd;
+        let to_t = |v: Vec<f32>| {
+            let mut t = vec![T::from_f32(0.0); v.len()];
+            T::store(&mut t, &v);
+            t
+        };
+        // Scores spread wide enough that the ranges' maxima differ a lot.
+        let q = rng.vec(qd, 3.0);
+        let (keys, values) = (to_t(rng.vec(kv_len, 1.0)), to_t(rng.vec(kv_len, 1.0)));
+        let slot = attention_slot(c, ctx, 1);
+        let mut want = vec![f32::NAN; qd];
+        let mut sc1 = vec![0.0; slot];
+        attention_tokens(kern, c, &q, &keys, &values, pos, &mut want, &mut sc1, ctx);
+        let pool = edgeinfer_kernels::testing::pool(threads);
+        let mut got = vec![f32::NAN; qd];
+        let mut scores = vec![0.0; threads * slot];
+        pool.install(|| attention(kern, c, &q, &keys, &values, pos, &mut got, &mut scores, ctx));
+        for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 2e-5 * (1.0 + w.abs()),
+                "{nkv} kv heads, pos {pos}, {threads} threads [{j}]: {g} vs {w}"
+            );
         }
     }
 
