@@ -556,6 +556,13 @@ mod tests {
         Config::from_json(&v.to_string()).unwrap()
     }
 
+    /// `v` stored as the cache's element type.
+    fn to_kv<T: KvElem>(v: Vec<f32>) -> Vec<T> {
+        let mut t = vec![T::from_f32(0.0); v.len()];
+        T::store(&mut t, &v);
+        t
+    }
+
     /// The prompt path against the one-token path, token by token, over a cache holding `pos` earlier
     /// positions: ragged block counts, GQA and MQA, f32 and f16 caches, 1 and 3 threads.
     fn check<T: KvElem>(
@@ -570,13 +577,8 @@ mod tests {
         let ctx = pos + n + 3;
         let q = rng.vec(n * qd, 1.5);
         let kv_len = nkv * ctx * hd;
-        let to_t = |v: Vec<f32>| {
-            let mut t = vec![T::from_f32(0.0); v.len()];
-            T::store(&mut t, &v);
-            t
-        };
-        let keys = to_t(rng.vec(kv_len, 1.0));
-        let values = to_t(rng.vec(kv_len, 1.0));
+        let keys = to_kv::<T>(rng.vec(kv_len, 1.0));
+        let values = to_kv::<T>(rng.vec(kv_len, 1.0));
         let pool = edgeinfer_kernels::testing::pool(threads);
         let mut got = vec![f32::NAN; n * qd];
         let mut scores = vec![0.0; threads * attention_slot(c, ctx, n)];
@@ -638,14 +640,12 @@ mod tests {
     ) {
         let (qd, hd, nkv) = (c.q_dim(), c.head_dim, c.num_kv_heads);
         let kv_len = nkv * ctx * hd;
-        let to_t = |v: Vec<f32>| {
-            let mut t = vec![T::from_f32(0.0); v.len()];
-            T::store(&mut t, &v);
-            t
-        };
         // Scores spread wide enough that the ranges' maxima differ a lot.
         let q = rng.vec(qd, 3.0);
-        let (keys, values) = (to_t(rng.vec(kv_len, 1.0)), to_t(rng.vec(kv_len, 1.0)));
+        let (keys, values) = (
+            to_kv::<T>(rng.vec(kv_len, 1.0)),
+            to_kv::<T>(rng.vec(kv_len, 1.0)),
+        );
         let slot = attention_slot(c, ctx, 1);
         let mut want = vec![f32::NAN; qd];
         let mut sc1 = vec![0.0; slot];

@@ -45,12 +45,8 @@ pub struct Calibrator<'a> {
 impl<'a> Calibrator<'a> {
     /// Tokenizes `text` with the tokenizer in `dir` (the input checkpoint's).
     pub fn new(llama: &'a Llama, dir: &Path, text: &str) -> Result<Calibrator<'a>, QuantizeError> {
-        let fail = |reason: String| QuantizeError::Calibration {
-            path: dir.to_path_buf(),
-            reason,
-        };
         let tokenizer = Tokenizer::from_dir(dir).map_err(|e| {
-            fail(format!(
+            fail(dir, format!(
                 "{e}; calibration needs the input checkpoint's tokenizer.json (or quantize without --calibration)"
             ))
         })?;
@@ -59,21 +55,25 @@ impl<'a> Calibrator<'a> {
         for part in text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
             let mut t = tokenizer
                 .encode(part, tokenizer.add_bos_token())
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(dir, e))?;
             if t.iter().any(|&t| t as usize >= c.vocab_size) {
-                return Err(fail(format!(
-                    "the tokenizer produced ids beyond the model's vocab_size {}",
-                    c.vocab_size
-                )));
+                return Err(fail(
+                    dir,
+                    format!(
+                        "the tokenizer produced ids beyond the model's vocab_size {}",
+                        c.vocab_size
+                    ),
+                ));
             }
             t.truncate(c.max_position_embeddings);
             sequences.push(t);
         }
         let tokens: usize = sequences.iter().map(Vec::len).sum();
         if tokens < 2 {
-            return Err(fail(format!(
-                "the calibration text has {tokens} tokens; give it at least a sentence"
-            )));
+            return Err(fail(
+                dir,
+                format!("the calibration text has {tokens} tokens; give it at least a sentence"),
+            ));
         }
         let per_layer =
             4 * (2 * c.hidden_size.pow(2) + c.q_dim().pow(2) + c.intermediate_size.pow(2));
@@ -81,11 +81,11 @@ impl<'a> Calibrator<'a> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(dir, e))?;
         Ok(Calibrator {
             llama,
             dir: dir.to_path_buf(),
-            kern: Kernels::select(None).map_err(|e| fail(e.to_string()))?,
+            kern: Kernels::select(None).map_err(|e| fail(dir, e))?,
             pool,
             sequences,
             layers_per_pass: (BUDGET_BYTES / per_layer).max(1),
@@ -117,13 +117,6 @@ impl<'a> Calibrator<'a> {
         Ok(self.factors[&site].as_deref())
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> QuantizeError {
-        QuantizeError::Calibration {
-            path: self.dir.clone(),
-            reason: e.to_string(),
-        }
-    }
-
     /// One pass over the text, measuring every site of layers `site.0 ..` (as many as the budget
     /// holds), or only the lm_head's input.
     fn measure(&mut self, site: Site) -> Result<(), QuantizeError> {
@@ -147,7 +140,7 @@ impl<'a> Calibrator<'a> {
                 kv_dtype: KvDType::F32,
             },
         )
-        .map_err(|e| self.error(e))?;
+        .map_err(|e| fail(&self.dir, e))?;
         let (kern, hessians) = (&self.kern, &mut self.hessians);
         let mode = if head { Logits::All } else { Logits::None };
         for seq in &self.sequences {
@@ -173,13 +166,18 @@ impl<'a> Calibrator<'a> {
                 };
                 self.pool
                     .install(|| llama.forward_tapped(kern, &mut state, chunk, mode, &mut tap))
-                    .map_err(|e| QuantizeError::Calibration {
-                        path: self.dir.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(|e| fail(&self.dir, e))?;
             }
         }
         Ok(())
+    }
+}
+
+/// A calibration failure for the input checkpoint `dir`.
+fn fail(dir: &Path, reason: impl std::fmt::Display) -> QuantizeError {
+    QuantizeError::Calibration {
+        path: dir.to_path_buf(),
+        reason: reason.to_string(),
     }
 }
 

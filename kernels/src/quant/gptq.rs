@@ -241,6 +241,19 @@ mod tests {
     use crate::quant::QWeight;
     use crate::testing::Rng;
 
+    /// `Σ xᵀx` over the rows of `xs` (`k` wide), in f64.
+    fn gram(xs: &[f32], k: usize) -> Vec<f64> {
+        let mut h = vec![0f64; k * k];
+        for x in xs.chunks_exact(k) {
+            for i in 0..k {
+                for j in 0..k {
+                    h[i * k + j] += f64::from(x[i]) * f64::from(x[j]);
+                }
+            }
+        }
+        h
+    }
+
     /// `Σ (w·x − ŵ·x)²` over the calibration rows `xs` (`n × k`) for one weight row.
     fn output_error(w: &[f32], wq: &[f32], xs: &[f32], k: usize) -> f64 {
         xs.chunks_exact(k)
@@ -261,14 +274,7 @@ mod tests {
         let mut rng = Rng::new(3);
         let k = 13;
         let xs = rng.vec(40 * k, 1.0);
-        let mut h = vec![0f64; k * k];
-        for x in xs.chunks_exact(k) {
-            for i in 0..k {
-                for j in 0..k {
-                    h[i * k + j] += f64::from(x[i]) * f64::from(x[j]);
-                }
-            }
-        }
+        let mut h = gram(&xs, k);
         let h0 = h.clone();
         let u = inverse_factor(&mut h, k, 0.01).unwrap();
         let lambda = 0.01 * (0..k).map(|j| h0[j * k + j]).sum::<f64>() / k as f64;
@@ -312,14 +318,7 @@ mod tests {
                 xs[t * k + j] = loud * (0.7 * common[t] + 0.5 * rng.uniform(1.0));
             }
         }
-        let mut h = vec![0f64; k * k];
-        for x in xs.chunks_exact(k) {
-            for i in 0..k {
-                for j in 0..k {
-                    h[i * k + j] += f64::from(x[i]) * f64::from(x[j]);
-                }
-            }
-        }
+        let mut h = gram(&xs, k);
         let u = inverse_factor(&mut h, k, 0.01).unwrap();
         let w = rng.vec(rows * k, 0.1);
         for format in [QFormat::Q8_0, QFormat::Q4_0, QFormat::Q4_1] {
