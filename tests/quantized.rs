@@ -18,13 +18,13 @@ use std::time::Instant;
 
 use common::{cosine, temp_dir, worst_cosine, Rng, TinyLlama};
 use edgeinfer::loader::Checkpoint;
-use edgeinfer::quantize::{quantize_checkpoint, Calibration, QuantizeError, QuantizeOptions};
+use edgeinfer::quantize::{quantize_checkpoint, QuantizeError, QuantizeOptions};
 use edgeinfer::{Model, SessionOptions};
 use edgeinfer_kernels::quant::QFormat;
 use edgeinfer_kernels::Kernels;
 use edgeinfer_models::matrix::{format_key, plane_names, LAYOUT_KEY, VERSION_KEY};
-use edgeinfer_models::state::{KvDType, StateOptions};
-use edgeinfer_models::{Config, Llama, Logits, ModelError, State};
+use edgeinfer_models::state::KvDType;
+use edgeinfer_models::{Config, Llama, ModelError};
 use safetensors::{Dtype, SafeTensors};
 
 fn quantize(input: &Path, out: &Path, format: QFormat) -> edgeinfer::quantize::QuantizeSummary {
@@ -44,25 +44,7 @@ fn quantize(input: &Path, out: &Path, format: QFormat) -> edgeinfer::quantize::Q
 
 /// Logits at every position of `tokens`, through the loader and the Llama forward pass.
 fn tiny_logits(dir: &Path, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let ckpt = Checkpoint::open(dir).unwrap();
-    let cfg =
-        Config::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let model = Llama::load(cfg.clone(), &ckpt.source()).unwrap();
-    let opts = StateOptions {
-        ctx: 32,
-        batch: tokens.len(),
-        threads: 1,
-        all_logits: true,
-        kv_dtype: KvDType::F32,
-    };
-    let mut state = State::new(&cfg, opts).unwrap();
-    model
-        .forward(&Kernels::detect(), &mut state, tokens, Logits::All)
-        .unwrap();
-    let v = cfg.vocab_size;
-    (0..tokens.len())
-        .map(|t| state.logits()[t * v..(t + 1) * v].to_vec())
-        .collect()
+    common::our_logits(dir, tokens, &[], &Kernels::detect(), 1, KvDType::F32)
 }
 
 /// The file opens with the stock `safetensors` crate, holds the planes with the metadata keys, and
@@ -205,83 +187,6 @@ fn tiny_odd_row_length_stays_dense() {
     let worst = worst_cosine(&tiny_logits(&out, &tokens), &tiny_logits(&src, &tokens));
     assert!(worst > 0.999, "{worst}");
     std::fs::remove_dir_all(&root).ok();
-}
-
-/// `--calibration`: GPTQ-style rounding weighted by the source model's activations on a text. On
-/// tiny random models (tied, and untied so the lm_head is calibrated too) the result is a valid
-/// checkpoint of the same format whose logits on words of the calibration text track the source
-/// better than plain rounding's; without a tokenizer it is a typed error naming the input directory.
-#[test]
-fn tiny_calibrated_rounding_tracks_f32() {
-    let text = "the cat sat on the mat.\n\nthe dog ran to the park and back again.\n\n\
-                a bird sang in the tall tree by the river.";
-    for (shape, tag) in [
-        (
-            TinyLlama {
-                vocab: 300, // what the tokenizer fixture needs
-                ..TinyLlama::small_gqa(21)
-            },
-            "tied",
-        ),
-        (
-            TinyLlama {
-                vocab: 300,
-                tied: false,
-                ..TinyLlama::small_gqa(22)
-            },
-            "untied",
-        ),
-    ] {
-        let root = temp_dir(&format!("quant-calib-{tag}"));
-        let src = root.join("f32");
-        shape.write_with_tokenizer(&src);
-        let tokens = Model::load(&src)
-            .unwrap()
-            .tokenizer()
-            .encode("the dog sat in the tall tree.", false)
-            .unwrap();
-        let reference = tiny_logits(&src, &tokens);
-        for format in [QFormat::Q8_0, QFormat::Q4_0, QFormat::Q4_1] {
-            let opts = QuantizeOptions {
-                calibration: Calibration::Text(text.into()),
-                ..QuantizeOptions::new(format)
-            };
-            let out = root.join(format!("{format}-gptq"));
-            let s = quantize_checkpoint(&src, &out, &opts, &mut |_| {}).unwrap();
-            assert!(
-                s.calibration_tokens.unwrap() > 20,
-                "{:?}",
-                s.calibration_tokens
-            );
-            let plain = root.join(format!("{format}-plain"));
-            assert_eq!(quantize(&src, &plain, format).calibration_tokens, None);
-            let (c, p) = (
-                worst_cosine(&tiny_logits(&out, &tokens), &reference),
-                worst_cosine(&tiny_logits(&plain, &tokens), &reference),
-            );
-            println!("{tag} {format}: worst cosine calibrated {c:.6}, plain {p:.6}");
-            assert!(
-                c >= p - 0.002,
-                "{tag} {format}: calibrated {c} vs plain {p}"
-            );
-        }
-        // No tokenizer, no calibration: a typed error, nothing published.
-        std::fs::remove_file(src.join("tokenizer.json")).unwrap();
-        let out = root.join("no-tokenizer");
-        let opts = QuantizeOptions {
-            calibration: Calibration::Text(text.into()),
-            ..QuantizeOptions::new(QFormat::Q8_0)
-        };
-        match quantize_checkpoint(&src, &out, &opts, &mut |_| {}) {
-            Err(QuantizeError::Calibration { path, reason }) => {
-                assert_eq!(path, src);
-                assert!(reason.contains("tokenizer"), "{reason}");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(!out.join("model.safetensors").exists());
-        std::fs::remove_dir_all(&root).ok();
-    }
 }
 
 /// Replaces `from` by `to` (same length) in the safetensors header of `path`.
