@@ -38,17 +38,16 @@ use std::path::{Path, PathBuf};
 
 use edgeinfer_kernels::quant::{gptq, scalar, search, QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
 use edgeinfer_kernels::WeightRef;
-use edgeinfer_models::{names, Config, Llama, Matrix, ModelError, Tensor};
+use edgeinfer_models::{names, Config, Llama, Matrix, ModelError, TapSite, Tensor};
 use half::f16;
 use rayon::prelude::*;
 use safetensors::Dtype;
 
 use crate::loader::{Checkpoint, CheckpointSource};
-
-mod calibration;
 use crate::qstore::{self, Data, Entry, QPlanes, Staging, StoreError, StoredAs, WEIGHTS_FILE};
 use calibration::{Calibrator, Site};
-use edgeinfer_models::TapSite;
+
+mod calibration;
 
 /// How to quantize.
 #[derive(Clone, Debug)]
