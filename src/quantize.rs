@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use edgeinfer_kernels::quant::{gptq, scalar, search, QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
+use edgeinfer_kernels::quant::{gptq, search, QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
 use edgeinfer_kernels::WeightRef;
 use edgeinfer_models::{names, Config, Llama, Matrix, ModelError, TapSite, Tensor};
 use half::f16;
@@ -649,11 +649,7 @@ pub fn quantize_matrix(
                         &mut d[i * nb..(i + 1) * nb],
                         &mut m[i * nb..(i + 1) * nb],
                     );
-                    match format {
-                        QFormat::Q8_0 => scalar::quantize_row_q8_0(x, qs, d),
-                        QFormat::Q4_0 => search::quantize_row_q4_0_search(x, qs, d),
-                        QFormat::Q4_1 => scalar::quantize_row_q4_1(x, qs, d, m),
-                    }
+                    search::quantize_row(format, x, qs, d, m);
                 }
             },
         );

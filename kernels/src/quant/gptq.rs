@@ -13,8 +13,7 @@
 use half::f16;
 
 use super::format::{QFormat, QK};
-use super::scalar::{quantize_row_q4_1, quantize_row_q8_0};
-use super::search::quantize_row_q4_0_search;
+use super::search::quantize_row;
 
 /// Upper-triangular `U` (row-major `k × k`, f32) with `UᵀU = (H + λI)⁻¹`, from a symmetric `h`
 /// (row-major `k × k`, consumed), where `λ = damp · mean(diag H)`. A channel that never carried a
@@ -177,15 +176,11 @@ struct Block {
 }
 
 impl Block {
-    /// The reference choice (q4_0: the least-squares search) for the block's current values.
+    /// The plain rounding's choice ([`quantize_row`]) for the block's current values.
     fn choose(format: QFormat, x: &[f32]) -> Block {
         let (mut qs, mut d, mut m) = ([0u8; QK], [f16::ZERO], [f16::ZERO]);
         let qs = &mut qs[..format.qs_bytes_per_block()];
-        match format {
-            QFormat::Q8_0 => quantize_row_q8_0(x, qs, &mut d),
-            QFormat::Q4_0 => quantize_row_q4_0_search(x, qs, &mut d),
-            QFormat::Q4_1 => quantize_row_q4_1(x, qs, &mut d, &mut m),
-        }
+        quantize_row(format, x, qs, &mut d, &mut m);
         Block {
             d: d[0],
             m: m[0],
@@ -237,9 +232,7 @@ fn pack(format: QFormat, codes: &[u8], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::scalar::quantize_row_q4_0;
-    use crate::quant::QWeight;
-    use crate::testing::Rng;
+    use crate::testing::{QPlanes, Rng};
 
     /// `Σ xᵀx` over the rows of `xs` (`k` wide), in f64.
     fn gram(xs: &[f32], k: usize) -> Vec<f64> {
@@ -322,42 +315,37 @@ mod tests {
         let u = inverse_factor(&mut h, k, 0.01).unwrap();
         let w = rng.vec(rows * k, 0.1);
         for format in [QFormat::Q8_0, QFormat::Q4_0, QFormat::Q4_1] {
-            let nb = k / QK;
-            let rb = nb * format.qs_bytes_per_block();
-            let (mut qs, mut d, mut m) = (
-                vec![0u8; rows * rb],
-                vec![f16::ZERO; rows * nb],
-                vec![f16::ZERO; rows * nb],
-            );
+            let (nb, rb) = (k / QK, k / QK * format.qs_bytes_per_block());
+            let empty = || QPlanes {
+                format,
+                rows,
+                k,
+                qs: vec![0u8; rows * rb],
+                d: vec![f16::ZERO; rows * nb],
+                m: vec![f16::ZERO; if format.has_min() { rows * nb } else { 0 }],
+            };
+            let (mut ours, mut plain_planes) = (empty(), empty());
             let mut work = w.clone();
-            quantize_rows(format, &mut work, k, &u, &mut qs, &mut d, &mut m);
-            let ours = QWeight {
-                format,
-                rows,
-                k,
-                qs: &qs,
-                d: &d,
-                m: if format.has_min() { &m } else { &[] },
-            };
-            ours.validate().unwrap();
-            let (mut pq, mut pd, mut pm) = (qs.clone(), d.clone(), m.clone());
-            for r in 0..rows {
-                let row = &w[r * k..(r + 1) * k];
-                let (q, d) = (&mut pq[r * rb..(r + 1) * rb], &mut pd[r * nb..(r + 1) * nb]);
-                match format {
-                    QFormat::Q8_0 => quantize_row_q8_0(row, q, d),
-                    QFormat::Q4_0 => quantize_row_q4_0(row, q, d),
-                    QFormat::Q4_1 => quantize_row_q4_1(row, q, d, &mut pm[r * nb..(r + 1) * nb]),
-                }
+            let mut m = vec![f16::ZERO; rows * nb];
+            quantize_rows(format, &mut work, k, &u, &mut ours.qs, &mut ours.d, &mut m);
+            if format.has_min() {
+                ours.m = m.clone();
             }
-            let plain_w = QWeight {
-                format,
-                rows,
-                k,
-                qs: &pq,
-                d: &pd,
-                m: if format.has_min() { &pm } else { &[] },
-            };
+            // Plain rounding as the conversion tool does it, row by row.
+            let p = &mut plain_planes;
+            for r in 0..rows {
+                quantize_row(
+                    format,
+                    &w[r * k..(r + 1) * k],
+                    &mut p.qs[r * rb..(r + 1) * rb],
+                    &mut p.d[r * nb..(r + 1) * nb],
+                    &mut m[r * nb..(r + 1) * nb],
+                );
+            }
+            if format.has_min() {
+                p.m = m;
+            }
+            let (ours, plain_w) = (ours.view(), plain_planes.view());
             let (mut plain, mut comp) = (0.0, 0.0);
             let (mut a, mut b) = (vec![0f32; k], vec![0f32; k]);
             for r in 0..rows {

@@ -7,7 +7,17 @@
 use half::f16;
 
 use super::format::{QFormat, QK};
-use super::scalar::{check_row, quantize_row_q4_0};
+use super::scalar::{check_row, quantize_row_q4_0, quantize_row_q4_1, quantize_row_q8_0};
+
+/// One row in `format` the way the conversion tool rounds plainly: q8_0 and q4_1 by the reference
+/// quantizers, q4_0 with the scale search below. `m` is written for q4_1 only.
+pub fn quantize_row(format: QFormat, x: &[f32], qs: &mut [u8], d: &mut [f16], m: &mut [f16]) {
+    match format {
+        QFormat::Q8_0 => quantize_row_q8_0(x, qs, d),
+        QFormat::Q4_0 => quantize_row_q4_0_search(x, qs, d),
+        QFormat::Q4_1 => quantize_row_q4_1(x, qs, d, m),
+    }
+}
 
 /// Candidate divisors of the signed extreme value tried for q4_0 (the reference uses −8).
 const Q4_0_DIVISORS: [f32; 9] = [-8.0, -7.75, -7.5, -7.25, -7.0, -6.75, -6.5, 7.0, 7.5];
