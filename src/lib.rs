@@ -41,6 +41,7 @@ pub mod serve;
 pub mod session;
 
 pub use chat::Message;
+pub use edgeinfer_kernels::quant::ActQuant;
 pub use edgeinfer_models::state::KvDType;
 pub use error::{Error, Result};
 pub use model::{Model, ModelOptions};

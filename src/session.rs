@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use edgeinfer_kernels::quant::ActQuant;
 use edgeinfer_models::state::{KvDType, StateOptions};
 use edgeinfer_models::{Logits, State};
 
@@ -25,6 +26,11 @@ pub struct SessionOptions {
     pub all_logits: bool,
     /// Element type of the KV cache (default F16: half the memory; F32 for bit-level comparisons).
     pub kv_dtype: KvDType,
+    /// How activations are quantized for products with quantized weights: [`ActQuant::Q8`] (the
+    /// default, llama.cpp's q8 activations) or [`ActQuant::Q8x2`] (a second q8 pass over the
+    /// rounding error: logits as close to f32 activations as makes no difference, for about 1.1–2×
+    /// the time of a quantized product). Dense weights always multiply f32 activations.
+    pub acts: ActQuant,
     /// Write the whole arena and KV cache when the session opens (see [`State::prefault`]), so its
     /// memory is resident from the start and the process's RSS stays flat while it serves (what
     /// `infer serve` does). Off by default: a one-shot run or a cold FaaS invocation would pay
@@ -55,6 +61,7 @@ impl Default for SessionOptions {
             batch: 64,
             all_logits: false,
             kv_dtype: KvDType::F16,
+            acts: ActQuant::Q8,
             prefault: false,
         }
     }
@@ -216,6 +223,7 @@ impl Session {
                 threads: model.threads(),
                 all_logits: opts.all_logits,
                 kv_dtype: opts.kv_dtype,
+                acts: opts.acts,
             },
         )?;
         if opts.prefault {

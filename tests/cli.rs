@@ -1,5 +1,6 @@
 //! The `infer` binary end to end on the real model: generation with --json and --dump-logits,
-//! seeded sampling, perplexity, inspect, import, and the errors a user sees without a model.
+//! seeded sampling, perplexity, inspect, import, two-pass activations, and the errors a user sees
+//! without a model.
 
 mod common;
 
@@ -252,4 +253,31 @@ fn no_prompt_is_an_error() {
     let out = infer(&["run", "-m", "/nonexistent/model"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no prompt"));
+}
+
+#[test]
+fn two_pass_activations_flag() {
+    let out = infer(&["run", "--acts", "q16", "-m", "/nonexistent/model", "hi"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected q8 or q8x2"), "{err}");
+    let Some(dir) = common::real_model_dir() else {
+        return;
+    };
+    let args = [
+        "run",
+        "-m",
+        dir.to_str().unwrap(),
+        "--acts",
+        "q8x2",
+        "--temp",
+        "0",
+        "-n",
+        "4",
+    ];
+    let json = ok_json(&[&args[..], &["--json", "The capital of France is"]].concat());
+    assert!(
+        json["text"].as_str().unwrap().starts_with(" Paris"),
+        "{json}"
+    );
 }

@@ -19,7 +19,7 @@ use std::time::Instant;
 use common::{cosine, temp_dir, worst_cosine, Rng, TinyLlama};
 use edgeinfer::loader::Checkpoint;
 use edgeinfer::quantize::{quantize_checkpoint, QuantizeError, QuantizeOptions};
-use edgeinfer::{Model, SessionOptions};
+use edgeinfer::{ActQuant, Model, SessionOptions};
 use edgeinfer_kernels::quant::QFormat;
 use edgeinfer_kernels::Kernels;
 use edgeinfer_models::matrix::{format_key, plane_names, LAYOUT_KEY, VERSION_KEY};
@@ -438,8 +438,38 @@ const PROMPTS: [&str; 3] = [
 
 /// Last-position logits of `text`.
 fn last_logits(model: &Arc<Model>, text: &str) -> Vec<f32> {
+    last_logits_of(model, &tokens_of(model, text))
+}
+
+fn tokens_of(model: &Arc<Model>, text: &str) -> Vec<u32> {
     let tok = model.tokenizer();
-    last_logits_of(model, &tok.encode(text, tok.add_bos_token()).unwrap())
+    tok.encode(text, tok.add_bos_token()).unwrap()
+}
+
+/// With two-pass activations the Q4_1 import (exactly the F32 import's weights) gives the F32 model's
+/// logits, after the prompt and at each decode step: what is left is f32 summation order and the
+/// second pass's 2⁻¹⁶ rounding. One 8-bit pass gives 0.98958 on "The quick brown fox" (README,
+/// Accuracy), the most sensitive of twelve prompts measured.
+#[test]
+fn real_two_pass_acts_track_f32() {
+    let (Some(q_dir), Some(f32_dir)) = (common::real_model_dir(), common::real_f32_model_dir())
+    else {
+        return;
+    };
+    let (quant, f32_model) = (Model::load(&q_dir).unwrap(), Model::load(&f32_dir).unwrap());
+    for p in PROMPTS.iter().chain(&["The quick brown fox"]) {
+        let ids = tokens_of(&f32_model, p);
+        let (want, want_ids) = greedy_logits(&f32_model, &ids, 4, ActQuant::Q8);
+        for acts in ActQuant::ALL {
+            let (got, got_ids) = greedy_logits(&quant, &ids, 4, acts);
+            let worst = worst_cosine(&got, &want);
+            println!("{p:?}: {acts} activations: worst cosine over prompt and 3 steps (own greedy tokens) {worst:.7}");
+            if acts == ActQuant::Q8x2 {
+                assert_eq!(got_ids, want_ids, "{p:?}: greedy tokens");
+                assert!(worst >= 0.99999, "{p:?}: q8x2 cosine {worst} < 0.99999");
+            }
+        }
+    }
 }
 
 /// How a model quantized from the F32 import is held to it: last-position cosine on each prompt (a
@@ -520,6 +550,13 @@ fn real_quantized_from_f32_tracks_f32() {
                 common::max_abs_diff(&got, want)
             );
             assert!(c >= floor, "{format}: {p:?}: cosine {c} < {floor}");
+            // Two-pass activations leave only the weights' rounding: issue 3's bar for q8_0.
+            let got = greedy_logits(&model, &tokens_of(&model, p), 1, ActQuant::Q8x2).0;
+            let c = cosine(&got[0], want);
+            println!("{format}: {p:?}: q8x2 activations: cosine {c:.6}");
+            if format == QFormat::Q8_0 {
+                assert!(c >= 0.999, "{format}: {p:?}: q8x2 cosine {c} < 0.999");
+            }
         }
         let ppl = perplexity(&model, PPL_TEXT);
         println!("{format}: perplexity {ppl:.3} ({:.3}x F32)", ppl / ppl_f32);
@@ -566,24 +603,38 @@ fn argmax(v: &[f32]) -> u32 {
 
 /// Our greedy continuation of `tokens`: `steps` tokens (EOS not special), F32 KV cache.
 fn our_greedy(model: &Arc<Model>, tokens: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>) {
+    let (logits, out) = greedy_logits(model, tokens, steps, ActQuant::Q8);
+    (logits.into_iter().next().unwrap(), out)
+}
+
+/// The logits after the prompt and after each of `steps − 1` greedy decode steps, and the `steps`
+/// greedy tokens; F32 KV cache, activations as `acts` says.
+fn greedy_logits(
+    model: &Arc<Model>,
+    tokens: &[u32],
+    steps: usize,
+    acts: ActQuant,
+) -> (Vec<Vec<f32>>, Vec<u32>) {
     let mut s = model
         .session(SessionOptions {
             ctx: 256,
             kv_dtype: KvDType::F32,
+            acts,
             ..SessionOptions::default()
         })
         .unwrap();
     s.prefill(tokens).unwrap();
-    let first = s.logits().to_vec();
+    let mut logits = vec![s.logits().to_vec()];
     let mut out = Vec::new();
-    let mut next = argmax(&first);
+    let mut next = argmax(&logits[0]);
     for i in 0..steps {
         out.push(next);
         if i + 1 < steps {
-            next = argmax(s.step(next).unwrap());
+            logits.push(s.step(next).unwrap().to_vec());
+            next = argmax(logits.last().unwrap());
         }
     }
-    (first, out)
+    (logits, out)
 }
 
 /// Largest allowed max-abs difference between our last-position logits on the imported Q4_1 model

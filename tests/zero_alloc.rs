@@ -1,5 +1,6 @@
 //! Decoding a token allocates nothing: a counting global allocator watches `Session::step`, the
-//! sampler (greedy and filtered random) and the streaming detokenizer over 32 steps after a warm-up.
+//! sampler (greedy and filtered random) and the streaming detokenizer over 32 steps after a warm-up,
+//! for dense weights and for q8_0 weights with one- and two-pass activations.
 //!
 //! Counting is per thread and switched on only around the measured loop, so the test harness and
 //! other tests never disturb the count. The model runs with one thread, so all work is on this one.
@@ -10,9 +11,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::{temp_dir, TinyLlama};
+use edgeinfer::quantize::{quantize_checkpoint, QuantizeOptions};
 use edgeinfer::sampler::Sampler;
 use edgeinfer::tokenizer::StreamDecoder;
-use edgeinfer::{Model, ModelOptions, SamplerConfig, SessionOptions};
+use edgeinfer::{ActQuant, Model, ModelOptions, SamplerConfig, SessionOptions};
+use edgeinfer_kernels::QFormat;
 
 /// Wraps `System`, counting calls made while the calling thread is measuring. Touches only
 /// const-initialised thread-locals without destructors, so counting itself never allocates.
@@ -116,14 +119,24 @@ fn decode_steps_do_not_allocate() {
 
     let dir = temp_dir("zero-alloc");
     SHAPE.write_with_tokenizer(&dir);
+    let q8 = temp_dir("zero-alloc-q8_0");
+    quantize_checkpoint(&dir, &q8, &QuantizeOptions::new(QFormat::Q8_0), &mut |_| {}).unwrap();
+    let models = [
+        (&dir, ActQuant::Q8),
+        (&q8, ActQuant::Q8),
+        (&q8, ActQuant::Q8x2),
+    ];
 
     let mut kernels = vec![None];
     if edgeinfer_kernels::Kernels::detect().variant != edgeinfer_kernels::Kernels::SCALAR.variant {
         kernels.push(Some("scalar".to_string()));
     }
-    for kern in kernels {
+    for (kern, (dir, acts)) in kernels
+        .iter()
+        .flat_map(|k| models.iter().map(move |m| (k, m)))
+    {
         let model = Model::load_with(
-            &dir,
+            dir,
             &ModelOptions {
                 threads: Some(1),
                 kernels: kern.clone(),
@@ -132,11 +145,16 @@ fn decode_steps_do_not_allocate() {
         .unwrap();
         let tok = model.tokenizer();
         for (name, cfg) in sampler_configs() {
-            let label = format!("kernels {:?}, sampler {name}", model.kernels().variant);
+            let label = format!(
+                "{}, kernels {:?}, {acts} activations, sampler {name}",
+                dir.display(),
+                model.kernels().variant
+            );
             let mut session = model
                 .session(SessionOptions {
                     ctx: 64,
                     batch: 8,
+                    acts: *acts,
                     ..SessionOptions::default()
                 })
                 .unwrap();

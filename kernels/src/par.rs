@@ -117,6 +117,78 @@ pub fn matmul_q(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f3
         });
 }
 
+/// Token-major product `y[t·rows + r] = Σ_j w[r, j] · x[t, j]` for two-pass activations
+/// ([`crate::quant::ActQuant::Q8x2`]): `x` holds `2n` rows, the `n` tokens then their rounding errors,
+/// and each token's product is the sum of its two rows'. The weights cross memory once either way:
+/// for one token each task takes its rows a few at a time through the one-token kernel twice, so the
+/// second pass reads weights the first has just brought into cache; for several, both passes are
+/// `2n` tokens of one product. `scratch` holds at least `rows × 2n` floats (unused for one token).
+/// Panics if `x` has an odd number of rows.
+pub fn matmul_q_passes(
+    kern: &Kernels,
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    assert!(
+        x.n.is_multiple_of(2),
+        "par::matmul_q_passes: {} activation rows is not two passes",
+        x.n
+    );
+    let (rows, n) = (w.rows, x.n / 2);
+    if n == 1 {
+        return matvec_q_passes(kern, w, x, &mut y[..rows]);
+    }
+    let both = &mut scratch[..rows * 2 * n];
+    if matmul_q_tokens(kern, w, x, both) {
+        // Token-major: the first pass's n token rows, then the second's.
+        let (first, second) = both.split_at(rows * n);
+        for ((y, a), b) in y[..rows * n].iter_mut().zip(first).zip(second) {
+            *y = a + b;
+        }
+        return;
+    }
+    matmul_q(kern, w, x, both);
+    // Row-major: row r's 2n values are the n tokens of each pass.
+    for (r, p) in both.chunks_exact(2 * n).enumerate() {
+        let (a, b) = p.split_at(n);
+        for (t, (a, b)) in a.iter().zip(b).enumerate() {
+            y[t * rows + r] = a + b;
+        }
+    }
+}
+
+/// One token of [`matmul_q_passes`].
+fn matvec_q_passes(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32]) {
+    let f = kern.matmul_q(w.format);
+    let (x0, x1) = (x.tokens(0..1), x.tokens(1..2));
+    let run = |w: &QWeight<'_>, y: &mut [f32]| {
+        // 64 rows of a 1536-column q8_0 matrix are 104 KiB: still in L2 for the second pass.
+        const SUB: usize = 64;
+        let mut second = [0.0f32; SUB];
+        for (i, y) in y.chunks_mut(SUB).enumerate() {
+            let ws = w.rows(i * SUB..i * SUB + y.len());
+            let second = &mut second[..y.len()];
+            f(&ws, &x0, y);
+            f(&ws, &x1, second);
+            for (y, s) in y.iter_mut().zip(second.iter()) {
+                *y += s;
+            }
+        }
+    };
+    let (rows, k) = (w.rows, w.k);
+    let threads = threads();
+    if threads <= 1 || rows.saturating_mul(k) < MIN_PARALLEL_WORK || rows < 2 * ROW_ALIGN {
+        return run(w, y);
+    }
+    let per_task = rows.div_ceil(threads * 4).next_multiple_of(ROW_ALIGN);
+    y.par_chunks_mut(per_task).enumerate().for_each(|(i, out)| {
+        let r0 = i * per_task;
+        run(&w.rows(r0..r0 + out.len()), out);
+    });
+}
+
 /// Decode: the products of one token's activations with two or three quantized matrices (q/k/v,
 /// gate/up) in a single parallel region, so the pool forks and joins once instead of once per matrix.
 /// `ys[i]` gets `ws[i]`'s rows. Panics unless `ws` and `ys` have the same length, 2 or 3, and `x` is

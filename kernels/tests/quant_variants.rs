@@ -511,3 +511,103 @@ fn par_matvec_group_three_threads() {
         }
     }
 }
+
+/// Two-pass activations (`ActQuant::Q8x2`): quantized through every variant (split across a 3-thread
+/// pool for many tokens) they equal scalar's quants bit for bit, rebuild each activation within
+/// 1/64516 of its block's largest value (a q8 pass alone: 1/254), and `par::matmul_q_passes` (the
+/// one-token path and both many-token paths) is within that rounding of the exact product of the
+/// same weights, for every format.
+#[test]
+fn two_pass_acts_match_the_exact_product() {
+    use edgeinfer_kernels::quant::ActQuant;
+    // |x − (d₀q₀ + d₁q₁)| ≤ d₁/2 ≤ (d₀/2)/127/2 = max|x|/(127·127·4), plus f32 rounding.
+    const REBUILD: f32 = 1.0 / 64516.0 * 1.01;
+    let pool = pool(3);
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        let mut arena = Q8Acts::with_quant(130, 1536, ActQuant::Q8x2);
+        for format in QFormat::ALL {
+            for &(rows, k, n) in &[
+                (257, 576, 1),
+                (129, 1536, 1),
+                (40, 96, 3),
+                (33, 576, 17),
+                (65, 64, 130),
+            ] {
+                let mut xf = rng.vec(n * k, 1.0);
+                // An outlier in some blocks (what massive activations look like), zeros in others.
+                for blk in xf.chunks_exact_mut(QK) {
+                    match rng.below(6) {
+                        0 => blk[rng.below(QK)] = 300.0,
+                        1 => blk.fill(0.0),
+                        _ => {}
+                    }
+                }
+                let w = random_weight(&mut rng, format, rows, k, 0.1);
+                let mut want_acts = Q8Acts::with_quant(n, k, ActQuant::Q8x2);
+                quant::quantize_acts(&Kernels::SCALAR, &xf, n, k, &mut want_acts);
+                pool.install(|| quant::quantize_acts(&kern, &xf, n, k, &mut arena));
+                let (a, s) = (arena.as_ref(), want_acts.as_ref());
+                let what = format!(
+                    "variant {} {format} rows={rows} k={k} n={n}; seed {seed}",
+                    kern.variant
+                );
+                assert_eq!(
+                    (a.n, a.qs, a.d),
+                    (2 * n, s.qs, s.d),
+                    "quants vs scalar, {what}"
+                );
+                let nb = k / QK;
+                for t in 0..n {
+                    for b in 0..nb {
+                        let xs = &xf[t * k + b * QK..][..QK];
+                        let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                        let (d0, d1) = (a.d[t * nb + b], a.d[(n + t) * nb + b]);
+                        for (j, &x) in xs.iter().enumerate() {
+                            let (q0, q1) =
+                                (a.qs[t * k + b * QK + j], a.qs[(n + t) * k + b * QK + j]);
+                            let got = d0 * f32::from(q0) + d1 * f32::from(q1);
+                            assert!(
+                                (got - x).abs() <= amax * REBUILD,
+                                "rebuilt {got:e} vs {x:e} (block max {amax}), {what}"
+                            );
+                        }
+                    }
+                }
+                let mut y = vec![f32::NAN; rows * n];
+                let mut scratch = vec![f32::NAN; rows * 2 * n];
+                pool.install(|| par::matmul_q_passes(&kern, &w.view(), &a, &mut y, &mut scratch));
+                let mut row = vec![0.0f32; k];
+                for r in 0..rows {
+                    w.view().dequantize_row(r, &mut row);
+                    for t in 0..n {
+                        let xs = &xf[t * k..][..k];
+                        let exact: f64 = row
+                            .iter()
+                            .zip(xs)
+                            .map(|(&w, &x)| f64::from(w) * f64::from(x))
+                            .sum();
+                        // The rebuild error of each block times its weights, plus f32 sums.
+                        let mut bound = 0.0f64;
+                        for (wb, xb) in row.chunks_exact(QK).zip(xs.chunks_exact(QK)) {
+                            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                            let wsum: f64 = wb.iter().map(|w| f64::from(w.abs())).sum();
+                            let mag: f64 = wb
+                                .iter()
+                                .zip(xb)
+                                .map(|(&w, &x)| f64::from((w * x).abs()))
+                                .sum();
+                            bound += wsum * f64::from(amax * REBUILD) + mag * 1e-5;
+                        }
+                        let got = f64::from(y[t * rows + r]);
+                        assert!(
+                            (got - exact).abs() <= bound + 1e-30,
+                            "matmul_q_passes at (r={r}, t={t}): {got:e} vs exact {exact:e} (bound {bound:e}), {what}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -19,7 +19,7 @@
 
 use std::ops::Range;
 
-use edgeinfer_kernels::quant::{self, Q8Acts, Q8ActsRef, QFormat, QWeight, QK};
+use edgeinfer_kernels::quant::{self, ActQuant, Q8Acts, QFormat, QWeight, QK};
 use edgeinfer_kernels::{par, Kernels, WeightRef};
 use half::f16;
 
@@ -156,17 +156,22 @@ impl QTensor {
     }
 }
 
-/// `y = x·Wᵀ` (token-major) for activations already quantized; `scratch` holds `rows × n` floats.
-fn product_q(kern: &Kernels, q: &QTensor, x: &Q8ActsRef<'_>, y: &mut [f32], scratch: &mut [f32]) {
-    let (w, n) = (q.view(), x.n);
-    if n == 1 {
-        return par::matmul_q(kern, &w, x, &mut y[..w.rows]);
+/// `y = x·Wᵀ` (token-major) for activations already quantized; `scratch` holds `rows × n` floats
+/// (`rows × 2n` for two-pass activations).
+fn product_q(kern: &Kernels, q: &QTensor, acts: &Q8Acts, y: &mut [f32], scratch: &mut [f32]) {
+    let (w, x) = (q.view(), acts.as_ref());
+    if acts.quant() == ActQuant::Q8x2 {
+        return par::matmul_q_passes(kern, &w, &x, y, scratch);
     }
-    if par::matmul_q_tokens(kern, &w, x, &mut y[..w.rows * n]) {
+    let n = x.n;
+    if n == 1 {
+        return par::matmul_q(kern, &w, &x, &mut y[..w.rows]);
+    }
+    if par::matmul_q_tokens(kern, &w, &x, &mut y[..w.rows * n]) {
         return;
     }
     let yt = &mut scratch[..w.rows * n];
-    par::matmul_q(kern, &w, x, yt);
+    par::matmul_q(kern, &w, &x, yt);
     par::transpose(yt, w.rows, n, y);
 }
 
@@ -261,7 +266,7 @@ impl Matrix {
             Matrix::Dense(t) => par::matmul(kern, t.view(), k, x, n, y, scratch),
             Matrix::Quant(q) => {
                 quant::quantize_acts(kern, &x[..n * k], n, k, acts);
-                product_q(kern, q, &acts.as_ref(), y, scratch);
+                product_q(kern, q, acts, y, scratch);
             }
         }
     }
@@ -294,13 +299,13 @@ impl Matrix {
             }
         }
         quant::quantize_acts(kern, &x[..n * k], n, k, acts);
-        if n == 1 && (2..=3).contains(&mats.len()) {
+        if n == 1 && (2..=3).contains(&mats.len()) && acts.quant() == ActQuant::Q8 {
             let last = mats.len() - 1;
             let ws = [0, 1, last].map(|i| quantized(mats[i]).view());
             return par::matvec_q_group(kern, &ws[..mats.len()], &acts.as_ref(), outs);
         }
         for (m, y) in mats.iter().zip(outs.iter_mut()) {
-            product_q(kern, quantized(m), &acts.as_ref(), y, scratch);
+            product_q(kern, quantized(m), acts, y, scratch);
         }
     }
 

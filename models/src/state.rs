@@ -1,7 +1,7 @@
 //! The activation arena: every buffer a session needs, allocated once from the config and the session's
 //! sizes. A forward pass only writes into these buffers; decoding a token allocates nothing.
 
-use edgeinfer_kernels::quant::Q8Acts;
+use edgeinfer_kernels::quant::{ActQuant, Q8Acts};
 use half::f16;
 
 use crate::config::Config;
@@ -20,6 +20,8 @@ pub struct StateOptions {
     pub all_logits: bool,
     /// Element type of the KV cache.
     pub kv_dtype: KvDType,
+    /// How activations are quantized for products with quantized weights.
+    pub acts: ActQuant,
 }
 
 /// Element type of the KV cache. F16 halves its memory and the bandwidth attention needs, at a
@@ -57,7 +59,8 @@ pub struct State {
     /// MLP gate and up projections, `[batch, intermediate]`.
     pub(crate) gate: Vec<f32>,
     pub(crate) up: Vec<f32>,
-    /// Transposed matmul output for batches, `[max rows, batch]`.
+    /// Transposed matmul output for batches, `[max rows, batch]` (`[max rows, 2 × batch]` with
+    /// two-pass activations, whose products have both passes' outputs here).
     pub(crate) scratch: Vec<f32>,
     /// Attention scores, one slot per thread: the query group's scores as the matmul leaves them
     /// (`[ctx, group]`) and per head (`[group, ctx]`), `[threads, 2 × group × ctx]`.
@@ -85,6 +88,7 @@ impl State {
             threads,
             all_logits,
             kv_dtype: _,
+            acts,
         } = opts;
         if ctx == 0 {
             return Err(ModelError::Options {
@@ -138,7 +142,11 @@ impl State {
             out: zeros(batch * hidden),
             gate: zeros(mul(batch, inter, "batch")?),
             up: zeros(batch * inter),
-            scratch: zeros(mul(max_rows, batch, "batch")?),
+            // Two-pass products put both passes here, the lm_head's (one row at a time) too.
+            scratch: zeros(match acts {
+                ActQuant::Q8 => mul(max_rows, batch, "batch")?,
+                ActQuant::Q8x2 => mul(max_rows, 2 * batch, "batch")?.max(2 * cfg.vocab_size),
+            }),
             scores: zeros(mul(
                 threads,
                 crate::attention::attention_slot(cfg, ctx, batch),
@@ -157,7 +165,7 @@ impl State {
             rope_cos,
             rope_sin,
             logits: zeros(mul(logits_rows, cfg.vocab_size, "batch")?),
-            acts: Q8Acts::new(batch, max_rows),
+            acts: Q8Acts::with_quant(batch, max_rows, acts),
             len: 0,
         })
     }
@@ -256,9 +264,7 @@ impl State {
             &self.rope_sin,
             &self.logits,
         ];
-        // i8 quants, plus an f32 scale and an i32 sum per 32-block.
-        let acts = self.acts.capacity() + self.acts.capacity() / edgeinfer_kernels::quant::QK * 8;
-        v.iter().map(|b| b.len() * 4).sum::<usize>() + acts + self.kv_bytes()
+        v.iter().map(|b| b.len() * 4).sum::<usize>() + self.acts.bytes() + self.kv_bytes()
     }
 
     /// Bytes of the KV cache alone.

@@ -38,6 +38,7 @@ fn prefault_makes_the_kv_cache_resident() {
         threads: 1,
         all_logits: false,
         kv_dtype: KvDType::F16,
+        acts: edgeinfer_kernels::quant::ActQuant::Q8,
     };
     let before = rss_anon().unwrap();
     let mut state = State::new(&cfg, opts).unwrap();

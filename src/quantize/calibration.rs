@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use edgeinfer_kernels::quant::gptq;
+use edgeinfer_kernels::quant::{gptq, ActQuant};
 use edgeinfer_kernels::{par, Kernels, WeightRef};
 use edgeinfer_models::state::{KvDType, StateOptions};
 use edgeinfer_models::{Llama, Logits, State, Tap, TapSite};
@@ -138,6 +138,7 @@ impl<'a> Calibrator<'a> {
                 threads: self.pool.current_num_threads(),
                 all_logits: head,
                 kv_dtype: KvDType::F32,
+                acts: ActQuant::Q8,
             },
         )
         .map_err(|e| fail(&self.dir, e))?;

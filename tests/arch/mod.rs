@@ -167,6 +167,7 @@ pub fn check_decode_allocates_nothing(dir: &Path) {
         threads: 1,
         all_logits: false,
         kv_dtype: KvDType::F16,
+        acts: edgeinfer_kernels::quant::ActQuant::Q8,
     };
     let mut state = State::new(&cfg, opts).unwrap();
     let kern = Kernels::detect();

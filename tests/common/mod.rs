@@ -349,6 +349,7 @@ pub fn our_logits_with(
         threads,
         all_logits: true,
         kv_dtype,
+        acts: edgeinfer_kernels::quant::ActQuant::Q8,
     };
     let mut state = State::new(&cfg, opts).unwrap();
     let vocab = cfg.vocab_size;

@@ -200,30 +200,95 @@ impl<'a> QWeight<'a> {
     }
 }
 
+/// How a product with quantized weights quantizes its activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ActQuant {
+    /// One q8 block per 32 activations (an f32 scale, `i8` quants: what llama.cpp does): a relative
+    /// rounding of up to 2⁻⁸ of the block's largest value.
+    #[default]
+    Q8,
+    /// Two q8 passes: the q8 blocks, then the rounding error of each block quantized again as a
+    /// second set of q8 blocks; the product is the sum of the two. Rounding drops to ~2⁻¹⁶ of the
+    /// block's largest value (as good as f32 activations for the logits), with the same kernels:
+    /// the weights are still read once (the two passes are two "tokens" of one product), but the
+    /// integer arithmetic doubles.
+    Q8x2,
+}
+
+impl ActQuant {
+    pub const ALL: [ActQuant; 2] = [ActQuant::Q8, ActQuant::Q8x2];
+
+    /// `q8` or `q8x2`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ActQuant::Q8 => "q8",
+            ActQuant::Q8x2 => "q8x2",
+        }
+    }
+
+    /// The inverse of [`ActQuant::name`].
+    pub fn from_name(name: &str) -> Option<ActQuant> {
+        ActQuant::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Sets of q8 blocks per token: 1 or 2.
+    pub const fn passes(self) -> usize {
+        match self {
+            ActQuant::Q8 => 1,
+            ActQuant::Q8x2 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for ActQuant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Activations quantized to q8 blocks: an arena allocated once (at the largest `n·k` the model needs) and
 /// refilled by [`quantize_acts`] before each quantized product.
+///
+/// With [`ActQuant::Q8x2`] the `n` tokens become `2n` rows of q8 blocks: rows `0..n` the activations,
+/// rows `n..2n` their rounding errors; the caller adds the two halves of the product (see
+/// [`crate::par::matmul_q_passes`]).
 #[derive(Clone, Debug)]
 pub struct Q8Acts {
-    /// `[n][k]` quants.
+    /// `[rows][k]` quants.
     qs: Vec<i8>,
-    /// `[n][k/32]` block scales.
+    /// `[rows][k/32]` block scales.
     d: Vec<f32>,
-    /// `[n][k/32]` block sums `Σ qs` (for the q4 formats' offsets and the VNNI sign trick).
+    /// `[rows][k/32]` block sums `Σ qs` (for the q4 formats' offsets and the VNNI sign trick).
     sum: Vec<i32>,
+    /// `[n][k]` rounding errors of the first pass (Q8x2 only).
+    resid: Vec<f32>,
+    quant: ActQuant,
+    /// Tokens held (rows of q8 blocks: `n · passes`).
     n: usize,
     k: usize,
 }
 
 impl Q8Acts {
-    /// Room for `max_n` tokens of `max_k` activations (or any `n·k` up to that product); holds nothing yet.
+    /// Room for `max_n` tokens of `max_k` activations (or any `n·k` up to that product) in one q8
+    /// pass; holds nothing yet.
     pub fn new(max_n: usize, max_k: usize) -> Q8Acts {
+        Q8Acts::with_quant(max_n, max_k, ActQuant::Q8)
+    }
+
+    /// Room for `max_n` tokens of `max_k` activations quantized as `quant` says.
+    pub fn with_quant(max_n: usize, max_k: usize, quant: ActQuant) -> Q8Acts {
         let cap = max_n
             .checked_mul(max_k)
             .expect("Q8Acts::new: size overflow");
+        let rows = cap
+            .checked_mul(quant.passes())
+            .expect("Q8Acts::new: size overflow");
         Q8Acts {
-            qs: vec![0; cap],
-            d: vec![0.0; cap / QK],
-            sum: vec![0; cap / QK],
+            qs: vec![0; rows],
+            d: vec![0.0; rows / QK],
+            sum: vec![0; rows / QK],
+            resid: vec![0.0; if quant == ActQuant::Q8x2 { cap } else { 0 }],
+            quant,
             n: 0,
             k: 0,
         }
@@ -231,7 +296,17 @@ impl Q8Acts {
 
     /// Largest `n·k` this arena holds.
     pub fn capacity(&self) -> usize {
-        self.qs.len()
+        self.qs.len() / self.quant.passes()
+    }
+
+    /// Bytes the arena holds (quants, scales, sums and the residual buffer).
+    pub fn bytes(&self) -> usize {
+        self.qs.len() + self.d.len() * 4 + self.sum.len() * 4 + self.resid.len() * 4
+    }
+
+    /// How the activations are quantized.
+    pub fn quant(&self) -> ActQuant {
+        self.quant
     }
 
     /// Tokens currently held.
@@ -244,15 +319,16 @@ impl Q8Acts {
         self.k
     }
 
-    /// The current contents as the view kernels take.
+    /// The current contents as the view kernels take: `n · passes` rows.
     #[allow(clippy::should_implement_trait)] // returns a view by value, which `AsRef` cannot
     pub fn as_ref(&self) -> Q8ActsRef<'_> {
-        let (len, nb) = (self.n * self.k, self.n * self.k / QK);
+        let rows = self.n * self.quant.passes();
+        let (len, nb) = (rows * self.k, rows * self.k / QK);
         Q8ActsRef {
             qs: &self.qs[..len],
             d: &self.d[..nb],
             sum: &self.sum[..nb],
-            n: self.n,
+            n: rows,
             k: self.k,
         }
     }
@@ -294,7 +370,8 @@ impl<'a> Q8ActsRef<'a> {
     }
 }
 
-/// Quantizes `n` tokens of `k` activations (`x[t·k + j]`) into `out` with the table's kernel.
+/// Quantizes `n` tokens of `k` activations (`x[t·k + j]`) into `out` with the table's kernel, in one
+/// or two passes as `out` was made for ([`ActQuant`]).
 /// Panics if `k` is not a positive multiple of [`QK`], `x` is shorter than `n·k`, or `out` is too small.
 pub fn quantize_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, out: &mut Q8Acts) {
     assert!(
@@ -307,13 +384,48 @@ pub fn quantize_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, out: &mut Q8
         "quantize_acts: {n}×{k} does not fit an arena of {}",
         out.capacity()
     );
+    let x = &x[..len];
     let (qs, d, sum) = (
         &mut out.qs[..len],
         &mut out.d[..len / QK],
         &mut out.sum[..len / QK],
     );
-    // Tokens are independent: many of them (a prompt) are split across the rayon pool the caller runs
-    // in (none outside a pool: a one-thread session never starts rayon's global pool).
+    quantize_pass(kern, x, n, k, qs, d, sum);
+    if out.quant == ActQuant::Q8x2 {
+        let resid = &mut out.resid[..len];
+        for (((r, x), q), &d) in resid
+            .chunks_exact_mut(QK)
+            .zip(x.chunks_exact(QK))
+            .zip(out.qs[..len].chunks_exact(QK))
+            .zip(&out.d[..len / QK])
+        {
+            for ((r, &x), &q) in r.iter_mut().zip(x).zip(q) {
+                *r = x - d * f32::from(q);
+            }
+        }
+        let (qs, d, sum) = (
+            &mut out.qs[len..2 * len],
+            &mut out.d[len / QK..2 * len / QK],
+            &mut out.sum[len / QK..2 * len / QK],
+        );
+        quantize_pass(kern, resid, n, k, qs, d, sum);
+    }
+    out.n = n;
+    out.k = k;
+}
+
+/// One q8 pass over `n` tokens: the table's kernel, tokens split across the rayon pool the caller
+/// runs in when there are many (none outside a pool: a one-thread session never starts rayon's
+/// global pool).
+fn quantize_pass(
+    kern: &Kernels,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sum: &mut [i32],
+) {
     let threads = crate::par::threads();
     if threads > 1 && n >= 64 {
         use rayon::prelude::*;
@@ -331,6 +443,4 @@ pub fn quantize_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, out: &mut Q8
     } else {
         (kern.quantize_acts)(x, n, k, qs, d, sum);
     }
-    out.n = n;
-    out.k = k;
 }

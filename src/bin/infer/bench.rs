@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use edgeinfer::{Model, ModelOptions, SessionOptions};
+use edgeinfer::{ActQuant, Model, ModelOptions, SessionOptions};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Kernel variant (see `infer run --help`).
     #[arg(long)]
     kernels: Option<String>,
+    /// Activation quantization, q8 or q8x2 (see `infer run --help`).
+    #[arg(long = "acts", env = "EDGEINFER_ACTS", default_value = "q8", value_parser = crate::parse_acts)]
+    acts: ActQuant,
     /// Prompt lengths to prefill (comma-separated; 0 to skip).
     #[arg(
         short = 'p',
@@ -132,7 +135,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let tests = tests.chain(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
             for (n_prompt, n_gen) in tests {
                 let samples_ns = repeat(args.repetitions, || {
-                    run_test(&model, depth, n_prompt, n_gen, args.batch)
+                    run_test(&model, depth, n_prompt, n_gen, args.batch, args.acts)
                 })?;
                 records.push(Record {
                     threads,
@@ -142,7 +145,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     samples_ns,
                     load_ms,
                 });
-                report(&records, &model, args.json);
+                report(&records, &model, args.json, args.acts);
             }
         }
     }
@@ -170,8 +173,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "kernels": model.kernels().variant.name(),
                     "n_batch": 512,
                     "n_threads": r.threads,
-                    "type_k": "f32",
-                    "type_v": "f32",
+                    // The sessions' KV cache (SessionOptions' default).
+                    "type_k": "f16",
+                    "type_v": "f16",
+                    "acts": args.acts.name(),
                     "use_mmap": true,
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
@@ -212,6 +217,7 @@ fn run_test(
     n_prompt: usize,
     n_gen: usize,
     batch: usize,
+    acts: ActQuant,
 ) -> Result<f64> {
     // The context: `depth` tokens, or for tg at least one so that decoding has something to continue.
     let context_len = if n_gen > 0 { depth.max(1) } else { depth };
@@ -219,6 +225,7 @@ fn run_test(
     let mut session = model.session(SessionOptions {
         ctx,
         batch: batch.max(1),
+        acts,
         ..SessionOptions::default()
     })?;
     let ids = tokens(model, ctx);
@@ -235,7 +242,7 @@ fn run_test(
     Ok(t.elapsed().as_nanos() as f64)
 }
 
-fn report(records: &[Record], model: &Model, json: bool) {
+fn report(records: &[Record], model: &Model, json: bool, acts: ActQuant) {
     if json {
         return;
     }
@@ -250,11 +257,16 @@ fn report(records: &[Record], model: &Model, json: bool) {
         .find(|w| w.name.ends_with("q_proj.weight"))
         .map_or("?", |w| w.type_name);
     println!(
-        "| {} {} | {:.1} MiB | {} | {} | {} | {:.2} ± {:.2} |",
+        "| {} {} | {:.1} MiB | {}{} | {} | {} | {:.2} ± {:.2} |",
         model.config().arch.name(),
         qtype,
         model.weight_bytes() as f64 / (1024.0 * 1024.0),
         model.kernels().variant.name(),
+        if acts == ActQuant::Q8 {
+            ""
+        } else {
+            ", q8x2 acts"
+        },
         r.threads,
         r.name(),
         avg,

@@ -36,7 +36,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     // Opening a session sizes the arena exactly as `run` would; its pages are never touched.
     let session = model.session(SessionOptions {
         ctx: args.ctx_size,
-        ..SessionOptions::default()
+        ..args.model.session_options()
     })?;
     let (ctx, arena) = (session.ctx(), session.arena_bytes());
     let weights = model.weight_bytes();

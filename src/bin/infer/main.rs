@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use edgeinfer::{Model, ModelOptions};
+use edgeinfer::{ActQuant, Model, ModelOptions, SessionOptions};
 
 mod bench;
 #[cfg(feature = "import")]
@@ -65,12 +65,31 @@ struct ModelArgs {
     /// Kernel variant: auto, scalar, avx2, avx512_vnni, neon, neon_dotprod, neon_i8mm [default: $EDGEINFER_KERNELS, else auto].
     #[arg(long = "kernels")]
     kernels: Option<String>,
+    /// Activations of products with quantized weights: q8 (8-bit blocks, fastest) or q8x2 (a second
+    /// 8-bit pass over the rounding error: logits as with f32 activations, products up to 2× slower).
+    #[arg(long = "acts", env = "EDGEINFER_ACTS", default_value = "q8", value_parser = parse_acts)]
+    acts: ActQuant,
     /// Print load details and timings to stderr.
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
 }
 
+/// `q8` or `q8x2`.
+fn parse_acts(s: &str) -> Result<ActQuant> {
+    ActQuant::from_name(s).ok_or_else(|| {
+        anyhow::anyhow!("unknown activation quantization `{s}` (expected q8 or q8x2)")
+    })
+}
+
 impl ModelArgs {
+    /// Session options with what these flags say (the activation quantization), the rest default.
+    fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            acts: self.acts,
+            ..SessionOptions::default()
+        }
+    }
+
     fn load(&self) -> Result<Arc<Model>> {
         let dir = resolve_model_dir(&self.model);
         check_model_dir(&dir)?;
@@ -83,7 +102,7 @@ impl ModelArgs {
         if self.verbose {
             let cfg = model.config();
             eprintln!(
-                "edgeinfer: loaded {} in {:.1} ms: {} layers, hidden {}, vocab {}, {:.1} MB of weights mapped; kernels {}, {} thread(s)",
+                "edgeinfer: loaded {} in {:.1} ms: {} layers, hidden {}, vocab {}, {:.1} MB of weights mapped; kernels {}, {} thread(s), {} activations",
                 dir.display(),
                 model.load_time().as_secs_f64() * 1e3,
                 cfg.num_layers,
@@ -91,7 +110,8 @@ impl ModelArgs {
                 cfg.vocab_size,
                 model.mapped_bytes() as f64 / 1e6,
                 model.kernels().variant.name(),
-                model.threads()
+                model.threads(),
+                self.acts
             );
         }
         Ok(model)

@@ -59,7 +59,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let mut session = model.session(SessionOptions {
         ctx: ids.len(),
         all_logits: true,
-        ..SessionOptions::default()
+        ..args.model.session_options()
     })?;
     let started = std::time::Instant::now();
     let mut nll = 0.0f64;

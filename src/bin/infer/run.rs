@@ -107,7 +107,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let model = args.model.load()?;
     let mut session = model.session(SessionOptions {
         ctx: args.ctx_size,
-        ..SessionOptions::default()
+        ..args.model.session_options()
     })?;
     let opts = GenerateOptions {
         max_tokens: args.n_predict,

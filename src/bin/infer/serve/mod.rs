@@ -107,7 +107,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         // Each session's arena and KV cache resident when it opens: RSS flat while serving
         // (tests/soak.rs), and a machine short of memory fails at the first requests, not later.
         prefault: true,
-        ..SessionOptions::default()
+        ..args.model.session_options()
     };
     let pool = SessionPool::new(model, opts, args.sessions)?;
     // One session ready before the first request, so it allocates nothing.
