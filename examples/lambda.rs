@@ -22,7 +22,7 @@ use anyhow::{anyhow, Context as _};
 use edgeinfer::serve::{
     env_usize, error_code, GenerateRequest, GenerateResponse, Limits, PromptKind,
 };
-use edgeinfer::{Model, ModelOptions, SessionOptions, SessionPool};
+use edgeinfer::{ActQuant, Model, ModelOptions, SessionOptions, SessionPool};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 
@@ -86,8 +86,14 @@ fn init() -> anyhow::Result<Handler> {
         },
     )
     .with_context(|| format!("loading the model from {dir}"))?;
+    let acts = match std::env::var("EDGEINFER_ACTS") {
+        Ok(v) => ActQuant::from_name(&v)
+            .ok_or_else(|| anyhow!("EDGEINFER_ACTS={v:?}: expected q8 or q8x2"))?,
+        Err(_) => ActQuant::Q8,
+    };
     let opts = SessionOptions {
         ctx: env_usize("EDGEINFER_MAX_CONTEXT", 0)?,
+        acts,
         ..SessionOptions::default()
     };
     let pool = SessionPool::new(model, opts, 1)?;

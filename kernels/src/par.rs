@@ -161,38 +161,43 @@ pub fn matmul_q_passes(
 
 /// One token of [`matmul_q_passes`].
 fn matvec_q_passes(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32]) {
-    let f = kern.matmul_q(w.format);
-    let (x0, x1) = (x.tokens(0..1), x.tokens(1..2));
-    let run = |w: &QWeight<'_>, y: &mut [f32]| {
-        // 64 rows of a 1536-column q8_0 matrix are 104 KiB: still in L2 for the second pass.
-        const SUB: usize = 64;
-        let mut second = [0.0f32; SUB];
-        for (i, y) in y.chunks_mut(SUB).enumerate() {
-            let ws = w.rows(i * SUB..i * SUB + y.len());
-            let second = &mut second[..y.len()];
-            f(&ws, &x0, y);
-            f(&ws, &x1, second);
-            for (y, s) in y.iter_mut().zip(second.iter()) {
-                *y += s;
-            }
-        }
-    };
     let (rows, k) = (w.rows, w.k);
     let threads = threads();
     if threads <= 1 || rows.saturating_mul(k) < MIN_PARALLEL_WORK || rows < 2 * ROW_ALIGN {
-        return run(w, y);
+        return two_passes(kern, w, x, y);
     }
     let per_task = rows.div_ceil(threads * 4).next_multiple_of(ROW_ALIGN);
     y.par_chunks_mut(per_task).enumerate().for_each(|(i, out)| {
         let r0 = i * per_task;
-        run(&w.rows(r0..r0 + out.len()), out);
+        two_passes(kern, &w.rows(r0..r0 + out.len()), x, out);
     });
+}
+
+/// `y[r]` = the sum of `w`'s row `r` times both rows of `x` (two passes of one token), on this
+/// thread: a few rows at a time through the one-token kernel twice, so the second pass reads
+/// weights the first has just brought into cache.
+fn two_passes(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32]) {
+    // 64 rows of a 1536-column q8_0 matrix are 104 KiB: still in L2 for the second pass.
+    const SUB: usize = 64;
+    let f = kern.matmul_q(w.format);
+    let (x0, x1) = (x.tokens(0..1), x.tokens(1..2));
+    let mut second = [0.0f32; SUB];
+    for (i, y) in y.chunks_mut(SUB).enumerate() {
+        let ws = w.rows(i * SUB..i * SUB + y.len());
+        let second = &mut second[..y.len()];
+        f(&ws, &x0, y);
+        f(&ws, &x1, second);
+        for (y, s) in y.iter_mut().zip(second.iter()) {
+            *y += s;
+        }
+    }
 }
 
 /// Decode: the products of one token's activations with two or three quantized matrices (q/k/v,
 /// gate/up) in a single parallel region, so the pool forks and joins once instead of once per matrix.
-/// `ys[i]` gets `ws[i]`'s rows. Panics unless `ws` and `ys` have the same length, 2 or 3, and `x` is
-/// one token.
+/// `ys[i]` gets `ws[i]`'s rows. `x` is one token, or two rows for the two passes of one token
+/// ([`crate::quant::ActQuant::Q8x2`], added as [`matmul_q_passes`] does). Panics unless `ws` and
+/// `ys` have the same length, 2 or 3, and `x` has one or two rows.
 pub fn matvec_q_group(
     kern: &Kernels,
     ws: &[QWeight<'_>],
@@ -200,7 +205,7 @@ pub fn matvec_q_group(
     ys: &mut [&mut [f32]],
 ) {
     assert!(
-        ws.len() == ys.len() && (2..=3).contains(&ws.len()) && x.n == 1,
+        ws.len() == ys.len() && (2..=3).contains(&ws.len()) && (1..=2).contains(&x.n),
         "par::matvec_q_group: {} weights, {} outputs, {} tokens",
         ws.len(),
         ys.len(),
@@ -211,7 +216,10 @@ pub fn matvec_q_group(
         |w: &QWeight<'_>| w.rows.saturating_mul(w.k) < MIN_PARALLEL_WORK || w.rows < 2 * ROW_ALIGN;
     if threads <= 1 || ws.iter().any(small) {
         for (w, y) in ws.iter().zip(ys.iter_mut()) {
-            matmul_q(kern, w, x, y);
+            match x.n {
+                1 => matmul_q(kern, w, x, y),
+                _ => matvec_q_passes(kern, w, x, y),
+            }
         }
         return;
     }
@@ -227,7 +235,10 @@ pub fn matvec_q_group(
             .enumerate()
             .map(move |(i, out)| (w.rows(i * per..i * per + out.len()), out))
     }
-    let run = |(w, out): (QWeight<'_>, &mut [f32])| kern.matmul_q(w.format)(&w, x, out);
+    let run = |(w, out): (QWeight<'_>, &mut [f32])| match x.n {
+        1 => kern.matmul_q(w.format)(&w, x, out),
+        _ => two_passes(kern, &w, x, out),
+    };
     match ys {
         [a, b] => pieces(&ws[0], a, threads)
             .chain(pieces(&ws[1], b, threads))

@@ -516,7 +516,7 @@ fn par_matvec_group_three_threads() {
 /// pool for many tokens) they equal scalar's quants bit for bit, rebuild each activation within
 /// 1/64516 of its block's largest value (a q8 pass alone: 1/254), and `par::matmul_q_passes` (the
 /// one-token path and both many-token paths) is within that rounding of the exact product of the
-/// same weights, for every format.
+/// same weights, for every format; `par::matvec_q_group` gives each matrix the same.
 #[test]
 fn two_pass_acts_match_the_exact_product() {
     use edgeinfer_kernels::quant::ActQuant;
@@ -578,6 +578,22 @@ fn two_pass_acts_match_the_exact_product() {
                 let mut y = vec![f32::NAN; rows * n];
                 let mut scratch = vec![f32::NAN; rows * 2 * n];
                 pool.install(|| par::matmul_q_passes(&kern, &w.view(), &a, &mut y, &mut scratch));
+                if n == 1 {
+                    // The grouped decode (q/k/v, gate/up) gives each matrix what it gives alone.
+                    let w2 = random_weight(&mut rng, QFormat::Q4_0, 48, k, 0.1);
+                    let mut y2 = vec![f32::NAN; 48];
+                    pool.install(|| par::matmul_q_passes(&kern, &w2.view(), &a, &mut y2, &mut []));
+                    let (mut g1, mut g2) = (vec![f32::NAN; rows], vec![f32::NAN; 48]);
+                    let views = [w.view(), w2.view()];
+                    pool.install(|| {
+                        par::matvec_q_group(&kern, &views, &a, &mut [&mut g1[..], &mut g2[..]])
+                    });
+                    assert_eq!(
+                        (&g1[..], &g2[..]),
+                        (&y[..], &y2[..]),
+                        "matvec_q_group, {what}"
+                    );
+                }
                 let mut row = vec![0.0f32; k];
                 for r in 0..rows {
                     w.view().dequantize_row(r, &mut row);

@@ -299,7 +299,7 @@ impl Matrix {
             }
         }
         quant::quantize_acts(kern, &x[..n * k], n, k, acts);
-        if n == 1 && (2..=3).contains(&mats.len()) && acts.quant() == ActQuant::Q8 {
+        if n == 1 && (2..=3).contains(&mats.len()) {
             let last = mats.len() - 1;
             let ws = [0, 1, last].map(|i| quantized(mats[i]).view());
             return par::matvec_q_group(kern, &ws[..mats.len()], &acts.as_ref(), outs);

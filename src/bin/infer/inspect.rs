@@ -84,6 +84,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "mapped_bytes": model.mapped_bytes(),
             "kernels": model.kernels().variant.name(),
             "kernels_available": available,
+            "acts": args.model.session_options().acts.name(),
             "threads": model.threads(),
             "ctx": ctx,
             "session_bytes": arena,
@@ -125,9 +126,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
         mb(model.mapped_bytes())
     );
     println!(
-        "kernels      {} (available here: {})",
+        "kernels      {} (available here: {}); {} activations",
         model.kernels().variant.name(),
-        available.join(", ")
+        available.join(", "),
+        args.model.session_options().acts
     );
     let misaligned = tensors.iter().filter(|t| !t.line_aligned).count();
     if misaligned == 0 {
