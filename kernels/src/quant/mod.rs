@@ -393,15 +393,18 @@ pub fn quantize_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, out: &mut Q8
     quantize_pass(kern, x, n, k, qs, d, sum);
     if out.quant == ActQuant::Q8x2 {
         let resid = &mut out.resid[..len];
-        for (((r, x), q), &d) in resid
-            .chunks_exact_mut(QK)
-            .zip(x.chunks_exact(QK))
-            .zip(out.qs[..len].chunks_exact(QK))
-            .zip(&out.d[..len / QK])
-        {
-            for ((r, &x), &q) in r.iter_mut().zip(x).zip(q) {
-                *r = x - d * f32::from(q);
-            }
+        let (qs, d) = (&out.qs[..len], &out.d[..len / QK]);
+        let threads = crate::par::threads();
+        if threads > 1 && n >= 64 {
+            use rayon::prelude::*;
+            let per = n.div_ceil(threads) * k;
+            resid.par_chunks_mut(per).enumerate().for_each(|(i, r)| {
+                let at = i * per..i * per + r.len();
+                let blocks = at.start / QK..at.end / QK;
+                rounding_error(&x[at.clone()], &qs[at], &d[blocks], r);
+            });
+        } else {
+            rounding_error(x, qs, d, resid);
         }
         let (qs, d, sum) = (
             &mut out.qs[len..2 * len],
@@ -412,6 +415,20 @@ pub fn quantize_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, out: &mut Q8
     }
     out.n = n;
     out.k = k;
+}
+
+/// `r = x − d·q` per 32-block: what a q8 pass left out.
+fn rounding_error(x: &[f32], qs: &[i8], d: &[f32], r: &mut [f32]) {
+    for (((r, x), q), &d) in r
+        .chunks_exact_mut(QK)
+        .zip(x.chunks_exact(QK))
+        .zip(qs.chunks_exact(QK))
+        .zip(d)
+    {
+        for ((r, &x), &q) in r.iter_mut().zip(x).zip(q) {
+            *r = x - d * f32::from(q);
+        }
+    }
 }
 
 /// One q8 pass over `n` tokens: the table's kernel, tokens split across the rayon pool the caller
