@@ -4,6 +4,7 @@
  *
  *   cc -O2 -mavx2 -pthread -o /tmp/read-roofline benches/read-roofline.c
  *   /tmp/read-roofline 86 1      # q4_0 SmolLM2-135M's weights, one thread
+ *   /tmp/read-roofline 86 1 8    # the same, each thread reading 8 streams of its part at once
  *
  * Prints the best and mean wall time of 10 passes (after 2 warm-up passes); a pass runs from the
  * first thread's start to the last thread's end. */
@@ -18,7 +19,7 @@ enum { PASSES = 12, WARM = 2, MAX_THREADS = 64 };
 
 static char *buf;
 static size_t len;
-static int threads;
+static int threads, streams = 1;
 static pthread_barrier_t barrier;
 static double start[MAX_THREADS][PASSES], end[MAX_THREADS][PASSES];
 static volatile int sink;
@@ -37,11 +38,15 @@ static void *reader(void *arg) {
         pthread_barrier_wait(&barrier);
         start[id][pass] = now();
         __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
-        for (const char *p = lo; p < hi; p += 128) {
-            a = _mm256_add_epi8(a, _mm256_load_si256((const void *)p));
-            b = _mm256_add_epi8(b, _mm256_load_si256((const void *)(p + 32)));
-            c = _mm256_add_epi8(c, _mm256_load_si256((const void *)(p + 64)));
-            d = _mm256_add_epi8(d, _mm256_load_si256((const void *)(p + 96)));
+        size_t step = (size_t)(hi - lo) / streams / 128 * 128;
+        for (size_t off = 0; off < step; off += 128) {
+            for (int s = 0; s < streams; s++) {
+                const char *p = lo + s * step + off;
+                a = _mm256_add_epi8(a, _mm256_load_si256((const void *)p));
+                b = _mm256_add_epi8(b, _mm256_load_si256((const void *)(p + 32)));
+                c = _mm256_add_epi8(c, _mm256_load_si256((const void *)(p + 64)));
+                d = _mm256_add_epi8(d, _mm256_load_si256((const void *)(p + 96)));
+            }
         }
         a = _mm256_add_epi8(_mm256_add_epi8(a, b), _mm256_add_epi8(c, d));
         sink += _mm256_extract_epi8(a, 0);
@@ -52,12 +57,15 @@ static void *reader(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3 || atol(argv[1]) <= 0 || atoi(argv[2]) < 1 || atoi(argv[2]) > MAX_THREADS) {
-        fprintf(stderr, "usage: %s MIB THREADS   (THREADS 1..%d)\n", argv[0], MAX_THREADS);
+    if (argc < 3 || argc > 4 || atol(argv[1]) <= 0 || atoi(argv[2]) < 1 ||
+        atoi(argv[2]) > MAX_THREADS || (argc == 4 && (atoi(argv[3]) < 1 || atoi(argv[3]) > 64))) {
+        fprintf(stderr, "usage: %s MIB THREADS [STREAMS]   (THREADS 1..%d, STREAMS 1..64)\n", argv[0],
+                MAX_THREADS);
         return 2;
     }
     len = (size_t)atol(argv[1]) << 20;
     threads = atoi(argv[2]);
+    if (argc == 4) streams = atoi(argv[3]);
     buf = aligned_alloc(64, len);
     if (!buf) {
         fprintf(stderr, "cannot allocate %s MiB\n", argv[1]);
@@ -83,7 +91,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < threads; i++) pthread_join(th[i], NULL);
     double mean = sum / (PASSES - WARM);
-    printf("%s MiB, %d thread(s): best %.3f ms, mean %.3f ms (%.1f GB/s); ceiling %.0f reads/s\n",
-           argv[1], threads, best * 1e3, mean * 1e3, len / mean / 1e9, 1.0 / mean);
+    printf("%s MiB, %d thread(s) x %d stream(s): best %.3f ms, mean %.3f ms (%.1f GB/s); ceiling %.0f reads/s\n",
+           argv[1], threads, streams, best * 1e3, mean * 1e3, len / mean / 1e9, 1.0 / mean);
     return 0;
 }
