@@ -142,11 +142,9 @@ impl State {
             out: zeros(batch * hidden),
             gate: zeros(mul(batch, inter, "batch")?),
             up: zeros(batch * inter),
-            // Two-pass products put both passes here, the lm_head's (one row at a time) too.
-            scratch: zeros(match acts {
-                ActQuant::Q8 => mul(max_rows, batch, "batch")?,
-                ActQuant::Q8x2 => mul(max_rows, 2 * batch, "batch")?.max(2 * cfg.vocab_size),
-            }),
+            // Two-pass products of several tokens put both passes here (one token needs none,
+            // so the lm_head, one row of logits at a time, never does).
+            scratch: zeros(mul(max_rows, batch * acts.passes(), "batch")?),
             scores: zeros(mul(
                 threads,
                 crate::attention::attention_slot(cfg, ctx, batch),

@@ -279,10 +279,10 @@ impl Q8Acts {
     pub fn with_quant(max_n: usize, max_k: usize, quant: ActQuant) -> Q8Acts {
         let cap = max_n
             .checked_mul(max_k)
-            .expect("Q8Acts::new: size overflow");
+            .expect("Q8Acts::with_quant: size overflow");
         let rows = cap
             .checked_mul(quant.passes())
-            .expect("Q8Acts::new: size overflow");
+            .expect("Q8Acts::with_quant: size overflow");
         Q8Acts {
             qs: vec![0; rows],
             d: vec![0.0; rows / QK],
