@@ -370,6 +370,27 @@ fn attention_split<T: KvElem>(
             weighted_sum(probs, group, &values[rows], o);
         }
     });
+    merge_parts(kern, c, plan, scores, slot, att);
+}
+
+/// Merges the parts [`attention_split`] left in `scores` into each query head's output in `att`.
+fn merge_parts(
+    kern: &Kernels,
+    c: &Config,
+    plan: &Split,
+    scores: &[f32],
+    slot: usize,
+    att: &mut [f32],
+) {
+    let hd = c.head_dim;
+    let group = c.num_heads / c.num_kv_heads;
+    let &Split {
+        parts,
+        per_run,
+        work,
+        partial,
+        ..
+    } = plan;
     for (item, o) in att.chunks_exact_mut(group * hd).enumerate() {
         let partial_of = |part: usize| {
             let task = item * parts + part;
