@@ -12,7 +12,8 @@ use edgeinfer_kernels::{par, Kernels, WeightRef};
 use crate::attention::Step;
 use crate::config::Config;
 use crate::error::ModelError;
-use crate::llama::{Logits, Tap, TapSite};
+use crate::llama::TapSite::{self, Down, GateUp, Head, Out, Qkv};
+use crate::llama::{Logits, Tap};
 use crate::matrix::Matrix;
 use crate::state::{KvCache, State};
 use crate::tensor::Tensor;
@@ -63,7 +64,8 @@ impl Products<'_> {
         &mut self,
         layer: usize,
         site: TapSite,
-        (x, n): (&[f32], usize),
+        x: &[f32],
+        n: usize,
         mats: &[&Matrix],
         outs: &mut [&mut [f32]],
     ) {
@@ -160,8 +162,7 @@ impl<'a> Batch<'a> {
     /// `q, k, v = xb·Wqᵀ, xb·Wkᵀ, xb·Wvᵀ` (one parallel region for a decoded token).
     pub fn qkv(&mut self, layer: usize, w: [&Matrix; 3]) {
         let outs = &mut [&mut *self.q, &mut *self.k, &mut *self.v];
-        let x = (&*self.xb, self.n);
-        self.mm.run(layer, TapSite::Qkv, x, &w, outs);
+        self.mm.run(layer, Qkv, self.xb, self.n, &w, outs);
     }
 
     /// Qwen2: q, k, v += their biases (one per output channel, the same for every token).
@@ -189,11 +190,8 @@ impl<'a> Batch<'a> {
     pub fn rope(&mut self) {
         let (hd, qd, kvd) = (self.c.head_dim, self.c.q_dim(), self.c.kv_dim());
         let half = hd / 2;
-        let rows = self
-            .q
-            .chunks_exact_mut(qd)
-            .zip(self.k.chunks_exact_mut(kvd));
-        for (t, (q, k)) in rows.enumerate() {
+        let (qs, ks) = (self.q.chunks_exact_mut(qd), self.k.chunks_exact_mut(kvd));
+        for (t, (q, k)) in qs.zip(ks).enumerate() {
             let angles = (self.pos + t) * half..(self.pos + t + 1) * half;
             let (cos, sin) = (&self.rope_cos[angles.clone()], &self.rope_sin[angles]);
             (self.kern.rope_f32)(q, hd, cos, sin);
@@ -220,9 +218,8 @@ impl<'a> Batch<'a> {
 
     /// `out = att·Woᵀ`.
     pub fn out(&mut self, layer: usize, wo: &Matrix) {
-        let x = (&*self.att, self.n);
-        self.mm
-            .run(layer, TapSite::Out, x, &[wo], &mut [&mut *self.out]);
+        let outs = &mut [&mut *self.out];
+        self.mm.run(layer, Out, self.att, self.n, &[wo], outs);
     }
 
     /// `x += out`.
@@ -235,8 +232,7 @@ impl<'a> Batch<'a> {
     /// `gate, up = xb·Wgᵀ, xb·Wuᵀ` (one parallel region for a decoded token).
     pub fn gate_up(&mut self, layer: usize, w: [&Matrix; 2]) {
         let outs = &mut [&mut *self.gate, &mut *self.up];
-        let x = (&*self.xb, self.n);
-        self.mm.run(layer, TapSite::GateUp, x, &w, outs);
+        self.mm.run(layer, GateUp, self.xb, self.n, &w, outs);
     }
 
     /// `gate = silu(gate) ⊙ up`.
@@ -246,14 +242,13 @@ impl<'a> Batch<'a> {
 
     /// `out = gate·Wdᵀ`.
     pub fn down(&mut self, layer: usize, wd: &Matrix) {
-        let x = (&*self.gate, self.n);
-        self.mm
-            .run(layer, TapSite::Down, x, &[wd], &mut [&mut *self.out]);
+        let outs = &mut [&mut *self.out];
+        self.mm.run(layer, Down, self.gate, self.n, &[wd], outs);
     }
 
     /// The final norm and the logits of the tokens `which` asks for, one row at a time (the tap sees
-    /// each row as the input of layer `head_layer`, the layer count).
-    pub fn logits(&mut self, norm: &Tensor, head: &Matrix, which: Logits, head_layer: usize) {
+    /// each row as the input of `layer`, the layer count).
+    pub fn logits(&mut self, norm: &Tensor, head: &Matrix, which: Logits, layer: usize) {
         let (h, vocab, n) = (self.c.hidden_size, self.c.vocab_size, self.n);
         let rows = match which {
             Logits::None => return,
@@ -264,8 +259,7 @@ impl<'a> Batch<'a> {
         for (t, y) in rows.zip(self.logits.chunks_exact_mut(vocab)) {
             let x = &self.x[t * h..(t + 1) * h];
             (self.kern.rmsnorm_f32)(x, norm.view(), self.c.rms_norm_eps, xb);
-            self.mm
-                .run(head_layer, TapSite::Head, (&*xb, 1), &[head], &mut [y]);
+            self.mm.run(layer, Head, xb, 1, &[head], &mut [y]);
         }
     }
 }

@@ -6,6 +6,9 @@
 //!
 //! Qwen2 and Qwen3 differ from Llama only by two optional stages whose weights a [`Layer`] holds or
 //! not, and Llama 3 only by its rotary frequencies (the state's tables): one forward serves all.
+//!
+//! Each stage is one method of the per-batch context in `batch.rs`, which cuts the state's buffers to
+//! the batch once.
 
 use edgeinfer_kernels::Kernels;
 
