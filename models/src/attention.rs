@@ -19,6 +19,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::config::Config;
+use crate::state::KvCache;
 
 /// Tokens per block on the prompt path.
 pub const ATT_BLOCK: usize = 32;
@@ -112,9 +113,55 @@ impl KvElem for f16 {
     }
 }
 
+/// One layer's attention for a batch of `n = q.len() / q_dim` tokens at positions `pos..pos+n`.
+pub(crate) struct Step<'a> {
+    pub(crate) kern: &'a Kernels,
+    pub(crate) c: &'a Config,
+    /// Positions the cache holds.
+    pub(crate) ctx: usize,
+    pub(crate) pos: usize,
+    /// `[n, q_dim]`, `[n, kv_dim]`, `[n, kv_dim]`.
+    pub(crate) q: &'a [f32],
+    pub(crate) k: &'a [f32],
+    pub(crate) v: &'a [f32],
+    /// The output, `[n, q_dim]`.
+    pub(crate) att: &'a mut [f32],
+    /// Whole slots of [`attention_slot`], one per thread used.
+    pub(crate) scores: &'a mut [f32],
+}
+
+impl Step<'_> {
+    /// Writes the batch's keys and values into `layer`'s part of `cache`, then attends over it.
+    pub(crate) fn run(self, cache: &mut KvCache, layer: usize) {
+        let size = self.c.num_kv_heads * self.ctx * self.c.head_dim;
+        let at = layer * size..(layer + 1) * size;
+        match cache {
+            KvCache::F32 { k, v } => self.over(&mut k[at.clone()], &mut v[at]),
+            KvCache::F16 { k, v } => self.over(&mut k[at.clone()], &mut v[at]),
+        }
+    }
+
+    /// The step over one layer's cache (`[kv_heads, ctx, head_dim]` each) in its element type.
+    fn over<T: KvElem>(self, keys: &mut [T], values: &mut [T]) {
+        let Step {
+            kern,
+            c,
+            ctx,
+            pos,
+            q,
+            k,
+            v,
+            att,
+            scores,
+        } = self;
+        write_cache(c, ctx, pos, k, v, keys, values);
+        attention(kern, c, q, keys, values, pos, att, scores, ctx);
+    }
+}
+
 /// Appends `n` tokens' keys and values (`[n, kv_heads × head_dim]`) at positions `pos..pos+n` of one
 /// layer's cache (`[kv_heads, ctx, head_dim]`).
-pub(crate) fn write_cache<T: KvElem>(
+fn write_cache<T: KvElem>(
     c: &Config,
     ctx: usize,
     pos: usize,
@@ -323,6 +370,27 @@ fn attention_split<T: KvElem>(
             weighted_sum(probs, group, &values[rows], o);
         }
     });
+    merge_parts(kern, c, plan, scores, slot, att);
+}
+
+/// Merges the parts [`attention_split`] left in `scores` into each query head's output in `att`.
+fn merge_parts(
+    kern: &Kernels,
+    c: &Config,
+    plan: &Split,
+    scores: &[f32],
+    slot: usize,
+    att: &mut [f32],
+) {
+    let hd = c.head_dim;
+    let group = c.num_heads / c.num_kv_heads;
+    let &Split {
+        parts,
+        per_run,
+        work,
+        partial,
+        ..
+    } = plan;
     for (item, o) in att.chunks_exact_mut(group * hd).enumerate() {
         let partial_of = |part: usize| {
             let task = item * parts + part;

@@ -108,23 +108,7 @@ impl Config {
         let num_kv_heads = f
             .opt_dim("num_key_value_heads", MAX_DIM)?
             .unwrap_or(num_heads);
-        let head_dim = match f.opt_dim("head_dim", MAX_DIM)? {
-            Some(d) => d,
-            // Qwen3's config class defaults head_dim to 128, not hidden/heads: never guess.
-            None if arch == Arch::Qwen3 => return Err(f.err("head_dim", "missing".into())),
-            None => {
-                if hidden_size % num_heads != 0 {
-                    return Err(f.err("num_attention_heads", format!("{num_heads} does not divide hidden_size {hidden_size} and no head_dim is given")));
-                }
-                hidden_size / num_heads
-            }
-        };
-        if head_dim % 2 != 0 {
-            return Err(f.err(
-                "head_dim",
-                format!("{head_dim} is odd; rotary embeddings need an even head size"),
-            ));
-        }
+        let head_dim = head_dim(&f, arch, hidden_size, num_heads)?;
         if num_heads % num_kv_heads != 0 {
             return Err(f.err(
                 "num_key_value_heads",
@@ -156,38 +140,7 @@ impl Config {
         if cfg.rope_theta.is_nan() || cfg.rope_theta <= 0.0 {
             return Err(f.err("rope_theta", "must be positive".into()));
         }
-        if let Some(act) = f.opt_str("hidden_act")? {
-            if act != "silu" {
-                return Err(f.err(
-                    "hidden_act",
-                    format!("`{act}` is not supported (supported: silu)"),
-                ));
-            }
-        }
-        for flag in ["attention_bias", "mlp_bias"] {
-            if f.opt_bool(flag)? == Some(true) {
-                return Err(f.err(
-                    flag,
-                    format!(
-                        "`{flag}: true` is not supported for model_type {}",
-                        arch.name()
-                    ),
-                ));
-            }
-        }
-        if arch != Arch::Llama && f.opt_bool("use_sliding_window")? == Some(true) {
-            // Sliding-window attention changes the result once the context exceeds the window.
-            let window = f.opt_dim("sliding_window", usize::MAX)?;
-            if window.is_none_or(|w| w < cfg.max_position_embeddings) {
-                return Err(f.err(
-                    "use_sliding_window",
-                    format!(
-                        "sliding-window attention (window {}) is not supported",
-                        window.map_or("unset".into(), |w| w.to_string())
-                    ),
-                ));
-            }
-        }
+        refuse_unsupported(&f, &cfg)?;
         Ok(cfg)
     }
 
@@ -226,6 +179,71 @@ impl Config {
     pub fn kv_dim(&self) -> usize {
         self.num_kv_heads * self.head_dim
     }
+}
+
+/// `head_dim`, given or (except for Qwen3) `hidden_size / num_heads`; it must be even.
+fn head_dim(
+    f: &Fields<'_>,
+    arch: Arch,
+    hidden_size: usize,
+    num_heads: usize,
+) -> Result<usize, ModelError> {
+    let head_dim = match f.opt_dim("head_dim", MAX_DIM)? {
+        Some(d) => d,
+        // Qwen3's config class defaults head_dim to 128, not hidden/heads: never guess.
+        None if arch == Arch::Qwen3 => return Err(f.err("head_dim", "missing".into())),
+        None => {
+            if !hidden_size.is_multiple_of(num_heads) {
+                return Err(f.err("num_attention_heads", format!("{num_heads} does not divide hidden_size {hidden_size} and no head_dim is given")));
+            }
+            hidden_size / num_heads
+        }
+    };
+    if head_dim % 2 != 0 {
+        return Err(f.err(
+            "head_dim",
+            format!("{head_dim} is odd; rotary embeddings need an even head size"),
+        ));
+    }
+    Ok(head_dim)
+}
+
+/// Options that change the result and that this implementation does not have are errors.
+fn refuse_unsupported(f: &Fields<'_>, cfg: &Config) -> Result<(), ModelError> {
+    let arch = cfg.arch;
+    if let Some(act) = f.opt_str("hidden_act")? {
+        if act != "silu" {
+            return Err(f.err(
+                "hidden_act",
+                format!("`{act}` is not supported (supported: silu)"),
+            ));
+        }
+    }
+    for flag in ["attention_bias", "mlp_bias"] {
+        if f.opt_bool(flag)? == Some(true) {
+            return Err(f.err(
+                flag,
+                format!(
+                    "`{flag}: true` is not supported for model_type {}",
+                    arch.name()
+                ),
+            ));
+        }
+    }
+    if arch != Arch::Llama && f.opt_bool("use_sliding_window")? == Some(true) {
+        // Sliding-window attention changes the result once the context exceeds the window.
+        let window = f.opt_dim("sliding_window", usize::MAX)?;
+        if window.is_none_or(|w| w < cfg.max_position_embeddings) {
+            return Err(f.err(
+                "use_sliding_window",
+                format!(
+                    "sliding-window attention (window {}) is not supported",
+                    window.map_or("unset".into(), |w| w.to_string())
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `rope_scaling`: absent, null or `default` is plain RoPE; `llama3` (Llama architecture only) is

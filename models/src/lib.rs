@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod attention;
+mod batch;
 pub mod config;
 pub mod error;
 pub mod llama;

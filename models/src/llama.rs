@@ -6,15 +6,18 @@
 //!
 //! Qwen2 and Qwen3 differ from Llama only by two optional stages whose weights a [`Layer`] holds or
 //! not, and Llama 3 only by its rotary frequencies (the state's tables): one forward serves all.
+//!
+//! Each stage is one method of the per-batch context in `batch.rs`, which cuts the state's buffers to
+//! the batch once.
 
-use edgeinfer_kernels::{par, Kernels};
+use edgeinfer_kernels::Kernels;
 
-use crate::attention::{attention, write_cache};
+use crate::batch::Batch;
 use crate::config::Config;
 use crate::error::ModelError;
 use crate::matrix::Matrix;
 use crate::names;
-use crate::state::{KvCache, State};
+use crate::state::State;
 use crate::tensor::{Tensor, TensorSource};
 
 /// Weights of one decoder layer (views into the mapped file).
@@ -195,251 +198,34 @@ impl Llama {
         logits: Logits,
         tap: &mut dyn FnMut(Tap<'_>),
     ) -> Result<(), ModelError> {
-        let c = &self.config;
         let n = tokens.len();
-        let pos = state.len;
         if n == 0 {
             return Ok(());
         }
-        if n > state.opts.batch {
-            return Err(ModelError::BatchTooLarge {
-                got: n,
-                max: state.opts.batch,
-            });
+        let mut b = Batch::new(&self.config, kern, state, n, logits, tap)?;
+        b.embed(&self.embed, tokens)?;
+        for (l, w) in self.layers.iter().enumerate() {
+            // Attention block: x += attention(q, k, v)·Woᵀ, with q, k, v from xb = rmsnorm(x).
+            b.norm(&w.attn_norm);
+            b.qkv(l, [&w.wq, &w.wk, &w.wv]);
+            b.add_biases([&w.bq, &w.bk, &w.bv]); // Qwen2; a stage without weights is skipped
+            b.head_norms([&w.q_norm, &w.k_norm]); // Qwen3
+            b.rope();
+            b.attend(l);
+            b.out(l, &w.wo);
+            b.residual();
+            // MLP block: x += (silu(xb·Wgᵀ) ⊙ xb·Wuᵀ)·Wdᵀ, with xb = rmsnorm(x).
+            b.norm(&w.mlp_norm);
+            b.gate_up(l, [&w.w_gate, &w.w_up]);
+            b.swiglu();
+            b.down(l, &w.w_down);
+            b.residual();
         }
-        if pos + n > state.opts.ctx {
-            return Err(ModelError::ContextOverflow {
-                needed: pos + n,
-                ctx: state.opts.ctx,
-            });
-        }
-        if logits == Logits::All && !state.opts.all_logits {
-            return Err(ModelError::Options {
-                field: "all_logits",
-                reason: "this session keeps only the last logits".into(),
-            });
-        }
-        let (h, inter, qd, kvd, hd) = (
-            c.hidden_size,
-            c.intermediate_size,
-            c.q_dim(),
-            c.kv_dim(),
-            c.head_dim,
-        );
-        let s = state;
-
-        // Embed: x[t] = embed[token t].
-        for (t, &tok) in tokens.iter().enumerate() {
-            if tok as usize >= c.vocab_size {
-                return Err(ModelError::InvalidToken {
-                    id: tok,
-                    vocab: c.vocab_size,
-                });
-            }
-            self.embed
-                .row_f32(tok as usize, &mut s.x[t * h..(t + 1) * h]);
-        }
-
-        for (l, layer) in self.layers.iter().enumerate() {
-            // Attention block: xb = rmsnorm(x); q, k, v = xb·Wqᵀ, xb·Wkᵀ, xb·Wvᵀ.
-            rmsnorm_rows(
-                kern,
-                &s.x[..n * h],
-                layer.attn_norm.view(),
-                c.rms_norm_eps,
-                &mut s.xb[..n * h],
-            );
-            tap(Tap {
-                layer: l,
-                site: TapSite::Qkv,
-                rows: &s.xb[..n * h],
-            });
-            Matrix::matmul_group(
-                kern,
-                &[&layer.wq, &layer.wk, &layer.wv],
-                h,
-                &s.xb[..n * h],
-                n,
-                &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]],
-                &mut s.scratch,
-                &mut s.acts,
-            );
-
-            // Qwen2: q, k, v += their biases (one per output channel, the same for every token).
-            for (x, b, d) in [
-                (&mut s.q, &layer.bq, qd),
-                (&mut s.k, &layer.bk, kvd),
-                (&mut s.v, &layer.bv, kvd),
-            ] {
-                if let Some(b) = b {
-                    add_bias_rows(&mut x[..n * d], b.view());
-                }
-            }
-
-            // Qwen3: RMSNorm of every query and key head (one weight of head_dim shared by all heads).
-            // `att` is free until attention runs and is at least as wide as q and k.
-            for (x, w, d) in [
-                (&mut s.q, &layer.q_norm, qd),
-                (&mut s.k, &layer.k_norm, kvd),
-            ] {
-                if let Some(w) = w {
-                    rmsnorm_rows(
-                        kern,
-                        &x[..n * d],
-                        w.view(),
-                        c.rms_norm_eps,
-                        &mut s.att[..n * d],
-                    );
-                    x[..n * d].copy_from_slice(&s.att[..n * d]);
-                }
-            }
-
-            // RoPE on q and k at each token's position.
-            let half = hd / 2;
-            for t in 0..n {
-                let angles = (pos + t) * half..(pos + t + 1) * half;
-                let (cos, sin) = (&s.rope_cos[angles.clone()], &s.rope_sin[angles]);
-                (kern.rope_f32)(&mut s.q[t * qd..(t + 1) * qd], hd, cos, sin);
-                (kern.rope_f32)(&mut s.k[t * kvd..(t + 1) * kvd], hd, cos, sin);
-            }
-
-            // Cache write (positions pos..pos+n of layer l, per kv head), then causal attention of
-            // every (token, head) over the cache: att = softmax(q·Kᵀ/√d)·V.
-            let layer_cache =
-                l * c.num_kv_heads * s.opts.ctx * hd..(l + 1) * c.num_kv_heads * s.opts.ctx * hd;
-            let (k, v, q) = (&s.k[..n * kvd], &s.v[..n * kvd], &s.q[..n * qd]);
-            let (att, scores) = (&mut s.att[..n * qd], &mut s.scores);
-            match &mut s.kv {
-                KvCache::F32 { k: kc, v: vc } => {
-                    let (kc, vc) = (&mut kc[layer_cache.clone()], &mut vc[layer_cache.clone()]);
-                    write_cache(c, s.opts.ctx, pos, k, v, kc, vc);
-                    attention(kern, c, q, kc, vc, pos, att, scores, s.opts.ctx);
-                }
-                KvCache::F16 { k: kc, v: vc } => {
-                    let (kc, vc) = (&mut kc[layer_cache.clone()], &mut vc[layer_cache.clone()]);
-                    write_cache(c, s.opts.ctx, pos, k, v, kc, vc);
-                    attention(kern, c, q, kc, vc, pos, att, scores, s.opts.ctx);
-                }
-            }
-
-            // Output projection and residual: x += att·Woᵀ.
-            tap(Tap {
-                layer: l,
-                site: TapSite::Out,
-                rows: &s.att[..n * qd],
-            });
-            layer.wo.matmul(
-                kern,
-                qd,
-                &s.att[..n * qd],
-                n,
-                &mut s.out[..n * h],
-                &mut s.scratch,
-                &mut s.acts,
-            );
-            add_assign(&mut s.x[..n * h], &s.out[..n * h]);
-
-            // MLP block: x += (silu(xb·Wgᵀ) ⊙ xb·Wuᵀ)·Wdᵀ with xb = rmsnorm(x).
-            rmsnorm_rows(
-                kern,
-                &s.x[..n * h],
-                layer.mlp_norm.view(),
-                c.rms_norm_eps,
-                &mut s.xb[..n * h],
-            );
-            tap(Tap {
-                layer: l,
-                site: TapSite::GateUp,
-                rows: &s.xb[..n * h],
-            });
-            Matrix::matmul_group(
-                kern,
-                &[&layer.w_gate, &layer.w_up],
-                h,
-                &s.xb[..n * h],
-                n,
-                &mut [&mut s.gate[..n * inter], &mut s.up[..n * inter]],
-                &mut s.scratch,
-                &mut s.acts,
-            );
-            par::silu_mul(kern, &mut s.gate[..n * inter], &s.up[..n * inter]);
-            tap(Tap {
-                layer: l,
-                site: TapSite::Down,
-                rows: &s.gate[..n * inter],
-            });
-            layer.w_down.matmul(
-                kern,
-                inter,
-                &s.gate[..n * inter],
-                n,
-                &mut s.out[..n * h],
-                &mut s.scratch,
-                &mut s.acts,
-            );
-            add_assign(&mut s.x[..n * h], &s.out[..n * h]);
-        }
-        s.len = pos + n;
-
-        // Final norm and logits for the tokens asked for.
+        // Final norm and logits; the head is the embedding where the two are tied.
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let vocab = c.vocab_size;
-        let rows = match logits {
-            Logits::None => return Ok(()),
-            Logits::Last => n - 1..n,
-            Logits::All => 0..n,
-        };
-        for (slot, t) in rows.enumerate() {
-            (kern.rmsnorm_f32)(
-                &s.x[t * h..(t + 1) * h],
-                self.norm.view(),
-                c.rms_norm_eps,
-                &mut s.xb[..h],
-            );
-            tap(Tap {
-                layer: self.layers.len(),
-                site: TapSite::Head,
-                rows: &s.xb[..h],
-            });
-            head.matmul(
-                kern,
-                h,
-                &s.xb[..h],
-                1,
-                &mut s.logits[slot * vocab..(slot + 1) * vocab],
-                &mut s.scratch,
-                &mut s.acts,
-            );
-        }
+        b.logits(&self.norm, head, logits, self.layers.len());
+        state.len += n;
         Ok(())
-    }
-}
-
-fn rmsnorm_rows(
-    kern: &Kernels,
-    x: &[f32],
-    w: edgeinfer_kernels::WeightRef<'_>,
-    eps: f32,
-    out: &mut [f32],
-) {
-    let h = w.len();
-    for (xr, or) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-        (kern.rmsnorm_f32)(xr, w, eps, or);
-    }
-}
-
-/// `x[t, j] += b[j]` for every row `t` of `x` (rows as long as `b`).
-fn add_bias_rows(x: &mut [f32], b: edgeinfer_kernels::WeightRef<'_>) {
-    for row in x.chunks_exact_mut(b.len()) {
-        for (j, a) in row.iter_mut().enumerate() {
-            *a += b.get(j);
-        }
-    }
-}
-
-fn add_assign(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
     }
 }
 

@@ -80,6 +80,21 @@ pub struct State {
     pub(crate) len: usize,
 }
 
+/// The cosines and sines of every rotary angle, `[ctx, head_dim / 2]` each.
+fn rope_tables(cfg: &Config, ctx: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = cfg.head_dim / 2;
+    let (mut cos, mut sin) = (vec![0.0f32; ctx * half], vec![0.0f32; ctx * half]);
+    let inv_freq = cfg.rope_inv_freq();
+    for pos in 0..ctx {
+        for (i, &freq) in inv_freq.iter().enumerate() {
+            let angle = pos as f32 * freq;
+            cos[pos * half + i] = angle.cos();
+            sin[pos * half + i] = angle.sin();
+        }
+    }
+    (cos, sin)
+}
+
 impl State {
     pub fn new(cfg: &Config, opts: StateOptions) -> Result<State, ModelError> {
         let StateOptions {
@@ -116,20 +131,12 @@ impl State {
         );
         let max_rows = hidden.max(inter).max(q_dim).max(kv_dim);
         let cache = mul(mul(cfg.num_layers, ctx, "ctx")?, kv_dim, "ctx")?;
-        let half = cfg.head_dim / 2;
         let logits_rows = if all_logits { batch } else { 1 };
         let zeros = |n: usize| vec![0.0f32; n];
 
-        let mut rope_cos = zeros(mul(ctx, half, "ctx")?);
-        let mut rope_sin = zeros(ctx * half);
-        let inv_freq = cfg.rope_inv_freq();
-        for pos in 0..ctx {
-            for (i, &freq) in inv_freq.iter().enumerate() {
-                let angle = pos as f32 * freq;
-                rope_cos[pos * half + i] = angle.cos();
-                rope_sin[pos * half + i] = angle.sin();
-            }
-        }
+        // The rotary tables' size is checked like every other.
+        mul(ctx, cfg.head_dim / 2, "ctx")?;
+        let (rope_cos, rope_sin) = rope_tables(cfg, ctx);
 
         Ok(State {
             opts: StateOptions { threads, ..opts },
