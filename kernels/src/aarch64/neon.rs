@@ -1,13 +1,11 @@
-//! Plain NEON (Armv8.0 Advanced SIMD) kernels.
+//! Plain NEON (Armv8.0 Advanced SIMD) kernels: the dense products ([`crate::simd::dense`]'s tiles
+//! stepping `k` by 8, a scalar `k` remainder) and the element-wise kernels.
 //!
-//! Matrix products work on tiles of [`ROWS`] weight rows × up to [`TOKENS`] tokens, stepping `k` by 8:
-//! each weight load is reused for every token of the tile and each token load for every row. Every
-//! (row, token) pair keeps two 4-lane accumulators (low and high half of the step) so that even a
-//! one-token tile has 8 independent FMA chains. Row, token and `k` tails are handled here (smaller
-//! tiles, scalar remainder of `k`); callers never pad.
-//!
-//! f16 widens with `fcvtl` (`vcvt_f32_f16`, base Armv8, exact); bf16 with a shift-left-long by 16.
-//! Results match [`crate::scalar`] up to summation order and fused multiply-adds.
+//! A dense step's accumulator is a pair of 4-lane vectors (low and high half of the step), so that
+//! even a one-token tile has 8 independent FMA chains; 4 rows × 2 tokens take 4×2×2 accumulators + 8
+//! weight vectors + 2 token vectors of the 32 registers. f16 widens with `fcvtl` (`vcvt_f32_f16`, base
+//! Armv8, exact); bf16 with a shift-left-long by 16. Results match [`crate::scalar`] up to summation
+//! order and fused multiply-adds.
 
 use core::arch::aarch64::*;
 
@@ -15,20 +13,17 @@ use half::{bf16, f16};
 
 use crate::dispatch::{Kernels, Variant};
 use crate::scalar;
-
-/// Weight rows per tile.
-const ROWS: usize = 4;
-/// Tokens per tile: 4×2×2 accumulators + 8 weight vectors + 2 token vectors of 32 registers.
-const TOKENS: usize = 2;
+use crate::simd::dense::{self, Elem, Lanes};
+use crate::simd::{matmul_q, quantize_q8, Q4_0, Q4_1, Q8_0};
 
 /// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed NEON (always present
-/// on aarch64 Linux), which is what makes the safe wrappers below sound.
+/// on aarch64 Linux), which is what makes the safe entries below sound.
 pub(crate) fn table() -> Kernels {
     Kernels {
         variant: Variant::Neon,
-        matmul_f32,
-        matmul_f16,
-        matmul_bf16,
+        matmul_f32: dense::matmul::<Neon, f32>,
+        matmul_f16: dense::matmul::<Neon, f16>,
+        matmul_bf16: dense::matmul::<Neon, bf16>,
         dot_f32,
         axpy_f32,
         axpy_f16,
@@ -37,40 +32,73 @@ pub(crate) fn table() -> Kernels {
         softmax_f32,
         silu_mul_f32,
         rmsnorm_f32,
-        quantize_acts: super::quant_neon::quantize_q8_acts,
-        matmul_q8_0: super::quant_neon::matmul_q8_0_q8,
-        matmul_q4_0: super::quant_neon::matmul_q4_0_q8,
-        matmul_q4_1: super::quant_neon::matmul_q4_1_q8,
+        quantize_q8: quantize_q8::<Neon>,
+        matmul_q8_0_q8: matmul_q::<Neon, Q8_0>,
+        matmul_q4_0_q8: matmul_q::<Neon, Q4_0>,
+        matmul_q4_1_q8: matmul_q::<Neon, Q4_1>,
         ..Kernels::SCALAR
     }
 }
 
-/// A weight element type that loads 8 elements as two 4-lane f32 vectors.
-trait Lanes8: Copy {
-    /// Converts the 8 elements at `p` to f32 (low 4, high 4).
-    ///
-    /// # Safety
-    /// `p..p+8` must be readable.
-    unsafe fn load8(p: *const Self) -> (float32x4_t, float32x4_t);
-    fn to_f32(self) -> f32;
-}
+/// The plain NEON variant.
+pub(super) struct Neon;
 
-impl Lanes8 for f32 {
-    #[inline]
-    #[target_feature(enable = "neon")]
-    unsafe fn load8(p: *const f32) -> (float32x4_t, float32x4_t) {
-        // SAFETY: the caller guarantees 8 readable elements; `vld1q` needs only element alignment.
+impl Lanes for Neon {
+    /// Elements `c..c+4` and `c+4..c+8` of a step.
+    type V = (float32x4_t, float32x4_t);
+    type Mask = ();
+    const STEP: usize = 8;
+    const MASKED_TAIL: bool = false;
+    const FULL: () = ();
+
+    fn mask(_: usize) {}
+
+    #[inline(always)]
+    unsafe fn zero() -> Self::V {
+        (vdupq_n_f32(0.0), vdupq_n_f32(0.0))
+    }
+
+    #[inline(always)]
+    unsafe fn fma(acc: Self::V, w: Self::V, x: Self::V) -> Self::V {
+        (vfmaq_f32(acc.0, w.0, x.0), vfmaq_f32(acc.1, w.1, x.1))
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32, _: ()) -> Self::V {
+        // SAFETY: 8 readable values (the caller's contract); `ld1` needs only element alignment.
         unsafe { (vld1q_f32(p), vld1q_f32(p.add(4))) }
     }
-    fn to_f32(self) -> f32 {
-        self
+
+    #[inline(always)]
+    unsafe fn sum((lo, hi): Self::V) -> f32 {
+        vaddvq_f32(vaddq_f32(lo, hi))
+    }
+
+    #[target_feature(enable = "neon")]
+    unsafe fn matmul<W: Elem<Neon>>(
+        w: &[W],
+        k: usize,
+        x: &[f32],
+        n: usize,
+        yt: &mut [f32],
+        rows: usize,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { dense::matmul_tiles::<Neon, W, 2>(w, k, x, n, yt, rows) }
     }
 }
 
-impl Lanes8 for f16 {
-    #[inline]
-    #[target_feature(enable = "neon")]
-    unsafe fn load8(p: *const f16) -> (float32x4_t, float32x4_t) {
+impl Elem<Neon> for f32 {
+    #[inline(always)]
+    unsafe fn load(p: *const f32, m: ()) -> (float32x4_t, float32x4_t) {
+        // SAFETY: the caller's contract.
+        unsafe { Neon::load(p, m) }
+    }
+}
+
+impl Elem<Neon> for f16 {
+    #[inline(always)]
+    unsafe fn load(p: *const f16, _: ()) -> (float32x4_t, float32x4_t) {
         // SAFETY: 8 readable halves (u16 alignment, as `half::f16` has). `fcvtl` is exact.
         unsafe {
             let h = vld1q_u16(p.cast());
@@ -79,15 +107,11 @@ impl Lanes8 for f16 {
             (lo, hi)
         }
     }
-    fn to_f32(self) -> f32 {
-        f32::from(self)
-    }
 }
 
-impl Lanes8 for bf16 {
-    #[inline]
-    #[target_feature(enable = "neon")]
-    unsafe fn load8(p: *const bf16) -> (float32x4_t, float32x4_t) {
+impl Elem<Neon> for bf16 {
+    #[inline(always)]
+    unsafe fn load(p: *const bf16, _: ()) -> (float32x4_t, float32x4_t) {
         // SAFETY: 8 readable bf16 (u16 alignment). bf16 is the top half of an f32: shift left by 16.
         unsafe {
             let h = vld1q_u16(p.cast());
@@ -96,129 +120,10 @@ impl Lanes8 for bf16 {
             (lo, hi)
         }
     }
-    fn to_f32(self) -> f32 {
-        f32::from(self)
-    }
-}
-
-macro_rules! matmul_wrapper {
-    ($name:ident, $t:ty) => {
-        /// NEON version of [`scalar::matmul_f32`] and friends (same contract, same panics).
-        pub fn $name(w: &[$t], k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
-            let rows = scalar::check_matmul(w.len(), k, x.len(), n, yt.len());
-            // SAFETY: this function is only reachable through the NEON tables, built after detection
-            // confirmed NEON; `check_matmul` proved the slice lengths `matmul` relies on.
-            unsafe { matmul(w, k, x, n, yt, rows) }
-        }
-    };
-}
-
-matmul_wrapper!(matmul_f32, f32);
-matmul_wrapper!(matmul_f16, f16);
-matmul_wrapper!(matmul_bf16, bf16);
-
-/// Preconditions: `w.len() == rows*k`, `x.len() >= n*k`, `yt.len() == rows*n`, `k > 0`.
-#[target_feature(enable = "neon")]
-unsafe fn matmul<W: Lanes8>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32], rows: usize) {
-    // LOOP 2: row tiles (independent: a caller may split these across threads).
-    let mut r = 0;
-    while r + ROWS <= rows {
-        // SAFETY: rows r..r+ROWS exist by the loop bounds; tokens are bounded inside.
-        unsafe { row_tile::<W, ROWS>(w, k, x, n, yt, r) };
-        r += ROWS;
-    }
-    match rows - r {
-        // SAFETY: as above, with the remaining 1..3 rows.
-        3 => unsafe { row_tile::<W, 3>(w, k, x, n, yt, r) },
-        // SAFETY: as above.
-        2 => unsafe { row_tile::<W, 2>(w, k, x, n, yt, r) },
-        // SAFETY: as above.
-        1 => unsafe { row_tile::<W, 1>(w, k, x, n, yt, r) },
-        _ => {}
-    }
-}
-
-/// Rows `r..r+R` against every token. Requires `(r+R)*k <= w.len()` and the `matmul` preconditions.
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn row_tile<W: Lanes8, const R: usize>(
-    w: &[W],
-    k: usize,
-    x: &[f32],
-    n: usize,
-    yt: &mut [f32],
-    r: usize,
-) {
-    // LOOP 1: token tiles.
-    let mut t = 0;
-    while t + TOKENS <= n {
-        // SAFETY: tokens t..t+TOKENS < n, rows by the caller.
-        unsafe { tile::<W, R, TOKENS>(w, k, x, n, yt, r, t) };
-        t += TOKENS;
-    }
-    if t < n {
-        // SAFETY: token t < n (TOKENS == 2, so one token is left at most).
-        unsafe { tile::<W, R, 1>(w, k, x, n, yt, r, t) };
-    }
-}
-
-/// `yt[(r+i)*n + t+j] = Σ_c w[(r+i)*k + c] · x[(t+j)*k + c]` for `i < R`, `j < T`.
-/// Requires `(r+R)*k <= w.len()`, `(t+T)*k <= x.len()`, `(r+R-1)*n + t+T <= yt.len()`.
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn tile<W: Lanes8, const R: usize, const T: usize>(
-    w: &[W],
-    k: usize,
-    x: &[f32],
-    n: usize,
-    yt: &mut [f32],
-    r: usize,
-    t: usize,
-) {
-    debug_assert!(
-        (r + R) * k <= w.len() && (t + T) * k <= x.len() && (r + R - 1) * n + t + T <= yt.len()
-    );
-    let wp = w[r * k..].as_ptr();
-    let xp = x[t * k..].as_ptr();
-    let zero = vdupq_n_f32(0.0);
-    let mut acc_lo = [[zero; T]; R];
-    let mut acc_hi = [[zero; T]; R];
-    let mut wv = [(zero, zero); R];
-    // LOOP 0: k in steps of 8.
-    let mut c = 0;
-    while c + 8 <= k {
-        for (i, v) in wv.iter_mut().enumerate() {
-            // SAFETY: c+8 <= k, so row i's elements c..c+8 lie inside w (requirement above).
-            *v = unsafe { W::load8(wp.add(i * k + c)) };
-        }
-        for j in 0..T {
-            // SAFETY: c+8 <= k, so token j's elements c..c+8 lie inside x.
-            let (x_lo, x_hi) = unsafe {
-                (
-                    vld1q_f32(xp.add(j * k + c)),
-                    vld1q_f32(xp.add(j * k + c + 4)),
-                )
-            };
-            for i in 0..R {
-                acc_lo[i][j] = vfmaq_f32(acc_lo[i][j], wv[i].0, x_lo);
-                acc_hi[i][j] = vfmaq_f32(acc_hi[i][j], wv[i].1, x_hi);
-            }
-        }
-        c += 8;
-    }
-    for i in 0..R {
-        for j in 0..T {
-            let mut s = vaddvq_f32(vaddq_f32(acc_lo[i][j], acc_hi[i][j]));
-            for cc in c..k {
-                s += w[(r + i) * k + cc].to_f32() * x[(t + j) * k + cc];
-            }
-            yt[(r + i) * n + t + j] = s;
-        }
-    }
 }
 
 /// NEON version of [`scalar::dot_f32`].
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     // SAFETY: only reachable through the NEON tables, built after detection.
     unsafe { dot_f32_neon(a, b) }
 }
@@ -253,26 +158,26 @@ unsafe fn dot_f32_neon(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// NEON version of [`scalar::axpy_f32`] (fused multiply-add, so last-bit differences are expected).
-pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
     // SAFETY: only reachable through the NEON tables, built after detection.
     unsafe { axpy(alpha, x, y) }
 }
 
 /// NEON version of [`scalar::axpy_f16`].
-pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
     // SAFETY: only reachable through the NEON tables, built after detection.
     unsafe { axpy(alpha, x, y) }
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn axpy<W: Lanes8>(alpha: f32, x: &[W], y: &mut [f32]) {
+unsafe fn axpy<W: Elem<Neon>>(alpha: f32, x: &[W], y: &mut [f32]) {
     let len = x.len().min(y.len());
     let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
     let mut i = 0;
     while i + 8 <= len {
         // SAFETY: i+8 <= len, so elements i..i+8 lie in both slices; `y` is borrowed mutably.
         unsafe {
-            let (lo, hi) = W::load8(xp.add(i));
+            let (lo, hi) = W::load(xp.add(i), ());
             vst1q_f32(yp.add(i), vfmaq_n_f32(vld1q_f32(yp.add(i)), lo, alpha));
             vst1q_f32(
                 yp.add(i + 4),
@@ -286,13 +191,13 @@ unsafe fn axpy<W: Lanes8>(alpha: f32, x: &[W], y: &mut [f32]) {
     }
 }
 
-grouped_weighted_sum!("neon", Lanes8, "NEON");
+grouped_weighted_sum!("neon", Elem<Neon>, "NEON");
 
 /// `R` rows at once: columns in blocks of 16 (four vectors per row, 4·R accumulators), each block
 /// of `v` loaded once per position for all rows; the last `hd % 16` columns one at a time.
 /// Precondition: `p.len() = R·seen`, `out.len() = R·hd` with `seen, hd > 0`, `v.len() >= seen·hd`.
 #[target_feature(enable = "neon")]
-unsafe fn weighted_group<W: Lanes8, const R: usize>(p: &[f32], v: &[W], out: &mut [f32]) {
+unsafe fn weighted_group<W: Elem<Neon>, const R: usize>(p: &[f32], v: &[W], out: &mut [f32]) {
     let (seen, hd) = (p.len() / R, out.len() / R);
     let vp = v.as_ptr();
     let mut c = 0;
@@ -302,8 +207,8 @@ unsafe fn weighted_group<W: Lanes8, const R: usize>(p: &[f32], v: &[W], out: &mu
             // SAFETY: position j < seen and columns c..c+16 <= hd lie inside `v` (precondition).
             let ((x0, x1), (x2, x3)) = unsafe {
                 (
-                    W::load8(vp.add(j * hd + c)),
-                    W::load8(vp.add(j * hd + c + 8)),
+                    W::load(vp.add(j * hd + c), ()),
+                    W::load(vp.add(j * hd + c + 8), ()),
                 )
             };
             for (r, acc) in acc.iter_mut().enumerate() {
@@ -334,7 +239,7 @@ unsafe fn weighted_group<W: Lanes8, const R: usize>(p: &[f32], v: &[W], out: &mu
 /// Columns in blocks of 32 (eight accumulators held in registers across all rows), then 8, then
 /// scalar. Precondition: `v.len() >= p.len() * out.len()`.
 #[target_feature(enable = "neon")]
-unsafe fn weighted_sum<W: Lanes8>(p: &[f32], v: &[W], out: &mut [f32]) {
+unsafe fn weighted_sum<W: Elem<Neon>>(p: &[f32], v: &[W], out: &mut [f32]) {
     let (hd, vp, op) = (out.len(), v.as_ptr(), out.as_mut_ptr());
     let mut c = 0;
     while c + 32 <= hd {
@@ -342,7 +247,7 @@ unsafe fn weighted_sum<W: Lanes8>(p: &[f32], v: &[W], out: &mut [f32]) {
         for (j, &pj) in p.iter().enumerate() {
             for a in 0..4 {
                 // SAFETY: row j < p.len() and columns c+8a..c+8a+8 <= hd lie inside `v`.
-                let (lo, hi) = unsafe { W::load8(vp.add(j * hd + c + 8 * a)) };
+                let (lo, hi) = unsafe { W::load(vp.add(j * hd + c + 8 * a), ()) };
                 acc[2 * a] = vfmaq_n_f32(acc[2 * a], lo, pj);
                 acc[2 * a + 1] = vfmaq_n_f32(acc[2 * a + 1], hi, pj);
             }
@@ -357,7 +262,7 @@ unsafe fn weighted_sum<W: Lanes8>(p: &[f32], v: &[W], out: &mut [f32]) {
         let (mut lo_acc, mut hi_acc) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
         for (j, &pj) in p.iter().enumerate() {
             // SAFETY: as above for one 8-column block.
-            let (lo, hi) = unsafe { W::load8(vp.add(j * hd + c)) };
+            let (lo, hi) = unsafe { W::load(vp.add(j * hd + c), ()) };
             lo_acc = vfmaq_n_f32(lo_acc, lo, pj);
             hi_acc = vfmaq_n_f32(hi_acc, hi, pj);
         }
@@ -378,7 +283,7 @@ unsafe fn weighted_sum<W: Lanes8>(p: &[f32], v: &[W], out: &mut [f32]) {
 }
 
 /// NEON version of [`scalar::softmax_f32`], with `exp` 4 lanes at a time by [`exp4`].
-pub fn softmax_f32(x: &mut [f32]) {
+fn softmax_f32(x: &mut [f32]) {
     // SAFETY: only reachable through the NEON tables, built after detection.
     unsafe { softmax(x) }
 }
@@ -431,7 +336,7 @@ fn exp4(x: float32x4_t) -> float32x4_t {
 }
 
 /// NEON version of [`scalar::silu_mul_f32`], with `exp` from [`exp4`].
-pub fn silu_mul_f32(gate: &mut [f32], up: &[f32]) {
+fn silu_mul_f32(gate: &mut [f32], up: &[f32]) {
     assert_eq!(
         gate.len(),
         up.len(),
@@ -463,7 +368,7 @@ unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
 
 /// NEON version of [`scalar::rmsnorm_f32`] for F32 norm weights (the others, only in dense F16/BF16
 /// checkpoints, take the scalar path). Same panics.
-pub fn rmsnorm_f32(x: &[f32], w: crate::WeightRef<'_>, eps: f32, out: &mut [f32]) {
+fn rmsnorm_f32(x: &[f32], w: crate::WeightRef<'_>, eps: f32, out: &mut [f32]) {
     scalar::check_rmsnorm(x.len(), w.len(), out.len());
     match w {
         // SAFETY: only reachable through the NEON tables, built after detection; lengths are equal.

@@ -14,12 +14,12 @@
 use core::arch::aarch64::*;
 
 use super::asm::smmla;
-use super::quant_dotprod::{Dotprod, Sdot};
-use super::quant_neon::{
-    matmul, matmul_by_block, Blocks, ByBlock, Isa, Isums, Tile, Q4_0, Q4_1, Q8_0,
-};
-use crate::quant::scalar::check_qmatmul;
+use super::dotprod::Dotprod;
+use super::i8mm::I8mm;
+use super::quant_dotprod::Sdot;
+use super::quant_neon::{isa, matmul, matmul_by_block, Blocks, ByBlock, Isums, Tile};
 use crate::quant::{Q8ActsRef, QWeight, QK};
+use crate::simd::MatmulQ;
 
 /// Rows × tokens of the main tile: two `smmla` pairs per block; the four blocks' 2×2 partial dots of
 /// both stay in registers alongside the paired operands.
@@ -62,7 +62,7 @@ fn transpose(v: [int32x4_t; 4]) -> [int32x4_t; 4] {
 }
 
 /// [`Isums`] by `smmla` for even `R` and `T`, else by `sdot` ([`ByBlock<Sdot>`]).
-struct Mmla;
+pub(super) struct Mmla;
 
 impl Isums for Mmla {
     #[inline(always)]
@@ -124,7 +124,7 @@ unsafe fn mmla_block<F: Blocks, const R: usize, const T: usize>(
 ) -> [[int32x4_t; T]; R] {
     let mut wz = [[vdupq_n_s8(0); 4]; R];
     for (ip, wz) in wz.iter_mut().take(R / 2).enumerate() {
-        let off = b * F::BYTES;
+        let off = b * F::QB;
         // SAFETY: block b exists in every row of the tile (the caller's contract).
         *wz = unsafe {
             pair(
@@ -156,41 +156,17 @@ unsafe fn mmla_block<F: Blocks, const R: usize, const T: usize>(
     out
 }
 
-struct I8mm;
+isa!(I8mm, "neon,dotprod,i8mm", Mmla);
 
-impl Isa for I8mm {
-    #[target_feature(enable = "neon,dotprod,i8mm")]
-    unsafe fn tile<F: Blocks, const R: usize, const T: usize>(
-        w: &QWeight<'_>,
-        x: &Q8ActsRef<'_>,
-        yt: &mut [f32],
-        r: usize,
-        t: usize,
-    ) {
-        // SAFETY: the caller's contract (which includes dotprod and i8mm, all `Mmla` needs).
-        unsafe { super::quant_neon::tile::<F, Mmla, R, T>(w, x, yt, r, t) }
-    }
-}
-
-macro_rules! matmul_entry {
-    ($name:ident, $format:ident) => {
-        /// i8mm version of the [`crate::quant::scalar`] function of the same name (same contract, same
-        /// panics).
-        pub fn $name(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-            check_qmatmul(w, $format::FORMAT, x, yt.len());
-            // SAFETY: only reachable through the i8mm table, built after detection confirmed NEON,
-            // dotprod and i8mm; `check_qmatmul` proved the plane lengths the tiles index.
-            unsafe {
-                if x.n == 1 {
-                    matmul_by_block::<$format, Dotprod>(w, x, yt)
-                } else {
-                    matmul::<$format, I8mm, ROWS, TOKENS>(w, x, yt)
-                }
+impl<F: Blocks> MatmulQ<F> for I8mm {
+    unsafe fn matmul_q(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+        // SAFETY: the caller's contract; every i8mm CPU has dotprod (detection requires both).
+        unsafe {
+            if x.n == 1 {
+                matmul_by_block::<F, Dotprod>(w, x, yt)
+            } else {
+                matmul::<F, I8mm, ROWS, TOKENS>(w, x, yt)
             }
         }
-    };
+    }
 }
-
-matmul_entry!(matmul_q8_0_q8, Q8_0);
-matmul_entry!(matmul_q4_0_q8, Q4_0);
-matmul_entry!(matmul_q4_1_q8, Q4_1);

@@ -5,8 +5,8 @@
 //! [`Q8Acts`] (32-element blocks of `i8` with an f32 scale and the block's integer sum), so the inner loops
 //! are integer dot products: `yt[r·n + t] = Σ_b scale_b · idot_b` (see [`scalar`] for the exact math).
 //!
-//! Kernel entries ([`QMatmulFn`], [`QuantizeActsFn`]) have the same name and signature in [`scalar`] (the
-//! specification) and in every ISA module, and sit in the [`Kernels`] table.
+//! Kernel entries ([`QMatmulFn`], [`QuantizeQ8Fn`]) are specified in [`scalar`], implemented by every
+//! variant under the same names, and sit in the [`Kernels`] table.
 
 pub mod format;
 pub mod gptq;
@@ -23,12 +23,12 @@ use crate::dispatch::Kernels;
 
 /// `yt[r·n + t] = Σ_j w[r, j] · x[t, j]` over all `w.rows` rows and all `x.n` tokens (the transposed
 /// output of [`crate::scalar`]'s `matmul_*`, so callers split rows across threads). Panics if the shapes
-/// disagree (see [`scalar::check_qmatmul`]).
+/// disagree (see [`scalar::check_matmul_q`]).
 pub type QMatmulFn = fn(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]);
 
 /// Quantizes `n` rows of `k` activations (`x[t·k + j]`, `k` a multiple of [`QK`]) into q8 blocks:
-/// `qs` (`n·k`), `d` and `sum` (`n·k/32` each). See [`scalar::quantize_q8_acts`].
-pub type QuantizeActsFn =
+/// `qs` (`n·k`), `d` and `sum` (`n·k/32` each). See [`scalar::quantize_q8`].
+pub type QuantizeQ8Fn =
     fn(x: &[f32], n: usize, k: usize, qs: &mut [i8], d: &mut [f32], sum: &mut [i32]);
 
 /// A malformed quantized tensor.
@@ -455,9 +455,9 @@ fn quantize_pass(
             .for_each(|(i, ((qs, d), sum))| {
                 let t0 = i * per;
                 let nt = d.len() / nb;
-                (kern.quantize_acts)(&x[t0 * k..(t0 + nt) * k], nt, k, qs, d, sum);
+                (kern.quantize_q8)(&x[t0 * k..(t0 + nt) * k], nt, k, qs, d, sum);
             });
     } else {
-        (kern.quantize_acts)(x, n, k, qs, d, sum);
+        (kern.quantize_q8)(x, n, k, qs, d, sum);
     }
 }
