@@ -30,46 +30,6 @@
 //! table for a format chosen at run time drop the format to `q`: [`Kernels::matmul_q`],
 //! [`par::matmul_q`], [`par::matmul_tokens_q`].
 
-/// The public `weighted_sum_f32` / `weighted_sum_f16` of a SIMD module that groups up to four weight
-/// rows per pass over the values: the module provides, under `#[target_feature(enable = $features)]`,
-/// `weighted_sum(p, v, out)` for one row and `weighted_group::<W, R>(p, v, out)` for `R` rows, both
-/// generic over its element trait `$elem` (implemented for f32 and f16).
-macro_rules! grouped_weighted_sum {
-    ($features:literal, $elem:path, $name:literal) => {
-        #[doc = concat!($name, " version of [`scalar::weighted_sum_f32`]: up to four rows share each load of `v`.")]
-        fn weighted_sum_f32(p: &[f32], rows: usize, v: &[f32], out: &mut [f32]) {
-            scalar::weighted_sum_rows(p, rows, v.len(), out, 4, |p, out, r| {
-                // SAFETY: only reachable through this module's tables, built after detection;
-                // `weighted_sum_rows` passes `r` rows of `seen` and of `hd` with `seen·hd <= v.len()`.
-                unsafe { weighted_rows(p, v, out, r) }
-            })
-        }
-
-        #[doc = concat!($name, " version of [`scalar::weighted_sum_f16`]: up to four rows share each load of `v`.")]
-        fn weighted_sum_f16(p: &[f32], rows: usize, v: &[f16], out: &mut [f32]) {
-            scalar::weighted_sum_rows(p, rows, v.len(), out, 4, |p, out, r| {
-                // SAFETY: as for `weighted_sum_f32`.
-                unsafe { weighted_rows(p, v, out, r) }
-            })
-        }
-
-        /// `r` (1..=4) rows: `weighted_group`, or `weighted_sum` for one. Precondition: `p` is `r` rows
-        /// of `seen > 0`, `out` `r` rows of `hd > 0`, `v.len() >= seen·hd`.
-        #[target_feature(enable = $features)]
-        unsafe fn weighted_rows<W: $elem>(p: &[f32], v: &[W], out: &mut [f32], r: usize) {
-            // SAFETY: forwarded precondition.
-            unsafe {
-                match r {
-                    1 => weighted_sum(p, v, out),
-                    2 => weighted_group::<W, 2>(p, v, out),
-                    3 => weighted_group::<W, 3>(p, v, out),
-                    _ => weighted_group::<W, 4>(p, v, out),
-                }
-            }
-        }
-    };
-}
-
 pub mod detect;
 pub mod dispatch;
 pub mod par;

@@ -2,17 +2,12 @@
 //! plain NEON's.
 
 use crate::dispatch::{Kernels, Variant};
-use crate::simd::{matmul_q, Q4_0, Q4_1, Q8_0};
+use crate::simd::quantized;
 
 /// The NEON + dotprod variant.
 pub(super) struct Dotprod;
 
+/// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed its features.
 pub(crate) fn table() -> Kernels {
-    Kernels {
-        variant: Variant::NeonDotprod,
-        matmul_q8_0_q8: matmul_q::<Dotprod, Q8_0>,
-        matmul_q4_0_q8: matmul_q::<Dotprod, Q4_0>,
-        matmul_q4_1_q8: matmul_q::<Dotprod, Q4_1>,
-        ..super::neon::table()
-    }
+    quantized::<Dotprod>(Variant::NeonDotprod, super::neon::table())
 }

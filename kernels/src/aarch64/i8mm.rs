@@ -2,17 +2,12 @@
 //! dotprod's.
 
 use crate::dispatch::{Kernels, Variant};
-use crate::simd::{matmul_q, Q4_0, Q4_1, Q8_0};
+use crate::simd::quantized;
 
 /// The NEON + dotprod + i8mm variant.
 pub(super) struct I8mm;
 
+/// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed its features.
 pub(crate) fn table() -> Kernels {
-    Kernels {
-        variant: Variant::NeonI8mm,
-        matmul_q8_0_q8: matmul_q::<I8mm, Q8_0>,
-        matmul_q4_0_q8: matmul_q::<I8mm, Q4_0>,
-        matmul_q4_1_q8: matmul_q::<I8mm, Q4_1>,
-        ..super::dotprod::table()
-    }
+    quantized::<I8mm>(Variant::NeonI8mm, super::dotprod::table())
 }

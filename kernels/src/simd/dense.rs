@@ -11,23 +11,29 @@
 //! Results match [`crate::scalar`] up to summation order: lanes accumulate separately and are added at
 //! the end, and multiply-adds are fused.
 
+use super::Entries;
 use crate::scalar;
 
 /// Weight rows per tile.
 pub(crate) const ROWS: usize = 4;
 
-/// An ISA's f32 vectors as the dense products use them. The methods are `#[inline(always)]` and
-/// compiled into [`Lanes::matmul`], which has the ISA's features (see [`super`]).
+/// An ISA's step along `k` as the dense products (and `axpy_*`, `weighted_sum_*`) use it: a vector of
+/// [`Lanes::STEP`] f32 lanes, NEON's a pair of 4-lane vectors. The methods are `#[inline(always)]` and
+/// compiled into the ISA's entries (see [`super`]).
 pub(crate) trait Lanes: Sized {
-    /// One accumulator of [`Lanes::STEP`] f32 lanes (NEON: a pair of 4-lane vectors).
+    /// One step (an accumulator, a row's or a token's elements).
     type V: Copy;
     /// Which lanes of a step are read: all ([`Lanes::FULL`]) or the first few of a masked tail.
     type Mask: Copy;
-    /// Elements of `k` per step.
+    /// Elements per step.
     const STEP: usize;
-    /// Whether the `k` tail is one masked step; else its `k % STEP` elements are added one by one.
+    /// Whether a tail is one masked step; else its elements are taken one by one.
     const MASKED_TAIL: bool;
     const FULL: Self::Mask;
+    /// Rows `weighted_sum_*` takes at once: 1, or up to 4 (`weighted_group` in [`super::vector`]).
+    const WEIGHTED_ROWS: usize;
+    /// Steps per column block of `weighted_group` (at most 4).
+    const GROUP_STEPS: usize = 4;
 
     /// The first `lanes` (`< STEP`) lanes. Only called when [`Lanes::MASKED_TAIL`].
     fn mask(lanes: usize) -> Self::Mask;
@@ -35,6 +41,8 @@ pub(crate) trait Lanes: Sized {
     /// # Safety
     /// The CPU has the ISA's features (likewise for every method below).
     unsafe fn zero() -> Self::V;
+
+    unsafe fn splat(v: f32) -> Self::V;
 
     /// `acc + w·x`, fused.
     unsafe fn fma(acc: Self::V, w: Self::V, x: Self::V) -> Self::V;
@@ -44,6 +52,12 @@ pub(crate) trait Lanes: Sized {
     /// # Safety
     /// The selected lanes are readable.
     unsafe fn load(p: *const f32, m: Self::Mask) -> Self::V;
+
+    /// Stores the lanes selected by `m` (the others are not written).
+    ///
+    /// # Safety
+    /// The selected lanes are writable.
+    unsafe fn store(p: *mut f32, v: Self::V, m: Self::Mask);
 
     /// The sum of an accumulator's lanes.
     unsafe fn sum(v: Self::V) -> f32;
@@ -58,18 +72,15 @@ pub(crate) trait Lanes: Sized {
         None
     }
 
-    /// [`matmul_tiles`] with the ISA's `TOKENS`, under its `#[target_feature]`.
+    /// One row of `weighted_sum_*` (see [`super::vector::weighted_one`], the default).
     ///
     /// # Safety
-    /// The CPU has the ISA's features; `check_matmul` accepted the shapes and returned `rows`.
-    unsafe fn matmul<W: Elem<Self>>(
-        w: &[W],
-        k: usize,
-        x: &[f32],
-        n: usize,
-        yt: &mut [f32],
-        rows: usize,
-    );
+    /// As [`super::vector::weighted_one`].
+    #[inline(always)]
+    unsafe fn weighted_one<W: Elem<Self>>(p: &[f32], v: &[W], out: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { super::vector::weighted_one::<Self, W>(p, v, out) }
+    }
 }
 
 /// A weight element type the ISA `I` loads as f32 lanes.
@@ -87,14 +98,21 @@ pub(crate) trait Elem<I: Lanes>: Copy + Into<f32> {
 }
 
 /// The table entry of `I`: [`scalar::matmul_f32`] and friends (same contract, same panics).
-pub(crate) fn matmul<I: Lanes, W: Elem<I>>(w: &[W], k: usize, x: &[f32], n: usize, yt: &mut [f32]) {
+pub(crate) fn matmul<I: Entries, W: Elem<I>>(
+    w: &[W],
+    k: usize,
+    x: &[f32],
+    n: usize,
+    yt: &mut [f32],
+) {
     let rows = scalar::check_matmul(w.len(), k, x.len(), n, yt.len());
     // SAFETY: only instantiated in `I`'s tables, built after detection confirmed `I`'s features;
     // `check_matmul` proved the slice lengths the tiles rely on.
     unsafe { I::matmul(w, k, x, n, yt, rows) }
 }
 
-/// Every row and token, in tiles of [`ROWS`] × `TOKENS` (`TOKENS` 2 or 4).
+/// Every row and token, in tiles of [`ROWS`] × `TOKENS` (`TOKENS` 2 or 4): the body of the ISA's
+/// [`Entries::matmul`].
 ///
 /// # Safety
 /// The CPU has `I`'s features; `w.len() == rows·k`, `x.len() >= n·k`, `yt.len() == rows·n`, `k > 0`.

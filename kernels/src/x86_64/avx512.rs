@@ -1,44 +1,39 @@
-//! AVX-512 (F, BW, VL, VNNI) kernels: the dense products ([`crate::simd::dense`]'s tiles with
-//! 16-lane vectors, 4 rows × 4 tokens in the 32 registers, and the `k` tail as one masked step whose
-//! masked-off lanes are never read) and the element-wise kernels that gain from the width; the
-//! others are AVX2's.
+//! AVX-512 VNNI: the vectors and loads of [`crate::simd`]'s kernels, with 16-lane vectors and tails
+//! as one masked step whose masked-off lanes are never read. Dense tiles are 4 rows × 4 tokens: 4×4
+//! accumulators + 4 weight vectors + 1 token vector of the 32 zmm registers. The activation kernels
+//! (`softmax_f32`, `silu_mul_f32`, `rmsnorm_f32`) are AVX2's.
 
 use core::arch::x86_64::*;
 
 use half::{bf16, f16};
 
+use super::quant_avx512::matmul_tokens_q;
 use crate::dispatch::{Kernels, Variant};
-use crate::scalar;
-use crate::simd::dense::{self, Elem, Lanes};
-use crate::simd::{matmul_q, quantize_q8, Q4_0, Q4_1, Q8_0};
+use crate::simd::dense::{Elem, Lanes};
+use crate::simd::vector::Vector;
+use crate::simd::{entries, table_of, Q4_0, Q4_1, Q8_0};
+
+/// The AVX-512 VNNI variant (with AVX2, FMA and F16C).
+pub(super) struct Avx512;
 
 /// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed AVX-512 F/BW/VL/VNNI
-/// and AVX2/FMA/F16C, which is what makes the safe entries below sound.
+/// and AVX2/FMA/F16C, which is what makes the table's safe entries sound.
 pub(crate) fn table() -> Kernels {
-    use super::quant_avx512::matmul_tokens_q;
     Kernels {
-        variant: Variant::Avx512Vnni,
-        matmul_f32: dense::matmul::<Avx512, f32>,
-        matmul_f16: dense::matmul::<Avx512, f16>,
-        matmul_bf16: dense::matmul::<Avx512, bf16>,
-        dot_f32,
-        axpy_f32,
-        axpy_f16,
-        weighted_sum_f32,
-        weighted_sum_f16,
-        quantize_q8: quantize_q8::<Avx512>,
-        matmul_q8_0_q8: matmul_q::<Avx512, Q8_0>,
-        matmul_q4_0_q8: matmul_q::<Avx512, Q4_0>,
-        matmul_q4_1_q8: matmul_q::<Avx512, Q4_1>,
         matmul_tokens_q8_0_q8: Some(matmul_tokens_q::<Q8_0>),
         matmul_tokens_q4_0_q8: Some(matmul_tokens_q::<Q4_0>),
         matmul_tokens_q4_1_q8: Some(matmul_tokens_q::<Q4_1>),
-        ..super::avx2::table()
+        ..table_of::<Avx512>(Variant::Avx512Vnni, super::avx2::table())
     }
 }
 
-/// The AVX-512 VNNI variant.
-pub(super) struct Avx512;
+entries!(Avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", 4);
+
+/// The first `lanes` (`<= 16`) lanes.
+#[inline(always)]
+fn mask16(lanes: usize) -> __mmask16 {
+    ((1u32 << lanes) - 1) as u16
+}
 
 impl Lanes for Avx512 {
     type V = __m512;
@@ -46,14 +41,20 @@ impl Lanes for Avx512 {
     const STEP: usize = 16;
     const MASKED_TAIL: bool = true;
     const FULL: __mmask16 = 0xffff;
+    const WEIGHTED_ROWS: usize = 4;
 
     fn mask(lanes: usize) -> __mmask16 {
-        (1u16 << lanes) - 1
+        mask16(lanes)
     }
 
     #[inline(always)]
     unsafe fn zero() -> __m512 {
         _mm512_setzero_ps()
+    }
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> __m512 {
+        _mm512_set1_ps(v)
     }
 
     #[inline(always)]
@@ -69,6 +70,19 @@ impl Lanes for Avx512 {
                 _mm512_loadu_ps(p)
             } else {
                 _mm512_maskz_loadu_ps(m, p)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512, m: __mmask16) {
+        // SAFETY: the caller guarantees the selected elements are writable; masked lanes are not
+        // written.
+        unsafe {
+            if m == 0xffff {
+                _mm512_storeu_ps(p, v)
+            } else {
+                _mm512_mask_storeu_ps(p, m, v)
             }
         }
     }
@@ -102,19 +116,10 @@ impl Lanes for Avx512 {
         Some(out)
     }
 
-    /// Tiles of 4 rows × 4 tokens: 4×4 accumulators + 4 weight vectors + 1 token vector of the 32
-    /// zmm registers.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    unsafe fn matmul<W: Elem<Avx512>>(
-        w: &[W],
-        k: usize,
-        x: &[f32],
-        n: usize,
-        yt: &mut [f32],
-        rows: usize,
-    ) {
+    #[inline(always)]
+    unsafe fn weighted_one<W: Elem<Self>>(p: &[f32], v: &[W], out: &mut [f32]) {
         // SAFETY: the caller's contract.
-        unsafe { dense::matmul_tiles::<Avx512, W, 4>(w, k, x, n, yt, rows) }
+        unsafe { two_rows(p, v, out) }
     }
 }
 
@@ -122,7 +127,7 @@ impl Elem<Avx512> for f32 {
     #[inline(always)]
     unsafe fn load(p: *const f32, m: __mmask16) -> __m512 {
         // SAFETY: the caller's contract.
-        unsafe { Avx512::load(p, m) }
+        unsafe { <Avx512 as Lanes>::load(p, m) }
     }
 }
 
@@ -161,6 +166,55 @@ impl Elem<Avx512> for bf16 {
     }
 }
 
+impl Vector for Avx512 {
+    type F = __m512;
+    type M = __mmask16;
+    const W: usize = 16;
+    const MASKED: bool = true;
+
+    fn lanes(n: usize) -> __mmask16 {
+        mask16(n)
+    }
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> __m512 {
+        _mm512_set1_ps(v)
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn load_lanes(p: *const f32, m: __mmask16) -> __m512 {
+        // SAFETY: the caller's contract; masked lanes do not fault.
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(a, b)
+    }
+
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, c)
+    }
+
+    #[inline(always)]
+    unsafe fn sum(v: __m512) -> f32 {
+        _mm512_reduce_add_ps(v)
+    }
+}
+
 /// Lane `m` of the result is the sum of the sixteen lanes of `v[m]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -194,175 +248,67 @@ fn sum16(v: &[__m512; 16]) -> __m512 {
     )
 }
 
-/// AVX-512 version of [`scalar::dot_f32`].
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    // SAFETY: only reachable through the AVX-512 table, built after detection.
-    unsafe { dot_f32_avx512(a, b) }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dot_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
-    let len = a.len().min(b.len());
-    let (ap, bp) = (a.as_ptr(), b.as_ptr());
-    // Four accumulators hide the FMA latency.
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 64 <= len {
-        for (u, s) in acc.iter_mut().enumerate() {
-            // SAFETY: i+64 <= len, so elements i+16u..i+16u+16 lie in both slices.
-            let (va, vb) = unsafe {
-                (
-                    _mm512_loadu_ps(ap.add(i + 16 * u)),
-                    _mm512_loadu_ps(bp.add(i + 16 * u)),
-                )
-            };
-            *s = _mm512_fmadd_ps(va, vb, *s);
-        }
-        i += 64;
+/// `weighted_sum_*` for one row: columns in blocks of 64 (four vectors; the last block masked to the
+/// row's end), the row's weights two at a time into two sets of accumulators (eight independent FMA
+/// chains), added at the end. Precondition: `v.len() >= p.len() * out.len()`.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VL; the precondition.
+#[inline(always)]
+unsafe fn two_rows<W: Elem<Avx512>>(p: &[f32], v: &[W], out: &mut [f32]) {
+    let hd = out.len();
+    let mut c = 0;
+    while c + 64 <= hd {
+        // SAFETY: columns c..c+64 lie below hd (the precondition for the rest).
+        unsafe { two_rows_block(p, v, out, c, [16; 4]) };
+        c += 64;
     }
-    while i < len {
-        let m: __mmask16 = if len - i >= 16 {
-            0xffff
-        } else {
-            (1u16 << (len - i)) - 1
-        };
-        // SAFETY: the lanes selected by `m` are elements i..min(i+16, len) of both slices.
-        let (va, vb) = unsafe {
-            (
-                _mm512_maskz_loadu_ps(m, ap.add(i)),
-                _mm512_maskz_loadu_ps(m, bp.add(i)),
-            )
-        };
-        acc[0] = _mm512_fmadd_ps(va, vb, acc[0]);
-        i += 16;
-    }
-    let v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(v)
-}
-
-/// AVX-512 version of [`scalar::axpy_f32`] (fused multiply-add, so last-bit differences are expected).
-fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-    // SAFETY: only reachable through the AVX-512 table, built after detection.
-    unsafe { axpy(alpha, x, y) }
-}
-
-/// AVX-512 version of [`scalar::axpy_f16`].
-fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
-    // SAFETY: only reachable through the AVX-512 table, built after detection.
-    unsafe { axpy(alpha, x, y) }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn axpy<W: Elem<Avx512>>(alpha: f32, x: &[W], y: &mut [f32]) {
-    let len = x.len().min(y.len());
-    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
-    let va = _mm512_set1_ps(alpha);
-    let mut i = 0;
-    while i < len {
-        let m: __mmask16 = if len - i >= 16 {
-            0xffff
-        } else {
-            (1u16 << (len - i)) - 1
-        };
-        // SAFETY: the lanes selected by `m` are elements i..min(i+16, len) of both slices; masked
-        // lanes are neither read nor written, and `y` is borrowed mutably.
-        unsafe {
-            let v = _mm512_fmadd_ps(
-                va,
-                W::load(xp.add(i), m),
-                _mm512_maskz_loadu_ps(m, yp.add(i)),
-            );
-            _mm512_mask_storeu_ps(yp.add(i), m, v);
-        }
-        i += 16;
+    if c < hd {
+        let lanes = core::array::from_fn(|a| hd.saturating_sub(c + 16 * a).min(16));
+        // SAFETY: `lanes` counts the columns below hd of each vector.
+        unsafe { two_rows_block(p, v, out, c, lanes) };
     }
 }
 
-grouped_weighted_sum!(
-    "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
-    Elem<Avx512>,
-    "AVX-512"
-);
-
-/// `R` rows at once: columns in blocks of 64 (four vectors, the last masked to the row's end), each
-/// block of `v` loaded once per position for all `R` rows (4·R independent FMA chains).
-/// Precondition: `p.len() = R·seen`, `out.len() = R·hd` with `seen, hd > 0`, `v.len() >= seen·hd`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn weighted_group<W: Elem<Avx512>, const R: usize>(p: &[f32], v: &[W], out: &mut [f32]) {
-    let (seen, hd) = (p.len() / R, out.len() / R);
-    let vp = v.as_ptr();
-    for c in (0..hd).step_by(64) {
-        let m: [__mmask16; 4] = core::array::from_fn(|a| {
-            let lanes = hd.saturating_sub(c + 16 * a).min(16);
-            ((1u32 << lanes) - 1) as u16
-        });
-        let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        for j in 0..seen {
-            let x: [__m512; 4] = core::array::from_fn(|a| {
-                if m[a] == 0 {
-                    _mm512_setzero_ps()
-                } else {
-                    // SAFETY: position j < seen and the lanes selected by m[a] are columns below hd
-                    // of that position, inside `v` (precondition).
-                    unsafe { W::load(vp.add(j * hd + c + 16 * a), m[a]) }
-                }
-            });
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let w = _mm512_set1_ps(p[r * seen + j]);
-                for (acc, &x) in acc.iter_mut().zip(&x) {
+/// The columns `c + 16a ..+ lanes[a]` of [`two_rows`].
+///
+/// # Safety
+/// As [`two_rows`], and those columns lie below `out.len()`.
+#[inline(always)]
+unsafe fn two_rows_block<W: Elem<Avx512>>(
+    p: &[f32],
+    v: &[W],
+    out: &mut [f32],
+    c: usize,
+    lanes: [usize; 4],
+) {
+    let (hd, rows, vp) = (out.len(), p.len(), v.as_ptr());
+    let m = lanes.map(mask16);
+    let mut acc = [[_mm512_setzero_ps(); 4]; 2];
+    let mut j = 0;
+    while j < rows {
+        let two = (rows - j).min(2);
+        for (u, acc) in acc.iter_mut().enumerate().take(two) {
+            let w = _mm512_set1_ps(p[j + u]);
+            for (a, acc) in acc.iter_mut().enumerate() {
+                if lanes[a] > 0 {
+                    // SAFETY: row j+u < rows and the lanes selected by m[a] are columns below hd of
+                    // that row, inside `v` (precondition).
+                    let x = unsafe { W::load(vp.add((j + u) * hd + c + 16 * a), m[a]) };
                     *acc = _mm512_fmadd_ps(w, x, *acc);
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            for (a, (&ma, &acc)) in m.iter().zip(acc).enumerate() {
-                // `wrapping_add`: a wholly masked-off vector's address may lie past the end.
-                let at = out.as_mut_ptr().wrapping_add(r * hd + c + 16 * a);
-                // SAFETY: the lanes selected by ma are columns below hd of row r < R of `out`.
-                unsafe { _mm512_mask_storeu_ps(at, ma, acc) };
-            }
-        }
+        j += two;
     }
-}
-
-/// Columns in blocks of 64 (four vectors, the last masked to the row's end), rows two at a time into
-/// two sets of accumulators (eight independent FMA chains), added at the end.
-/// Precondition: `v.len() >= p.len() * out.len()`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn weighted_sum<W: Elem<Avx512>>(p: &[f32], v: &[W], out: &mut [f32]) {
-    let hd = out.len();
-    let vp = v.as_ptr();
-    let rows = p.len();
-    for c in (0..hd).step_by(64) {
-        let mask = |a: usize| -> __mmask16 {
-            let lanes = hd.saturating_sub(c + 16 * a).min(16);
-            ((1u32 << lanes) - 1) as u16
-        };
-        let m: [__mmask16; 4] = core::array::from_fn(mask);
-        let mut acc = [[_mm512_setzero_ps(); 4]; 2];
-        let mut j = 0;
-        while j < rows {
-            let two = (rows - j).min(2);
-            for (u, acc) in acc.iter_mut().enumerate().take(two) {
-                let w = _mm512_set1_ps(p[j + u]);
-                for (a, acc) in acc.iter_mut().enumerate() {
-                    if m[a] != 0 {
-                        // SAFETY: row j+u < rows and the lanes selected by m[a] are columns below
-                        // hd of that row, inside `v` (precondition).
-                        let x = unsafe { W::load(vp.add((j + u) * hd + c + 16 * a), m[a]) };
-                        *acc = _mm512_fmadd_ps(w, x, *acc);
-                    }
-                }
-            }
-            j += two;
-        }
-        for (a, &ma) in m.iter().enumerate() {
+    for (a, &ma) in m.iter().enumerate() {
+        if lanes[a] > 0 {
             // SAFETY: the lanes selected by ma are columns below hd = out.len().
             unsafe {
-                _mm512_mask_storeu_ps(
-                    out.as_mut_ptr().wrapping_add(c + 16 * a),
-                    ma,
+                <Avx512 as Lanes>::store(
+                    out.as_mut_ptr().add(c + 16 * a),
                     _mm512_add_ps(acc[0][a], acc[1][a]),
+                    ma,
                 )
             };
         }
