@@ -17,7 +17,9 @@ use super::asm::smmla;
 use super::dotprod::Dotprod;
 use super::i8mm::I8mm;
 use super::quant_dotprod::Sdot;
-use super::quant_neon::{isa, matmul, matmul_by_block, Blocks, ByBlock, Isums, Tile};
+use super::quant_neon::{
+    four_blocks, isa, matmul, matmul_by_block, Blocks, ByBlock, Dots, Isums, OneBlock, Tile,
+};
 use crate::quant::{Q8ActsRef, QWeight, QK};
 use crate::simd::MatmulQ;
 
@@ -67,37 +69,17 @@ pub(super) struct Mmla;
 impl Isums for Mmla {
     #[inline(always)]
     unsafe fn isums<F: Blocks, const R: usize, const T: usize>(
-        tile: &Tile<R, T>,
+        t: &Tile<R, T>,
         b: usize,
         g: usize,
-    ) -> [[int32x4_t; T]; R] {
+    ) -> Dots<R, T> {
         if !R.is_multiple_of(2) || !T.is_multiple_of(2) {
             // SAFETY: the caller's contract; the CPU has dotprod as well (see the module docs).
-            return unsafe { ByBlock::<Sdot>::isums::<F, R, T>(tile, b, g) };
+            return unsafe { ByBlock::<Sdot>::isums::<F, R, T>(t, b, g) };
         }
-        let none = [[vdupq_n_s32(0); T]; R];
         // SAFETY: blocks b..b+g exist and the CPU has i8mm (the caller's contract).
-        let p = unsafe {
-            [
-                mmla_block::<F, R, T>(tile, b),
-                if g > 1 {
-                    mmla_block::<F, R, T>(tile, b + 1)
-                } else {
-                    none
-                },
-                if g > 2 {
-                    mmla_block::<F, R, T>(tile, b + 2)
-                } else {
-                    none
-                },
-                if g > 3 {
-                    mmla_block::<F, R, T>(tile, b + 3)
-                } else {
-                    none
-                },
-            ]
-        };
-        let mut out = none;
+        let p = unsafe { four_blocks::<Self, F, R, T>(t, b, g) };
+        let mut out = [[vdupq_n_s32(0); T]; R];
         for ip in 0..R / 2 {
             for jp in 0..T / 2 {
                 let [a, b, c, d] =
@@ -112,48 +94,50 @@ impl Isums for Mmla {
     }
 }
 
-/// Block `b` of rows `2ip, 2ip+1` × tokens `2jp, 2jp+1` at `[ip][jp]` (for `ip < R/2`, `jp < T/2`; the
-/// rest is zero: array lengths cannot be `R/2` on stable Rust) as `[r0t0, r0t1, r1t0, r1t1]`.
-///
-/// # Safety
-/// `R`, `T` even; block `b` exists in every row and token of `tile`; the CPU has i8mm.
-#[inline(always)]
-unsafe fn mmla_block<F: Blocks, const R: usize, const T: usize>(
-    tile: &Tile<R, T>,
-    b: usize,
-) -> [[int32x4_t; T]; R] {
-    let mut wz = [[vdupq_n_s8(0); 4]; R];
-    for (ip, wz) in wz.iter_mut().take(R / 2).enumerate() {
-        let off = b * F::QB;
-        // SAFETY: block b exists in every row of the tile (the caller's contract).
-        *wz = unsafe {
-            pair(
-                F::load(tile.wq[2 * ip].add(off)),
-                F::load(tile.wq[2 * ip + 1].add(off)),
-            )
-        };
-    }
-    let mut xz = [[vdupq_n_s8(0); 4]; T];
-    for (jp, xz) in xz.iter_mut().take(T / 2).enumerate() {
-        let (p0, p1, off) = (tile.xq[2 * jp], tile.xq[2 * jp + 1], b * QK);
-        // SAFETY: block b (32 quants) exists in every token of the tile.
-        *xz = unsafe {
-            pair(
-                [vld1q_s8(p0.add(off)), vld1q_s8(p0.add(off + 16))],
-                [vld1q_s8(p1.add(off)), vld1q_s8(p1.add(off + 16))],
-            )
-        };
-    }
-    let mut out = [[vdupq_n_s32(0); T]; R];
-    for ip in 0..R / 2 {
-        for jp in 0..T / 2 {
-            for h in 0..4 {
-                // SAFETY: the CPU has i8mm (the caller's contract).
-                out[ip][jp] = unsafe { smmla(out[ip][jp], wz[ip][h], xz[jp][h]) };
+impl OneBlock for Mmla {
+    /// Block `b` of rows `2ip, 2ip+1` × tokens `2jp, 2jp+1` at `[ip][jp]` (for `ip < R/2`, `jp < T/2`; the
+    /// rest is zero: array lengths cannot be `R/2` on stable Rust) as `[r0t0, r0t1, r1t0, r1t1]`.
+    ///
+    /// # Safety
+    /// `R`, `T` even; block `b` exists in every row and token of `tile`; the CPU has i8mm.
+    #[inline(always)]
+    unsafe fn block<F: Blocks, const R: usize, const T: usize>(
+        t: &Tile<R, T>,
+        b: usize,
+    ) -> Dots<R, T> {
+        let mut wz = [[vdupq_n_s8(0); 4]; R];
+        for (ip, wz) in wz.iter_mut().take(R / 2).enumerate() {
+            let off = b * F::QB;
+            // SAFETY: block b exists in every row of the t (the caller's contract).
+            *wz = unsafe {
+                pair(
+                    F::load(t.wq[2 * ip].add(off)),
+                    F::load(t.wq[2 * ip + 1].add(off)),
+                )
+            };
+        }
+        let mut xz = [[vdupq_n_s8(0); 4]; T];
+        for (jp, xz) in xz.iter_mut().take(T / 2).enumerate() {
+            let (p0, p1, off) = (t.xq[2 * jp], t.xq[2 * jp + 1], b * QK);
+            // SAFETY: block b (32 quants) exists in every token of the t.
+            *xz = unsafe {
+                pair(
+                    [vld1q_s8(p0.add(off)), vld1q_s8(p0.add(off + 16))],
+                    [vld1q_s8(p1.add(off)), vld1q_s8(p1.add(off + 16))],
+                )
+            };
+        }
+        let mut out = [[vdupq_n_s32(0); T]; R];
+        for ip in 0..R / 2 {
+            for jp in 0..T / 2 {
+                for h in 0..4 {
+                    // SAFETY: the CPU has i8mm (the caller's contract).
+                    out[ip][jp] = unsafe { smmla(out[ip][jp], wz[ip][h], xz[jp][h]) };
+                }
             }
         }
+        out
     }
-    out
 }
 
 isa!(I8mm, "neon,dotprod,i8mm", Mmla);

@@ -135,10 +135,10 @@ pub(super) trait Isums {
     /// `1 <= g <= 4`; blocks `b..b+g` exist in every row and token of `tile`; the CPU has the
     /// implementor's features.
     unsafe fn isums<F: Blocks, const R: usize, const T: usize>(
-        tile: &Tile<R, T>,
+        t: &Tile<R, T>,
         b: usize,
         g: usize,
-    ) -> [[int32x4_t; T]; R];
+    ) -> Dots<R, T>;
 }
 
 /// One block's integer dot, as four i32 lanes whose sum is `Σ w·x` over the 32 elements.
@@ -151,20 +151,67 @@ pub(super) trait BlockDot {
 /// [`Isums`] one block and one (row, token) pair at a time with `D`, four blocks reduced by `addp`.
 pub(super) struct ByBlock<D>(PhantomData<D>);
 
-impl<D: BlockDot> ByBlock<D> {
-    /// Every pair's four partial sums of block `b`. Safety as [`Isums::isums`], for block `b`.
+/// Every (row, token) pair's four i32 lanes of a tile.
+pub(super) type Dots<const R: usize, const T: usize> = [[int32x4_t; T]; R];
+
+/// How an [`Isums`] takes one block: every (row, token) pair's partial dots of block `b`, in the
+/// implementor's layout.
+pub(super) trait OneBlock {
+    /// # Safety
+    /// Block `b` exists in every row and token of `tile`; the CPU has the implementor's features.
+    unsafe fn block<F: Blocks, const R: usize, const T: usize>(
+        t: &Tile<R, T>,
+        b: usize,
+    ) -> Dots<R, T>;
+}
+
+/// Blocks `b..b+g` (`1 <= g <= 4`) of a group by [`OneBlock::block`], zero for the missing ones: four
+/// explicit blocks (no array indexed by a loop variable, so everything stays in registers); the `g`
+/// tests fold away in the full groups. Safety as [`Isums::isums`].
+#[inline(always)]
+pub(super) unsafe fn four_blocks<P: OneBlock, F: Blocks, const R: usize, const T: usize>(
+    tile: &Tile<R, T>,
+    b: usize,
+    g: usize,
+) -> [Dots<R, T>; 4] {
+    let none = [[vdupq_n_s32(0); T]; R];
+    // SAFETY: blocks b..b+g exist, and the CPU has P's features (the caller's contract).
+    unsafe {
+        [
+            P::block::<F, R, T>(tile, b),
+            if g > 1 {
+                P::block::<F, R, T>(tile, b + 1)
+            } else {
+                none
+            },
+            if g > 2 {
+                P::block::<F, R, T>(tile, b + 2)
+            } else {
+                none
+            },
+            if g > 3 {
+                P::block::<F, R, T>(tile, b + 3)
+            } else {
+                none
+            },
+        ]
+    }
+}
+
+impl<D: BlockDot> OneBlock for ByBlock<D> {
+    /// Every pair's four partial sums of block `b`.
     #[inline(always)]
     unsafe fn block<F: Blocks, const R: usize, const T: usize>(
-        tile: &Tile<R, T>,
+        t: &Tile<R, T>,
         b: usize,
-    ) -> [[int32x4_t; T]; R] {
+    ) -> Dots<R, T> {
         let mut wv = [[vdupq_n_s8(0); 2]; R];
-        for (v, p) in wv.iter_mut().zip(tile.wq) {
+        for (v, p) in wv.iter_mut().zip(t.wq) {
             // SAFETY: block b of this row exists (the caller's contract).
             *v = unsafe { F::load(p.add(b * F::QB)) };
         }
         let mut out = [[vdupq_n_s32(0); T]; R];
-        for (j, p) in tile.xq.into_iter().enumerate() {
+        for (j, p) in t.xq.into_iter().enumerate() {
             // SAFETY: block b of this token exists: 32 quants at b·32.
             let xv = unsafe { [vld1q_s8(p.add(b * QK)), vld1q_s8(p.add(b * QK + 16))] };
             for i in 0..R {
@@ -179,35 +226,13 @@ impl<D: BlockDot> ByBlock<D> {
 impl<D: BlockDot> Isums for ByBlock<D> {
     #[inline(always)]
     unsafe fn isums<F: Blocks, const R: usize, const T: usize>(
-        tile: &Tile<R, T>,
+        t: &Tile<R, T>,
         b: usize,
         g: usize,
-    ) -> [[int32x4_t; T]; R] {
-        let none = [[vdupq_n_s32(0); T]; R];
-        // Four explicit blocks (no array indexed by a loop variable, so everything stays in registers);
-        // the `g` tests fold away in the full groups.
-        // SAFETY: blocks b..b+g exist and the CPU has D's features (the caller's contract).
-        let p = unsafe {
-            [
-                Self::block::<F, R, T>(tile, b),
-                if g > 1 {
-                    Self::block::<F, R, T>(tile, b + 1)
-                } else {
-                    none
-                },
-                if g > 2 {
-                    Self::block::<F, R, T>(tile, b + 2)
-                } else {
-                    none
-                },
-                if g > 3 {
-                    Self::block::<F, R, T>(tile, b + 3)
-                } else {
-                    none
-                },
-            ]
-        };
-        let mut out = none;
+    ) -> Dots<R, T> {
+        // SAFETY: the caller's contract.
+        let p = unsafe { four_blocks::<Self, F, R, T>(t, b, g) };
+        let mut out = [[vdupq_n_s32(0); T]; R];
         for i in 0..R {
             for j in 0..T {
                 let (lo, hi) = (
