@@ -11,6 +11,16 @@
 //!
 //! This crate knows nothing about files or models.
 //!
+//! # Layout
+//!
+//! - [`scalar`], [`quant::scalar`]: the reference kernels (the specification);
+//! - `simd/`: every kernel's SIMD code written once, generic over an ISA's vectors and loads: the
+//!   dense tiles, the element-wise kernels, the checked table entries and the table builder;
+//! - `x86_64/`, `aarch64/`: per ISA, its vectors and loads (a few instructions each) and its
+//!   quantized block dots, plus the quantized tile drivers each architecture's ISAs share
+//!   (`x86_64/qtile.rs` and `qstream.rs`, `aarch64/quant_neon.rs`). Private: reachable only through
+//!   a [`Kernels`] table.
+//!
 //! # Names
 //!
 //! A kernel is named `<op>_<weights>_<acts>`, the same in its scalar function, its [`Kernels`] field,
@@ -28,7 +38,8 @@
 //! `matmul_tokens_q4_0_q8` the same product token-major. The ISA is never in a name: it is the table's
 //! [`Variant`] (`scalar`, `avx2`, `avx512_vnni`, `neon`, `neon_dotprod`, `neon_i8mm`). Helpers over a
 //! table for a format chosen at run time drop the format to `q`: [`Kernels::matmul_q`],
-//! [`par::matmul_q`], [`par::matmul_tokens_q`].
+//! [`par::matmul_q`], [`par::matmul_tokens_q`]; [`quant::quantize_acts`] fills a [`quant::Q8Acts`]
+//! arena through `quantize_q8` (in one or two passes).
 
 pub mod detect;
 pub mod dispatch;

@@ -284,7 +284,7 @@ fn matmul_q_extremes() {
 }
 
 /// Zero rows or zero tokens: the product (row-major and token-major) takes an empty output and writes
-/// nothing around it; an output of any other length panics before anything is written.
+/// nothing around it (raw stores past a slice would not be caught by bounds checks).
 #[test]
 fn matmul_q_empty() {
     const SENTINEL: f32 = -7.25;
@@ -323,15 +323,6 @@ fn matmul_q_empty() {
                 assert!(
                     buf.iter().all(|&v| v == SENTINEL),
                     "{what}: wrote around an empty output: {buf:?}"
-                );
-                let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    f(&w.view(), &x, &mut buf[4..12])
-                }))
-                .is_err();
-                assert!(panicked, "{what}: accepted an output of 8 elements");
-                assert!(
-                    buf.iter().all(|&v| v == SENTINEL),
-                    "{what}: wrote before rejecting the output length: {buf:?}"
                 );
             }
         }
