@@ -319,7 +319,7 @@ fn matmul_q_empty() {
                 );
                 // An empty slice in the middle of a sentinel-filled buffer: nothing around it may change.
                 let mut buf = vec![SENTINEL; 16];
-                f(&w.view(), &x, &mut buf[8..8]);
+                f(&w.view(), x, &mut buf[8..8]);
                 assert!(
                     buf.iter().all(|&v| v == SENTINEL),
                     "{what}: wrote around an empty output: {buf:?}"
