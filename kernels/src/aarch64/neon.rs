@@ -13,7 +13,7 @@ use half::{bf16, f16};
 use crate::dispatch::{Kernels, Variant};
 use crate::simd::dense::{Elem, Lanes};
 use crate::simd::vector::{Vector, VectorMath};
-use crate::simd::{activation_entries, activations, entries, table_of};
+use crate::simd::{activation_entries, activations, entries, intrinsics, table_of};
 
 /// The plain NEON variant.
 pub(super) struct Neon;
@@ -115,12 +115,13 @@ impl Vector for Neon {
     const W: usize = 4;
     const MASKED: bool = false;
 
-    fn lanes(_: usize) {}
-
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> float32x4_t {
-        vdupq_n_f32(v)
+    intrinsics! {
+        fn splat(v: f32) -> float32x4_t = vdupq_n_f32;
+        fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t = vaddq_f32;
+        fn sum(v: float32x4_t) -> f32 = vaddvq_f32;
     }
+
+    fn lanes(_: usize) {}
 
     #[inline(always)]
     unsafe fn load(p: *const f32) -> float32x4_t {
@@ -135,60 +136,25 @@ impl Vector for Neon {
     }
 
     #[inline(always)]
-    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vaddq_f32(a, b)
-    }
-
-    #[inline(always)]
     unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
         vfmaq_f32(c, a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn sum(v: float32x4_t) -> f32 {
-        vaddvq_f32(v)
     }
 }
 
 impl VectorMath for Neon {
-    #[inline(always)]
-    unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vsubq_f32(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vmulq_f32(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn div(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vdivq_f32(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vminq_f32(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vmaxq_f32(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn neg(a: float32x4_t) -> float32x4_t {
-        vnegq_f32(a)
+    intrinsics! {
+        fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t = vsubq_f32;
+        fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t = vmulq_f32;
+        fn div(a: float32x4_t, b: float32x4_t) -> float32x4_t = vdivq_f32;
+        fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t = vminq_f32;
+        fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t = vmaxq_f32;
+        fn neg(a: float32x4_t) -> float32x4_t = vnegq_f32;
+        fn round(v: float32x4_t) -> float32x4_t = vrndnq_f32;
     }
 
     #[inline(always)]
     unsafe fn fnma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
         vfmsq_f32(c, a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn round(v: float32x4_t) -> float32x4_t {
-        vrndnq_f32(v)
     }
 
     #[inline(always)]

@@ -38,6 +38,20 @@ use crate::quant::{Q8ActsRef, QFormat, QWeight};
 use crate::scalar;
 use crate::weight::WeightRef;
 
+/// Trait methods that are one intrinsic each, for an ISA's vector operations: `fn name(a: T, ...) -> R
+/// = intrinsic;` becomes `#[inline(always)] unsafe fn name(a: T, ...) -> R { intrinsic(a, ...) }`.
+/// Register-only operations (no memory): their only requirement is the ISA's features, which is the
+/// trait methods' contract.
+macro_rules! intrinsics {
+    ($(fn $name:ident($($a:ident: $t:ty),*) -> $r:ty = $f:path;)+) => {$(
+        #[inline(always)]
+        unsafe fn $name($($a: $t),*) -> $r {
+            $f($($a),*)
+        }
+    )+};
+}
+pub(crate) use intrinsics;
+
 /// A weight format as a type, so that generic kernels are compiled once per format.
 pub(crate) trait Format {
     const FORMAT: QFormat;

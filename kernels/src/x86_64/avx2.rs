@@ -10,7 +10,7 @@ use super::hsum;
 use crate::dispatch::{Kernels, Variant};
 use crate::simd::dense::{Elem, Lanes};
 use crate::simd::vector::{Vector, VectorMath};
-use crate::simd::{activation_entries, activations, entries, table_of};
+use crate::simd::{activation_entries, activations, entries, intrinsics, table_of};
 
 /// The AVX2 + FMA + F16C variant.
 pub(super) struct Avx2;
@@ -32,17 +32,13 @@ impl Lanes for Avx2 {
     const FULL: () = ();
     const WEIGHTED_ROWS: usize = 1;
 
+    intrinsics! {
+        fn zero() -> __m256 = _mm256_setzero_ps;
+        fn splat(v: f32) -> __m256 = _mm256_set1_ps;
+        fn sum(v: __m256) -> f32 = hsum;
+    }
+
     fn mask(_: usize) {}
-
-    #[inline(always)]
-    unsafe fn zero() -> __m256 {
-        _mm256_setzero_ps()
-    }
-
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> __m256 {
-        _mm256_set1_ps(v)
-    }
 
     #[inline(always)]
     unsafe fn fma(acc: __m256, w: __m256, x: __m256) -> __m256 {
@@ -59,11 +55,6 @@ impl Lanes for Avx2 {
     unsafe fn store(p: *mut f32, v: __m256, _: ()) {
         // SAFETY: 8 writable values (the caller's contract).
         unsafe { _mm256_storeu_ps(p, v) }
-    }
-
-    #[inline(always)]
-    unsafe fn sum(v: __m256) -> f32 {
-        hsum(v)
     }
 }
 
@@ -101,12 +92,14 @@ impl Vector for Avx2 {
     const W: usize = 8;
     const MASKED: bool = false;
 
-    fn lanes(_: usize) {}
-
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> __m256 {
-        _mm256_set1_ps(v)
+    intrinsics! {
+        fn splat(v: f32) -> __m256 = _mm256_set1_ps;
+        fn add(a: __m256, b: __m256) -> __m256 = _mm256_add_ps;
+        fn fma(a: __m256, b: __m256, c: __m256) -> __m256 = _mm256_fmadd_ps;
+        fn sum(v: __m256) -> f32 = hsum;
     }
+
+    fn lanes(_: usize) {}
 
     #[inline(always)]
     unsafe fn load(p: *const f32) -> __m256 {
@@ -119,57 +112,21 @@ impl Vector for Avx2 {
         // SAFETY: the caller's contract.
         unsafe { _mm256_storeu_ps(p, v) }
     }
-
-    #[inline(always)]
-    unsafe fn add(a: __m256, b: __m256) -> __m256 {
-        _mm256_add_ps(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-        _mm256_fmadd_ps(a, b, c)
-    }
-
-    #[inline(always)]
-    unsafe fn sum(v: __m256) -> f32 {
-        hsum(v)
-    }
 }
 
 impl VectorMath for Avx2 {
-    #[inline(always)]
-    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
-        _mm256_sub_ps(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-        _mm256_mul_ps(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn div(a: __m256, b: __m256) -> __m256 {
-        _mm256_div_ps(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn min(a: __m256, b: __m256) -> __m256 {
-        _mm256_min_ps(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn max(a: __m256, b: __m256) -> __m256 {
-        _mm256_max_ps(a, b)
+    intrinsics! {
+        fn sub(a: __m256, b: __m256) -> __m256 = _mm256_sub_ps;
+        fn mul(a: __m256, b: __m256) -> __m256 = _mm256_mul_ps;
+        fn div(a: __m256, b: __m256) -> __m256 = _mm256_div_ps;
+        fn min(a: __m256, b: __m256) -> __m256 = _mm256_min_ps;
+        fn max(a: __m256, b: __m256) -> __m256 = _mm256_max_ps;
+        fn fnma(a: __m256, b: __m256, c: __m256) -> __m256 = _mm256_fnmadd_ps;
     }
 
     #[inline(always)]
     unsafe fn neg(a: __m256) -> __m256 {
         _mm256_sub_ps(_mm256_setzero_ps(), a)
-    }
-
-    #[inline(always)]
-    unsafe fn fnma(a: __m256, b: __m256, c: __m256) -> __m256 {
-        _mm256_fnmadd_ps(a, b, c)
     }
 
     #[inline(always)]

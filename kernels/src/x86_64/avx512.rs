@@ -11,7 +11,7 @@ use super::quant_avx512::matmul_tokens_q;
 use crate::dispatch::{Kernels, Variant};
 use crate::simd::dense::{Elem, Lanes};
 use crate::simd::vector::Vector;
-use crate::simd::{entries, table_of, Q4_0, Q4_1, Q8_0};
+use crate::simd::{entries, intrinsics, table_of, Q4_0, Q4_1, Q8_0};
 
 /// The AVX-512 VNNI variant (with AVX2, FMA and F16C).
 pub(super) struct Avx512;
@@ -43,18 +43,14 @@ impl Lanes for Avx512 {
     const FULL: __mmask16 = 0xffff;
     const WEIGHTED_ROWS: usize = 4;
 
+    intrinsics! {
+        fn zero() -> __m512 = _mm512_setzero_ps;
+        fn splat(v: f32) -> __m512 = _mm512_set1_ps;
+        fn sum(v: __m512) -> f32 = _mm512_reduce_add_ps;
+    }
+
     fn mask(lanes: usize) -> __mmask16 {
         mask16(lanes)
-    }
-
-    #[inline(always)]
-    unsafe fn zero() -> __m512 {
-        _mm512_setzero_ps()
-    }
-
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> __m512 {
-        _mm512_set1_ps(v)
     }
 
     #[inline(always)]
@@ -85,11 +81,6 @@ impl Lanes for Avx512 {
                 _mm512_mask_storeu_ps(p, m, v)
             }
         }
-    }
-
-    #[inline(always)]
-    unsafe fn sum(v: __m512) -> f32 {
-        _mm512_reduce_add_ps(v)
     }
 
     /// Sixteen sums at once through an add tree for whole-row tiles of several tokens (short rows,
@@ -172,13 +163,15 @@ impl Vector for Avx512 {
     const W: usize = 16;
     const MASKED: bool = true;
 
-    fn lanes(n: usize) -> __mmask16 {
-        mask16(n)
+    intrinsics! {
+        fn splat(v: f32) -> __m512 = _mm512_set1_ps;
+        fn add(a: __m512, b: __m512) -> __m512 = _mm512_add_ps;
+        fn fma(a: __m512, b: __m512, c: __m512) -> __m512 = _mm512_fmadd_ps;
+        fn sum(v: __m512) -> f32 = _mm512_reduce_add_ps;
     }
 
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> __m512 {
-        _mm512_set1_ps(v)
+    fn lanes(n: usize) -> __mmask16 {
+        mask16(n)
     }
 
     #[inline(always)]
@@ -197,21 +190,6 @@ impl Vector for Avx512 {
     unsafe fn store(p: *mut f32, v: __m512) {
         // SAFETY: the caller's contract.
         unsafe { _mm512_storeu_ps(p, v) }
-    }
-
-    #[inline(always)]
-    unsafe fn add(a: __m512, b: __m512) -> __m512 {
-        _mm512_add_ps(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-        _mm512_fmadd_ps(a, b, c)
-    }
-
-    #[inline(always)]
-    unsafe fn sum(v: __m512) -> f32 {
-        _mm512_reduce_add_ps(v)
     }
 }
 

@@ -24,7 +24,7 @@ use super::hsum;
 use super::qstream::{decode_entry, Stream, Units, PREP};
 use super::qtile::{self, tile_entries, Fmt, Loads, G};
 use crate::quant::{Q8ActsRef, QWeight, QK};
-use crate::simd::{MatmulQ, QuantizeQ8, Q4_0, Q4_1, Q8_0};
+use crate::simd::{intrinsics, MatmulQ, QuantizeQ8, Q4_0, Q4_1, Q8_0};
 
 impl<F: Stream<Avx2>> MatmulQ<F> for Avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -96,6 +96,13 @@ impl Units for Avx2 {
     type F = __m256;
     type I = __m256i;
 
+    intrinsics! {
+        fn mul(a: __m256, b: __m256) -> __m256 = _mm256_mul_ps;
+        fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 = _mm256_fmadd_ps;
+        fn cvt(v: __m256i) -> __m256 = _mm256_cvtepi32_ps;
+        fn sub(a: __m256i, b: __m256i) -> __m256i = _mm256_sub_epi32;
+    }
+
     #[inline(always)]
     unsafe fn f16s<const MASKED: bool>(p: *const f16, blocks: usize) -> __m256 {
         // SAFETY: the caller's contract.
@@ -112,26 +119,6 @@ impl Units for Avx2 {
     unsafe fn i32s(p: *const i32) -> __m256i {
         // SAFETY: the caller's contract.
         unsafe { _mm256_loadu_si256(p.cast()) }
-    }
-
-    #[inline(always)]
-    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-        _mm256_mul_ps(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
-        _mm256_fmadd_ps(a, b, c)
-    }
-
-    #[inline(always)]
-    unsafe fn cvt(v: __m256i) -> __m256 {
-        _mm256_cvtepi32_ps(v)
-    }
-
-    #[inline(always)]
-    unsafe fn sub(a: __m256i, b: __m256i) -> __m256i {
-        _mm256_sub_epi32(a, b)
     }
 
     #[inline(always)]

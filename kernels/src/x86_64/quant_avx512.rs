@@ -27,7 +27,7 @@ use super::qstream::{decode_entry, Stream, Units, PREP};
 use super::qtile::{self, tile_entries, Fmt, Loads};
 use crate::quant::scalar::check_matmul_q;
 use crate::quant::{Q8ActsRef, QWeight, QK};
-use crate::simd::{matmul_q, MatmulQ, QuantizeQ8, Q4_0, Q4_1, Q8_0};
+use crate::simd::{intrinsics, matmul_q, MatmulQ, QuantizeQ8, Q4_0, Q4_1, Q8_0};
 
 mod prefill;
 
@@ -130,6 +130,13 @@ const fn mask8<const LEN: usize>() -> __mmask8 {
 tile_entries!(Avx512, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
 
 impl Units for Avx512 {
+    intrinsics! {
+        fn mul(a: __m512, b: __m512) -> __m512 = _mm512_mul_ps;
+        fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 = _mm512_fmadd_ps;
+        fn cvt(v: __m512i) -> __m512 = _mm512_cvtepi32_ps;
+        fn sub(a: __m512i, b: __m512i) -> __m512i = _mm512_sub_epi32;
+    }
+
     /// Four 64-byte vectors of q4 quants, reduced together.
     const UNIT: usize = 16;
     type F = __m512;
@@ -158,26 +165,6 @@ impl Units for Avx512 {
     unsafe fn i32s(p: *const i32) -> __m512i {
         // SAFETY: the caller's contract.
         unsafe { _mm512_loadu_si512(p.cast()) }
-    }
-
-    #[inline(always)]
-    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-        _mm512_mul_ps(a, b)
-    }
-
-    #[inline(always)]
-    unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
-        _mm512_fmadd_ps(a, b, c)
-    }
-
-    #[inline(always)]
-    unsafe fn cvt(v: __m512i) -> __m512 {
-        _mm512_cvtepi32_ps(v)
-    }
-
-    #[inline(always)]
-    unsafe fn sub(a: __m512i, b: __m512i) -> __m512i {
-        _mm512_sub_epi32(a, b)
     }
 
     #[inline(always)]
