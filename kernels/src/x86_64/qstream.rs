@@ -175,7 +175,8 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
     }
 
     // LOOP 1: segments (independent rows).
-    for r in (0..rows).step_by(seg) {
+    let mut r = 0;
+    while r < rows {
         let rs = seg.min(rows - r);
         let blocks = rs * nb;
         let b0 = r * nb;
@@ -214,6 +215,7 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
             // SAFETY: the segment's `blocks` terms were just written.
             *y = unsafe { I::row_sum(terms.add(i * nb), nb) };
         }
+        r += rs;
     }
 }
 
