@@ -1,7 +1,8 @@
 //! Block-quantized weights and q8 activations.
 //!
-//! Weights come in the formats of [`format`] (q8_0, q4_0, q4_1 in the `rowsplit` layout) as a borrowed
-//! [`QWeight`]. Products against them quantize the activations first, once per matrix input, into
+//! Weights come in the formats of [`format`](mod@format) (q8_0, q4_0, q4_1 in the `rowsplit`
+//! layout) as a borrowed [`QWeight`]. Products against them quantize the activations first, once per
+//! matrix input, into
 //! [`Q8Acts`] (32-element blocks of `i8` with an f32 scale and the block's integer sum), so the inner loops
 //! are integer dot products: `yt[r·n + t] = Σ_b scale_b · idot_b` (see [`scalar`] for the exact math).
 //!
@@ -57,7 +58,7 @@ pub enum QuantError {
     },
 }
 
-/// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`]).
+/// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`](mod@format)).
 ///
 /// Fields are public so a loader can build one from mapped planes; kernels re-check the plane lengths
 /// (cheaply, once per call) and panic on a malformed view rather than read out of bounds.
