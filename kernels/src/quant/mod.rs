@@ -2,9 +2,9 @@
 //!
 //! Weights come in the formats of [`format`](mod@format) (q8_0, q4_0, q4_1 in the `rowsplit`
 //! layout) as a borrowed [`QWeight`]. Products against them quantize the activations first, once per
-//! matrix input, into
-//! [`Q8Acts`] (32-element blocks of `i8` with an f32 scale and the block's integer sum), so the inner loops
-//! are integer dot products: `yt[r·n + t] = Σ_b scale_b · idot_b` (see [`scalar`] for the exact math).
+//! matrix input, into [`Q8Acts`] (32-element blocks of `i8` with an f32 scale and the block's integer
+//! sum), so the inner loops are integer dot products: `yt[r·n + t] = Σ_b scale_b · idot_b` (see
+//! [`scalar`] for the exact math).
 //!
 //! Kernel entries ([`QMatmulFn`], [`QuantizeQ8Fn`]) are specified in [`scalar`], implemented by every
 //! variant under the same names, and sit in the [`Kernels`] table.
