@@ -1,10 +1,11 @@
 //! Kernel benchmarks: every variant this CPU can run, on the weight shapes of real models, with
 //! candle-core's quantized matmul beside ours in the same groups.
 //!
-//! Groups (`<group>/<variant>/<rows>x<cols>`, variant `candle` for candle-core):
-//! - `matvec_<fmt>_q8_0`: one token (decode) against a q8_0/q4_0/q4_1 weight.
-//! - `matmul_<fmt>_q8_0_n64`, `matmul_<fmt>_q8_0_n512`: 64 and 512 tokens (prefill).
-//! - `matvec_f32`, `matvec_f16`: the dense kernels on the SmolLM2 shapes (no candle peer).
+//! Ids are `<kernel>/<variant>/<rows>x<cols>_n<tokens>`: the kernel's name as in the `Kernels` table
+//! (see the kernels crate docs for the naming), variant `candle` for candle-core, and the token count
+//! in the shape (one token is decode, the same kernel as prefill):
+//! - `matmul_<fmt>_q8`: a q8_0/q4_0/q4_1 weight against 1 (decode), 64 and 512 tokens (prefill).
+//! - `matmul_f32`, `matmul_f16`: the dense kernels on the SmolLM2 shapes, one token (no candle peer).
 //!
 //! Shapes: SmolLM2-135M 576×576, 1536×576, 576×1536, 49152×576 (lm_head); Qwen2.5-0.5B 4864×896,
 //! 896×4864; TinyLlama 5632×2048; and 1000×608 (rows not a multiple of a SIMD tile, an odd number of
@@ -15,7 +16,7 @@
 //!
 //! What one iteration is, for both sides: f32 activations `[n, k]` in, f32 outputs out, with the
 //! activations quantized to q8 inside the timed call (candle's `QMatMul::forward` does that too).
-//! Ours calls the variant's `quantize_acts` and `matmul_<fmt>` directly, writing the row-major `yt`
+//! Ours calls the variant's `quantize_q8` and `matmul_<fmt>_q8` directly, writing the row-major `yt`
 //! (`[rows, n]`) the kernels produce; the transpose to token-major that `par::matmul` adds for n > 1
 //! is not timed (it is O(rows·n), against O(rows·n·k) for the product). Candle allocates its output
 //! tensor each call, as a model using it would.
@@ -26,13 +27,14 @@
 //! first used: `main` sets `CANDLE_NUM_THREADS=1` (unless already set) before touching candle, which
 //! gives that pool no workers, and `RAYON_NUM_THREADS=1` for anything else that reaches rayon.
 //!
-//! Cost: 1 s of measurement after 0.3 s of warm-up, 10 samples (flat sampling for the matmul groups,
-//! so a slow variant runs 10 iterations, not 55). The scalar variant is skipped at n = 512 (about a
+//! Cost: 1 s of measurement after 0.3 s of warm-up, 10 samples (flat sampling for several tokens, so a
+//! slow variant runs 10 iterations, not 55). The scalar variant is skipped at n = 512 (about a
 //! minute per format on the 2-core reference machine for no new information). Before timing, each shape's
 //! output is checked against candle's, so both sides are known to compute the same product.
 //!
-//! Run: `cargo bench --bench kernels` (all), `cargo bench --bench kernels -- matvec_q4_0` (a filter),
-//! then `python3 benches/summarize.py` for the ours-vs-candle table.
+//! Run: `cargo bench --bench kernels` (all), `cargo bench --bench kernels -- matmul_q4_0_q8` (a filter;
+//! `'matmul_q4_0_q8/avx2/.*_n1$'` for one variant's decode), then `python3 benches/summarize.py` for
+//! the ours-vs-candle tables.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -177,14 +179,17 @@ fn check_against_candle(kern: &Kernels, p: &QPair, x: &[f32], n: usize, xt: &Ten
     }
 }
 
+/// The shape part of an id: `<rows>x<cols>_n<tokens>`.
+fn shape_id(rows: usize, k: usize, n: usize) -> String {
+    format!("{rows}x{k}_n{n}")
+}
+
 fn quantized(c: &mut Criterion, variants: &[Kernels]) {
     let best = *variants.last().expect("scalar is always available");
+    // Token counts outermost, so that all of decode runs first.
     for &n in &TOKENS {
         for format in QFormat::ALL {
-            let group_name = match n {
-                1 => format!("matvec_{format}_q8_0"),
-                n => format!("matmul_{format}_q8_0_n{n}"),
-            };
+            let group_name = format!("matmul_{format}_q8");
             // Skip building weights for a group the command-line filter excludes entirely.
             if !group_may_run(&group_name) {
                 continue;
@@ -203,7 +208,7 @@ fn quantized(c: &mut Criterion, variants: &[Kernels]) {
                 let xt = Tensor::from_slice(&x, (n, k), &Device::Cpu).expect("input tensor");
                 check_against_candle(&best, &p, &x, n, &xt);
                 let w = p.weight();
-                let shape = format!("{rows}x{k}");
+                let shape = shape_id(rows, k, n);
                 group.throughput(Throughput::Bytes(p.bytes()));
                 let mut acts = Q8Acts::new(n, k);
                 let mut yt = vec![0.0f32; rows * n];
@@ -229,7 +234,7 @@ fn quantized(c: &mut Criterion, variants: &[Kernels]) {
 }
 
 fn dense(c: &mut Criterion, variants: &[Kernels]) {
-    for name in ["matvec_f32", "matvec_f16"] {
+    for name in ["matmul_f32", "matmul_f16"] {
         if !group_may_run(name) {
             continue;
         }
@@ -240,14 +245,14 @@ fn dense(c: &mut Criterion, variants: &[Kernels]) {
             let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
             let x = rng.vec(k, 1.0);
             let mut y = vec![0.0f32; rows];
-            let shape = format!("{rows}x{k}");
-            let elem = if name == "matvec_f32" { 4 } else { 2 };
+            let shape = shape_id(rows, k, 1);
+            let elem = if name == "matmul_f32" { 4 } else { 2 };
             group.throughput(Throughput::Bytes((rows * k * elem) as u64));
             for kern in variants {
                 let id = BenchmarkId::new(kern.variant.name(), &shape);
                 group.bench_function(id, |b| {
                     b.iter(|| {
-                        if name == "matvec_f32" {
+                        if name == "matmul_f32" {
                             (kern.matmul_f32)(&w32, k, black_box(&x), 1, &mut y);
                         } else {
                             (kern.matmul_f16)(&w16, k, black_box(&x), 1, &mut y);

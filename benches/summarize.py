@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Ours vs candle from the last `cargo bench --bench kernels` run, as a Markdown table.
 
-Reads criterion's `target/criterion/<group>/<variant>/<shape>/new/{benchmark,estimates}.json` (the
-latest run of each benchmark, whatever baselines were saved) and prints, for every group and shape,
-the GB/s (10^9 bytes of weights per second, from the median time) of each variant, our best one, and
-its ratio to candle (> 1: ours is faster). Groups without a candle peer (the dense ones) get no ratio.
-Batched groups (`..._n64`, `..._n512`) read each weight once per call but are compute-bound, so their
-GB/s are small; they also get the best variant's and candle's multiply-adds per second (GMAC/s).
+Reads criterion's `target/criterion/<kernel>/<variant>/<rows>x<cols>_n<tokens>/new/{benchmark,estimates}.json`
+(the latest run of each benchmark, whatever baselines were saved) and prints, for every kernel and
+token count, one table: per shape the GB/s (10^9 bytes of weights per second, from the median time)
+of each variant, our best one, and its ratio to candle (> 1: ours is faster). Kernels without a
+candle peer (the dense ones) get no ratio. Several tokens (prefill, n > 1) read each weight once per
+call but are compute-bound, so their GB/s are small; they also get the best variant's and candle's
+multiply-adds per second (GMAC/s).
 
 Usage: python3 benches/summarize.py [CRITERION_DIR]   (default: $CARGO_TARGET_DIR or target/, + criterion)
 Stdlib only.
@@ -30,7 +31,7 @@ def criterion_dir() -> Path:
 
 
 def load(root: Path):
-    """{group: {shape: {variant: GB/s}}} for every benchmark with a byte throughput."""
+    """{(kernel, tokens): {shape: {variant: GB/s}}} for every benchmark with a byte throughput."""
     out = {}
     for bench in root.glob("**/new/benchmark.json"):
         est = bench.with_name("estimates.json")
@@ -42,40 +43,39 @@ def load(root: Path):
         if not nbytes:
             continue
         ns = json.loads(est.read_text())["median"]["point_estimate"]
-        group, variant, shape = meta["group_id"], meta.get("function_id"), meta.get("value_str")
-        if variant is None or shape is None:
+        kernel, variant, value = meta["group_id"], meta.get("function_id"), meta.get("value_str")
+        m = re.fullmatch(r"(\d+x\d+)_n(\d+)", value or "")
+        if variant is None or not m:
             continue
-        out.setdefault(group, {}).setdefault(shape, {})[variant] = nbytes / ns
+        shape, tokens = m.group(1), int(m.group(2))
+        out.setdefault((kernel, tokens), {}).setdefault(shape, {})[variant] = nbytes / ns
     return out
 
 
 def fmt(x: float) -> str:
-    """Three significant digits, so the batched groups' small GB/s stay readable."""
+    """Three significant digits, so the prefill tables' small GB/s stay readable."""
     return f"{x:.3g}" if x < 100 else f"{x:.0f}"
 
 
-def gmacs(group: str, shape: str, gbs: float):
-    """Multiply-adds per ns for a batched group, from its GB/s and the weight's bytes per element."""
-    m = re.search(r"_n(\d+)$", group)
-    fm = re.match(r"mat(?:vec|mul)_(q8_0|q4_0|q4_1)_", group)
-    if not m or not fm:
+def gmacs(kernel: str, tokens: int, gbs: float):
+    """Multiply-adds per ns for a quantized product of several tokens, from its GB/s and the weight's
+    bytes per element; None for one token or a dense kernel."""
+    fm = re.fullmatch(r"matmul_(q8_0|q4_0|q4_1)_q8", kernel)
+    if tokens <= 1 or not fm:
         return None
     bytes_per_elem = {"q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32}[fm.group(1)]
-    return gbs / bytes_per_elem * int(m.group(1))
+    return gbs / bytes_per_elem * tokens
 
 
 def shape_key(shape: str):
-    try:
-        r, c = shape.split("x")
-        return (int(r) * int(c), int(r))
-    except ValueError:
-        return (0, 0)
+    r, c = shape.split("x")
+    return (int(r) * int(c), int(r))
 
 
-def group_key(group: str):
-    # matvec before matmul, n64 before n512, formats in a fixed order.
-    mode = 0 if group.startswith("matvec") else (1 if "n64" in group else 2)
-    return (mode, group)
+def table_key(key):
+    # Decode before prefill, fewer tokens first, kernels in name order.
+    kernel, tokens = key
+    return (tokens, kernel)
 
 
 def main() -> int:
@@ -84,15 +84,16 @@ def main() -> int:
     if not data:
         print(f"no criterion results under {root}; run `cargo bench --bench kernels` first", file=sys.stderr)
         return 1
-    for group in sorted(data, key=group_key):
-        shapes = data[group]
+    for key in sorted(data, key=table_key):
+        kernel, tokens = key
+        shapes = data[key]
         variants = sorted({v for s in shapes.values() for v in s} - {PEER})
         has_peer = any(PEER in s for s in shapes.values())
-        batched = gmacs(group, "", 1.0) is not None
+        batched = gmacs(kernel, tokens, 1.0) is not None
         cols = ["shape"] + variants + ([PEER, "best ours", "ours/candle"] if has_peer else ["best"])
         if batched:
             cols += ["best GMAC/s", "candle GMAC/s"]
-        print(f"\n### {group} (GB/s of weights)\n")
+        print(f"\n### {kernel}, {tokens} token{'s' if tokens > 1 else ''} (GB/s of weights)\n")
         print("| " + " | ".join(cols) + " |")
         print("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
         for shape in sorted(shapes, key=shape_key):
@@ -108,8 +109,8 @@ def main() -> int:
             else:
                 cells.append(tail)
             if batched:
-                cells.append(fmt(gmacs(group, shape, ours[best])) if best else "–")
-                cells.append(fmt(gmacs(group, shape, peer)) if peer else "–")
+                cells.append(fmt(gmacs(kernel, tokens, ours[best])) if best else "–")
+                cells.append(fmt(gmacs(kernel, tokens, peer)) if peer else "–")
             print("| " + " | ".join(cells) + " |")
     return 0
 

@@ -86,7 +86,7 @@ pub enum KernelError {
 }
 
 pub type MatmulFn<T> = fn(w: &[T], k: usize, x: &[f32], n: usize, yt: &mut [f32]);
-pub use crate::quant::{QMatmulFn, QuantizeActsFn};
+pub use crate::quant::{QMatmulFn, QuantizeQ8Fn};
 
 /// One variant's kernels. Every entry is a safe function: SIMD entries are wrappers whose
 /// construction is only possible after the variant's features were detected (see [`Kernels::new`]).
@@ -105,17 +105,17 @@ pub struct Kernels {
     pub softmax_f32: fn(&mut [f32]),
     pub silu_mul_f32: fn(&mut [f32], &[f32]),
     pub rope_f32: fn(&mut [f32], usize, &[f32], &[f32]),
-    /// f32 activations to q8 blocks (see [`quant::scalar::quantize_q8_acts`]).
-    pub quantize_acts: QuantizeActsFn,
-    pub matmul_q8_0: QMatmulFn,
-    pub matmul_q4_0: QMatmulFn,
-    pub matmul_q4_1: QMatmulFn,
+    /// f32 activations to q8 blocks (see [`quant::scalar::quantize_q8`]).
+    pub quantize_q8: QuantizeQ8Fn,
+    pub matmul_q8_0_q8: QMatmulFn,
+    pub matmul_q4_0_q8: QMatmulFn,
+    pub matmul_q4_1_q8: QMatmulFn,
     /// Token-major products, `y[t·rows + r]` instead of `yt[r·n + t]` (same contract otherwise), from
     /// variants whose multi-token kernel produces token-major sums natively, so that prefill needs no
-    /// transposition after the product; `None` where the caller must transpose `matmul_q*`'s output.
-    pub matmul_q8_0_tokens: Option<QMatmulFn>,
-    pub matmul_q4_0_tokens: Option<QMatmulFn>,
-    pub matmul_q4_1_tokens: Option<QMatmulFn>,
+    /// transposition after the product; `None` where the caller must transpose `matmul_*_q8`'s output.
+    pub matmul_tokens_q8_0_q8: Option<QMatmulFn>,
+    pub matmul_tokens_q4_0_q8: Option<QMatmulFn>,
+    pub matmul_tokens_q4_1_q8: Option<QMatmulFn>,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -142,30 +142,31 @@ impl Kernels {
         softmax_f32: scalar::softmax_f32,
         silu_mul_f32: scalar::silu_mul_f32,
         rope_f32: scalar::rope_f32,
-        quantize_acts: quant::scalar::quantize_q8_acts,
-        matmul_q8_0: quant::scalar::matmul_q8_0_q8,
-        matmul_q4_0: quant::scalar::matmul_q4_0_q8,
-        matmul_q4_1: quant::scalar::matmul_q4_1_q8,
-        matmul_q8_0_tokens: None,
-        matmul_q4_0_tokens: None,
-        matmul_q4_1_tokens: None,
+        quantize_q8: quant::scalar::quantize_q8,
+        matmul_q8_0_q8: quant::scalar::matmul_q8_0_q8,
+        matmul_q4_0_q8: quant::scalar::matmul_q4_0_q8,
+        matmul_q4_1_q8: quant::scalar::matmul_q4_1_q8,
+        matmul_tokens_q8_0_q8: None,
+        matmul_tokens_q4_0_q8: None,
+        matmul_tokens_q4_1_q8: None,
     };
 
-    /// The product kernel for weights in `format`.
+    /// The product kernel for weights in `format`: `matmul_<format>_q8`.
     pub fn matmul_q(&self, format: QFormat) -> QMatmulFn {
         match format {
-            QFormat::Q8_0 => self.matmul_q8_0,
-            QFormat::Q4_0 => self.matmul_q4_0,
-            QFormat::Q4_1 => self.matmul_q4_1,
+            QFormat::Q8_0 => self.matmul_q8_0_q8,
+            QFormat::Q4_0 => self.matmul_q4_0_q8,
+            QFormat::Q4_1 => self.matmul_q4_1_q8,
         }
     }
 
-    /// The token-major product kernel for weights in `format`, if this variant has one.
-    pub fn matmul_q_tokens(&self, format: QFormat) -> Option<QMatmulFn> {
+    /// The token-major product kernel for weights in `format` (`matmul_tokens_<format>_q8`), if this
+    /// variant has one.
+    pub fn matmul_tokens_q(&self, format: QFormat) -> Option<QMatmulFn> {
         match format {
-            QFormat::Q8_0 => self.matmul_q8_0_tokens,
-            QFormat::Q4_0 => self.matmul_q4_0_tokens,
-            QFormat::Q4_1 => self.matmul_q4_1_tokens,
+            QFormat::Q8_0 => self.matmul_tokens_q8_0_q8,
+            QFormat::Q4_0 => self.matmul_tokens_q4_0_q8,
+            QFormat::Q4_1 => self.matmul_tokens_q4_1_q8,
         }
     }
 

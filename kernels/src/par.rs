@@ -141,7 +141,7 @@ pub fn matmul_q_passes(
         return matvec_q_passes(kern, w, x, &mut y[..rows]);
     }
     let both = &mut scratch[..rows * 2 * n];
-    if matmul_q_tokens(kern, w, x, both) {
+    if matmul_tokens_q(kern, w, x, both) {
         // Token-major: the first pass's n token rows, then the second's.
         let (first, second) = both.split_at(rows * n);
         for ((y, a), b) in y[..rows * n].iter_mut().zip(first).zip(second) {
@@ -252,10 +252,10 @@ pub fn matvec_q_group(
 }
 
 /// Token-major quantized `y[t·rows + r] = Σ_j w[r, j] · x[t, j]` through the variant's token-major
-/// kernel (see `Kernels::matmul_q8_0_tokens`), tokens split across the pool (each task owns whole
+/// kernel (see `Kernels::matmul_tokens_q8_0_q8`), tokens split across the pool (each task owns whole
 /// token rows of `y`); returns `false`, leaving `y` untouched, when the variant has none.
-pub fn matmul_q_tokens(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32]) -> bool {
-    let Some(f) = kern.matmul_q_tokens(w.format) else {
+pub fn matmul_tokens_q(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32]) -> bool {
+    let Some(f) = kern.matmul_tokens_q(w.format) else {
         return false;
     };
     let (rows, n, k) = (w.rows, x.n, w.k);
@@ -272,7 +272,7 @@ pub fn matmul_q_tokens(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &m
     assert_eq!(
         y.len(),
         rows * n,
-        "par::matmul_q_tokens: y has {} elements, need {n}×{rows}",
+        "par::matmul_tokens_q: y has {} elements, need {n}×{rows}",
         y.len()
     );
     let tasks = (2 * threads).min(n / TOKENS_PER_TASK).max(1);

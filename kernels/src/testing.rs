@@ -232,21 +232,74 @@ impl QPlanes {
 }
 
 /// Prints which variants this run tests (visible with `--nocapture` or `--show-output`; parsed by
-/// scripts/test-aarch64.sh) and checks the scalar reference is among them.
+/// scripts/test-aarch64.sh) and asserts that they are the right ones: [`variants_under_test`] (what
+/// every variant test iterates over) is exactly the variants this CPU runs, asked of the standard
+/// library's feature detection directly rather than of [`crate::detect`], scalar first, each table
+/// naming its own variant; and every variant in `$EDGEINFER_REQUIRE_VARIANTS` is among them.
 pub fn report_variants() {
-    let ran: Vec<&str> = variants_under_test()
-        .iter()
-        .map(|k| k.variant.name())
-        .collect();
+    let tables = variants_under_test();
+    let ran: Vec<Variant> = tables.iter().map(|k| k.variant).collect();
     let skipped: Vec<&str> = Variant::ALL
         .into_iter()
-        .filter(|v| !Kernels::available().contains(v))
+        .filter(|v| !ran.contains(v))
         .map(|v| v.name())
         .collect();
     println!(
         "kernel variants tested: {} (unavailable here: {})",
-        ran.join(","),
+        ran.iter().map(|v| v.name()).collect::<Vec<_>>().join(","),
         skipped.join(",")
     );
-    assert_eq!(ran.first(), Some(&"scalar"));
+    assert_eq!(
+        ran.first(),
+        Some(&Variant::Scalar),
+        "scalar must come first"
+    );
+    let runnable: Vec<Variant> = Variant::ALL.into_iter().filter(|&v| cpu_runs(v)).collect();
+    assert_eq!(
+        ran, runnable,
+        "the variants under test are not the ones this CPU's features allow"
+    );
+    for v in &ran {
+        let table = Kernels::new(*v).expect("a variant under test");
+        assert_eq!(table.variant, *v, "the {v} table names another variant");
+    }
+    for v in required_variants() {
+        assert!(
+            ran.contains(&v),
+            "{ENV_REQUIRE_VARIANTS} requires {v}, which did not run"
+        );
+    }
+}
+
+/// Whether this CPU can run `v`, from the standard library's feature detection.
+fn cpu_runs(v: Variant) -> bool {
+    match v {
+        Variant::Scalar => true,
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx2 => {
+            use std::arch::is_x86_feature_detected as has;
+            has!("avx2") && has!("fma") && has!("f16c")
+        }
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx512Vnni => {
+            use std::arch::is_x86_feature_detected as has;
+            cpu_runs(Variant::Avx2)
+                && has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vl")
+                && has!("avx512vnni")
+        }
+        #[cfg(target_arch = "aarch64")]
+        Variant::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+        #[cfg(target_arch = "aarch64")]
+        Variant::NeonDotprod => {
+            cpu_runs(Variant::Neon) && std::arch::is_aarch64_feature_detected!("dotprod")
+        }
+        #[cfg(target_arch = "aarch64")]
+        Variant::NeonI8mm => {
+            cpu_runs(Variant::NeonDotprod) && std::arch::is_aarch64_feature_detected!("i8mm")
+        }
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
 }

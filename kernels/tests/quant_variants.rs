@@ -1,6 +1,7 @@
 //! Every kernel variant this CPU can run against the scalar spec, for the quantized kernels.
 //!
-//! Products (`matmul_q8_0/q4_0/q4_1`): integer block dots must be exact and the f32 result within 1e-5 of
+//! Products (`matmul_q8_0_q8`, `matmul_q4_0_q8`, `matmul_q4_1_q8` and their `matmul_tokens_*`): integer
+//! block dots must be exact and the f32 result within 1e-5 of
 //! scalar relative to `Σ_b |dw·dx·idot_b|` (plus `|m·dx·Σx|` for q4_1), so one unit off in any block dot
 //! fails. Activation quantization must match scalar bit for bit. Inputs are seeded random (the seed is
 //! printed on failure; `EDGEINFER_TEST_SEED=<seed>` replays it), every plane is offset from its
@@ -157,7 +158,7 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
     (kern.matmul_q(w.format))(&wv, &xv, got.get_mut());
     // The token-major kernel, where the variant has one: the same sums at y[t·rows + r].
     let mut got_tm = Unaligned::new(&vec![f32::NAN; rows * n], offs[6]);
-    let tm = kern.matmul_q_tokens(w.format);
+    let tm = kern.matmul_tokens_q(w.format);
     if let Some(f) = tm {
         f(&wv, &xv, got_tm.get_mut());
     }
@@ -168,7 +169,7 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
             let mag = magnitude(w, x, r, t);
             assert!(
                 close(g, e, mag, REL),
-                "matmul_{} variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: yt[{r}*n+{t}] = {g:e}, \
+                "matmul_{}_q8 variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: yt[{r}*n+{t}] = {g:e}, \
                  scalar {e:e}, magnitude {mag:e}; seed {seed} (replay: EDGEINFER_TEST_SEED={seed})",
                 w.format,
                 kern.variant,
@@ -178,7 +179,7 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
                 let g = got_tm.get()[t * rows + r];
                 assert!(
                     close(g, e, mag, REL),
-                    "matmul_{}_tokens variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: \
+                    "matmul_tokens_{}_q8 variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: \
                      y[{t}*rows+{r}] = {g:e}, scalar {e:e}; seed {seed} (replay: EDGEINFER_TEST_SEED={seed})",
                     w.format,
                     kern.variant,
@@ -191,7 +192,7 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
 
 /// Ragged rows × k of one to three blocks (and real widths on some) × a rotating token count.
 #[test]
-fn products_ragged() {
+fn matmul_q_ragged() {
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
@@ -226,7 +227,7 @@ fn products_ragged() {
 
 /// Extreme quants (±127/−128, nibbles 0 and 15), zero blocks and f16 scales from subnormal to max.
 #[test]
-fn products_extremes() {
+fn matmul_q_extremes() {
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
@@ -282,43 +283,55 @@ fn products_extremes() {
     }
 }
 
-/// Zero rows or zero tokens write nothing and do not panic.
+/// Zero rows or zero tokens: the product (row-major and token-major) takes an empty output and writes
+/// nothing around it (raw stores past a slice would not be caught by bounds checks).
 #[test]
-fn products_empty() {
+fn matmul_q_empty() {
+    const SENTINEL: f32 = -7.25;
     for kern in variants_under_test() {
         for format in QFormat::ALL {
-            let w = random_weight(&mut Rng::new(1), format, 0, 64, 1.0);
-            let x = Acts::constant(3, 64, 1, 1.0);
-            (kern.matmul_q(format))(
-                &w.view(),
-                &Q8ActsRef {
-                    qs: &x.qs,
-                    d: &x.d,
-                    sum: &x.sum,
-                    n: 3,
-                    k: 64,
-                },
-                &mut [],
-            );
-            let w = random_weight(&mut Rng::new(1), format, 5, 64, 1.0);
-            (kern.matmul_q(format))(
-                &w.view(),
-                &Q8ActsRef {
-                    qs: &[],
-                    d: &[],
-                    sum: &[],
-                    n: 0,
-                    k: 64,
-                },
-                &mut [],
-            );
+            let w0 = random_weight(&mut Rng::new(1), format, 0, 64, 1.0);
+            let w5 = random_weight(&mut Rng::new(1), format, 5, 64, 1.0);
+            let x3 = Acts::constant(3, 64, 1, 1.0);
+            let x3 = Q8ActsRef {
+                qs: &x3.qs,
+                d: &x3.d,
+                sum: &x3.sum,
+                n: 3,
+                k: 64,
+            };
+            let x0 = Q8ActsRef {
+                qs: &[],
+                d: &[],
+                sum: &[],
+                n: 0,
+                k: 64,
+            };
+            let kernels = [Some(kern.matmul_q(format)), kern.matmul_tokens_q(format)];
+            for (f, (w, x)) in kernels
+                .into_iter()
+                .flatten()
+                .flat_map(|f| [(f, (&w0, &x3)), (f, (&w5, &x0))])
+            {
+                let what = format!(
+                    "{format} variant {} rows={} n={}",
+                    kern.variant, w.rows, x.n
+                );
+                // An empty slice in the middle of a sentinel-filled buffer: nothing around it may change.
+                let mut buf = vec![SENTINEL; 16];
+                f(&w.view(), x, &mut buf[8..8]);
+                assert!(
+                    buf.iter().all(|&v| v == SENTINEL),
+                    "{what}: wrote around an empty output: {buf:?}"
+                );
+            }
         }
     }
 }
 
 /// Activation quantization: identical quants, sums and scales to scalar.
 #[test]
-fn quantize_acts_exact() {
+fn quantize_q8_exact() {
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
@@ -343,7 +356,7 @@ fn quantize_acts_exact() {
                     x[3 * QK + 1] = -x[3 * QK];
                 }
                 let (mut qs, mut d, mut sum) = (vec![0i8; n * k], vec![0f32; nb], vec![0i32; nb]);
-                qscalar::quantize_q8_acts(&x, n, k, &mut qs, &mut d, &mut sum);
+                qscalar::quantize_q8(&x, n, k, &mut qs, &mut d, &mut sum);
 
                 let offs = [rng.below(8), rng.below(32), rng.below(4), rng.below(4)];
                 let xu = Unaligned::new(&x, offs[0]);
@@ -352,10 +365,10 @@ fn quantize_acts_exact() {
                     Unaligned::new(&vec![f32::NAN; nb], offs[2]),
                     Unaligned::new(&vec![i32::MIN; nb], offs[3]),
                 );
-                (kern.quantize_acts)(xu.get(), n, k, gq.get_mut(), gd.get_mut(), gs.get_mut());
+                (kern.quantize_q8)(xu.get(), n, k, gq.get_mut(), gd.get_mut(), gs.get_mut());
                 let ctx = || {
                     format!(
-                        "quantize_acts variant {} n={n} k={k} scale={scale:e} offsets={offs:?}; seed {seed} \
+                        "quantize_q8 variant {} n={n} k={k} scale={scale:e} offsets={offs:?}; seed {seed} \
                          (replay: EDGEINFER_TEST_SEED={seed})",
                         kern.variant
                     )
@@ -430,8 +443,8 @@ fn par_matmul_q_three_threads() {
                 pool.install(|| par::matmul_q(&kern, &w.view(), &acts, &mut got));
                 let mut got_tm = vec![f32::NAN; rows * n];
                 let tm =
-                    pool.install(|| par::matmul_q_tokens(&kern, &w.view(), &acts, &mut got_tm));
-                assert_eq!(tm, kern.matmul_q_tokens(format).is_some());
+                    pool.install(|| par::matmul_tokens_q(&kern, &w.view(), &acts, &mut got_tm));
+                assert_eq!(tm, kern.matmul_tokens_q(format).is_some());
                 for r in 0..rows {
                     for t in 0..n {
                         let (g, e) = (got[r * n + t], want[r * n + t]);
@@ -444,7 +457,7 @@ fn par_matmul_q_three_threads() {
                         let g = got_tm[t * rows + r];
                         assert!(
                             !tm || close(g, e, magnitude(&w, &x, r, t), REL),
-                            "par::matmul_q_tokens {format} variant {} rows={rows} k={k} n={n} at (r={r}, t={t}): \
+                            "par::matmul_tokens_q {format} variant {} rows={rows} k={k} n={n} at (r={r}, t={t}): \
                              {g:e} vs scalar {e:e}; seed {seed}",
                             kern.variant
                         );
@@ -455,7 +468,8 @@ fn par_matmul_q_three_threads() {
     }
 }
 
-/// Prints which variants this run tests.
+/// Prints which variants this run tests and asserts they are the ones this CPU runs (see
+/// [`edgeinfer_kernels::testing::report_variants`]).
 #[test]
 fn report_variants() {
     edgeinfer_kernels::testing::report_variants();
@@ -464,7 +478,7 @@ fn report_variants() {
 /// `par::matvec_q_group`: two and three matrices of different formats and row counts (small ones
 /// done on the caller, large ones in one region of a 3-thread pool) equal scalar per matrix.
 #[test]
-fn par_matvec_group_three_threads() {
+fn par_matvec_q_group_three_threads() {
     let pool = pool(3);
     for kern in variants_under_test() {
         let seed = seed();
@@ -501,7 +515,7 @@ fn par_matvec_group_three_threads() {
                 for (r, (&g, &e)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         close(g, e, magnitude(w, &x, r, 0), REL),
-                        "matvec_q_group {} variant {} rows={} row {r}: {g:e} vs scalar {e:e}; seed {seed}",
+                        "par::matvec_q_group {} variant {} rows={} row {r}: {g:e} vs scalar {e:e}; seed {seed}",
                         w.format,
                         kern.variant,
                         w.rows

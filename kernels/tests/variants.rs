@@ -447,7 +447,8 @@ fn required_variants_available() {
     }
 }
 
-/// Prints which variants this run tests.
+/// Prints which variants this run tests and asserts they are the ones this CPU runs (see
+/// [`edgeinfer_kernels::testing::report_variants`]).
 #[test]
 fn report_variants() {
     edgeinfer_kernels::testing::report_variants();

@@ -167,7 +167,7 @@ fn product_q(kern: &Kernels, q: &QTensor, acts: &Q8Acts, y: &mut [f32], scratch:
     if n == 1 {
         return par::matmul_q(kern, &w, &x, &mut y[..w.rows]);
     }
-    if par::matmul_q_tokens(kern, &w, &x, &mut y[..w.rows * n]) {
+    if par::matmul_tokens_q(kern, &w, &x, &mut y[..w.rows * n]) {
         return;
     }
     let yt = &mut scratch[..w.rows * n];

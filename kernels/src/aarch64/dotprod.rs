@@ -1,13 +1,13 @@
-//! NEON + dotprod (`sdot`) kernels.
+//! NEON + dotprod (`sdot`) kernels: the quantized products of [`super::quant_dotprod`], the rest
+//! plain NEON's.
 
 use crate::dispatch::{Kernels, Variant};
+use crate::simd::quantized;
 
+/// The NEON + dotprod variant.
+pub(super) struct Dotprod;
+
+/// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed its features.
 pub(crate) fn table() -> Kernels {
-    Kernels {
-        variant: Variant::NeonDotprod,
-        matmul_q8_0: super::quant_dotprod::matmul_q8_0_q8,
-        matmul_q4_0: super::quant_dotprod::matmul_q4_0_q8,
-        matmul_q4_1: super::quant_dotprod::matmul_q4_1_q8,
-        ..super::neon::table()
-    }
+    quantized::<Dotprod>(Variant::NeonDotprod, super::neon::table())
 }

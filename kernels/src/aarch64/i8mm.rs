@@ -1,13 +1,13 @@
-//! NEON + i8mm (`smmla`) kernels.
+//! NEON + i8mm (`smmla`) kernels: the quantized products of [`super::quant_i8mm`], the rest
+//! dotprod's.
 
 use crate::dispatch::{Kernels, Variant};
+use crate::simd::quantized;
 
+/// The NEON + dotprod + i8mm variant.
+pub(super) struct I8mm;
+
+/// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed its features.
 pub(crate) fn table() -> Kernels {
-    Kernels {
-        variant: Variant::NeonI8mm,
-        matmul_q8_0: super::quant_i8mm::matmul_q8_0_q8,
-        matmul_q4_0: super::quant_i8mm::matmul_q4_0_q8,
-        matmul_q4_1: super::quant_i8mm::matmul_q4_1_q8,
-        ..super::dotprod::table()
-    }
+    quantized::<I8mm>(Variant::NeonI8mm, super::dotprod::table())
 }

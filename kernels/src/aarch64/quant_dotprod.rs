@@ -4,9 +4,10 @@
 use core::arch::aarch64::*;
 
 use super::asm::sdot;
-use super::quant_neon::{matmul_by_block, BlockDot, Blocks, ByBlock, Isa, Q4_0, Q4_1, Q8_0};
-use crate::quant::scalar::check_qmatmul;
+use super::dotprod::Dotprod;
+use super::quant_neon::{isa, matmul_by_block, BlockDot, Blocks, ByBlock};
 use crate::quant::{Q8ActsRef, QWeight};
+use crate::simd::MatmulQ;
 
 /// Two `sdot`: lane `i` of the result is `Σ_{h, j<4} w[h][4i+j]·x[h][4i+j]`.
 pub(super) struct Sdot;
@@ -19,35 +20,11 @@ impl BlockDot for Sdot {
     }
 }
 
-pub(super) struct Dotprod;
+isa!(Dotprod, "neon,dotprod", ByBlock<Sdot>);
 
-impl Isa for Dotprod {
-    #[target_feature(enable = "neon,dotprod")]
-    unsafe fn tile<F: Blocks, const R: usize, const T: usize>(
-        w: &QWeight<'_>,
-        x: &Q8ActsRef<'_>,
-        yt: &mut [f32],
-        r: usize,
-        t: usize,
-    ) {
-        // SAFETY: the caller's contract (which includes dotprod, all `Sdot` needs).
-        unsafe { super::quant_neon::tile::<F, ByBlock<Sdot>, R, T>(w, x, yt, r, t) }
+impl<F: Blocks> MatmulQ<F> for Dotprod {
+    unsafe fn matmul_q(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { matmul_by_block::<F, Dotprod>(w, x, yt) }
     }
 }
-
-macro_rules! matmul_entry {
-    ($name:ident, $format:ident) => {
-        /// dotprod version of the [`crate::quant::scalar`] function of the same name (same contract,
-        /// same panics).
-        pub fn $name(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-            check_qmatmul(w, $format::FORMAT, x, yt.len());
-            // SAFETY: only reachable through the dotprod and i8mm tables, built after detection
-            // confirmed NEON and dotprod; `check_qmatmul` proved the plane lengths the tiles index.
-            unsafe { matmul_by_block::<$format, Dotprod>(w, x, yt) }
-        }
-    };
-}
-
-matmul_entry!(matmul_q8_0_q8, Q8_0);
-matmul_entry!(matmul_q4_0_q8, Q4_0);
-matmul_entry!(matmul_q4_1_q8, Q4_1);

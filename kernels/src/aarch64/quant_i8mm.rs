@@ -14,12 +14,14 @@
 use core::arch::aarch64::*;
 
 use super::asm::smmla;
-use super::quant_dotprod::{Dotprod, Sdot};
+use super::dotprod::Dotprod;
+use super::i8mm::I8mm;
+use super::quant_dotprod::Sdot;
 use super::quant_neon::{
-    matmul, matmul_by_block, Blocks, ByBlock, Isa, Isums, Tile, Q4_0, Q4_1, Q8_0,
+    four_blocks, isa, matmul, matmul_by_block, Blocks, ByBlock, Dots, Isums, OneBlock, Tile,
 };
-use crate::quant::scalar::check_qmatmul;
 use crate::quant::{Q8ActsRef, QWeight, QK};
+use crate::simd::MatmulQ;
 
 /// Rows × tokens of the main tile: two `smmla` pairs per block; the four blocks' 2×2 partial dots of
 /// both stay in registers alongside the paired operands.
@@ -62,42 +64,22 @@ fn transpose(v: [int32x4_t; 4]) -> [int32x4_t; 4] {
 }
 
 /// [`Isums`] by `smmla` for even `R` and `T`, else by `sdot` ([`ByBlock<Sdot>`]).
-struct Mmla;
+pub(super) struct Mmla;
 
 impl Isums for Mmla {
     #[inline(always)]
     unsafe fn isums<F: Blocks, const R: usize, const T: usize>(
-        tile: &Tile<R, T>,
+        t: &Tile<R, T>,
         b: usize,
         g: usize,
-    ) -> [[int32x4_t; T]; R] {
+    ) -> Dots<R, T> {
         if !R.is_multiple_of(2) || !T.is_multiple_of(2) {
             // SAFETY: the caller's contract; the CPU has dotprod as well (see the module docs).
-            return unsafe { ByBlock::<Sdot>::isums::<F, R, T>(tile, b, g) };
+            return unsafe { ByBlock::<Sdot>::isums::<F, R, T>(t, b, g) };
         }
-        let none = [[vdupq_n_s32(0); T]; R];
         // SAFETY: blocks b..b+g exist and the CPU has i8mm (the caller's contract).
-        let p = unsafe {
-            [
-                mmla_block::<F, R, T>(tile, b),
-                if g > 1 {
-                    mmla_block::<F, R, T>(tile, b + 1)
-                } else {
-                    none
-                },
-                if g > 2 {
-                    mmla_block::<F, R, T>(tile, b + 2)
-                } else {
-                    none
-                },
-                if g > 3 {
-                    mmla_block::<F, R, T>(tile, b + 3)
-                } else {
-                    none
-                },
-            ]
-        };
-        let mut out = none;
+        let p = unsafe { four_blocks::<Self, F, R, T>(t, b, g) };
+        let mut out = [[vdupq_n_s32(0); T]; R];
         for ip in 0..R / 2 {
             for jp in 0..T / 2 {
                 let [a, b, c, d] =
@@ -112,85 +94,63 @@ impl Isums for Mmla {
     }
 }
 
-/// Block `b` of rows `2ip, 2ip+1` × tokens `2jp, 2jp+1` at `[ip][jp]` (for `ip < R/2`, `jp < T/2`; the
-/// rest is zero: array lengths cannot be `R/2` on stable Rust) as `[r0t0, r0t1, r1t0, r1t1]`.
-///
-/// # Safety
-/// `R`, `T` even; block `b` exists in every row and token of `tile`; the CPU has i8mm.
-#[inline(always)]
-unsafe fn mmla_block<F: Blocks, const R: usize, const T: usize>(
-    tile: &Tile<R, T>,
-    b: usize,
-) -> [[int32x4_t; T]; R] {
-    let mut wz = [[vdupq_n_s8(0); 4]; R];
-    for (ip, wz) in wz.iter_mut().take(R / 2).enumerate() {
-        let off = b * F::BYTES;
-        // SAFETY: block b exists in every row of the tile (the caller's contract).
-        *wz = unsafe {
-            pair(
-                F::load(tile.wq[2 * ip].add(off)),
-                F::load(tile.wq[2 * ip + 1].add(off)),
-            )
-        };
-    }
-    let mut xz = [[vdupq_n_s8(0); 4]; T];
-    for (jp, xz) in xz.iter_mut().take(T / 2).enumerate() {
-        let (p0, p1, off) = (tile.xq[2 * jp], tile.xq[2 * jp + 1], b * QK);
-        // SAFETY: block b (32 quants) exists in every token of the tile.
-        *xz = unsafe {
-            pair(
-                [vld1q_s8(p0.add(off)), vld1q_s8(p0.add(off + 16))],
-                [vld1q_s8(p1.add(off)), vld1q_s8(p1.add(off + 16))],
-            )
-        };
-    }
-    let mut out = [[vdupq_n_s32(0); T]; R];
-    for ip in 0..R / 2 {
-        for jp in 0..T / 2 {
-            for h in 0..4 {
-                // SAFETY: the CPU has i8mm (the caller's contract).
-                out[ip][jp] = unsafe { smmla(out[ip][jp], wz[ip][h], xz[jp][h]) };
-            }
+impl OneBlock for Mmla {
+    /// Block `b` of rows `2ip, 2ip+1` × tokens `2jp, 2jp+1` at `[ip][jp]` (for `ip < R/2`, `jp < T/2`; the
+    /// rest is zero: array lengths cannot be `R/2` on stable Rust) as `[r0t0, r0t1, r1t0, r1t1]`.
+    ///
+    /// # Safety
+    /// `R`, `T` even; block `b` exists in every row and token of `tile`; the CPU has i8mm.
+    #[inline(always)]
+    unsafe fn block<F: Blocks, const R: usize, const T: usize>(
+        t: &Tile<R, T>,
+        b: usize,
+    ) -> Dots<R, T> {
+        let mut wz = [[vdupq_n_s8(0); 4]; R];
+        for (ip, wz) in wz.iter_mut().take(R / 2).enumerate() {
+            let off = b * F::QB;
+            // SAFETY: block b exists in every row of the t (the caller's contract).
+            *wz = unsafe {
+                pair(
+                    F::load(t.wq[2 * ip].add(off)),
+                    F::load(t.wq[2 * ip + 1].add(off)),
+                )
+            };
         }
-    }
-    out
-}
-
-struct I8mm;
-
-impl Isa for I8mm {
-    #[target_feature(enable = "neon,dotprod,i8mm")]
-    unsafe fn tile<F: Blocks, const R: usize, const T: usize>(
-        w: &QWeight<'_>,
-        x: &Q8ActsRef<'_>,
-        yt: &mut [f32],
-        r: usize,
-        t: usize,
-    ) {
-        // SAFETY: the caller's contract (which includes dotprod and i8mm, all `Mmla` needs).
-        unsafe { super::quant_neon::tile::<F, Mmla, R, T>(w, x, yt, r, t) }
-    }
-}
-
-macro_rules! matmul_entry {
-    ($name:ident, $format:ident) => {
-        /// i8mm version of the [`crate::quant::scalar`] function of the same name (same contract, same
-        /// panics).
-        pub fn $name(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-            check_qmatmul(w, $format::FORMAT, x, yt.len());
-            // SAFETY: only reachable through the i8mm table, built after detection confirmed NEON,
-            // dotprod and i8mm; `check_qmatmul` proved the plane lengths the tiles index.
-            unsafe {
-                if x.n == 1 {
-                    matmul_by_block::<$format, Dotprod>(w, x, yt)
-                } else {
-                    matmul::<$format, I8mm, ROWS, TOKENS>(w, x, yt)
+        let mut xz = [[vdupq_n_s8(0); 4]; T];
+        for (jp, xz) in xz.iter_mut().take(T / 2).enumerate() {
+            let (p0, p1, off) = (t.xq[2 * jp], t.xq[2 * jp + 1], b * QK);
+            // SAFETY: block b (32 quants) exists in every token of the t.
+            *xz = unsafe {
+                pair(
+                    [vld1q_s8(p0.add(off)), vld1q_s8(p0.add(off + 16))],
+                    [vld1q_s8(p1.add(off)), vld1q_s8(p1.add(off + 16))],
+                )
+            };
+        }
+        let mut out = [[vdupq_n_s32(0); T]; R];
+        for ip in 0..R / 2 {
+            for jp in 0..T / 2 {
+                for h in 0..4 {
+                    // SAFETY: the CPU has i8mm (the caller's contract).
+                    out[ip][jp] = unsafe { smmla(out[ip][jp], wz[ip][h], xz[jp][h]) };
                 }
             }
         }
-    };
+        out
+    }
 }
 
-matmul_entry!(matmul_q8_0_q8, Q8_0);
-matmul_entry!(matmul_q4_0_q8, Q4_0);
-matmul_entry!(matmul_q4_1_q8, Q4_1);
+isa!(I8mm, "neon,dotprod,i8mm", Mmla);
+
+impl<F: Blocks> MatmulQ<F> for I8mm {
+    unsafe fn matmul_q(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+        // SAFETY: the caller's contract; every i8mm CPU has dotprod (detection requires both).
+        unsafe {
+            if x.n == 1 {
+                matmul_by_block::<F, Dotprod>(w, x, yt)
+            } else {
+                matmul::<F, I8mm, ROWS, TOKENS>(w, x, yt)
+            }
+        }
+    }
+}

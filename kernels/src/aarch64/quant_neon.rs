@@ -23,17 +23,14 @@
 //! # How the shared code gets each ISA's features
 //!
 //! Each ISA implements [`Isa::tile`] as a `#[target_feature]` function that calls the generic [`tile`]
-//! here. Everything below that ([`tile`], [`Isums`], [`BlockDot`], the loads) is `#[inline(always)]`
-//! without a `#[target_feature]` of its own, so it is compiled into the ISA's function with the ISA's
-//! features, and the `sdot`/`smmla` wrappers (`#[inline]`, `#[target_feature]`) inline into it. A
-//! NEON-only `#[target_feature]` function in between would stop that: LLVM does not inline a dotprod
-//! function into a NEON-only one, so every `sdot` would become a call. The price is that these
-//! `unsafe fn`s call NEON intrinsics (baseline on aarch64) without an `unsafe` block of their own;
-//! memory accesses still get one, with `// SAFETY:`.
+//! here (the [`isa`] macro writes it); everything below that is `#[inline(always)]`, and the
+//! `sdot`/`smmla` wrappers (`#[inline]`, `#[target_feature]`) inline into it, as [`crate::simd`]
+//! describes. NEON intrinsics are baseline on aarch64, so these `unsafe fn`s call them without an
+//! `unsafe` block of their own; memory accesses still get one, with `// SAFETY:`.
 //!
 //! # Activations
 //!
-//! `quantize_q8_acts` produces the scalar bytes exactly: `fmaxnm` is [`f32::max`], `fdiv` is the
+//! `quantize_q8` produces the scalar bytes exactly: `fmaxnm` is [`f32::max`], `fdiv` is the
 //! scalar division, `fcvtas` is [`f32::round`] (ties away from zero) followed by the cast, and the
 //! ±127 clamp is applied to the integers.
 
@@ -42,33 +39,23 @@ use core::marker::PhantomData;
 
 use half::f16;
 
-use crate::quant::scalar::{check_qmatmul, check_quantize_acts};
-use crate::quant::{Q8ActsRef, QFormat, QWeight, QK};
+use super::neon::Neon;
+use crate::quant::{Q8ActsRef, QWeight, QK};
+use crate::simd::{Format, MatmulQ, QuantizeQ8, Q4_0, Q4_1, Q8_0};
 
 /// Blocks per group: the lanes of an `int32x4`/`float32x4`.
 const GROUP: usize = 4;
 
 /// A weight format as the tile code sees it: how one block's quants become 32 signed bytes.
-pub(super) trait Blocks {
-    const FORMAT: QFormat;
-    /// Bytes of `qs` per block.
-    const BYTES: usize = Self::FORMAT.qs_bytes_per_block();
-    /// Whether the block term has q4_1's `(m·dx)·sx` part.
-    const MIN: bool = Self::FORMAT.has_min();
-
+pub(super) trait Blocks: Format {
     /// The block at `p` as signed values: elements `0..16` and `16..32`.
     ///
     /// # Safety
-    /// `p..p + Self::BYTES` must be readable.
+    /// `p..p + Self::QB` must be readable.
     unsafe fn load(p: *const u8) -> [int8x16_t; 2];
 }
 
-pub(super) struct Q8_0;
-pub(super) struct Q4_0;
-pub(super) struct Q4_1;
-
 impl Blocks for Q8_0 {
-    const FORMAT: QFormat = QFormat::Q8_0;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> [int8x16_t; 2] {
         // SAFETY: 32 readable bytes (the caller's contract); `ld1` needs no alignment.
@@ -88,7 +75,6 @@ unsafe fn load_nibbles(p: *const u8) -> [int8x16_t; 2] {
 }
 
 impl Blocks for Q4_0 {
-    const FORMAT: QFormat = QFormat::Q4_0;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> [int8x16_t; 2] {
         // SAFETY: 16 readable bytes (the caller's contract).
@@ -99,7 +85,6 @@ impl Blocks for Q4_0 {
 }
 
 impl Blocks for Q4_1 {
-    const FORMAT: QFormat = QFormat::Q4_1;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> [int8x16_t; 2] {
         // SAFETY: 16 readable bytes (the caller's contract).
@@ -150,10 +135,10 @@ pub(super) trait Isums {
     /// `1 <= g <= 4`; blocks `b..b+g` exist in every row and token of `tile`; the CPU has the
     /// implementor's features.
     unsafe fn isums<F: Blocks, const R: usize, const T: usize>(
-        tile: &Tile<R, T>,
+        t: &Tile<R, T>,
         b: usize,
         g: usize,
-    ) -> [[int32x4_t; T]; R];
+    ) -> Dots<R, T>;
 }
 
 /// One block's integer dot, as four i32 lanes whose sum is `Σ w·x` over the 32 elements.
@@ -166,20 +151,67 @@ pub(super) trait BlockDot {
 /// [`Isums`] one block and one (row, token) pair at a time with `D`, four blocks reduced by `addp`.
 pub(super) struct ByBlock<D>(PhantomData<D>);
 
-impl<D: BlockDot> ByBlock<D> {
-    /// Every pair's four partial sums of block `b`. Safety as [`Isums::isums`], for block `b`.
+/// Every (row, token) pair's four i32 lanes of a tile.
+pub(super) type Dots<const R: usize, const T: usize> = [[int32x4_t; T]; R];
+
+/// How an [`Isums`] takes one block: every (row, token) pair's partial dots of block `b`, in the
+/// implementor's layout.
+pub(super) trait OneBlock {
+    /// # Safety
+    /// Block `b` exists in every row and token of `tile`; the CPU has the implementor's features.
+    unsafe fn block<F: Blocks, const R: usize, const T: usize>(
+        t: &Tile<R, T>,
+        b: usize,
+    ) -> Dots<R, T>;
+}
+
+/// Blocks `b..b+g` (`1 <= g <= 4`) of a group by [`OneBlock::block`], zero for the missing ones: four
+/// explicit blocks (no array indexed by a loop variable, so everything stays in registers); the `g`
+/// tests fold away in the full groups. Safety as [`Isums::isums`].
+#[inline(always)]
+pub(super) unsafe fn four_blocks<P: OneBlock, F: Blocks, const R: usize, const T: usize>(
+    tile: &Tile<R, T>,
+    b: usize,
+    g: usize,
+) -> [Dots<R, T>; 4] {
+    let none = [[vdupq_n_s32(0); T]; R];
+    // SAFETY: blocks b..b+g exist, and the CPU has P's features (the caller's contract).
+    unsafe {
+        [
+            P::block::<F, R, T>(tile, b),
+            if g > 1 {
+                P::block::<F, R, T>(tile, b + 1)
+            } else {
+                none
+            },
+            if g > 2 {
+                P::block::<F, R, T>(tile, b + 2)
+            } else {
+                none
+            },
+            if g > 3 {
+                P::block::<F, R, T>(tile, b + 3)
+            } else {
+                none
+            },
+        ]
+    }
+}
+
+impl<D: BlockDot> OneBlock for ByBlock<D> {
+    /// Every pair's four partial sums of block `b`.
     #[inline(always)]
     unsafe fn block<F: Blocks, const R: usize, const T: usize>(
-        tile: &Tile<R, T>,
+        t: &Tile<R, T>,
         b: usize,
-    ) -> [[int32x4_t; T]; R] {
+    ) -> Dots<R, T> {
         let mut wv = [[vdupq_n_s8(0); 2]; R];
-        for (v, p) in wv.iter_mut().zip(tile.wq) {
+        for (v, p) in wv.iter_mut().zip(t.wq) {
             // SAFETY: block b of this row exists (the caller's contract).
-            *v = unsafe { F::load(p.add(b * F::BYTES)) };
+            *v = unsafe { F::load(p.add(b * F::QB)) };
         }
         let mut out = [[vdupq_n_s32(0); T]; R];
-        for (j, p) in tile.xq.into_iter().enumerate() {
+        for (j, p) in t.xq.into_iter().enumerate() {
             // SAFETY: block b of this token exists: 32 quants at b·32.
             let xv = unsafe { [vld1q_s8(p.add(b * QK)), vld1q_s8(p.add(b * QK + 16))] };
             for i in 0..R {
@@ -194,35 +226,13 @@ impl<D: BlockDot> ByBlock<D> {
 impl<D: BlockDot> Isums for ByBlock<D> {
     #[inline(always)]
     unsafe fn isums<F: Blocks, const R: usize, const T: usize>(
-        tile: &Tile<R, T>,
+        t: &Tile<R, T>,
         b: usize,
         g: usize,
-    ) -> [[int32x4_t; T]; R] {
-        let none = [[vdupq_n_s32(0); T]; R];
-        // Four explicit blocks (no array indexed by a loop variable, so everything stays in registers);
-        // the `g` tests fold away in the full groups.
-        // SAFETY: blocks b..b+g exist and the CPU has D's features (the caller's contract).
-        let p = unsafe {
-            [
-                Self::block::<F, R, T>(tile, b),
-                if g > 1 {
-                    Self::block::<F, R, T>(tile, b + 1)
-                } else {
-                    none
-                },
-                if g > 2 {
-                    Self::block::<F, R, T>(tile, b + 2)
-                } else {
-                    none
-                },
-                if g > 3 {
-                    Self::block::<F, R, T>(tile, b + 3)
-                } else {
-                    none
-                },
-            ]
-        };
-        let mut out = none;
+    ) -> Dots<R, T> {
+        // SAFETY: the caller's contract.
+        let p = unsafe { four_blocks::<Self, F, R, T>(t, b, g) };
+        let mut out = [[vdupq_n_s32(0); T]; R];
         for i in 0..R {
             for j in 0..T {
                 let (lo, hi) = (
@@ -305,7 +315,7 @@ unsafe fn load_i32(p: *const i32, g: usize) -> float32x4_t {
 /// Steps 2 and 3 of the module docs for one tile: rows `r..r+R` × tokens `t..t+T` of `yt`.
 ///
 /// # Safety
-/// The CPU has `I`'s features; `check_qmatmul` accepted `w`, `x`, `yt` for `F`; the rows and tokens
+/// The CPU has `I`'s features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`; the rows and tokens
 /// exist.
 #[inline(always)]
 pub(super) unsafe fn tile<F: Blocks, I: Isums, const R: usize, const T: usize>(
@@ -392,7 +402,7 @@ pub(super) trait Isa {
 /// 4, 2, 1 that fits.
 ///
 /// # Safety
-/// The CPU has `A`'s features; `check_qmatmul` accepted `w`, `x`, `yt` for `F`.
+/// The CPU has `A`'s features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`.
 pub(super) unsafe fn matmul<F: Blocks, A: Isa, const R: usize, const T: usize>(
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
@@ -472,94 +482,81 @@ pub(super) unsafe fn matmul_by_block<F: Blocks, A: Isa>(
     }
 }
 
-struct Neon;
-
-impl Isa for Neon {
-    #[target_feature(enable = "neon")]
-    unsafe fn tile<F: Blocks, const R: usize, const T: usize>(
-        w: &QWeight<'_>,
-        x: &Q8ActsRef<'_>,
-        yt: &mut [f32],
-        r: usize,
-        t: usize,
-    ) {
-        // SAFETY: the caller's contract; `Widen` needs only NEON.
-        unsafe { tile::<F, ByBlock<Widen>, R, T>(w, x, yt, r, t) }
-    }
-}
-
-macro_rules! matmul_entry {
-    ($name:ident, $format:ident) => {
-        /// NEON version of the [`crate::quant::scalar`] function of the same name (same contract, same
-        /// panics).
-        pub fn $name(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-            check_qmatmul(w, $format::FORMAT, x, yt.len());
-            // SAFETY: only reachable through the NEON tables, built after detection confirmed NEON;
-            // `check_qmatmul` proved the plane lengths the tiles index.
-            unsafe { matmul_by_block::<$format, Neon>(w, x, yt) }
+/// Implements [`Isa`] for `$isa`: [`tile`] with `$isums` under `#[target_feature(enable = $features)]`.
+macro_rules! isa {
+    ($isa:ty, $features:literal, $isums:ty) => {
+        impl $crate::aarch64::quant_neon::Isa for $isa {
+            #[target_feature(enable = $features)]
+            unsafe fn tile<
+                F: $crate::aarch64::quant_neon::Blocks,
+                const R: usize,
+                const T: usize,
+            >(
+                w: &$crate::quant::QWeight<'_>,
+                x: &$crate::quant::Q8ActsRef<'_>,
+                yt: &mut [f32],
+                r: usize,
+                t: usize,
+            ) {
+                // SAFETY: the caller's contract, which includes the features `$isums` needs.
+                unsafe { $crate::aarch64::quant_neon::tile::<F, $isums, R, T>(w, x, yt, r, t) }
+            }
         }
     };
 }
+pub(super) use isa;
 
-matmul_entry!(matmul_q8_0_q8, Q8_0);
-matmul_entry!(matmul_q4_0_q8, Q4_0);
-matmul_entry!(matmul_q4_1_q8, Q4_1);
+isa!(Neon, "neon", ByBlock<Widen>);
 
-/// NEON version of [`crate::quant::scalar::quantize_q8_acts`]: the same bytes (see the module docs).
-pub fn quantize_q8_acts(
-    x: &[f32],
-    n: usize,
-    k: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sum: &mut [i32],
-) {
-    let len = check_quantize_acts(x.len(), n, k, qs.len(), d.len(), sum.len());
-    // SAFETY: only reachable through the NEON tables; `check_quantize_acts` proved that `x` and `qs`
-    // hold `len` elements and `d`, `sum` `len / 32`.
-    unsafe { quantize_q8_acts_neon(&x[..len], qs, d, sum) }
+impl<F: Blocks> MatmulQ<F> for Neon {
+    unsafe fn matmul_q(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { matmul_by_block::<F, Neon>(w, x, yt) }
+    }
 }
 
-/// Preconditions: `x.len() == qs.len() == 32·d.len() == 32·sum.len()`.
-#[target_feature(enable = "neon")]
-unsafe fn quantize_q8_acts_neon(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
-    let (xp, qp) = (x.as_ptr(), qs.as_mut_ptr());
-    for (blk, (db, sb)) in d.iter_mut().zip(sum.iter_mut()).enumerate() {
-        let mut v = [vdupq_n_f32(0.0); QK / 4];
-        for (u, v) in v.iter_mut().enumerate() {
-            // SAFETY: block `blk` holds 32 values of x (precondition).
-            *v = unsafe { vld1q_f32(xp.add(blk * QK + 4 * u)) };
-        }
-        // `fmaxnm` returns the number when one operand is NaN, as `f32::max` does; from +0 as the scalar.
-        let mut m = vdupq_n_f32(0.0);
-        for v in v {
-            m = vmaxnmq_f32(m, vabsq_f32(v));
-        }
-        let amax = vmaxnmvq_f32(m);
-        let scale = amax / 127.0;
-        let mut q = [vdupq_n_s8(0); 2];
-        let mut s = vdupq_n_s32(0);
-        if scale != 0.0 {
-            let (sv, lim) = (vdupq_n_f32(scale), vdupq_n_s32(127));
-            let mut qi = [vdupq_n_s32(0); QK / 4];
-            for (qi, v) in qi.iter_mut().zip(v) {
-                // fdiv is the scalar's division; fcvtas rounds half away from zero (`f32::round`).
-                let r = vcvtaq_s32_f32(vdivq_f32(v, sv));
-                *qi = vmaxq_s32(vminq_s32(r, lim), vnegq_s32(lim));
-                s = vaddq_s32(s, *qi);
+impl QuantizeQ8 for Neon {
+    /// The same bytes as the scalar spec (see the module docs).
+    #[target_feature(enable = "neon")]
+    unsafe fn quantize_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
+        let (xp, qp) = (x.as_ptr(), qs.as_mut_ptr());
+        for (blk, (db, sb)) in d.iter_mut().zip(sum.iter_mut()).enumerate() {
+            let mut v = [vdupq_n_f32(0.0); QK / 4];
+            for (u, v) in v.iter_mut().enumerate() {
+                // SAFETY: block `blk` holds 32 values of x (precondition).
+                *v = unsafe { vld1q_f32(xp.add(blk * QK + 4 * u)) };
             }
-            for (h, q) in q.iter_mut().enumerate() {
-                let a = vcombine_s16(vmovn_s32(qi[4 * h]), vmovn_s32(qi[4 * h + 1]));
-                let b = vcombine_s16(vmovn_s32(qi[4 * h + 2]), vmovn_s32(qi[4 * h + 3]));
-                *q = vcombine_s8(vmovn_s16(a), vmovn_s16(b));
+            // `fmaxnm` returns the number when one operand is NaN, as `f32::max` does; from +0 as the scalar.
+            let mut m = vdupq_n_f32(0.0);
+            for v in v {
+                m = vmaxnmq_f32(m, vabsq_f32(v));
             }
+            let amax = vmaxnmvq_f32(m);
+            let scale = amax / 127.0;
+            let mut q = [vdupq_n_s8(0); 2];
+            let mut s = vdupq_n_s32(0);
+            if scale != 0.0 {
+                let (sv, lim) = (vdupq_n_f32(scale), vdupq_n_s32(127));
+                let mut qi = [vdupq_n_s32(0); QK / 4];
+                for (qi, v) in qi.iter_mut().zip(v) {
+                    // fdiv is the scalar's division; fcvtas rounds half away from zero (`f32::round`).
+                    let r = vcvtaq_s32_f32(vdivq_f32(v, sv));
+                    *qi = vmaxq_s32(vminq_s32(r, lim), vnegq_s32(lim));
+                    s = vaddq_s32(s, *qi);
+                }
+                for (h, q) in q.iter_mut().enumerate() {
+                    let a = vcombine_s16(vmovn_s32(qi[4 * h]), vmovn_s32(qi[4 * h + 1]));
+                    let b = vcombine_s16(vmovn_s32(qi[4 * h + 2]), vmovn_s32(qi[4 * h + 3]));
+                    *q = vcombine_s8(vmovn_s16(a), vmovn_s16(b));
+                }
+            }
+            // SAFETY: block `blk` holds 32 quants of qs (precondition).
+            unsafe {
+                vst1q_s8(qp.add(blk * QK), q[0]);
+                vst1q_s8(qp.add(blk * QK + 16), q[1]);
+            }
+            *db = scale;
+            *sb = vaddvq_s32(s);
         }
-        // SAFETY: block `blk` holds 32 quants of qs (precondition).
-        unsafe {
-            vst1q_s8(qp.add(blk * QK), q[0]);
-            vst1q_s8(qp.add(blk * QK + 16), q[1]);
-        }
-        *db = scale;
-        *sb = vaddvq_s32(s);
     }
 }

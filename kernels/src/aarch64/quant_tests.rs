@@ -1,4 +1,4 @@
-//! What is specific to the aarch64 `quantize_q8_acts`: `fcvtas` rounding ties away from zero, and the
+//! What is specific to the aarch64 `quantize_q8`: `fcvtas` rounding ties away from zero, and the
 //! ±127 clamp of a block whose subnormal scale rounds down (without it, `xtn` would wrap 140 to −116).
 //! Everything else is compared with the scalar spec by `tests/quant_variants.rs` over all variants.
 
@@ -19,20 +19,20 @@ fn same_acts(kern: &Kernels, x: &[f32], n: usize, k: usize, what: &str) {
     let nb = n * k / QK;
     let (mut q0, mut d0, mut s0) = (vec![0i8; n * k], vec![0f32; nb], vec![0i32; nb]);
     let (mut q1, mut d1, mut s1) = (vec![1i8; n * k], vec![1f32; nb], vec![1i32; nb]);
-    scalar::quantize_q8_acts(x, n, k, &mut q0, &mut d0, &mut s0);
-    (kern.quantize_acts)(x, n, k, &mut q1, &mut d1, &mut s1);
+    scalar::quantize_q8(x, n, k, &mut q0, &mut d0, &mut s0);
+    (kern.quantize_q8)(x, n, k, &mut q1, &mut d1, &mut s1);
     let v = kern.variant;
-    assert_eq!(q0, q1, "{v} quantize_acts {what}: quants differ");
+    assert_eq!(q0, q1, "{v} quantize_q8 {what}: quants differ");
     assert_eq!(
         d0.iter().map(|d| d.to_bits()).collect::<Vec<_>>(),
         d1.iter().map(|d| d.to_bits()).collect::<Vec<_>>(),
         "{v} {what}: scales differ"
     );
-    assert_eq!(s0, s1, "{v} quantize_acts {what}: sums differ");
+    assert_eq!(s0, s1, "{v} quantize_q8 {what}: sums differ");
 }
 
 #[test]
-fn quantize_acts_ties_and_clamp() {
+fn quantize_q8_ties_and_clamp() {
     for kern in simd_tables() {
         // amax 127 gives d == 1 exactly: x/d is x, so halves are exact ties (away from zero: 2.5 → 3).
         let mut x: Vec<f32> = (0..QK).map(|i| (i as f32 - 16.0) + 0.5).collect();

@@ -1,12 +1,13 @@
 //! Block-quantized weights and q8 activations.
 //!
-//! Weights come in the formats of [`format`] (q8_0, q4_0, q4_1 in the `rowsplit` layout) as a borrowed
-//! [`QWeight`]. Products against them quantize the activations first, once per matrix input, into
-//! [`Q8Acts`] (32-element blocks of `i8` with an f32 scale and the block's integer sum), so the inner loops
-//! are integer dot products: `yt[r·n + t] = Σ_b scale_b · idot_b` (see [`scalar`] for the exact math).
+//! Weights come in the formats of [`format`](mod@format) (q8_0, q4_0, q4_1 in the `rowsplit`
+//! layout) as a borrowed [`QWeight`]. Products against them quantize the activations first, once per
+//! matrix input, into [`Q8Acts`] (32-element blocks of `i8` with an f32 scale and the block's integer
+//! sum), so the inner loops are integer dot products: `yt[r·n + t] = Σ_b scale_b · idot_b` (see
+//! [`scalar`] for the exact math).
 //!
-//! Kernel entries ([`QMatmulFn`], [`QuantizeActsFn`]) have the same name and signature in [`scalar`] (the
-//! specification) and in every ISA module, and sit in the [`Kernels`] table.
+//! Kernel entries ([`QMatmulFn`], [`QuantizeQ8Fn`]) are specified in [`scalar`], implemented by every
+//! variant under the same names, and sit in the [`Kernels`] table.
 
 pub mod format;
 pub mod gptq;
@@ -23,12 +24,12 @@ use crate::dispatch::Kernels;
 
 /// `yt[r·n + t] = Σ_j w[r, j] · x[t, j]` over all `w.rows` rows and all `x.n` tokens (the transposed
 /// output of [`crate::scalar`]'s `matmul_*`, so callers split rows across threads). Panics if the shapes
-/// disagree (see [`scalar::check_qmatmul`]).
+/// disagree (see [`scalar::check_matmul_q`]).
 pub type QMatmulFn = fn(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]);
 
 /// Quantizes `n` rows of `k` activations (`x[t·k + j]`, `k` a multiple of [`QK`]) into q8 blocks:
-/// `qs` (`n·k`), `d` and `sum` (`n·k/32` each). See [`scalar::quantize_q8_acts`].
-pub type QuantizeActsFn =
+/// `qs` (`n·k`), `d` and `sum` (`n·k/32` each). See [`scalar::quantize_q8`].
+pub type QuantizeQ8Fn =
     fn(x: &[f32], n: usize, k: usize, qs: &mut [i8], d: &mut [f32], sum: &mut [i32]);
 
 /// A malformed quantized tensor.
@@ -57,7 +58,7 @@ pub enum QuantError {
     },
 }
 
-/// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`]).
+/// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`](mod@format)).
 ///
 /// Fields are public so a loader can build one from mapped planes; kernels re-check the plane lengths
 /// (cheaply, once per call) and panic on a malformed view rather than read out of bounds.
@@ -455,9 +456,9 @@ fn quantize_pass(
             .for_each(|(i, ((qs, d), sum))| {
                 let t0 = i * per;
                 let nt = d.len() / nb;
-                (kern.quantize_acts)(&x[t0 * k..(t0 + nt) * k], nt, k, qs, d, sum);
+                (kern.quantize_q8)(&x[t0 * k..(t0 + nt) * k], nt, k, qs, d, sum);
             });
     } else {
-        (kern.quantize_acts)(x, n, k, qs, d, sum);
+        (kern.quantize_q8)(x, n, k, qs, d, sum);
     }
 }

@@ -16,7 +16,7 @@
 //! the same integers exactly but may order the f32 additions differently (and fuse multiply-adds): their
 //! bar is `1e-5 · Σ_b |term_b|` (for q4_1 both parts of the term count separately).
 //!
-//! # Activations (`quantize_q8_acts`)
+//! # Activations (`quantize_q8`)
 //!
 //! Per block of 32: `amax = max |x_i|`, `d = amax / 127` (f32 division), `q_i = clamp(round(x_i / d),
 //! −127, 127)` with `round` half away from zero ([`f32::round`]) and a true division; `d == 0` gives all
@@ -35,7 +35,7 @@ use super::{Q8ActsRef, QFormat, QWeight, QK};
 /// Checks the contract of every `matmul_*_q8` kernel and returns `(rows, n, blocks_per_row)`. Panics
 /// (never UB) on a malformed weight view, mismatched `k`, short activation planes or a wrong `yt` length.
 #[inline]
-pub fn check_qmatmul(
+pub fn check_matmul_q(
     w: &QWeight<'_>,
     format: QFormat,
     x: &Q8ActsRef<'_>,
@@ -79,9 +79,9 @@ pub fn check_qmatmul(
     (w.rows, x.n, nb)
 }
 
-/// Checks the contract of every `quantize_q8_acts` kernel and returns `n·k`.
+/// Checks the contract of every `quantize_q8` kernel and returns `n·k`.
 #[inline]
-pub fn check_quantize_acts(
+pub fn check_quantize_q8(
     x_len: usize,
     n: usize,
     k: usize,
@@ -91,20 +91,20 @@ pub fn check_quantize_acts(
 ) -> usize {
     assert!(
         k > 0 && k.is_multiple_of(QK),
-        "quantize_acts: k={k} is not a positive multiple of {QK}"
+        "quantize_q8: k={k} is not a positive multiple of {QK}"
     );
-    let len = n.checked_mul(k).expect("quantize_acts: size overflow");
+    let len = n.checked_mul(k).expect("quantize_q8: size overflow");
     assert!(
         x_len >= len,
-        "quantize_acts: x has {x_len} elements, need {n}×{k}"
+        "quantize_q8: x has {x_len} elements, need {n}×{k}"
     );
     assert_eq!(
         qs_len, len,
-        "quantize_acts: qs has {qs_len} elements, need {n}×{k}"
+        "quantize_q8: qs has {qs_len} elements, need {n}×{k}"
     );
     assert!(
         d_len == len / QK && sum_len == len / QK,
-        "quantize_acts: d/sum have {d_len}/{sum_len}, need {}",
+        "quantize_q8: d/sum have {d_len}/{sum_len}, need {}",
         len / QK
     );
     len
@@ -143,7 +143,7 @@ fn nib_dot(qs: &[u8], qx: &[i8]) -> i32 {
 
 /// q8_0 weights × q8 activations (see the module docs).
 pub fn matmul_q8_0_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-    let (rows, n, nb) = check_qmatmul(w, QFormat::Q8_0, x, yt.len());
+    let (rows, n, nb) = check_matmul_q(w, QFormat::Q8_0, x, yt.len());
     let k = w.k;
     blocks(rows, n, nb, yt, |r, t, b| {
         let qw = &w.qs[r * k + b * QK..][..QK];
@@ -159,7 +159,7 @@ pub fn matmul_q8_0_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
 
 /// q4_0 weights × q8 activations (see the module docs).
 pub fn matmul_q4_0_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-    let (rows, n, nb) = check_qmatmul(w, QFormat::Q4_0, x, yt.len());
+    let (rows, n, nb) = check_matmul_q(w, QFormat::Q4_0, x, yt.len());
     let k = w.k;
     blocks(rows, n, nb, yt, |r, t, b| {
         let qw = &w.qs[(r * k + b * QK) / 2..][..QK / 2];
@@ -171,7 +171,7 @@ pub fn matmul_q4_0_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
 
 /// q4_1 weights × q8 activations (see the module docs).
 pub fn matmul_q4_1_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-    let (rows, n, nb) = check_qmatmul(w, QFormat::Q4_1, x, yt.len());
+    let (rows, n, nb) = check_matmul_q(w, QFormat::Q4_1, x, yt.len());
     let k = w.k;
     blocks(rows, n, nb, yt, |r, t, b| {
         let qw = &w.qs[(r * k + b * QK) / 2..][..QK / 2];
@@ -183,15 +183,8 @@ pub fn matmul_q4_1_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
 }
 
 /// Quantizes `n` tokens of `k` activations into q8 blocks (see the module docs).
-pub fn quantize_q8_acts(
-    x: &[f32],
-    n: usize,
-    k: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sum: &mut [i32],
-) {
-    let len = check_quantize_acts(x.len(), n, k, qs.len(), d.len(), sum.len());
+pub fn quantize_q8(x: &[f32], n: usize, k: usize, qs: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
+    let len = check_quantize_q8(x.len(), n, k, qs.len(), d.len(), sum.len());
     for (((xb, qb), db), sb) in x[..len]
         .chunks_exact(QK)
         .zip(qs.chunks_exact_mut(QK))

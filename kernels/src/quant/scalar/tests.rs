@@ -103,7 +103,7 @@ fn acts(x: &[f32], n: usize, k: usize) -> Q8Acts {
 }
 
 #[test]
-fn products_match_f64_within_budget() {
+fn matmul_q_matches_f64_within_budget() {
     let seed = seed();
     let mut rng = Rng::new(seed);
     for format in QFormat::ALL {
@@ -136,7 +136,7 @@ fn products_match_f64_within_budget() {
 }
 
 #[test]
-fn products_on_extremes() {
+fn matmul_q_extremes() {
     let (rows, k, n) = (4, 64, 2);
     // Saturated activations of both signs, against every extreme quant.
     let x: Vec<f32> = (0..n * k)
@@ -166,7 +166,7 @@ fn products_on_extremes() {
 }
 
 #[test]
-fn quantize_acts_spec() {
+fn quantize_q8_spec() {
     let seed = seed();
     let mut rng = Rng::new(seed);
     let (n, k) = (3, 96);
@@ -358,7 +358,7 @@ fn weight_views() {
 
 #[test]
 #[should_panic(expected = "yt has")]
-fn product_checks_output_length() {
+fn matmul_q_checks_output_length() {
     let p = Planes::random(&mut Rng::new(3), QFormat::Q4_0, 2, 32, 1.0, 1.0);
     let a = acts(&[0.5; 64], 2, 32);
     matmul_q4_0_q8(&p.view(), &a.as_ref(), &mut [0.0; 3]);

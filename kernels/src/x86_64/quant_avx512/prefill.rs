@@ -16,8 +16,8 @@ use core::mem::MaybeUninit;
 
 use half::f16;
 
-use super::Fmt;
 use crate::quant::{Q8ActsRef, QFormat, QWeight, QK};
+use crate::simd::Format;
 
 /// Rows per tile: one per i32 lane.
 const PR: usize = 16;
@@ -34,9 +34,9 @@ pub(super) fn suits(w: &QWeight<'_>, n: usize) -> bool {
 }
 
 /// `yt[r·n + t]` for every row and token, or with `TM` (token-major) `yt[t·rows + r]`.
-/// Preconditions: the shapes passed `check_qmatmul`, and [`suits`].
+/// Preconditions: the shapes passed `check_matmul_q`, and [`suits`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn matmul<F: Fmt, const TM: bool>(
+pub(super) unsafe fn matmul<F: Format, const TM: bool>(
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
     yt: &mut [f32],
@@ -135,7 +135,7 @@ struct Ahead {
 impl Ahead {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    fn new<F: Fmt>(w: &QWeight<'_>, next: Option<(usize, usize)>, steps: usize) -> Ahead {
+    fn new<F: Format>(w: &QWeight<'_>, next: Option<(usize, usize)>, steps: usize) -> Ahead {
         let nb = w.k / QK;
         let mut a = Ahead {
             base: core::ptr::null(),
@@ -197,7 +197,7 @@ impl Ahead {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn repack<F: Fmt>(
+unsafe fn repack<F: Format>(
     w: &QWeight<'_>,
     r0: usize,
     rr: usize,
@@ -277,7 +277,7 @@ fn f16_lanes(v: &[f16], stride: usize, rr: usize) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<F: Fmt, const T: usize, const TM: bool>(
+unsafe fn tile<F: Format, const T: usize, const TM: bool>(
     x: &Q8ActsRef<'_>,
     nb: usize,
     c0: usize,
@@ -335,7 +335,7 @@ unsafe fn tile<F: Fmt, const T: usize, const TM: bool>(
         let lanes: __mmask16 = ((1u32 << rr) - 1) as u16;
         for (t, &a) in acc.iter().enumerate() {
             // SAFETY: token t0+t < n and rows r0..r0+rr < rows exist (caller), so the selected lanes
-            // lie inside `yt` (`rows × n` elements, checked by `check_qmatmul`).
+            // lie inside `yt` (`rows × n` elements, checked by `check_matmul_q`).
             unsafe {
                 let p = yt.as_mut_ptr().add((t0 + t) * rows + r0);
                 let v = if first {
