@@ -9,9 +9,7 @@
 //! specification) and in every ISA module, and sit in the [`Kernels`] table.
 
 pub mod format;
-pub mod gptq;
 pub mod scalar;
-pub mod search;
 
 use std::ops::Range;
 
