@@ -38,8 +38,8 @@ fmt:
 bench:
 	$(CARGO) bench --workspace
 
-## AWS Lambda, arm64 (provided.al2023): examples/lambda.rs cross-built as a stripped, LTO `bootstrap`
-## without candle, clap or axum, zipped into target/lambda/function.zip. WITH_MODEL=1 also puts the
+## AWS Lambda, arm64 (provided.al2023): the handler package examples/lambda (edgeinfer-lambda)
+## cross-built as a stripped, LTO `bootstrap` without the converter, candle, clap or axum, zipped into target/lambda/function.zip. WITH_MODEL=1 also puts the
 ## model in the zip (at weights/SmolLM2-135M-Instruct, the handler's default path under /var/task);
 ## otherwise ship it in a layer and set EDGEINFER_MODEL. LAMBDA_PROFILE=test builds it without LTO
 ## (what scripts/test-aarch64.sh runs under qemu, to keep CI short).
@@ -51,9 +51,9 @@ LAMBDA_DIR    ?= $(TARGET_DIR)/lambda
 LAMBDA_MODEL  ?= weights/SmolLM2-135M-Instruct
 WITH_MODEL    ?= 0
 lambda-arm64:
-	$(CARGO) build --profile $(LAMBDA_PROFILE) --target $(LAMBDA_TARGET) --example lambda --no-default-features --features lambda
+	$(CARGO) build --profile $(LAMBDA_PROFILE) --target $(LAMBDA_TARGET) -p edgeinfer-lambda --bin bootstrap
 	mkdir -p $(LAMBDA_DIR)
-	cp $(TARGET_DIR)/$(LAMBDA_TARGET)/$(LAMBDA_OUT)/examples/lambda $(LAMBDA_DIR)/bootstrap
+	cp $(TARGET_DIR)/$(LAMBDA_TARGET)/$(LAMBDA_OUT)/bootstrap $(LAMBDA_DIR)/bootstrap
 	aarch64-linux-gnu-strip $(LAMBDA_DIR)/bootstrap
 	rm -rf $(LAMBDA_DIR)/stage $(LAMBDA_DIR)/function.zip
 	mkdir -p $(LAMBDA_DIR)/stage

@@ -32,8 +32,8 @@ export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation -Zmiri-deterministic-flo
 # Seeded (print/replay with EDGEINFER_TEST_SEED like the native runs), but fixed by default so a
 # Miri run is repeatable.
 export EDGEINFER_TEST_SEED=${EDGEINFER_TEST_SEED:-1}
-# Quant unit tests left out: f64 checks over every format and shape, and the scale search.
-slow=(--skip matmul_q_matches_f64_within_budget --skip never_worse_than_the_reference)
+# Quant unit tests left out: f64 checks over every format and shape.
+slow=(--skip matmul_q_matches_f64_within_budget)
 
 step "kernels, scalar (portable build)"
 CARGO_TARGET_DIR=$target/miri-portable cargo +nightly miri test -p edgeinfer-kernels \
@@ -48,5 +48,5 @@ RUSTFLAGS="-C target-feature=+avx2,+fma,+f16c" EDGEINFER_REQUIRE_VARIANTS=avx2 \
 step "loader and config parsing"
 CARGO_TARGET_DIR=$target/miri-portable cargo +nightly miri test -p edgeinfer-models --lib config
 EDGEINFER_WEIGHTS=copy CARGO_TARGET_DIR=$target/miri-portable cargo +nightly miri test \
-    --test bad_input -- --exact in_memory_validation_refuses_hostile_headers \
+    -p edgeinfer --test bad_input -- --exact in_memory_validation_refuses_hostile_headers \
     truncated_safetensors tensor_offsets_out_of_range overlapping_tensor_offsets

@@ -8,7 +8,8 @@
 #   neoverse-n1  Armv8.2 + dotprod, no i8mm    neon, neon_dotprod
 #   cortex-a72   Armv8.0                       neon
 # Stops at the first failure. Extra arguments go to the test binaries (e.g. a test name filter).
-# Then runs the arm64 Lambda `bootstrap` under qemu against a local Runtime API (tests/lambda.rs).
+# Then runs the arm64 Lambda `bootstrap` under qemu against a local Runtime API
+# (examples/lambda/tests/lambda.rs).
 #
 # Needs: rustup target aarch64-unknown-linux-gnu, gcc-aarch64-linux-gnu, libc6-dev-arm64-cross,
 # qemu-user. Set PACKAGES="-p edgeinfer-kernels" to test a subset.
@@ -45,14 +46,14 @@ for entry in "${CPUS[@]}"; do
 done
 
 # The Lambda handler as shipped: the arm64 `bootstrap` of `make lambda-arm64` under qemu, against the
-# local Runtime API of tests/lambda.rs (normal, invalid and late invocations). Built with the test
-# profile (no LTO) to keep CI short; LAMBDA_PROFILE=lambda runs the shipped build instead. Skip with
+# local Runtime API of examples/lambda/tests/lambda.rs (normal, invalid and late invocations). Built
+# with the test profile (no LTO) to keep CI short; LAMBDA_PROFILE=lambda runs the shipped build instead. Skip with
 # EDGEINFER_SKIP_LAMBDA=1.
 if [ "${EDGEINFER_SKIP_LAMBDA:-0}" != 1 ]; then
     echo "=== Lambda bootstrap (arm64) under qemu"
     make lambda-arm64 LAMBDA_PROFILE="${LAMBDA_PROFILE:-test}"
     EDGEINFER_LAMBDA_BOOTSTRAP=target/lambda/bootstrap \
-        cargo test --test lambda -- --ignored arm64_bootstrap_under_qemu --nocapture
+        cargo test -p edgeinfer-lambda --test lambda -- --ignored arm64_bootstrap_under_qemu --nocapture
     summary+=("lambda       ok: arm64 bootstrap served normal, invalid and late invocations")
 fi
 echo "=== aarch64 summary"

@@ -30,14 +30,10 @@ pub mod sampler;
 pub mod tokenizer;
 
 pub mod error;
-#[cfg(feature = "import")]
-pub mod import;
 pub mod loader;
 pub mod model;
 pub mod pool;
-pub mod qstore;
-pub mod quantize;
-pub mod serve;
+pub mod request;
 pub mod session;
 
 pub use chat::Message;

@@ -195,10 +195,10 @@ fn write_fuzz_seeds() {
     );
     for (name, format) in [("q8_0", "q8_0"), ("q4_1", "q4_1")] {
         let out = dir.join(name);
-        let opts = edgeinfer::quantize::QuantizeOptions::new(
+        let opts = edgeinfer_convert::quantize::QuantizeOptions::new(
             edgeinfer_kernels::quant::QFormat::from_name(format).unwrap(),
         );
-        edgeinfer::quantize::quantize_checkpoint(&tiny, &out, &opts, &mut |_| {}).unwrap();
+        edgeinfer_convert::quantize::quantize_checkpoint(&tiny, &out, &opts, &mut |_| {}).unwrap();
         let c = std::fs::read(out.join("config.json")).unwrap();
         let w = std::fs::read(out.join("model.safetensors")).unwrap();
         write_seed(
@@ -263,7 +263,7 @@ fn write_fuzz_seeds() {
         write_seed("gguf", name, &seed);
     }
     let out = dir.join("imported");
-    edgeinfer::import::import_gguf(&g, &out, &Default::default(), &mut |_| {}).unwrap();
+    edgeinfer_convert::import::import_gguf(&g, &out, &Default::default(), &mut |_| {}).unwrap();
 
     // chat: messages through the built-in ChatML template, and SmolLM2's own template.
     let msgs: &[&[u8]] = &[
@@ -378,9 +378,13 @@ fn gguf_block_count_beyond_the_tensors_is_an_error() {
     let mut bytes = seed[1..].to_vec();
     bytes[at - 1..at + 3].copy_from_slice(&u32::MAX.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let err =
-        edgeinfer::import::import_gguf(&path, &dir.join("out"), &Default::default(), &mut |_| {})
-            .expect_err("must be refused");
+    let err = edgeinfer_convert::import::import_gguf(
+        &path,
+        &dir.join("out"),
+        &Default::default(),
+        &mut |_| {},
+    )
+    .expect_err("must be refused");
     assert!(err.to_string().contains("block_count"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,8 +5,6 @@
 //! The GGUF comes from `EDGEINFER_GGUF` or `weights/SmolLM2-135M-Instruct.Q4_1.gguf`
 //! (`scripts/fetch-model.sh` puts it there). Without it the test is skipped with a message, unless
 //! `EDGEINFER_REQUIRE_MODEL=1`, which turns the skip into a failure.
-#![cfg(feature = "import")]
-
 mod common;
 
 use std::fs;
@@ -14,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::Device;
-use edgeinfer::import::{import_gguf, ImportDType, ImportError, ImportOptions, ImportProgress};
+use edgeinfer_convert::import::{
+    import_gguf, ImportDType, ImportError, ImportOptions, ImportProgress,
+};
 use safetensors::SafeTensors;
 
 fn gguf_path() -> Option<PathBuf> {

@@ -6,8 +6,10 @@ mod common;
 use std::path::Path;
 
 use common::{temp_dir, worst_cosine, TinyLlama};
-use edgeinfer::quantize::{quantize_checkpoint, Calibration, QuantizeError, QuantizeOptions};
 use edgeinfer::Model;
+use edgeinfer_convert::quantize::{
+    quantize_checkpoint, Calibration, QuantizeError, QuantizeOptions,
+};
 use edgeinfer_kernels::quant::QFormat;
 use edgeinfer_kernels::Kernels;
 use edgeinfer_models::state::KvDType;

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use common::{temp_dir, TinyLlama};
 use edgeinfer::loader::Checkpoint;
-use edgeinfer::quantize::{quantize_checkpoint, QuantizeError, QuantizeOptions, TensorOverride};
+use edgeinfer_convert::quantize::{
+    quantize_checkpoint, QuantizeError, QuantizeOptions, TensorOverride,
+};
 use edgeinfer_kernels::quant::QFormat;
 use edgeinfer_models::{Config, Llama};
 

@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use common::{cosine, temp_dir, worst_cosine, Rng, TinyLlama};
 use edgeinfer::loader::Checkpoint;
-use edgeinfer::quantize::{quantize_checkpoint, QuantizeError, QuantizeOptions};
 use edgeinfer::{ActQuant, Model, SessionOptions};
+use edgeinfer_convert::quantize::{quantize_checkpoint, QuantizeError, QuantizeOptions};
 use edgeinfer_kernels::quant::QFormat;
 use edgeinfer_kernels::Kernels;
 use edgeinfer_models::matrix::{format_key, plane_names, LAYOUT_KEY, VERSION_KEY};
@@ -27,7 +27,11 @@ use edgeinfer_models::state::KvDType;
 use edgeinfer_models::{Config, Llama, ModelError};
 use safetensors::{Dtype, SafeTensors};
 
-fn quantize(input: &Path, out: &Path, format: QFormat) -> edgeinfer::quantize::QuantizeSummary {
+fn quantize(
+    input: &Path,
+    out: &Path,
+    format: QFormat,
+) -> edgeinfer_convert::quantize::QuantizeSummary {
     let mut events = 0;
     let s = quantize_checkpoint(input, out, &QuantizeOptions::new(format), &mut |p| {
         assert_eq!(p.index, events);
@@ -57,10 +61,10 @@ fn check_stock_safetensors(path: &Path, quantized: &[&str], format: QFormat) {
     assert_eq!(meta[LAYOUT_KEY], "rowsplit");
     assert_eq!(meta[VERSION_KEY], "1");
     for &name in quantized {
-        // The embedding and lm_head are q8_0 under the 4-bit formats (see edgeinfer::quantize).
+        // The embedding and lm_head are q8_0 under the 4-bit formats (see edgeinfer_convert::quantize).
         let outer = name == "model.embed_tokens.weight" || name == "lm_head.weight";
         let format = if outer {
-            edgeinfer::quantize::output_format(format)
+            edgeinfer_convert::quantize::output_format(format)
         } else {
             format
         };

@@ -11,10 +11,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::{temp_dir, TinyLlama};
-use edgeinfer::quantize::{quantize_checkpoint, QuantizeOptions};
 use edgeinfer::sampler::Sampler;
 use edgeinfer::tokenizer::StreamDecoder;
 use edgeinfer::{ActQuant, Model, ModelOptions, SamplerConfig, SessionOptions};
+use edgeinfer_convert::quantize::{quantize_checkpoint, QuantizeOptions};
 use edgeinfer_kernels::QFormat;
 
 /// Wraps `System`, counting calls made while the calling thread is measuring. Touches only

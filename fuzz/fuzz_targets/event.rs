@@ -1,4 +1,4 @@
-//! The FaaS event (`examples/lambda.rs`): JSON through `GenerateRequest::from_value` and
+//! The FaaS event (`examples/lambda`): JSON through `GenerateRequest::from_value` and
 //! `into_job`.
 //!
 //! Input: the event's JSON text.

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use edgeinfer::chat::{ChatTemplate, Message};
-use edgeinfer::import::{import_gguf, ImportDType, ImportOptions};
 use edgeinfer::tokenizer::{StreamDecoder, Tokenizer};
+use edgeinfer_convert::import::{import_gguf, ImportDType, ImportOptions};
 
 /// Splits `data` into fields separated by `sep` (at most `max` fields; the last takes the rest).
 fn fields(data: &[u8], sep: u8, max: usize) -> Vec<&[u8]> {
@@ -149,17 +149,17 @@ pub fn chat(data: &[u8]) {
 }
 
 /// Limits like `infer serve`'s with SmolLM2 (2048-token context, 256 tokens by default).
-const LIMITS: edgeinfer::serve::Limits = edgeinfer::serve::Limits {
+const LIMITS: edgeinfer::request::Limits = edgeinfer::request::Limits {
     default_max_tokens: 256,
     max_tokens: 2048,
 };
 
-/// The FaaS event (`examples/lambda.rs`): a JSON value through `GenerateRequest::from_value` and
+/// The FaaS event (`examples/lambda`): a JSON value through `GenerateRequest::from_value` and
 /// `into_job` with `PromptKind::Either`; an accepted job's prompt, options and sampler checked.
 ///
 /// Input: the event's JSON text (invalid JSON returns early: the Lambda runtime parses it).
 pub fn event(data: &[u8]) {
-    use edgeinfer::serve::{GenerateRequest, PromptKind};
+    use edgeinfer::request::{GenerateRequest, PromptKind};
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
@@ -173,7 +173,7 @@ pub fn event(data: &[u8]) {
 ///
 /// Input: a mode byte (bit 0 set: chat completions), then the body.
 pub fn openai(data: &[u8]) {
-    use edgeinfer::serve::{GenerateRequest, PromptKind};
+    use edgeinfer::request::{GenerateRequest, PromptKind};
     let (m, body) = mode(data);
     let kind = if m & 1 == 1 {
         PromptKind::Chat
@@ -185,12 +185,12 @@ pub fn openai(data: &[u8]) {
 }
 
 /// The invariants of an accepted job; a refusal's error body must serialize.
-fn check_job(job: Result<edgeinfer::serve::Job, edgeinfer::serve::RequestError>) {
+fn check_job(job: Result<edgeinfer::request::Job, edgeinfer::request::RequestError>) {
     match job {
         Ok(job) => {
             let o = &job.options;
             assert!((1..=LIMITS.max_tokens).contains(&o.max_tokens));
-            assert!(o.stop.len() <= edgeinfer::serve::MAX_STOP_STRINGS);
+            assert!(o.stop.len() <= edgeinfer::request::MAX_STOP_STRINGS);
             assert!(o.sampler.validate().is_ok());
             std::hint::black_box(job.prompt());
         }

@@ -1,7 +1,7 @@
 //! [`State::prefault`] makes a session's arena and KV cache resident when it opens; without it the
 //! cache's pages are backed only as positions are first reached, which is how `infer serve`'s RSS
-//! used to grow in steps for as long as it ran (tests/soak.rs). Linux only (reads the process's own
-//! `RssAnon`); alone in its test binary, so no other test allocates while it measures.
+//! used to grow in steps for as long as it ran (cli/tests/soak.rs). Linux only (reads the process's
+//! own `RssAnon`); alone in its test binary, so no other test allocates while it measures.
 
 use edgeinfer_models::state::{KvDType, StateOptions};
 use edgeinfer_models::{Config, State};

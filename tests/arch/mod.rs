@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{DType as CDType, Device, Tensor as CTensor};
 use edgeinfer::loader::Checkpoint;
-use edgeinfer::quantize::{quantize_checkpoint, QuantizeOptions};
+use edgeinfer_convert::quantize::{quantize_checkpoint, QuantizeOptions};
 use edgeinfer_kernels::quant::QFormat;
 use edgeinfer_kernels::Kernels;
 use edgeinfer_models::state::{KvDType, StateOptions};
@@ -262,7 +262,7 @@ pub fn check_gguf_import(name: &str, shape: TinyArch) {
     let arch = match shape.family {
         Family::Qwen2 => "qwen2",
         Family::Qwen3 => "qwen3",
-        Family::Llama3 => panic!("llama3 GGUFs carry rope_freqs; see src/import/tests.rs"),
+        Family::Llama3 => panic!("llama3 GGUFs carry rope_freqs; see convert/src/import/tests.rs"),
     };
     let root = temp_dir(name);
     let hf = root.join("hf");
@@ -354,8 +354,8 @@ pub fn check_gguf_import(name: &str, shape: TinyArch) {
     drop(f);
 
     let out = root.join("imported");
-    let opts = edgeinfer::import::ImportOptions::default();
-    let summary = edgeinfer::import::import_gguf(&gguf, &out, &opts, &mut |_| {})
+    let opts = edgeinfer_convert::import::ImportOptions::default();
+    let summary = edgeinfer_convert::import::import_gguf(&gguf, &out, &opts, &mut |_| {})
         .unwrap_or_else(|e| panic!("{name}: import: {e}"));
     assert_eq!(summary.tie_word_embeddings, shape.tied);
     let cfg =

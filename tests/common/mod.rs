@@ -488,6 +488,22 @@ pub fn write_safetensors(
     safetensors::serialize_to_file(views, meta, path).unwrap();
 }
 
+/// Puts NaN in element 0 and +Inf in element 2 of the F32 tensor `name` of `dir/model.safetensors`,
+/// rewriting the file through a new file and a rename, as the loading contract asks.
+pub fn poison_tensor(dir: &Path, name: &str) {
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    let at = 8 + n + start;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    bytes[at + 8..at + 12].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    let tmp = dir.join("model.safetensors.new");
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
 /// A fresh, empty temporary directory unique to this test process and `name`.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("edgeinfer-test-{}-{name}", std::process::id()));
@@ -505,13 +521,22 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The repository root, where `weights/` and `fuzz/` are: the directory of the package including this
+/// file (the root package, `cli/` or `examples/lambda/`) or the first one above it holding it.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join("tests/common/mod.rs").is_file())
+        .expect("tests/common/mod.rs is in a directory above the package")
+}
+
 /// A file of the real model (`weights/…` by default, or the path in `$env_var`), or `None` with a
 /// "SKIPPED" message when it is missing — unless `EDGEINFER_REQUIRE_MODEL=1`, which makes a missing
 /// model a failure (CI sets it).
 pub fn real_model_path(env_var: &str, default: &str, probe: &str) -> Option<PathBuf> {
     let path = std::env::var_os(env_var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(default));
+        .unwrap_or_else(|| repo_root().join(default));
     let probe = if probe.is_empty() {
         path.clone()
     } else {

@@ -39,8 +39,9 @@
 //! Why this layout rather than ggml's array of 34/18/20-byte block structs, or a repacked one:
 //! - Every row's quants are contiguous, and every block's quants start at a multiple of 16 (q4) or 32
 //!   (q8_0) bytes from the plane start, so SIMD code loads them with full 16/32-byte loads and never
-//!   straddles a 2-byte scale. Keeping the scales apart keeps the quants aligned. The writer (edgeinfer's
-//!   `qstore`) also starts every plane on a 64-byte boundary, so a 64-byte load never spans two lines.
+//!   straddles a 2-byte scale. Keeping the scales apart keeps the quants aligned. The writer
+//!   (`edgeinfer_convert::store`) also starts every plane on a 64-byte boundary, so a 64-byte load
+//!   never spans two lines.
 //! - Decode (one token, a matrix–vector product) is bound by memory bandwidth; it reads each plane
 //!   front to back, which the hardware prefetchers handle best.
 //! - The i8mm (`smmla`) and VNNI matmul kernels that want two rows interleaved combine two rows'

@@ -10,9 +10,7 @@
 //! variant under the same names, and sit in the [`Kernels`] table.
 
 pub mod format;
-pub mod gptq;
 pub mod scalar;
-pub mod search;
 
 use std::ops::Range;
 

@@ -1,4 +1,4 @@
-//! The request and response bodies FaaS handlers speak (`examples/lambda.rs`, `infer serve`), and
+//! The request and response bodies FaaS handlers speak (`examples/lambda`, `infer serve`), and
 //! their validation. No HTTP here: a handler parses a body with [`GenerateRequest::parse`], checks it
 //! with [`GenerateRequest::into_job`], runs the [`Job`] on a [`crate::SessionPool`] and answers with
 //! [`GenerateResponse::new`].

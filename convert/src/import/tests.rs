@@ -531,7 +531,7 @@ fn synthetic_native_keeps_blocks() {
     );
 
     // Loads, and the requantized Q4_K matrix stays close to the GGUF's values.
-    let ckpt = crate::loader::Checkpoint::open(&out).unwrap();
+    let ckpt = edgeinfer::loader::Checkpoint::open(&out).unwrap();
     let cfg = edgeinfer_models::Config::from_json(
         &std::fs::read_to_string(out.join("config.json")).unwrap(),
     )
@@ -563,7 +563,7 @@ fn import_and_load(
     let text = std::fs::read_to_string(out.join("config.json")).unwrap();
     let config: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cfg = edgeinfer_models::Config::from_json(&text).unwrap();
-    let ckpt = crate::loader::Checkpoint::open(&out).unwrap();
+    let ckpt = edgeinfer::loader::Checkpoint::open(&out).unwrap();
     let model = edgeinfer_models::Llama::load(cfg, &ckpt.source()).unwrap();
     (out, config, model)
 }

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::{Args, ValueEnum};
-use edgeinfer::serve::{
+use edgeinfer::request::{
     error_code, error_json, GenerateRequest, GenerateResponse, Job, Limits, PromptKind,
     RequestError,
 };
@@ -105,7 +105,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let opts = SessionOptions {
         ctx: args.ctx_size,
         // Each session's arena and KV cache resident when it opens: RSS flat while serving
-        // (tests/soak.rs), and a machine short of memory fails at the first requests, not later.
+        // (cli/tests/soak.rs), and a machine short of memory fails at the first requests, not later.
         prefault: true,
         ..args.model.session_options()
     };

@@ -2,6 +2,8 @@
 //! runtime endpoints, OpenAI completions (whole, streamed, concurrent), refusals that leave the
 //! server running, a prompt over the context, metrics and the JSON log lines.
 
+// The root package's test helpers (the model lives at the repository root, see `repo_root`).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Read};

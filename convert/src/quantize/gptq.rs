@@ -12,7 +12,8 @@
 
 use half::f16;
 
-use super::format::{QFormat, QK};
+use edgeinfer_kernels::quant::{QFormat, QK};
+
 use super::search::quantize_row;
 
 /// Upper-triangular `U` (row-major `k × k`, f32) with `UᵀU = (H + λI)⁻¹`, from a symmetric `h`
@@ -104,8 +105,8 @@ fn lower_inverse(l: &[f64], k: usize) -> Vec<f64> {
 
 /// Rounds `w` (`rows × k` f32, row-major; overwritten by the error feedback) to `format` with the
 /// factor `u` from [`inverse_factor`], writing the blocks as the reference quantizers of
-/// [`super::scalar`] lay them out: `qs` (`rows × k/32 × bytes per block`), `d` and, for q4_1, `m`
-/// (`rows × k/32` each; `m` is left alone for the other formats).
+/// `edgeinfer_kernels::quant::scalar` lay them out: `qs` (`rows × k/32 × bytes per block`), `d`
+/// and, for q4_1, `m` (`rows × k/32` each; `m` is left alone for the other formats).
 pub fn quantize_rows(
     format: QFormat,
     w: &mut [f32],
@@ -232,7 +233,7 @@ fn pack(format: QFormat, codes: &[u8], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{QPlanes, Rng};
+    use edgeinfer_kernels::testing::{QPlanes, Rng};
 
     /// `Σ xᵀx` over the rows of `xs` (`k` wide), in f64.
     fn gram(xs: &[f32], k: usize) -> Vec<f64> {

@@ -1,13 +1,14 @@
 //! Weight quantizers that search each block's scale for the least squared error, for the conversion
-//! tool (`infer quantize`). The reference quantizers in [`super::scalar`] fix the scale from the block's
-//! extreme value (ggml's choice); on weights that already lie on another grid — a dequantized q4_1
-//! checkpoint requantized to q4_0 — that scale can be far from the best one. Output bytes have the same
-//! format and meaning either way; only which valid encoding is chosen differs.
+//! tool (`infer quantize`). The reference quantizers in `edgeinfer_kernels::quant::scalar` fix the
+//! scale from the block's extreme value (ggml's choice); on weights that already lie on another grid
+//! — a dequantized q4_1 checkpoint requantized to q4_0 — that scale can be far from the best one.
+//! Output bytes have the same format and meaning either way; only which valid encoding is chosen
+//! differs.
 
 use half::f16;
 
-use super::format::{QFormat, QK};
-use super::scalar::{check_row, quantize_row_q4_0, quantize_row_q4_1, quantize_row_q8_0};
+use edgeinfer_kernels::quant::scalar::{quantize_row_q4_0, quantize_row_q4_1, quantize_row_q8_0};
+use edgeinfer_kernels::quant::{QFormat, QK};
 
 /// One row in `format` the way the conversion tool rounds plainly: q8_0 and q4_1 by the reference
 /// quantizers, q4_0 with the scale search below. `m` is written for q4_1 only.
@@ -26,14 +27,14 @@ const Q4_0_DIVISORS: [f32; 9] = [-8.0, -7.75, -7.5, -7.25, -7.0, -6.75, -6.5, 7.
 /// to nearest for each), keeping the one whose dequantized block has the least squared error.
 /// Never worse than [`quantize_row_q4_0`] in squared error per block.
 pub fn quantize_row_q4_0_search(x: &[f32], qs: &mut [u8], d: &mut [f16]) {
-    check_row(x.len(), QFormat::Q4_0, qs.len(), d.len(), None);
+    // Start from the reference encoding (which also checks the plane lengths), so the search can
+    // only improve on it.
+    quantize_row_q4_0(x, qs, d);
     for ((xb, qb), db) in x
         .chunks_exact(QK)
         .zip(qs.chunks_exact_mut(QK / 2))
         .zip(d.iter_mut())
     {
-        // Start from the reference encoding, so the search can only improve on it.
-        quantize_row_q4_0(xb, qb, std::slice::from_mut(db));
         let mut best = sse_q4_0(xb, qb, *db);
         let max = xb
             .iter()
@@ -77,7 +78,7 @@ fn sse_q4_0(x: &[f32], qs: &[u8], d: f16) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Rng;
+    use edgeinfer_kernels::testing::Rng;
 
     #[test]
     fn never_worse_than_the_reference_and_better_on_a_shifted_grid() {

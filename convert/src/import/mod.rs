@@ -25,7 +25,7 @@
 //! the `tokenizers` crate before anything is published.
 //!
 //! Every file is first written under a `.partial` name inside the output directory and renamed only
-//! once all of them are complete ([`crate::qstore::Staging`]); `config.json` is renamed last, so its
+//! once all of them are complete ([`crate::store::Staging`]); `config.json` is renamed last, so its
 //! presence means the directory is whole.
 
 mod config;
@@ -39,7 +39,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::qstore::{Staging, WEIGHTS_FILE};
+use crate::store::{Staging, WEIGHTS_FILE};
 use config::{LlamaParams, SpecialIds};
 use gguf::Gguf;
 use tokenizer_json::Vocab;
@@ -173,7 +173,7 @@ pub enum ImportError {
         source: serde_json::Error,
     },
     #[error(transparent)]
-    Store(#[from] crate::qstore::StoreError),
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Convert the GGUF file `gguf` into a Hugging Face Llama/Qwen2/Qwen3 checkpoint in `out_dir` (created if

@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use edgeinfer::serve::{error_json, usage, Job, PromptKind};
+use edgeinfer::request::{error_json, usage, Job, PromptKind};
 use edgeinfer::Generation;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -87,7 +87,7 @@ async fn stream(app: Arc<App>, api: Api, ctx: RequestCtx, job: Job) -> Response 
         match &result {
             Ok(g) => worker.finish(&worker_ctx, 200, Some(g), None),
             Err(e) => {
-                let (code, status) = edgeinfer::serve::error_code(e);
+                let (code, status) = edgeinfer::request::error_code(e);
                 worker.finish(&worker_ctx, status, None, Some(code));
             }
         }

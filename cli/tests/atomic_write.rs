@@ -3,6 +3,8 @@
 //! `model.safetensors` is being written), or a process killed mid-write, never leaves a directory
 //! that loads — and an existing model in the output directory survives a failed import.
 
+// The root package's test helpers (the model lives at the repository root, see `repo_root`).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::os::unix::fs::MetadataExt;
@@ -11,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::temp_dir;
-use edgeinfer::import::{import_gguf, ImportOptions};
 use edgeinfer::{Model, ModelOptions};
+use edgeinfer_convert::import::{import_gguf, ImportOptions};
 
 fn opts() -> ModelOptions {
     ModelOptions {
@@ -23,7 +25,7 @@ fn opts() -> ModelOptions {
 
 /// The tiny GGUF of the fuzz seeds (its first byte is the fuzz target's mode byte).
 fn tiny_gguf() -> Vec<u8> {
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/gguf/tiny-native");
+    let seed = common::repo_root().join("fuzz/seeds/gguf/tiny-native");
     std::fs::read(seed).unwrap()[1..].to_vec()
 }
 

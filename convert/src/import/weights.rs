@@ -1,6 +1,6 @@
 //! Writing `model.safetensors`: how each GGUF tensor is stored (see the table in the
 //! [module docs](super)), then one tensor at a time converted and streamed out by
-//! [`crate::qstore::write_model`], so peak memory is one tensor, not the model.
+//! [`crate::store::write_model`], so peak memory is one tensor, not the model.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -12,8 +12,8 @@ use safetensors::Dtype;
 
 use super::gguf::{unpermute_rows, Gguf, Rows, TensorPlan};
 use super::{ImportDType, ImportError, ImportProgress};
-use crate::qstore::{self, Data, Entry, QPlanes, StoredAs, WriteStats};
 use crate::quantize::quantize_matrix;
+use crate::store::{self, Data, Entry, QPlanes, StoredAs, WriteStats};
 
 /// Every planned tensor is present with its expected shape and nothing else is in the file but the
 /// tensors `consumed` as metadata (Llama 3's `rope_freqs.weight`).
@@ -185,7 +185,7 @@ pub(crate) fn write_safetensors(
     let entries: Vec<Entry> = planned.iter().map(Planned::entry).collect();
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     let total = planned.len();
-    let stats = qstore::write_model(path, &entries, &meta, |i, _| {
+    let stats = store::write_model(path, &entries, &meta, |i, _| {
         let data = convert(&mut gguf, &planned[i])?;
         progress(ImportProgress {
             index: i,

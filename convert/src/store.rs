@@ -464,7 +464,7 @@ mod tests {
     /// reads the file back with the planes and metadata.
     #[test]
     fn odd_sizes_are_aligned_and_readable() {
-        let dir = std::env::temp_dir().join(format!("edgeinfer-qstore-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("edgeinfer-store-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let mut staging = Staging::new(&dir).unwrap();
         let path = staging.stage(WEIGHTS_FILE);
@@ -538,7 +538,7 @@ mod tests {
     /// Produced bytes of the wrong size are an error naming the tensor, and nothing is published.
     #[test]
     fn wrong_sizes_are_refused() {
-        let dir = std::env::temp_dir().join(format!("edgeinfer-qstore-bad-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("edgeinfer-store-bad-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         {
             let mut staging = Staging::new(&dir).unwrap();

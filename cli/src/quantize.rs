@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use edgeinfer::quantize::{
+use edgeinfer_convert::quantize::{
     quantize_checkpoint, Calibration, QuantizeOptions, StoreType, TensorOverride,
 };
 use edgeinfer_kernels::quant::QFormat;

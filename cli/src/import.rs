@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use edgeinfer::import::{import_gguf, ImportDType, ImportOptions};
+use edgeinfer_convert::import::{import_gguf, ImportDType, ImportOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]

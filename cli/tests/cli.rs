@@ -2,9 +2,10 @@
 //! seeded sampling, perplexity, inspect, import, two-pass activations, and the errors a user sees
 //! without a model.
 
+// The root package's test helpers (the model lives at the repository root, see `repo_root`).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 fn infer(args: &[&str]) -> Output {
@@ -239,7 +240,7 @@ fn missing_model_says_what_to_do() {
         .env_remove("EDGEINFER_MODEL")
         .output()
         .unwrap();
-    if !Path::new(env!("CARGO_MANIFEST_DIR"))
+    if !common::repo_root()
         .join("weights/SmolLM2-135M-Instruct/config.json")
         .is_file()
     {
@@ -280,4 +281,23 @@ fn two_pass_activations_flag() {
         json["text"].as_str().unwrap().starts_with(" Paris"),
         "{json}"
     );
+}
+
+/// `infer inspect --check` fails on NaN or Inf weights and names the tensor holding them (the
+/// library's side: `tests/bad_input.rs`, `non_finite_weights_are_reported`).
+#[test]
+fn inspect_check_names_non_finite_weights() {
+    const K_PROJ: &str = "model.layers.0.self_attn.k_proj.weight";
+    let dir = common::temp_dir("cli-non-finite");
+    common::TinyLlama::small(7).write_with_tokenizer(&dir);
+    common::poison_tensor(&dir, K_PROJ);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_infer"))
+        .args(["inspect", "--check", "-t", "1", "-m"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "inspect --check passed NaN weights");
+    assert!(stderr.contains(K_PROJ), "{stderr}");
 }

@@ -1,18 +1,18 @@
 //! Calibration for [`super::quantize_checkpoint`]: runs the input model over a text and keeps, for the
-//! input of each matrix product, `H = Σ xᵀx` over its rows, then the factor
-//! [`edgeinfer_kernels::quant::gptq`] rounds with. Layers are done a few at a time (one forward pass
-//! over the text per group, as the writer reaches them) so memory stays bounded on larger models.
+//! input of each matrix product, `H = Σ xᵀx` over its rows, then the factor [`super::gptq`] rounds
+//! with. Layers are done a few at a time (one forward pass over the text per group, as the writer
+//! reaches them) so memory stays bounded on larger models.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use edgeinfer_kernels::quant::{gptq, ActQuant};
+use edgeinfer::tokenizer::Tokenizer;
+use edgeinfer_kernels::quant::ActQuant;
 use edgeinfer_kernels::{par, Kernels, WeightRef};
 use edgeinfer_models::state::{KvDType, StateOptions};
 use edgeinfer_models::{Llama, Logits, State, Tap, TapSite};
 
-use super::QuantizeError;
-use crate::tokenizer::Tokenizer;
+use super::{gptq, QuantizeError};
 
 /// Tokens per forward call (bounds the logits buffer when an untied lm_head is calibrated).
 const CHUNK: usize = 128;

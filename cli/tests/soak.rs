@@ -41,7 +41,11 @@ fn model_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("EDGEINFER_MODEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/SmolLM2-135M-Instruct")
+            // This package's directory is `cli/`, one below the repository root.
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../weights/SmolLM2-135M-Instruct"
+            ))
         });
     if dir.join("config.json").is_file() {
         return Some(dir);

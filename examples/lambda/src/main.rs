@@ -12,14 +12,15 @@
 //! The session (arena and KV cache) is kept between invocations of a warm container, and a prompt
 //! that starts like the previous one (the same system prompt) skips recomputing that prefix.
 //!
-//! Build it lean (no candle, clap or axum): `make lambda-arm64`, or
-//! `cargo build --release --example lambda --no-default-features --features lambda`.
+//! Its own package, so the build is lean (no converter, candle, clap or axum): `make lambda-arm64`,
+//! or `cargo build --release -p edgeinfer-lambda` (the binary is `bootstrap`, the file Lambda
+//! runs).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
-use edgeinfer::serve::{
+use edgeinfer::request::{
     env_usize, error_code, GenerateRequest, GenerateResponse, Limits, PromptKind,
 };
 use edgeinfer::{ActQuant, Model, ModelOptions, SessionOptions, SessionPool};

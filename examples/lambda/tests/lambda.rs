@@ -1,12 +1,14 @@
-//! `examples/lambda.rs` end to end against a local Lambda Runtime API: a hand-written HTTP/1.1
-//! server on 127.0.0.1 that hands out invocations on `GET /runtime/invocation/next` and records
-//! what the function posts back. A normal event, an invalid one (a Lambda error; the function keeps
+//! The Lambda handler (`examples/lambda`, the `bootstrap` binary) end to end against a local Lambda
+//! Runtime API: a hand-written HTTP/1.1 server on 127.0.0.1 that hands out invocations on
+//! `GET /runtime/invocation/next` and records what the function posts back. A normal event, an invalid one (a Lambda error; the function keeps
 //! serving), a deadline shorter than the generation (partial text, `finish_reason: "deadline"`),
 //! a broken model (`/runtime/init/error`), and the cold start (exec to the first poll).
 //!
 //! The ignored `arm64_bootstrap_under_qemu` runs the cross-built `bootstrap` the same way (see
 //! `scripts/test-aarch64.sh`).
 
+// The root package's test helpers (the model lives at the repository root, see `repo_root`).
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::VecDeque;
@@ -221,30 +223,9 @@ fn serve_connection(conn: TcpStream, shared: &(Mutex<ApiState>, Condvar)) {
     }
 }
 
-/// The example binary, built now if needed (with the profile and target directory of this test).
+/// The handler as built for this test (Cargo builds the package's `bootstrap` binary first).
 fn lambda_example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/..
-    let target_dir = profile_dir.parent().unwrap();
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--example", "lambda", "--features", "lambda"])
-        .arg("--target-dir")
-        .arg(target_dir);
-    cmd.args(
-        if release {
-            ["--release", ""]
-        } else {
-            ["--profile", "test"]
-        }
-        .iter()
-        .filter(|a| !a.is_empty()),
-    );
-    let status = cmd.status().expect("running cargo build --example lambda");
-    assert!(status.success(), "building examples/lambda.rs failed");
-    profile_dir.join("examples").join("lambda")
+    PathBuf::from(env!("CARGO_BIN_EXE_bootstrap"))
 }
 
 /// Starts `program` (with `runner` before it, e.g. qemu) as a Lambda function polling `api`.
@@ -449,7 +430,8 @@ fn arm64_bootstrap_under_qemu() {
     let Some(model) = common::real_model_dir() else {
         return;
     };
-    let program = PathBuf::from(
+    // A relative path is taken from the repository root (tests run in the package's directory).
+    let program = common::repo_root().join(
         std::env::var("EDGEINFER_LAMBDA_BOOTSTRAP")
             .unwrap_or_else(|_| "target/lambda/bootstrap".into()),
     );

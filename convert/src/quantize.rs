@@ -5,7 +5,7 @@
 //! What is quantized, and what is not:
 //! - **Quantized to the chosen format** (q8_0 and q4_1 with the reference quantizers of
 //!   `edgeinfer_kernels::quant::scalar`, q4_0 with the least-squares scale search of
-//!   `edgeinfer_kernels::quant::search`): every 2-D matmul weight of the layers (`q_proj`, `k_proj`,
+//!   [`search`]): every 2-D matmul weight of the layers (`q_proj`, `k_proj`,
 //!   `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`). These are most of the bytes, and
 //!   decode time is the time to stream them.
 //! - **Quantized to q8_0 under q4_0/q4_1**: the token embedding and `lm_head` when untied (as the
@@ -26,28 +26,30 @@
 //!
 //! [`QuantizeOptions::calibration`] (`--calibration FILE`) rounds the layers' matrices and an untied
 //! lm_head GPTQ-style instead, weighted by the input model's activations on a text ([`Calibration`];
-//! `calibration` runs the model and collects them, `edgeinfer_kernels::quant::gptq` rounds).
+//! `calibration` runs the model and collects them, [`gptq`] rounds).
 //!
 //! `config.json` is copied with `"quantization_config": {"quant_method": "edgeinfer", "format": …,
 //! "layout": "rowsplit", "version": 1}` added; `tokenizer.json`, `tokenizer_config.json` and
 //! `generation_config.json` are copied when present. The output is staged and published as a whole
-//! ([`crate::qstore::Staging`]): on any error nothing is left in the output directory.
+//! ([`crate::store::Staging`]): on any error nothing is left in the output directory.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use edgeinfer_kernels::quant::{gptq, search, QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
+use edgeinfer::loader::{Checkpoint, CheckpointSource};
+use edgeinfer_kernels::quant::{QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
 use edgeinfer_kernels::WeightRef;
 use edgeinfer_models::{names, Config, Llama, Matrix, ModelError, TapSite, Tensor};
 use half::f16;
 use rayon::prelude::*;
 use safetensors::Dtype;
 
-use crate::loader::{Checkpoint, CheckpointSource};
-use crate::qstore::{self, Data, Entry, QPlanes, Staging, StoreError, StoredAs, WEIGHTS_FILE};
+use crate::store::{self, Data, Entry, QPlanes, Staging, StoreError, StoredAs, WEIGHTS_FILE};
 use calibration::{Calibrator, Site};
 
 mod calibration;
+pub mod gptq;
+pub mod search;
 
 /// How to quantize.
 #[derive(Clone, Debug)]
@@ -77,11 +79,11 @@ impl QuantizeOptions {
 #[derive(Clone, Debug)]
 pub enum Calibration {
     /// Every block on its own, by the quantizers of `edgeinfer_kernels::quant::scalar` (q4_0: with
-    /// the scale search of `…::search`). Needs no tokenizer and no forward pass.
+    /// the scale search of [`search`]). Needs no tokenizer and no forward pass.
     Plain,
-    /// Error-compensating rounding (`edgeinfer_kernels::quant::gptq`) weighted by the activations
-    /// the input model produces on this text: each matrix's products with them change least. The
-    /// embedding (read by rows, and the output projection too when tied) is rounded plainly.
+    /// Error-compensating rounding ([`gptq`]) weighted by the activations the input model produces
+    /// on this text: each matrix's products with them change least. The embedding (read by rows,
+    /// and the output projection too when tied) is rounded plainly.
     /// Paragraphs (separated by blank lines) run as separate sequences, each from position 0. It
     /// needs text like what the model will see, and plenty of it: on SmolLM2-135M, ~10k tokens
     /// helped where ~1k tokens (fewer than a `down_proj` row's 1536 inputs) made q4_0 worse than
@@ -185,7 +187,7 @@ pub enum QuantizeError {
     },
     /// The input checkpoint does not load (missing tensor, wrong shape, bad file, bad config…).
     #[error("input checkpoint: {0}")]
-    Input(#[source] Box<crate::Error>),
+    Input(#[source] Box<edgeinfer::Error>),
     #[error("{}: tensor `{name}` is already quantized ({format}); quantize from an F32, F16 or BF16 checkpoint", path.display())]
     AlreadyQuantized {
         path: PathBuf,
@@ -236,7 +238,7 @@ pub fn quantize_checkpoint(
     let config_path = in_dir.join("config.json");
     let config_text = std::fs::read_to_string(&config_path).map_err(io_err(&config_path))?;
     let config = Config::from_json(&config_text).map_err(|source| {
-        QuantizeError::Input(Box::new(crate::Error::Config {
+        QuantizeError::Input(Box::new(edgeinfer::Error::Config {
             path: config_path.clone(),
             source,
         }))
@@ -267,7 +269,7 @@ pub fn quantize_checkpoint(
         }
         _ => None,
     };
-    let stats = qstore::write_model(&weights_path, &entries, &meta, |i, e| {
+    let stats = store::write_model(&weights_path, &entries, &meta, |i, e| {
         let data = weights[i].produce(e, calibrator.as_mut())?;
         progress(QuantizeProgress {
             index: i,
@@ -338,7 +340,7 @@ fn input_error(
         .failed_file()
         .or_else(|| name.and_then(|n| ckpt.file_of(n)).map(Path::to_path_buf))
         .unwrap_or_else(|| dir.to_path_buf());
-    QuantizeError::Input(Box::new(crate::Error::Model { path, source: e }))
+    QuantizeError::Input(Box::new(edgeinfer::Error::Model { path, source: e }))
 }
 
 /// `config.json` with `quantization_config` set.
@@ -607,7 +609,7 @@ const ROWS_PER_TASK: usize = 8;
 
 /// Quantizes a `[rows, k]` matrix (`k` a positive multiple of 32) whose row `r` `row(r, out)` writes
 /// as f32, with the reference quantizer of `format` (q4_0: with the scale search), or with GPTQ's
-/// error feedback when `u` (the factor of `edgeinfer_kernels::quant::gptq::inverse_factor`) is given;
+/// error feedback when `u` (the factor of [`gptq::inverse_factor`]) is given;
 /// rows are split across the current rayon pool.
 pub fn quantize_matrix(
     format: QFormat,
