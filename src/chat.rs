@@ -306,174 +306,240 @@ fn python_method(
     method: &str,
     args: &[Value],
 ) -> Result<Value, JinjaError> {
-    let unknown = || Err(JinjaError::from(ErrorKind::UnknownMethod));
-    let bad_args =
-        |what: &str| JinjaError::new(ErrorKind::InvalidOperation, format!("{method}(): {what}"));
-    let str_arg = |i: usize| -> Result<Option<&str>, JinjaError> {
-        match args.get(i) {
+    let call = Call { method, args };
+    match value.kind() {
+        ValueKind::String => str_method(value.as_str().unwrap_or(""), &call),
+        ValueKind::Map => map_method(value, &call),
+        _ => unknown(),
+    }
+}
+
+fn unknown() -> Result<Value, JinjaError> {
+    Err(JinjaError::from(ErrorKind::UnknownMethod))
+}
+
+/// One method call's name and arguments, for argument errors that name the method.
+struct Call<'a> {
+    method: &'a str,
+    args: &'a [Value],
+}
+
+impl<'a> Call<'a> {
+    fn bad_args(&self, what: &str) -> JinjaError {
+        JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("{}(): {what}", self.method),
+        )
+    }
+
+    /// Argument `i` as a string; absent or `none` is `None`, as Python's optional arguments.
+    fn str_arg(&self, i: usize) -> Result<Option<&'a str>, JinjaError> {
+        match self.args.get(i) {
             None => Ok(None),
             Some(v) if v.is_none() => Ok(None),
             Some(v) => v
                 .as_str()
                 .map(Some)
-                .ok_or_else(|| bad_args("expected a string argument")),
+                .ok_or_else(|| self.bad_args("expected a string argument")),
+        }
+    }
+
+    /// Argument `i` as an integer, if it is one and not negative.
+    fn count_arg(&self, i: usize) -> Option<usize> {
+        self.args
+            .get(i)
+            .and_then(|n| i64::try_from(n.clone()).ok())
+            .filter(|&n| n >= 0)
+            .map(|n| n as usize)
+    }
+
+    /// Argument `i` as a string, which the method needs.
+    fn needed_str(&self, i: usize) -> Result<&'a str, JinjaError> {
+        self.str_arg(i)?
+            .ok_or_else(|| self.bad_args("missing argument"))
+    }
+
+    fn first(&self) -> Result<&'a Value, JinjaError> {
+        self.args
+            .first()
+            .ok_or_else(|| self.bad_args("missing argument"))
+    }
+}
+
+/// `str` methods, one family per function.
+fn str_method(s: &str, call: &Call) -> Result<Value, JinjaError> {
+    Ok(match call.method {
+        "strip" | "lstrip" | "rstrip" => strip(s, call)?,
+        "upper" => Value::from(s.to_uppercase()),
+        "lower" => Value::from(s.to_lowercase()),
+        "title" | "capitalize" => recase(s, call.method == "title"),
+        "startswith" | "endswith" => affix(s, call)?,
+        "replace" => replace(s, call)?,
+        "split" => split(s, call)?,
+        "join" => join(s, call)?,
+        "find" => find(s, call)?,
+        "count" => count(s, call)?,
+        "isdigit" => Value::from(!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
+        "isspace" => Value::from(!s.is_empty() && s.chars().all(char::is_whitespace)),
+        _ => return unknown(),
+    })
+}
+
+/// `strip`, `lstrip`, `rstrip`: whitespace, or the characters of the argument.
+fn strip(s: &str, call: &Call) -> Result<Value, JinjaError> {
+    let chars = call.str_arg(0)?;
+    let pred = |c: char| match chars {
+        None => c.is_whitespace(),
+        Some(set) => set.contains(c),
+    };
+    Ok(Value::from(match call.method {
+        "strip" => s.trim_matches(pred),
+        "lstrip" => s.trim_start_matches(pred),
+        _ => s.trim_end_matches(pred),
+    }))
+}
+
+/// `title` (each word's first letter up, the rest down) or `capitalize` (only the first).
+fn recase(s: &str, title: bool) -> Value {
+    let mut out = String::with_capacity(s.len());
+    let mut at_word_start = true;
+    for (i, c) in s.chars().enumerate() {
+        let start = if title { at_word_start } else { i == 0 };
+        if start {
+            out.extend(c.to_uppercase());
+        } else {
+            out.extend(c.to_lowercase());
+        }
+        at_word_start = !c.is_alphanumeric();
+    }
+    Value::from(out)
+}
+
+/// `startswith`, `endswith`: one affix, or a tuple/list of them as Python allows.
+fn affix(s: &str, call: &Call) -> Result<Value, JinjaError> {
+    let test = |p: &str| {
+        if call.method == "startswith" {
+            s.starts_with(p)
+        } else {
+            s.ends_with(p)
         }
     };
-    match value.kind() {
-        ValueKind::String => {
-            let s = value.as_str().unwrap_or("");
-            Ok(match method {
-                "strip" | "lstrip" | "rstrip" => {
-                    let chars = str_arg(0)?;
-                    let pred = |c: char| match chars {
-                        None => c.is_whitespace(),
-                        Some(set) => set.contains(c),
-                    };
-                    Value::from(match method {
-                        "strip" => s.trim_matches(pred),
-                        "lstrip" => s.trim_start_matches(pred),
-                        _ => s.trim_end_matches(pred),
-                    })
-                }
-                "upper" => Value::from(s.to_uppercase()),
-                "lower" => Value::from(s.to_lowercase()),
-                "title" | "capitalize" => {
-                    let mut out = String::with_capacity(s.len());
-                    let mut at_word_start = true;
-                    for (i, c) in s.chars().enumerate() {
-                        let start = if method == "title" {
-                            at_word_start
-                        } else {
-                            i == 0
-                        };
-                        if start {
-                            out.extend(c.to_uppercase());
-                        } else {
-                            out.extend(c.to_lowercase());
-                        }
-                        at_word_start = !c.is_alphanumeric();
-                    }
-                    Value::from(out)
-                }
-                "startswith" | "endswith" => {
-                    let test = |p: &str| {
-                        if method == "startswith" {
-                            s.starts_with(p)
-                        } else {
-                            s.ends_with(p)
-                        }
-                    };
-                    let arg = args.first().ok_or_else(|| bad_args("missing argument"))?;
-                    match arg.as_str() {
-                        Some(p) => Value::from(test(p)),
-                        // A tuple/list of prefixes, as Python allows.
-                        None => {
-                            let mut any = false;
-                            for p in arg.try_iter()? {
-                                any |=
-                                    test(p.as_str().ok_or_else(|| bad_args("expected strings"))?);
-                            }
-                            Value::from(any)
-                        }
-                    }
-                }
-                "replace" => {
-                    let (from, to) = match (str_arg(0)?, str_arg(1)?) {
-                        (Some(f), Some(t)) => (f, t),
-                        _ => return Err(bad_args("expected two strings")),
-                    };
-                    match args.get(2).and_then(|c| i64::try_from(c.clone()).ok()) {
-                        Some(n) if n >= 0 => Value::from(s.replacen(from, to, n as usize)),
-                        _ => Value::from(s.replace(from, to)),
-                    }
-                }
-                "split" => {
-                    let max = args
-                        .get(1)
-                        .and_then(|m| i64::try_from(m.clone()).ok())
-                        .filter(|&m| m >= 0);
-                    let parts: Vec<Value> = match (str_arg(0)?, max) {
-                        (Some(sep), Some(m)) => {
-                            s.splitn(m as usize + 1, sep).map(Value::from).collect()
-                        }
-                        (Some(sep), None) => s.split(sep).map(Value::from).collect(),
-                        (None, Some(m)) => {
-                            let mut rest = s.trim_start();
-                            let mut parts = Vec::new();
-                            while !rest.is_empty() && parts.len() < m as usize {
-                                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                                parts.push(Value::from(&rest[..end]));
-                                rest = rest[end..].trim_start();
-                            }
-                            if !rest.is_empty() {
-                                parts.push(Value::from(rest));
-                            }
-                            parts
-                        }
-                        (None, None) => s.split_whitespace().map(Value::from).collect(),
-                    };
-                    Value::from(parts)
-                }
-                "join" => {
-                    let list = args.first().ok_or_else(|| bad_args("missing argument"))?;
-                    let mut out = String::new();
-                    for (i, item) in list.try_iter()?.enumerate() {
-                        if i > 0 {
-                            out.push_str(s);
-                        }
-                        out.push_str(item.as_str().ok_or_else(|| bad_args("expected strings"))?);
-                    }
-                    Value::from(out)
-                }
-                "find" => {
-                    let needle = str_arg(0)?.ok_or_else(|| bad_args("missing argument"))?;
-                    Value::from(
-                        s.find(needle)
-                            .map(|b| s[..b].chars().count() as i64)
-                            .unwrap_or(-1),
-                    )
-                }
-                "count" => {
-                    let needle = str_arg(0)?.ok_or_else(|| bad_args("missing argument"))?;
-                    Value::from(if needle.is_empty() {
-                        s.chars().count() + 1
-                    } else {
-                        s.matches(needle).count()
-                    })
-                }
-                "isdigit" => Value::from(!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
-                "isspace" => Value::from(!s.is_empty() && s.chars().all(char::is_whitespace)),
-                _ => return unknown(),
+    let arg = call.first()?;
+    if let Some(p) = arg.as_str() {
+        return Ok(Value::from(test(p)));
+    }
+    let mut any = false;
+    for p in arg.try_iter()? {
+        any |= test(
+            p.as_str()
+                .ok_or_else(|| call.bad_args("expected strings"))?,
+        );
+    }
+    Ok(Value::from(any))
+}
+
+/// `replace(old, new[, count])`; a negative or missing count replaces all.
+fn replace(s: &str, call: &Call) -> Result<Value, JinjaError> {
+    let (from, to) = match (call.str_arg(0)?, call.str_arg(1)?) {
+        (Some(f), Some(t)) => (f, t),
+        _ => return Err(call.bad_args("expected two strings")),
+    };
+    Ok(Value::from(match call.count_arg(2) {
+        Some(n) => s.replacen(from, to, n),
+        None => s.replace(from, to),
+    }))
+}
+
+/// `split([sep[, maxsplit]])`; without a separator, runs of whitespace split and edges are dropped.
+fn split(s: &str, call: &Call) -> Result<Value, JinjaError> {
+    let max = call.count_arg(1);
+    let parts: Vec<Value> = match (call.str_arg(0)?, max) {
+        (Some(sep), Some(m)) => s.splitn(m + 1, sep).map(Value::from).collect(),
+        (Some(sep), None) => s.split(sep).map(Value::from).collect(),
+        (None, Some(m)) => {
+            let mut rest = s.trim_start();
+            let mut parts = Vec::new();
+            while !rest.is_empty() && parts.len() < m {
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                parts.push(Value::from(&rest[..end]));
+                rest = rest[end..].trim_start();
+            }
+            if !rest.is_empty() {
+                parts.push(Value::from(rest));
+            }
+            parts
+        }
+        (None, None) => s.split_whitespace().map(Value::from).collect(),
+    };
+    Ok(Value::from(parts))
+}
+
+/// `sep.join(strings)`.
+fn join(sep: &str, call: &Call) -> Result<Value, JinjaError> {
+    let mut out = String::new();
+    for (i, item) in call.first()?.try_iter()?.enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(
+            item.as_str()
+                .ok_or_else(|| call.bad_args("expected strings"))?,
+        );
+    }
+    Ok(Value::from(out))
+}
+
+/// `find(sub)`: the index in characters, as Python counts, or -1.
+fn find(s: &str, call: &Call) -> Result<Value, JinjaError> {
+    let needle = call.needed_str(0)?;
+    Ok(Value::from(
+        s.find(needle)
+            .map(|b| s[..b].chars().count() as i64)
+            .unwrap_or(-1),
+    ))
+}
+
+/// `count(sub)`: non-overlapping matches; the empty string matches between every character.
+fn count(s: &str, call: &Call) -> Result<Value, JinjaError> {
+    let needle = call.needed_str(0)?;
+    Ok(Value::from(if needle.is_empty() {
+        s.chars().count() + 1
+    } else {
+        s.matches(needle).count()
+    }))
+}
+
+/// `dict` methods.
+fn map_method(map: &Value, call: &Call) -> Result<Value, JinjaError> {
+    match call.method {
+        "items" => {
+            let mut out = Vec::new();
+            for k in map.try_iter()? {
+                let v = map.get_item(&k)?;
+                out.push(Value::from(vec![k, v]));
+            }
+            Ok(Value::from(out))
+        }
+        "keys" => Ok(Value::from(map.try_iter()?.collect::<Vec<_>>())),
+        "values" => {
+            let mut out = Vec::new();
+            for k in map.try_iter()? {
+                out.push(map.get_item(&k)?);
+            }
+            Ok(Value::from(out))
+        }
+        "get" => {
+            let key = call
+                .args
+                .first()
+                .ok_or_else(|| call.bad_args("missing key"))?;
+            let v = map.get_item(key)?;
+            Ok(if v.is_undefined() {
+                call.args.get(1).cloned().unwrap_or(Value::from(()))
+            } else {
+                v
             })
         }
-        ValueKind::Map => match method {
-            "items" => {
-                let mut out = Vec::new();
-                for k in value.try_iter()? {
-                    let v = value.get_item(&k)?;
-                    out.push(Value::from(vec![k, v]));
-                }
-                Ok(Value::from(out))
-            }
-            "keys" => Ok(Value::from(value.try_iter()?.collect::<Vec<_>>())),
-            "values" => {
-                let mut out = Vec::new();
-                for k in value.try_iter()? {
-                    out.push(value.get_item(&k)?);
-                }
-                Ok(Value::from(out))
-            }
-            "get" => {
-                let key = args.first().ok_or_else(|| bad_args("missing key"))?;
-                let v = value.get_item(key)?;
-                Ok(if v.is_undefined() {
-                    args.get(1).cloned().unwrap_or(Value::from(()))
-                } else {
-                    v
-                })
-            }
-            _ => unknown(),
-        },
         _ => unknown(),
     }
 }

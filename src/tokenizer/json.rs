@@ -230,16 +230,70 @@ impl Fx {
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 
+/// Token strings to their ids.
+type TokenIds<'s> = FxMap<&'s str, u32>;
+
 /// Parses `tokenizer.json` into the fast form, or says why it cannot.
 pub(super) fn build(json: &[u8], max_vocab: usize) -> Result<Bpe, Unsupported> {
     let file: FileJson = serde_json::from_slice(json).map_err(|e| Unsupported(e.to_string()))?;
+    let steps = pipeline(&file)?;
+    let model = file.model;
+    let vocab = &model.vocab.0;
+    let (by_str, mut strs) = model_vocab(vocab, max_vocab)?;
+    let (added, added_by_id) = added_ids(&file.added_tokens, vocab.len() as u32, &by_str)?;
+    let (added_raw, added_normalized) = place_added(&added_by_id, max_vocab, &mut strs)?;
+
+    // The byte tokens; a byte without one is dropped, or becomes `unk` (byte fallback would look
+    // for `<0xNN>` tokens, which byte-level vocabularies do not have).
+    let byte_ids = byte_ids(&by_str);
+    let unk = match &model.unk_token {
+        Some(name) => match by_str.get(name.as_ref()) {
+            Some(&id) => Some(id),
+            None => return unsupported(format!("unk token `{name}` is not in the vocabulary")),
+        },
+        None => None,
+    };
+    if byte_ids.contains(&NONE) && model.byte_fallback {
+        return unsupported("byte fallback with bytes missing from the vocabulary");
+    }
+
+    let merges = merge_table(&model.merges.0, &by_str)?;
+    let (prefix, suffix) = post_processor(file.post_processor.as_ref())?;
+    let (flat, str_offsets) = flat_strings(&strs, json.len() / 3)?;
+    let bpe = Bpe {
+        plan: Plan {
+            steps,
+            ignore_merges: model.ignore_merges,
+            unk,
+            fuse_unk: model.fuse_unk,
+            prefix,
+            suffix,
+            added_raw,
+            added_normalized,
+        },
+        strs: flat,
+        str_offsets,
+        model_sorted: ids_by_string(vocab.iter().map(|(s, id)| (s.as_ref(), *id))),
+        added_sorted: ids_by_string(added.iter().map(|(s, id)| (*s, *id))),
+        byte_ids,
+        merges,
+    };
+    if !bpe.is_valid() {
+        return unsupported("inconsistent tables");
+    }
+    Ok(bpe)
+}
+
+/// The options around the model that the fast path does not implement, refused; the
+/// pre-tokenizer's splitting steps if the rest of the pipeline is one it runs.
+fn pipeline(file: &FileJson) -> Result<Vec<Step>, Unsupported> {
     if file.truncation.is_some() || file.padding.is_some() {
         return unsupported("truncation or padding");
     }
     if file.normalizer.is_some() {
         return unsupported("a normalizer");
     }
-    let model = file.model;
+    let model = &file.model;
     if model.kind.as_deref() != Some("BPE") {
         return unsupported("a model other than BPE");
     }
@@ -253,10 +307,16 @@ pub(super) fn build(json: &[u8], max_vocab: usize) -> Result<Bpe, Unsupported> {
     if !byte_level_decoder(file.decoder.as_ref()) {
         return unsupported("a decoder other than ByteLevel");
     }
+    Ok(steps)
+}
 
-    // The model's vocabulary: unique strings and unique ids.
-    let vocab = &model.vocab.0;
-    let mut by_str: FxMap<&str, u32> = FxMap::default();
+/// The model's vocabulary: unique strings and unique ids. Returns the id of each string and the
+/// string of each id below the largest.
+fn model_vocab<'v>(
+    vocab: &'v [(Cow<'_, str>, u32)],
+    max_vocab: usize,
+) -> Result<(TokenIds<'v>, Vec<Option<&'v str>>), Unsupported> {
+    let mut by_str: TokenIds = FxMap::default();
     by_str.reserve(vocab.len());
     let mut n = 0usize;
     for (s, id) in vocab {
@@ -277,12 +337,19 @@ pub(super) fn build(json: &[u8], max_vocab: usize) -> Result<Bpe, Unsupported> {
             return unsupported(format!("id {id} names two tokens"));
         }
     }
+    Ok((by_str, strs))
+}
 
-    // Added tokens, with ids as `AddedVocabulary::add_tokens` assigns them.
-    let mut added: FxMap<&str, u32> = FxMap::default();
+/// Added tokens, with ids as `AddedVocabulary::add_tokens` assigns them (new contents numbered
+/// from `next_id`): the id of each content, and the token of each id.
+fn added_ids<'t, 'a>(
+    tokens: &'t [AddedJson<'a>],
+    mut next_id: u32,
+    by_str: &TokenIds,
+) -> Result<(TokenIds<'t>, FxMap<u32, &'t AddedJson<'a>>), Unsupported> {
+    let mut added: TokenIds = FxMap::default();
     let mut added_by_id: FxMap<u32, &AddedJson> = FxMap::default();
-    let mut next_id = vocab.len() as u32;
-    for t in &file.added_tokens {
+    for t in tokens {
         let content = t.content.as_ref();
         if content.is_empty() {
             continue;
@@ -305,9 +372,19 @@ pub(super) fn build(json: &[u8], max_vocab: usize) -> Result<Bpe, Unsupported> {
     if added.len() != added_by_id.len() {
         return unsupported("two added tokens share an id");
     }
+    Ok((added, added_by_id))
+}
+
+/// Writes the added tokens into the id-to-string table; their ids, split by whether the
+/// normalizer applies to them (raw, normalized), each sorted.
+fn place_added<'t>(
+    added_by_id: &FxMap<u32, &'t AddedJson>,
+    max_vocab: usize,
+    strs: &mut Vec<Option<&'t str>>,
+) -> Result<(Vec<u32>, Vec<u32>), Unsupported> {
     let mut added_raw = Vec::new();
     let mut added_normalized = Vec::new();
-    for (&id, t) in &added_by_id {
+    for (&id, t) in added_by_id {
         if t.single_word || t.lstrip || t.rstrip {
             return unsupported(format!("added token `{}` has matching options", t.content));
         }
@@ -331,11 +408,13 @@ pub(super) fn build(json: &[u8], max_vocab: usize) -> Result<Bpe, Unsupported> {
     }
     added_raw.sort_unstable();
     added_normalized.sort_unstable();
+    Ok((added_raw, added_normalized))
+}
 
-    // The byte tokens; a byte without one is dropped, or becomes `unk` (byte fallback would look
-    // for `<0xNN>` tokens, which byte-level vocabularies do not have).
+/// The id of each byte's token in the byte-level alphabet, `NONE` where the vocabulary has none.
+fn byte_ids(by_str: &TokenIds) -> Vec<u32> {
     let mut buf = [0u8; 4];
-    let byte_ids: Vec<u32> = BYTE_CHARS
+    BYTE_CHARS
         .iter()
         .map(|c| {
             by_str
@@ -343,21 +422,17 @@ pub(super) fn build(json: &[u8], max_vocab: usize) -> Result<Bpe, Unsupported> {
                 .copied()
                 .unwrap_or(NONE)
         })
-        .collect();
-    let unk = match &model.unk_token {
-        Some(name) => match by_str.get(name.as_ref()) {
-            Some(&id) => Some(id),
-            None => return unsupported(format!("unk token `{name}` is not in the vocabulary")),
-        },
-        None => None,
-    };
-    if byte_ids.contains(&NONE) && model.byte_fallback {
-        return unsupported("byte fallback with bytes missing from the vocabulary");
-    }
+        .collect()
+}
 
-    let mut merges = MergeTable::with_merges(model.merges.0.len());
+/// The merge ranks in file order; every part and every result must be a vocabulary token.
+fn merge_table(
+    pairs: &[(Cow<'_, str>, Cow<'_, str>)],
+    by_str: &TokenIds,
+) -> Result<MergeTable, Unsupported> {
+    let mut merges = MergeTable::with_merges(pairs.len());
     let mut joined = String::new();
-    for (rank, (a, b)) in model.merges.0.iter().enumerate() {
+    for (rank, (a, b)) in pairs.iter().enumerate() {
         let id = |s: &str| by_str.get(s).copied();
         joined.clear();
         joined.push_str(a);
@@ -367,46 +442,32 @@ pub(super) fn build(json: &[u8], max_vocab: usize) -> Result<Bpe, Unsupported> {
             _ => return unsupported(format!("merge `{a} {b}` is not in the vocabulary")),
         }
     }
+    Ok(merges)
+}
 
-    let (prefix, suffix) = post_processor(file.post_processor.as_ref())?;
-
-    let mut flat = Vec::with_capacity(json.len() / 3);
+/// The strings of all ids back to back (a missing id is empty), and the offset where each starts
+/// plus the end.
+fn flat_strings(
+    strs: &[Option<&str>],
+    capacity: usize,
+) -> Result<(Vec<u8>, Vec<u32>), Unsupported> {
+    let mut flat = Vec::with_capacity(capacity);
     let mut str_offsets = Vec::with_capacity(strs.len() + 1);
     str_offsets.push(0);
-    for s in &strs {
+    for s in strs {
         flat.extend_from_slice(s.unwrap_or("").as_bytes());
         str_offsets.push(
             u32::try_from(flat.len()).map_err(|_| Unsupported("token table over 4 GiB".into()))?,
         );
     }
-    let mut model_sorted: Vec<(&str, u32)> =
-        vocab.iter().map(|(s, id)| (s.as_ref(), *id)).collect();
-    model_sorted.sort_unstable();
-    let mut added_sorted: Vec<(&str, u32)> = added.iter().map(|(s, id)| (*s, *id)).collect();
-    added_sorted.sort_unstable();
+    Ok((flat, str_offsets))
+}
 
-    let bpe = Bpe {
-        plan: Plan {
-            steps,
-            ignore_merges: model.ignore_merges,
-            unk,
-            fuse_unk: model.fuse_unk,
-            prefix,
-            suffix,
-            added_raw,
-            added_normalized,
-        },
-        strs: flat,
-        str_offsets,
-        model_sorted: model_sorted.into_iter().map(|(_, id)| id).collect(),
-        added_sorted: added_sorted.into_iter().map(|(_, id)| id).collect(),
-        byte_ids,
-        merges,
-    };
-    if !bpe.is_valid() {
-        return unsupported("inconsistent tables");
-    }
-    Ok(bpe)
+/// The ids of `(string, id)` pairs in the order of their strings.
+fn ids_by_string<'s>(pairs: impl Iterator<Item = (&'s str, u32)>) -> Vec<u32> {
+    let mut sorted: Vec<(&str, u32)> = pairs.collect();
+    sorted.sort_unstable();
+    sorted.into_iter().map(|(_, id)| id).collect()
 }
 
 fn str_field<'v>(v: &'v Value, name: &str) -> Option<&'v str> {
