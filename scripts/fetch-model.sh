@@ -107,7 +107,7 @@ infer() {
         "$INFER" "$@"
     else
         command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust to run the importer"
-        (cd "$repo" && cargo run --release --quiet --bin infer -- "$@")
+        (cd "$repo" && cargo run --release -p edgeinfer-cli --bin infer -- "$@")
     fi
 }
 

@@ -91,19 +91,22 @@ fn run_json_and_dump_logits() {
     }
 }
 
+/// `--seed` and `--temp` both reach the sampler: at temperature 1 the same seed gives the same text
+/// and another seed another one (were `--seed` ignored, two runs with seed 7 would differ), and at
+/// temperature 0 the seed changes nothing (were `--temp` ignored, the default 0.8 would sample).
 #[test]
-fn same_seed_same_text() {
+fn same_seed_same_text_other_seed_other_text() {
     let Some(dir) = common::real_model_dir() else {
         return;
     };
     let dir = dir.to_str().unwrap();
-    let run = |seed: &str| {
+    let run = |temp: &str, seed: &str| {
         ok_json(&[
             "run",
             "-m",
             dir,
             "--temp",
-            "1.0",
+            temp,
             "--seed",
             seed,
             "-n",
@@ -113,7 +116,18 @@ fn same_seed_same_text() {
         ])["text"]
             .clone()
     };
-    assert_eq!(run("7"), run("7"));
+    let seven = run("1.0", "7");
+    assert_eq!(seven, run("1.0", "7"), "the same seed gave two texts");
+    assert_ne!(
+        seven,
+        run("1.0", "8"),
+        "seeds 7 and 8 gave the same text: {seven}"
+    );
+    assert_eq!(
+        run("0", "7"),
+        run("0", "8"),
+        "greedy text depends on the seed"
+    );
 }
 
 #[test]
