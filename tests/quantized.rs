@@ -452,8 +452,9 @@ fn tokens_of(model: &Arc<Model>, text: &str) -> Vec<u32> {
 
 /// With two-pass activations the Q4_1 import (exactly the F32 import's weights) gives the F32 model's
 /// logits, after the prompt and at each decode step: what is left is f32 summation order and the
-/// second pass's 2⁻¹⁶ rounding. One 8-bit pass gives 0.98958 on "The quick brown fox" (README,
-/// Accuracy), the most sensitive of twelve prompts measured.
+/// second pass's 2⁻¹⁶ rounding. One 8-bit pass gives 0.98958 on "The quick brown fox"
+/// (docs/accuracy.md, "Quantized weights against F32"), the most sensitive of twelve prompts
+/// measured.
 #[test]
 fn real_two_pass_acts_track_f32() {
     let (Some(q_dir), Some(f32_dir)) = (common::real_model_dir(), common::real_f32_model_dir())

@@ -87,7 +87,7 @@ pub enum Calibration {
     /// Paragraphs (separated by blank lines) run as separate sequences, each from position 0. It
     /// needs text like what the model will see, and plenty of it: on SmolLM2-135M, ~10k tokens
     /// helped where ~1k tokens (fewer than a `down_proj` row's 1536 inputs) made q4_0 worse than
-    /// plain rounding (README "Accuracy").
+    /// plain rounding (docs/accuracy.md, "Calibrated rounding").
     Text(String),
 }
 

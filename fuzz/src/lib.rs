@@ -1,3 +1,4 @@
-//! edgeinfer's fuzz targets (`fuzz_targets/*.rs` call [`harness`]); see README.md, "Reliability".
+//! edgeinfer's fuzz targets (`fuzz_targets/*.rs` call [`harness`]); see docs/reliability.md,
+//! "Fuzzing".
 
 pub mod harness;
