@@ -138,7 +138,7 @@ pub fn matmul_q_passes(
     );
     let (rows, n) = (w.rows, x.n / 2);
     if n == 1 {
-        return matvec_q_passes(kern, w, x, &mut y[..rows]);
+        return one_token_passes(kern, w, x, &mut y[..rows]);
     }
     let both = &mut scratch[..rows * 2 * n];
     if matmul_tokens_q(kern, w, x, both) {
@@ -160,7 +160,7 @@ pub fn matmul_q_passes(
 }
 
 /// One token of [`matmul_q_passes`].
-fn matvec_q_passes(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32]) {
+fn one_token_passes(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32]) {
     let (rows, k) = (w.rows, w.k);
     let threads = threads();
     if threads <= 1 || rows.saturating_mul(k) < MIN_PARALLEL_WORK || rows < 2 * ROW_ALIGN {
@@ -198,7 +198,7 @@ fn two_passes(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32])
 /// `ys[i]` gets `ws[i]`'s rows. `x` is one token, or two rows for the two passes of one token
 /// ([`crate::quant::ActQuant::Q8x2`], added as [`matmul_q_passes`] does). Panics unless `ws` and
 /// `ys` have the same length, 2 or 3, and `x` has one or two rows.
-pub fn matvec_q_group(
+pub fn matmul_q_group(
     kern: &Kernels,
     ws: &[QWeight<'_>],
     x: &Q8ActsRef<'_>,
@@ -206,7 +206,7 @@ pub fn matvec_q_group(
 ) {
     assert!(
         ws.len() == ys.len() && (2..=3).contains(&ws.len()) && (1..=2).contains(&x.n),
-        "par::matvec_q_group: {} weights, {} outputs, {} tokens",
+        "par::matmul_q_group: {} weights, {} outputs, {} tokens",
         ws.len(),
         ys.len(),
         x.n
@@ -218,7 +218,7 @@ pub fn matvec_q_group(
         for (w, y) in ws.iter().zip(ys.iter_mut()) {
             match x.n {
                 1 => matmul_q(kern, w, x, y),
-                _ => matvec_q_passes(kern, w, x, y),
+                _ => one_token_passes(kern, w, x, y),
             }
         }
         return;

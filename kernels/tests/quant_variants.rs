@@ -475,10 +475,10 @@ fn report_variants() {
     edgeinfer_kernels::testing::report_variants();
 }
 
-/// `par::matvec_q_group`: two and three matrices of different formats and row counts (small ones
+/// `par::matmul_q_group`: two and three matrices of different formats and row counts (small ones
 /// done on the caller, large ones in one region of a 3-thread pool) equal scalar per matrix.
 #[test]
-fn par_matvec_q_group_three_threads() {
+fn par_matmul_q_group_three_threads() {
     let pool = pool(3);
     for kern in variants_under_test() {
         let seed = seed();
@@ -508,14 +508,14 @@ fn par_matvec_q_group_three_threads() {
             let views: Vec<QWeight<'_>> = ws.iter().map(|w| w.view()).collect();
             let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; w.rows]).collect();
             let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
-            pool.install(|| par::matvec_q_group(&kern, &views, &xr, &mut refs));
+            pool.install(|| par::matmul_q_group(&kern, &views, &xr, &mut refs));
             for (w, got) in ws.iter().zip(&outs) {
                 let mut want = vec![0.0; w.rows];
                 reference(w.format)(&w.view(), &xr, &mut want);
                 for (r, (&g, &e)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         close(g, e, magnitude(w, &x, r, 0), REL),
-                        "par::matvec_q_group {} variant {} rows={} row {r}: {g:e} vs scalar {e:e}; seed {seed}",
+                        "par::matmul_q_group {} variant {} rows={} row {r}: {g:e} vs scalar {e:e}; seed {seed}",
                         w.format,
                         kern.variant,
                         w.rows
@@ -530,7 +530,7 @@ fn par_matvec_q_group_three_threads() {
 /// pool for many tokens) they equal scalar's quants bit for bit, rebuild each activation within
 /// 1/64516 of its block's largest value (a q8 pass alone: 1/254), and `par::matmul_q_passes` (the
 /// one-token path and both many-token paths) is within that rounding of the exact product of the
-/// same weights, for every format; `par::matvec_q_group` gives each matrix the same.
+/// same weights, for every format; `par::matmul_q_group` gives each matrix the same.
 #[test]
 fn two_pass_acts_match_the_exact_product() {
     use edgeinfer_kernels::quant::ActQuant;
@@ -600,12 +600,12 @@ fn two_pass_acts_match_the_exact_product() {
                     let (mut g1, mut g2) = (vec![f32::NAN; rows], vec![f32::NAN; 48]);
                     let views = [w.view(), w2.view()];
                     pool.install(|| {
-                        par::matvec_q_group(&kern, &views, &a, &mut [&mut g1[..], &mut g2[..]])
+                        par::matmul_q_group(&kern, &views, &a, &mut [&mut g1[..], &mut g2[..]])
                     });
                     assert_eq!(
                         (&g1[..], &g2[..]),
                         (&y[..], &y2[..]),
-                        "matvec_q_group, {what}"
+                        "matmul_q_group, {what}"
                     );
                 }
                 let mut row = vec![0.0f32; k];

@@ -302,7 +302,7 @@ impl Matrix {
         if n == 1 && (2..=3).contains(&mats.len()) {
             let last = mats.len() - 1;
             let ws = [0, 1, last].map(|i| quantized(mats[i]).view());
-            return par::matvec_q_group(kern, &ws[..mats.len()], &acts.as_ref(), outs);
+            return par::matmul_q_group(kern, &ws[..mats.len()], &acts.as_ref(), outs);
         }
         for (m, y) in mats.iter().zip(outs.iter_mut()) {
             product_q(kern, quantized(m), acts, y, scratch);
