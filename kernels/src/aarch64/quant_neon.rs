@@ -7,11 +7,12 @@
 //! the row's blocks in groups of four:
 //!
 //! 1. *Integer dots* ([`Isums`]): for every (row, token) pair of the tile, one `int32x4` whose lane `q`
-//!    is block `b+q`'s exact dot `Σ qw·qx` (q4 nibbles unpacked to `i8`, q4_0's `− 8` applied per
-//!    element, so q4_0's `idot − 8·sx` comes out directly). Plain NEON multiplies with `smull` into i16
+//!    is block `b+q`'s exact dot `Σ qw·qx` (q4 nibbles unpacked to `i8` as stored, `0..=15`; for
+//!    q4_0, whose weights are `q − 8`, step 2 subtracts `8·sx` from the dot once per block, which is
+//!    exact and saves two vector subtractions per block and row). Plain NEON multiplies with `smull` into i16
 //!    (any i8 product fits) and adds pairs into i32 with `sadalp`; dotprod uses `sdot`; i8mm `smmla`
 //!    (see the sibling modules).
-//! 2. *Scaling*: the four dots convert exactly to f32 (`|idot| ≤ 32·128·127 < 2²⁴`) and are fused into
+//! 2. *Scaling*: the four dots (for q4_0 less `8·sx`) convert exactly to f32 (`|idot| ≤ 32·128·127 < 2²⁴`) and are fused into
 //!    an f32 accumulator per pair as `idot · (dw·dx)`, plus `(m) · (dx·sx)` for q4_1.
 //! 3. At the end of the row, the accumulator's four lanes are added: `yt` differs from the scalar
 //!    result only in the order of the f32 additions and the fused multiply-adds.
@@ -48,6 +49,10 @@ const GROUP: usize = 4;
 
 /// A weight format as the tile code sees it: how one block's quants become 32 signed bytes.
 pub(super) trait Blocks: Format {
+    /// Whether [`Blocks::load`] returns the stored values `q` of a format whose weights are `q − 8`
+    /// (q4_0): the tile then subtracts `8·sx` from each block's integer dot.
+    const OFFSET: bool = false;
+
     /// The block at `p` as signed values: elements `0..16` and `16..32`.
     ///
     /// # Safety
@@ -74,13 +79,15 @@ unsafe fn load_nibbles(p: *const u8) -> [int8x16_t; 2] {
     ]
 }
 
+/// The stored nibbles `0..=15`, not `q − 8`: the tile takes q4_0's `− 8` once per block as
+/// `idot − 8·sx` (with the activations' block sums), exactly, instead of per element.
 impl Blocks for Q4_0 {
+    const OFFSET: bool = true;
+
     #[inline(always)]
     unsafe fn load(p: *const u8) -> [int8x16_t; 2] {
         // SAFETY: 16 readable bytes (the caller's contract).
-        let [lo, hi] = unsafe { load_nibbles(p) };
-        let eight = vdupq_n_s8(8);
-        [vsubq_s8(lo, eight), vsubq_s8(hi, eight)]
+        unsafe { load_nibbles(p) }
     }
 }
 
@@ -106,6 +113,8 @@ pub(super) struct Tile<const R: usize, const T: usize> {
 
 impl<const R: usize, const T: usize> Tile<R, T> {
     /// Rows `r..r+R`, tokens `t..t+T`. Panics (bounds checks, once per tile) if they do not exist.
+    /// Inlined: called once per tile, and a decode row is short (18 blocks at k = 576).
+    #[inline(always)]
     fn new(w: &QWeight<'_>, x: &Q8ActsRef<'_>, r: usize, t: usize) -> Tile<R, T> {
         let (nb, rb) = (w.blocks_per_row(), w.row_bytes());
         let has_min = w.format.has_min();
@@ -224,6 +233,8 @@ impl<D: BlockDot> OneBlock for ByBlock<D> {
 }
 
 impl<D: BlockDot> Isums for ByBlock<D> {
+    /// Blocks `b, b+1` and `b+2, b+3` each reduced by `addp` as soon as they are taken, so that at most
+    /// two blocks' dots are live (four would be 16 registers at the 4 × 1 decode tile, and spill).
     #[inline(always)]
     unsafe fn isums<F: Blocks, const R: usize, const T: usize>(
         t: &Tile<R, T>,
@@ -231,19 +242,54 @@ impl<D: BlockDot> Isums for ByBlock<D> {
         g: usize,
     ) -> Dots<R, T> {
         // SAFETY: the caller's contract.
-        let p = unsafe { four_blocks::<Self, F, R, T>(t, b, g) };
+        let (lo, hi) = unsafe {
+            (
+                block_pair::<D, F, R, T>(t, b, g),
+                block_pair::<D, F, R, T>(t, b + 2, g.saturating_sub(2)),
+            )
+        };
         let mut out = [[vdupq_n_s32(0); T]; R];
         for i in 0..R {
             for j in 0..T {
-                let (lo, hi) = (
-                    vpaddq_s32(p[0][i][j], p[1][i][j]),
-                    vpaddq_s32(p[2][i][j], p[3][i][j]),
-                );
-                out[i][j] = vpaddq_s32(lo, hi);
+                out[i][j] = vpaddq_s32(lo[i][j], hi[i][j]);
             }
         }
         out
     }
+}
+
+/// Blocks `b` and `b + 1` (each if `g` covers it) of every pair, added pairwise: lanes 0–1 of a pair's
+/// result are block `b`'s two halves, lanes 2–3 block `b + 1`'s. Safety as [`Isums::isums`], with
+/// `g` = blocks left from `b` (0 gives zeros).
+#[inline(always)]
+unsafe fn block_pair<D: BlockDot, F: Blocks, const R: usize, const T: usize>(
+    t: &Tile<R, T>,
+    b: usize,
+    g: usize,
+) -> Dots<R, T> {
+    let none = [[vdupq_n_s32(0); T]; R];
+    // SAFETY: blocks below b + g exist (the caller's contract).
+    let (p, q) = unsafe {
+        (
+            if g > 0 {
+                ByBlock::<D>::block::<F, R, T>(t, b)
+            } else {
+                none
+            },
+            if g > 1 {
+                ByBlock::<D>::block::<F, R, T>(t, b + 1)
+            } else {
+                none
+            },
+        )
+    };
+    let mut out = none;
+    for i in 0..R {
+        for j in 0..T {
+            out[i][j] = vpaddq_s32(p[i][j], q[i][j]);
+        }
+    }
+    out
 }
 
 /// `smull`/`smull2` into i16 and `sadalp` into i32: exact for any i8 operands.
@@ -261,21 +307,41 @@ impl BlockDot for Widen {
     }
 }
 
+/// The `g < 4` values at `p`, zero past `g`: lane by lane, so a row's last group costs three loads
+/// rather than a `memcpy` call.
+///
+/// # Safety
+/// `p..p+g` readable, `1 <= g <= 3`.
+#[inline(always)]
+unsafe fn tail<E: Copy + Default>(p: *const E, g: usize) -> [E; GROUP] {
+    let mut pad = [E::default(); GROUP];
+    // SAFETY: lanes below g are readable (the caller's contract).
+    unsafe {
+        pad[0] = p.read();
+        if g > 1 {
+            pad[1] = p.add(1).read();
+        }
+        if g > 2 {
+            pad[2] = p.add(2).read();
+        }
+    }
+    pad
+}
+
 /// `g` f16 values at `p` as f32 lanes, zero past `g`.
 ///
 /// # Safety
 /// `p..p+g` readable, `1 <= g <= 4`.
 #[inline(always)]
 unsafe fn load_f16(p: *const f16, g: usize) -> float32x4_t {
-    let h = if g == GROUP {
-        // SAFETY: 4 readable halves; `half::f16` is a `u16`.
-        unsafe { vld1_u16(p.cast()) }
-    } else {
-        let mut pad = [0u16; GROUP];
-        // SAFETY: g readable halves into a 4-element buffer.
-        unsafe { core::ptr::copy_nonoverlapping(p.cast(), pad.as_mut_ptr(), g) };
-        // SAFETY: a local array of 4.
-        unsafe { vld1_u16(pad.as_ptr()) }
+    let p = p.cast::<u16>(); // `half::f16` is a `u16`
+                             // SAFETY: 4 readable halves, or g and a local array of 4.
+    let h = unsafe {
+        if g == GROUP {
+            vld1_u16(p)
+        } else {
+            vld1_u16(tail(p, g).as_ptr())
+        }
     };
     vcvt_f32_f16(vreinterpret_f16_u16(h))
 }
@@ -283,33 +349,27 @@ unsafe fn load_f16(p: *const f16, g: usize) -> float32x4_t {
 /// `g` f32 values at `p`, zero past `g`. Safety as [`load_f16`].
 #[inline(always)]
 unsafe fn load_f32(p: *const f32, g: usize) -> float32x4_t {
-    if g == GROUP {
-        // SAFETY: 4 readable values.
-        unsafe { vld1q_f32(p) }
-    } else {
-        let mut pad = [0f32; GROUP];
-        // SAFETY: g readable values into a 4-element buffer.
-        unsafe { core::ptr::copy_nonoverlapping(p, pad.as_mut_ptr(), g) };
-        // SAFETY: a local array of 4.
-        unsafe { vld1q_f32(pad.as_ptr()) }
+    // SAFETY: 4 readable values, or g and a local array of 4.
+    unsafe {
+        if g == GROUP {
+            vld1q_f32(p)
+        } else {
+            vld1q_f32(tail(p, g).as_ptr())
+        }
     }
 }
 
-/// `g` i32 values at `p` converted to f32 (exactly: block sums are below 2²⁴), zero past `g`.
-/// Safety as [`load_f16`].
+/// `g` i32 values at `p`, zero past `g`. Safety as [`load_f16`].
 #[inline(always)]
-unsafe fn load_i32(p: *const i32, g: usize) -> float32x4_t {
-    let v = if g == GROUP {
-        // SAFETY: 4 readable values.
-        unsafe { vld1q_s32(p) }
-    } else {
-        let mut pad = [0i32; GROUP];
-        // SAFETY: g readable values into a 4-element buffer.
-        unsafe { core::ptr::copy_nonoverlapping(p, pad.as_mut_ptr(), g) };
-        // SAFETY: a local array of 4.
-        unsafe { vld1q_s32(pad.as_ptr()) }
-    };
-    vcvtq_f32_s32(v)
+unsafe fn load_i32(p: *const i32, g: usize) -> int32x4_t {
+    // SAFETY: 4 readable values, or g and a local array of 4.
+    unsafe {
+        if g == GROUP {
+            vld1q_s32(p)
+        } else {
+            vld1q_s32(tail(p, g).as_ptr())
+        }
+    }
 }
 
 /// Steps 2 and 3 of the module docs for one tile: rows `r..r+R` × tokens `t..t+T` of `yt`.
@@ -369,17 +429,29 @@ unsafe fn group<F: Blocks, I: Isums, const R: usize, const T: usize>(
         }
     }
     for j in 0..T {
-        // SAFETY: blocks b..b+g of every token have a scale.
-        let dx = unsafe { load_f32(tl.xd[j].add(b), g) };
+        // SAFETY: blocks b..b+g of every token have a scale and a sum.
+        let (dx, sx) = unsafe {
+            let sx = if F::MIN || F::OFFSET {
+                load_i32(tl.xs[j].add(b), g)
+            } else {
+                vdupq_n_s32(0)
+            };
+            (load_f32(tl.xd[j].add(b), g), sx)
+        };
+        // Both exact: block sums are below 2²⁴ in magnitude (32·127), and so is `idot − 8·sx`.
         let dxsx = if F::MIN {
-            // SAFETY: ... and a sum.
-            let sx = unsafe { load_i32(tl.xs[j].add(b), g) };
-            vmulq_f32(dx, sx)
+            vmulq_f32(dx, vcvtq_f32_s32(sx))
         } else {
             dx
         };
+        let sx8 = vshlq_n_s32::<3>(sx);
         for i in 0..R {
-            let a = vfmaq_f32(acc[i][j], vcvtq_f32_s32(dots[i][j]), vmulq_f32(dw[i], dx));
+            let idot = if F::OFFSET {
+                vsubq_s32(dots[i][j], sx8)
+            } else {
+                dots[i][j]
+            };
+            let a = vfmaq_f32(acc[i][j], vcvtq_f32_s32(idot), vmulq_f32(dw[i], dx));
             acc[i][j] = if F::MIN { vfmaq_f32(a, dm[i], dxsx) } else { a };
         }
     }
