@@ -5,7 +5,7 @@ CARGO  ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 INFER   = $(TARGET_DIR)/release/infer
 
-.PHONY: run model test test-native test-aarch64 build lint fmt bench lambda-arm64
+.PHONY: run model test test-native test-aarch64 build lint fmt bench lambda-arm64 arm-model
 
 ## Generate text with the default model (SmolLM2-135M-Instruct): build `infer` (cargo shows its
 ## progress; the first release build takes a few minutes), fetch and import the model if missing, ask.
@@ -46,6 +46,11 @@ fmt:
 
 bench:
 	$(CARGO) bench --workspace
+
+## The ARM cost model (docs/arm.md): llvm-mca on our aarch64 kernels and llama.cpp's, predicted one-core
+## decode tokens/s per chip. ARM_MODEL_ARGS passes flags, e.g. ARM_MODEL_ARGS="--json /tmp/arm.json".
+arm-model:
+	benches/arm-model/run.sh $(ARM_MODEL_ARGS)
 
 ## AWS Lambda, arm64 (provided.al2023): the handler package examples/lambda (edgeinfer-lambda)
 ## cross-built as a stripped, LTO `bootstrap` without the converter, candle, clap or axum, zipped into target/lambda/function.zip. WITH_MODEL=1 also puts the

@@ -1,0 +1,173 @@
+"""What to measure: each kernel's function, how to pick its hot loop, and what one pass over that loop
+computes. Also the chips (llvm-mca model, gcc flag, clock, one-core read bandwidth) and which kernel
+each engine runs on each of them.
+"""
+
+from dataclasses import dataclass
+
+# Weight bytes per 32-weight block, scales included (kernels/src/quant/format.rs: the rowsplit planes
+# hold 16 or 32 quant bytes plus an f16 scale, and an f16 minimum for q4_1; ggml's block structs
+# have the same sizes, and its repacked x4/x8 blocks the same bytes per row-block).
+BLOCK_BYTES = {"q4_0": 18, "q4_1": 20, "q8_0": 34}
+FORMATS = ("q4_0", "q8_0", "q4_1")
+VARIANTS = ("neon", "neon_dotprod", "neon_i8mm")
+
+OURS_CRATE = "edgeinfer_kernels"
+NEON = f"{OURS_CRATE}::aarch64::neon::Neon"
+DOTPROD = f"{OURS_CRATE}::aarch64::dotprod::Dotprod"
+I8MM = f"{OURS_CRATE}::aarch64::i8mm::I8mm"
+ISA = f"{OURS_CRATE}::aarch64::quant_neon::Isa"
+FMT_TYPE = {"q4_0": "Q4_0", "q4_1": "Q4_1", "q8_0": "Q8_0"}
+
+
+def tile_fn(isa: str, fmt: str, rows: int, tokens: int) -> str:
+    return f"<{isa} as {ISA}>::tile::<{OURS_CRATE}::simd::{FMT_TYPE[fmt]}, {rows}, {tokens}>"
+
+
+def neon_entry(fmt: str) -> str:
+    return f"{OURS_CRATE}::simd::matmul_q::<{NEON}, {OURS_CRATE}::simd::{FMT_TYPE[fmt]}>"
+
+
+@dataclass
+class Kernel:
+    """One hot loop to model.
+
+    `functions`: candidate symbols, the first one present wins (a generic that LLVM inlined into its
+    caller is looked for in the caller). `select`: how to pick the loop among the function's innermost
+    loops ('macs': most multiply-accumulates; 'rows=R': our quantized tile with R weight rows, told by
+    its R f16 scale conversions (2R for q4_1); 'no-mmla': most MACs without smmla; 'loops=0,2': the
+    vector loops with these indices in code order, each one a pass over the data; 'fcvtas': the
+    quantizer's loop). `unit`: what one iteration's count is measured in.
+    `rows`: weight rows one call covers (its whole-call overhead is paid once per that many rows).
+    """
+
+    engine: str
+    op: str
+    fmt: str | None
+    name: str  # kernel name for the table
+    variant: str | None
+    functions: list[str]
+    select: str
+    unit: str  # 'block' (32-weight block-rows, per token), 'mac' (f32 MACs), 'elem' (f32 elements)
+    rows: int = 1
+
+
+def ours() -> list[Kernel]:
+    ks = []
+    for fmt in FORMATS:
+        q = f"matmul_{fmt}_q8"
+        # Decode (one token): 4 × 1 tiles; i8mm decode runs the dotprod tiles (quant_i8mm.rs).
+        ks.append(Kernel("edgeinfer", "matvec", fmt, q, "neon",
+                         [tile_fn(NEON, fmt, 4, 1), neon_entry(fmt)], "rows=4", "block", 4))
+        for v in ("neon_dotprod", "neon_i8mm"):
+            ks.append(Kernel("edgeinfer", "matvec", fmt, q, v,
+                             [tile_fn(DOTPROD, fmt, 4, 1)], "rows=4", "block", 4))
+        # Prefill: 2 × 2 tiles (neon, dotprod), 4 × 2 smmla tiles (i8mm).
+        ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon",
+                         [tile_fn(NEON, fmt, 2, 2), neon_entry(fmt)], "rows=2", "block", 2))
+        ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon_dotprod",
+                         [tile_fn(DOTPROD, fmt, 2, 2)], "rows=2", "block", 2))
+        ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon_i8mm",
+                         [tile_fn(I8MM, fmt, 4, 2)], "macs", "block", 4))
+    # The rest is plain NEON in every variant's table (simd::table_of / quantized).
+    f16 = "half::binary16::f16"
+    ks += [
+        Kernel("edgeinfer", "quantize_acts", "q8", "quantize_q8", "neon",
+               [f"{OURS_CRATE}::simd::quantize_q8::<{NEON}>"], "fcvtas", "elem"),
+        Kernel("edgeinfer", "attn_scores", "f16", "matmul_f16", "neon",
+               [f"{OURS_CRATE}::simd::dense::matmul::<{NEON}, {f16}>"], "macs", "mac"),
+        Kernel("edgeinfer", "attn_weighted_sum", "f16", "weighted_sum_f16", "neon",
+               [f"{OURS_CRATE}::simd::weighted_sum::<{NEON}, {f16}>"], "macs", "mac"),
+        Kernel("edgeinfer", "rmsnorm", "f32", "rmsnorm_f32", "neon",
+               [f"{OURS_CRATE}::simd::rmsnorm_f32::<{NEON}>"], "loops=0,2", "elem"),
+        Kernel("edgeinfer", "softmax", "f32", "softmax_f32", "neon",
+               [f"{OURS_CRATE}::simd::softmax_f32::<{NEON}>"], "loops=0,2,3", "elem"),
+        Kernel("edgeinfer", "silu_mul", "f32", "silu_mul_f32", "neon",
+               [f"{OURS_CRATE}::simd::silu_mul_f32::<{NEON}>"], "loops=0", "elem"),
+    ]
+    return ks
+
+
+def llamacpp() -> list[Kernel]:
+    ks = [
+        Kernel("llama.cpp", "matvec", "q4_0", "ggml_vec_dot_q4_0_q8_0", None,
+               ["ggml_vec_dot_q4_0_q8_0"], "no-mmla", "block", 1),
+        Kernel("llama.cpp", "matvec", "q8_0", "ggml_vec_dot_q8_0_q8_0", None,
+               ["ggml_vec_dot_q8_0_q8_0"], "no-mmla", "block", 1),
+        Kernel("llama.cpp", "matvec", "q4_1", "ggml_vec_dot_q4_1_q8_1", None,
+               ["ggml_vec_dot_q4_1_q8_1"], "no-mmla", "block", 1),
+    ]
+    for fmt, tiles in (("q4_0", ("4x4", "4x8", "8x8")), ("q8_0", ("4x4", "4x8"))):
+        for t in tiles:
+            rows = int(t.split("x")[0])
+            ks.append(Kernel("llama.cpp", "matvec", fmt, f"ggml_gemv_{fmt}_{t}_q8_0", None,
+                             [f"ggml_gemv_{fmt}_{t}_q8_0"], "macs", "block", rows))
+            ks.append(Kernel("llama.cpp", "matmul_tile", fmt, f"ggml_gemm_{fmt}_{t}_q8_0", None,
+                             [f"ggml_gemm_{fmt}_{t}_q8_0"], "macs", "block", rows))
+    return ks
+
+
+@dataclass
+class Chip:
+    name: str
+    mcpu: str  # llvm-mca model
+    gcc: str  # gcc 12 -mcpu for llama.cpp's objects
+    ghz: float | None
+    gbs: float | None  # one-core read bandwidth, GB/s
+    source: str
+    dotprod: bool
+    i8mm: bool
+    sve_bits: int = 0
+
+
+# The clocks and bandwidths and where they come from: docs/arm.md.
+CHIPS = [
+    Chip("Graviton2", "neoverse-n1", "neoverse-n1", 2.5, 20.9, "issue 16", True, False),
+    Chip("Graviton3", "neoverse-v1", "neoverse-v1", 2.6, 30.0, "assumed", True, True, 256),
+    Chip("Graviton4", "neoverse-v2", "neoverse-n2", 2.8, 37.0, "issue 16", True, True, 128),
+    # gcc 12's tsv110 lacks dotprod, which Kunpeng 920 has (asimddp; -mcpu=native adds it).
+    Chip("Kunpeng 920", "tsv110", "tsv110+dotprod", 2.6, 11.3, "issue 16", True, False),
+    Chip("Raspberry Pi 5", "neoverse-n1", "cortex-a76", 2.4, 9.3, "issue 16", True, False),
+    Chip("Raspberry Pi 4", "cortex-a72", "cortex-a72", 1.5, 5.5, "sci-pi STREAM", False, False),
+    # Models without a chip in the table: kernel rows only.
+    Chip("(Neoverse N2)", "neoverse-n2", "neoverse-n2", None, None, "", True, True, 128),
+    Chip("(Cortex-A76 as A57)", "cortex-a76", "cortex-a76", None, None, "", True, False),
+]
+MCPUS = ["neoverse-n1", "neoverse-v1", "neoverse-v2", "neoverse-n2", "tsv110", "cortex-a76",
+         "cortex-a72"]
+
+
+def features(mcpu: str) -> tuple[bool, bool]:
+    """(dotprod, i8mm) of an llvm-mca model: which of our variants and llama.cpp's paths it runs."""
+    return {
+        "neoverse-n1": (True, False), "neoverse-v1": (True, True), "neoverse-v2": (True, True),
+        "neoverse-n2": (True, True), "tsv110": (True, False), "cortex-a76": (True, False),
+        "cortex-a72": (False, False),
+    }[mcpu]
+
+
+def our_variant(chip: Chip) -> str:
+    """What detection picks (dispatch.rs: the last supported variant)."""
+    if chip.i8mm:
+        return "neon_i8mm"
+    return "neon_dotprod" if chip.dotprod else "neon"
+
+
+def llama_matvec(chip: Chip, fmt: str) -> str:
+    """The kernel llama.cpp runs for a weight matrix (repack.cpp's ggml_repack_get_optimal_repack_type:
+    rows are multiples of 4 in every model here)."""
+    if fmt == "q4_0":
+        if chip.i8mm and chip.sve_bits == 256:
+            return "ggml_gemv_q4_0_8x8_q8_0"
+        if chip.i8mm:
+            return "ggml_gemv_q4_0_4x8_q8_0"
+        if chip.dotprod:
+            return "ggml_gemv_q4_0_4x4_q8_0"
+        return "ggml_vec_dot_q4_0_q8_0"
+    if fmt == "q8_0":
+        if chip.i8mm:
+            return "ggml_gemv_q8_0_4x8_q8_0"
+        if chip.dotprod:
+            return "ggml_gemv_q8_0_4x4_q8_0"
+        return "ggml_vec_dot_q8_0_q8_0"
+    return "ggml_vec_dot_q4_1_q8_1"
