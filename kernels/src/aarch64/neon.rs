@@ -1,19 +1,26 @@
-//! Plain NEON (Armv8.0 Advanced SIMD): the vectors and loads of [`crate::simd`]'s kernels, and the
-//! quantized products of [`super::quant_neon`].
+//! Plain NEON (Armv8.0 Advanced SIMD): the vectors and loads of [`crate::simd`]'s kernels, the
+//! activation quantizer, and the quantized products of [`super::quant_neon`].
 //!
 //! A dense step is a pair of 4-lane vectors (low and high half of 8 elements), so that even a
 //! one-token tile has 8 independent FMA chains; 4 rows × 2 tokens take 4×2×2 accumulators + 8 weight
 //! vectors + 2 token vectors of the 32 registers. The element-wise kernels take 4-lane vectors. f16
 //! widens with `fcvtl` (`vcvt_f32_f16`, base Armv8, exact); bf16 with a shift-left-long by 16.
+//!
+//! # Activations (`quantize_q8`, shared by every aarch64 variant)
+//!
+//! `quantize_q8` produces the scalar bytes exactly: `fmaxnm` is [`f32::max`], `fdiv` is the
+//! scalar division, `fcvtas` is [`f32::round`] (ties away from zero) followed by the cast, and the
+//! ±127 clamp is applied to the integers.
 
 use core::arch::aarch64::*;
 
 use half::{bf16, f16};
 
 use crate::dispatch::{Kernels, Variant};
+use crate::quant::QK;
 use crate::simd::dense::{Elem, Lanes};
 use crate::simd::vector::{Vector, VectorMath};
-use crate::simd::{activation_entries, activations, entries, intrinsics, table_of};
+use crate::simd::{activation_entries, activations, entries, intrinsics, table_of, QuantizeQ8};
 
 /// The plain NEON variant.
 pub(super) struct Neon;
@@ -163,5 +170,51 @@ impl VectorMath for Neon {
             vcvtq_s32_f32(n),
             vdupq_n_s32(127),
         )))
+    }
+}
+
+impl QuantizeQ8 for Neon {
+    /// The same bytes as the scalar spec (see the module docs).
+    #[target_feature(enable = "neon")]
+    unsafe fn quantize_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
+        let (xp, qp) = (x.as_ptr(), qs.as_mut_ptr());
+        for (blk, (db, sb)) in d.iter_mut().zip(sum.iter_mut()).enumerate() {
+            let mut v = [vdupq_n_f32(0.0); QK / 4];
+            for (u, v) in v.iter_mut().enumerate() {
+                // SAFETY: block `blk` holds 32 values of x (precondition).
+                *v = unsafe { vld1q_f32(xp.add(blk * QK + 4 * u)) };
+            }
+            // `fmaxnm` returns the number when one operand is NaN, as `f32::max` does; from +0 as the scalar.
+            let mut m = vdupq_n_f32(0.0);
+            for v in v {
+                m = vmaxnmq_f32(m, vabsq_f32(v));
+            }
+            let amax = vmaxnmvq_f32(m);
+            let scale = amax / 127.0;
+            let mut q = [vdupq_n_s8(0); 2];
+            let mut s = vdupq_n_s32(0);
+            if scale != 0.0 {
+                let (sv, lim) = (vdupq_n_f32(scale), vdupq_n_s32(127));
+                let mut qi = [vdupq_n_s32(0); QK / 4];
+                for (qi, v) in qi.iter_mut().zip(v) {
+                    // fdiv is the scalar's division; fcvtas rounds half away from zero (`f32::round`).
+                    let r = vcvtaq_s32_f32(vdivq_f32(v, sv));
+                    *qi = vmaxq_s32(vminq_s32(r, lim), vnegq_s32(lim));
+                    s = vaddq_s32(s, *qi);
+                }
+                for (h, q) in q.iter_mut().enumerate() {
+                    let a = vcombine_s16(vmovn_s32(qi[4 * h]), vmovn_s32(qi[4 * h + 1]));
+                    let b = vcombine_s16(vmovn_s32(qi[4 * h + 2]), vmovn_s32(qi[4 * h + 3]));
+                    *q = vcombine_s8(vmovn_s16(a), vmovn_s16(b));
+                }
+            }
+            // SAFETY: block `blk` holds 32 quants of qs (precondition).
+            unsafe {
+                vst1q_s8(qp.add(blk * QK), q[0]);
+                vst1q_s8(qp.add(blk * QK + 16), q[1]);
+            }
+            *db = scale;
+            *sb = vaddvq_s32(s);
+        }
     }
 }

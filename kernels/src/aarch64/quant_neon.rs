@@ -28,12 +28,6 @@
 //! `sdot`/`smmla` wrappers (`#[inline]`, `#[target_feature]`) inline into it, as [`crate::simd`]
 //! describes. NEON intrinsics are baseline on aarch64, so these `unsafe fn`s call them without an
 //! `unsafe` block of their own; memory accesses still get one, with `// SAFETY:`.
-//!
-//! # Activations
-//!
-//! `quantize_q8` produces the scalar bytes exactly: `fmaxnm` is [`f32::max`], `fdiv` is the
-//! scalar division, `fcvtas` is [`f32::round`] (ties away from zero) followed by the cast, and the
-//! ±127 clamp is applied to the integers.
 
 use core::arch::aarch64::*;
 use core::marker::PhantomData;
@@ -42,7 +36,7 @@ use half::f16;
 
 use super::neon::Neon;
 use crate::quant::{Q8ActsRef, QWeight, QK};
-use crate::simd::{Format, MatmulQ, QuantizeQ8, Q4_0, Q4_1, Q8_0};
+use crate::simd::{Format, MatmulQ, Q4_0, Q4_1, Q8_0};
 
 /// Blocks per group: the lanes of an `int32x4`/`float32x4`.
 const GROUP: usize = 4;
@@ -584,51 +578,5 @@ impl<F: Blocks> MatmulQ<F> for Neon {
     unsafe fn matmul_q(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
         // SAFETY: the caller's contract.
         unsafe { matmul_by_block::<F, Neon>(w, x, yt) }
-    }
-}
-
-impl QuantizeQ8 for Neon {
-    /// The same bytes as the scalar spec (see the module docs).
-    #[target_feature(enable = "neon")]
-    unsafe fn quantize_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
-        let (xp, qp) = (x.as_ptr(), qs.as_mut_ptr());
-        for (blk, (db, sb)) in d.iter_mut().zip(sum.iter_mut()).enumerate() {
-            let mut v = [vdupq_n_f32(0.0); QK / 4];
-            for (u, v) in v.iter_mut().enumerate() {
-                // SAFETY: block `blk` holds 32 values of x (precondition).
-                *v = unsafe { vld1q_f32(xp.add(blk * QK + 4 * u)) };
-            }
-            // `fmaxnm` returns the number when one operand is NaN, as `f32::max` does; from +0 as the scalar.
-            let mut m = vdupq_n_f32(0.0);
-            for v in v {
-                m = vmaxnmq_f32(m, vabsq_f32(v));
-            }
-            let amax = vmaxnmvq_f32(m);
-            let scale = amax / 127.0;
-            let mut q = [vdupq_n_s8(0); 2];
-            let mut s = vdupq_n_s32(0);
-            if scale != 0.0 {
-                let (sv, lim) = (vdupq_n_f32(scale), vdupq_n_s32(127));
-                let mut qi = [vdupq_n_s32(0); QK / 4];
-                for (qi, v) in qi.iter_mut().zip(v) {
-                    // fdiv is the scalar's division; fcvtas rounds half away from zero (`f32::round`).
-                    let r = vcvtaq_s32_f32(vdivq_f32(v, sv));
-                    *qi = vmaxq_s32(vminq_s32(r, lim), vnegq_s32(lim));
-                    s = vaddq_s32(s, *qi);
-                }
-                for (h, q) in q.iter_mut().enumerate() {
-                    let a = vcombine_s16(vmovn_s32(qi[4 * h]), vmovn_s32(qi[4 * h + 1]));
-                    let b = vcombine_s16(vmovn_s32(qi[4 * h + 2]), vmovn_s32(qi[4 * h + 3]));
-                    *q = vcombine_s8(vmovn_s16(a), vmovn_s16(b));
-                }
-            }
-            // SAFETY: block `blk` holds 32 quants of qs (precondition).
-            unsafe {
-                vst1q_s8(qp.add(blk * QK), q[0]);
-                vst1q_s8(qp.add(blk * QK + 16), q[1]);
-            }
-            *db = scale;
-            *sb = vaddvq_s32(s);
-        }
     }
 }
