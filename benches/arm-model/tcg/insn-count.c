@@ -2,7 +2,7 @@
  * insn-count: a QEMU TCG plugin that counts the guest instructions a program executes, summed over
  * all its threads, and prints the total when the program exits.
  *
- *   qemu-aarch64 -plugin ./insn-count.so[,out=FILE][,mode=vcpu|inline] prog args...
+ *   qemu-aarch64 -plugin ./insn-count.so[,out=FILE][,mode=vcpu|inline][,syms=N] prog args...
  *
  * Written for QEMU 7.2's plugin API (version 1), whose header Debian does not ship in a binary
  * package, so the few declarations used are written out below from the documented API (what
@@ -22,9 +22,13 @@
  * so they do not); for compute-bound code that is noise.
  *
  * Output, one line: "insns TOTAL" (in vcpu mode also "vcpus N"), to the out= file, else to stderr
- * (a guest that closes its fd 2 silences the latter: use out=).
+ * (a guest that closes its fd 2 silences the latter: use out=). With syms=N (vcpu mode) also the N
+ * symbols that executed the most, one "sym COUNT NAME" line each: a block is charged to the symbol
+ * of its first instruction (QEMU reads the symbols of the main executable only; "?" is the rest:
+ * shared libraries, stripped code).
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -53,7 +57,10 @@ typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void *userdata);
 typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void *userdata);
 typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
+struct qemu_plugin_insn;
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
+struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
+const char *qemu_plugin_insn_symbol(const struct qemu_plugin_insn *insn);
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
                                               void *ptr, uint64_t imm);
 void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, qemu_plugin_vcpu_udata_cb_t cb,
@@ -77,6 +84,57 @@ static struct slot per_vcpu[MAX_VCPUS];
 static uint64_t overflow;
 static uint64_t shared_count; /* inline mode */
 static bool vcpu_mode = true;
+
+/* syms=N: a table of symbols (QEMU's name pointers are stable, so the pointer is the key), filled at
+ * translation under a lock, counted at execution with atomics. */
+#define MAX_SYMS 8192
+struct sym {
+    const char *name;
+    uint64_t n;
+};
+struct tb_info {
+    uint64_t n;
+    struct sym *sym;
+};
+static struct sym syms[MAX_SYMS];
+static struct sym syms_full = {"(symbol table full)", 0};
+static unsigned syms_wanted;
+static pthread_mutex_t syms_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct sym *sym_slot(const char *name)
+{
+    static const char unknown[] = "?";
+    if (!name)
+        name = unknown;
+    size_t h = ((uintptr_t)name >> 3) % MAX_SYMS;
+    pthread_mutex_lock(&syms_lock);
+    for (size_t i = 0; i < MAX_SYMS; i++, h = (h + 1) % MAX_SYMS) {
+        if (syms[h].name == name || syms[h].name == NULL) {
+            syms[h].name = name;
+            pthread_mutex_unlock(&syms_lock);
+            return &syms[h];
+        }
+    }
+    pthread_mutex_unlock(&syms_lock);
+    return &syms_full;
+}
+
+static void on_tb_exec_sym(unsigned int vcpu, void *udata)
+{
+    const struct tb_info *tb = udata;
+    if (vcpu < MAX_VCPUS) {
+        per_vcpu[vcpu].n += tb->n;
+    } else {
+        __atomic_fetch_add(&overflow, tb->n, __ATOMIC_RELAXED);
+    }
+    __atomic_fetch_add(&tb->sym->n, tb->n, __ATOMIC_RELAXED);
+}
+
+static int by_count_desc(const void *a, const void *b)
+{
+    uint64_t x = ((const struct sym *)a)->n, y = ((const struct sym *)b)->n;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
 static char *out_path;
 
 static void on_tb_exec(unsigned int vcpu, void *udata)
@@ -93,6 +151,17 @@ static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     (void)id;
     size_t n = qemu_plugin_tb_n_insns(tb);
+    if (syms_wanted) {
+        /* One small allocation per translation, never freed: blocks are translated once or a few
+         * times, so this stays in the megabytes. */
+        struct tb_info *info = malloc(sizeof *info);
+        if (info) {
+            info->n = n;
+            info->sym = sym_slot(qemu_plugin_insn_symbol(qemu_plugin_tb_get_insn(tb, 0)));
+            qemu_plugin_register_vcpu_tb_exec_cb(tb, on_tb_exec_sym, QEMU_PLUGIN_CB_NO_REGS, info);
+            return;
+        }
+    }
     if (vcpu_mode) {
         qemu_plugin_register_vcpu_tb_exec_cb(tb, on_tb_exec, QEMU_PLUGIN_CB_NO_REGS,
                                              (void *)(uintptr_t)n);
@@ -117,19 +186,29 @@ static void on_program_exit(qemu_plugin_id_t id, void *udata)
     } else {
         snprintf(line, sizeof line, "insns %" PRIu64 "\n", shared_count);
     }
-    if (out_path) {
-        FILE *f = fopen(out_path, "w");
-        if (f) {
-            fputs(line, f);
-            fclose(f);
-            return;
-        }
+    FILE *f = out_path ? fopen(out_path, "w") : NULL;
+    if (out_path && !f) {
         fprintf(stderr, "insn-count: cannot write %s; printing instead\n", out_path);
     }
-    /* Not qemu_plugin_outs: in 7.2 that writes to QEMU's log, shown only under -d plugin. */
-    fputs(line, stderr);
+    if (!f) {
+        f = stderr;
+    }
+    fputs(line, f);
+    if (syms_wanted) {
+        if (syms_full.n) {
+            fprintf(f, "sym %" PRIu64 " %s\n", syms_full.n, syms_full.name);
+        }
+        qsort(syms, MAX_SYMS, sizeof syms[0], by_count_desc);
+        for (unsigned i = 0; i < syms_wanted && i < MAX_SYMS && syms[i].n; i++) {
+            fprintf(f, "sym %" PRIu64 " %s\n", syms[i].n, syms[i].name);
+        }
+    }
+    if (f != stderr) {
+        fclose(f);
+    }
 }
 
+/* Not qemu_plugin_outs for the output: in 7.2 that writes to QEMU's log, shown only under -d plugin. */
 QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc,
                                            char **argv)
 {
@@ -142,8 +221,10 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             vcpu_mode = false;
         } else if (strcmp(a, "mode=vcpu") == 0) {
             vcpu_mode = true;
+        } else if (strncmp(a, "syms=", 5) == 0) {
+            syms_wanted = (unsigned)strtoul(a + 5, NULL, 10);
         } else {
-            fprintf(stderr, "insn-count: unknown argument %s (out=FILE, mode=inline|vcpu)\n", a);
+            fprintf(stderr, "insn-count: unknown argument %s (out=FILE, mode=vcpu|inline, syms=N)\n", a);
             return -1;
         }
     }
