@@ -32,13 +32,14 @@
 #     LLAMACPP_DIR     ${TMPDIR:-/tmp}/edgeinfer-llamacpp (where compare-llamacpp.sh keeps the sdist)
 #     LLAMACPP_VERSION 0.3.36
 #     ARM_ARCH_N1      armv8.2-a+dotprod+fp16 (Neoverse N1's extensions that llama.cpp uses)
-#     ARM_ARCH_MAX     armv8.2-a+dotprod+fp16+i8mm (no SVE: qemu's max has it, llama.cpp's q4_0
-#                      SVE path wants 256-bit vectors, which Graviton3 has and qemu's default lacks)
+#     ARM_ARCH_MAX     armv8.2-a+dotprod+fp16+i8mm (no SVE, though qemu's max has it: llama.cpp's
+#                      q4_0 SVE path needs exactly 256-bit vectors, Graviton3's; the NEON paths
+#                      are the ones to compare with ours)
 #     INFER            an x86 infer for import and quantize (default target/release/infer if it
 #                      exists, else the aarch64 build under qemu)
 #     BUILD_JOBS       1
 #
-# Counts of one run are repeatable to ~0.1% (greedy decode, one thread); the prompt differs
+# Counts of one run are repeatable to ~0.05% (greedy decode, one thread); the prompt differs
 # between the engines (llama-bench decodes from position 0, infer after a 5-token prompt), which
 # moves attention's share by a few positions of a 576-wide model: negligible.
 set -euo pipefail
