@@ -5,7 +5,7 @@ CARGO  ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 INFER   = $(TARGET_DIR)/release/infer
 
-.PHONY: run model test test-native test-aarch64 build lint fmt bench lambda-arm64 arm-model
+.PHONY: run model test test-native test-aarch64 build lint fmt bench lambda-arm64 arm-model arm-tokens
 
 ## Generate text with the default model (SmolLM2-135M-Instruct): build `infer` (cargo shows its
 ## progress; the first release build takes a few minutes), fetch and import the model if missing, ask.
@@ -51,6 +51,11 @@ bench:
 ## decode tokens/s per chip. ARM_MODEL_ARGS passes flags, e.g. ARM_MODEL_ARGS="--json /tmp/arm.json".
 arm-model:
 	benches/arm-model/run.sh $(ARM_MODEL_ARGS)
+
+## The whole-token check (docs/arm.md): instructions per decoded token under qemu-aarch64, ours vs
+## llama.cpp's llama-bench on the same GGUF bytes. ARM_TOKENS_ARGS passes flags, e.g. "--cpus max".
+arm-tokens:
+	benches/arm-model/tokens.sh $(ARM_TOKENS_ARGS)
 
 ## AWS Lambda, arm64 (provided.al2023): the handler package examples/lambda (edgeinfer-lambda)
 ## cross-built as a stripped, LTO `bootstrap` without the converter, candle, clap or axum, zipped into target/lambda/function.zip. WITH_MODEL=1 also puts the
