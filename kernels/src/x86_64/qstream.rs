@@ -70,7 +70,8 @@ pub(super) trait Units: Sized {
 /// A weight format's decode operations on the x86 variant `I`.
 pub(super) trait Stream<I: Units>: Fmt<I> {
     /// How far ahead decode prefetches the quants, in bytes, and whether as non-temporal (measured on
-    /// the SmolLM2-135M shapes streamed from memory).
+    /// the SmolLM2-135M shapes streamed from memory, on Zen 4). Non-temporal applies on AMD CPUs
+    /// only: on an Intel Xeon (2026-12-07) the NTA hint made q8_0 decode 1.4× slower than T0.
     const PF_BYTES: usize;
     const PF_NTA: bool;
     /// Rearranges one unit of activation quants (`UNIT` blocks in their natural order at `a`) in
@@ -189,12 +190,14 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
         };
         // LOOP 0: whole units, then the segment's partial one.
         let full = blocks / I::UNIT;
+        let nta = F::PF_NTA && crate::detect::features().amd;
         for u in 0..full {
             let b = u * I::UNIT;
             prefetch::<I, F>(
                 wq.wrapping_add(b * F::QB),
                 wd.wrapping_add(b),
                 wm.wrapping_add(b),
+                nta,
             );
             // SAFETY: blocks b..b+UNIT lie inside the segment (the slices above) and inside the
             // prepared buffers (b + UNIT <= padded).
@@ -220,15 +223,15 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
 }
 
 /// Prefetches the cache lines [`Stream::PF_BYTES`] of quants ahead of the unit at `wq` (and its
-/// scales, minimums, the same number of blocks ahead). Prefetches never fault, so the addresses may
+/// scales, minimums, the same number of blocks ahead), non-temporal when `nta`. Prefetches never fault, so the addresses may
 /// run past the planes.
 #[inline(always)]
-fn prefetch<I: Units, F: Stream<I>>(wq: *const u8, wd: *const f16, wm: *const f16) {
+fn prefetch<I: Units, F: Stream<I>>(wq: *const u8, wd: *const f16, wm: *const f16, nta: bool) {
     let ahead = F::PF_BYTES / F::QB; // blocks
     let line = |p: *const i8| {
         // SAFETY: a prefetch is a hint that never faults; SSE is baseline on x86_64.
         unsafe {
-            if F::PF_NTA {
+            if nta {
                 _mm_prefetch::<_MM_HINT_NTA>(p)
             } else {
                 _mm_prefetch::<_MM_HINT_T0>(p)
