@@ -83,33 +83,10 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
 # --- 1. llama.cpp --------------------------------------------------------------------------------
-src="$dir/llama.cpp-$version"
-if [ ! -f "$src/CMakeLists.txt" ]; then
-    mkdir -p "$dir/dl"
-    sdist=$(ls "$dir"/dl/llama_cpp_python-"$version".tar.gz 2>/dev/null | head -n 1 || true)
-    if [ -z "$sdist" ]; then
-        say "downloading the llama-cpp-python==$version sdist (about 75 MB) with pip"
-        # --no-binary for this package only: its build requirements may come as wheels (pip
-        # prepares the sdist's metadata with them), instead of compiling CMake from source.
-        "$python" -m pip download --quiet --no-deps --no-binary llama-cpp-python \
-            "llama-cpp-python==$version" -d "$dir/dl" || die "pip download failed"
-        sdist=$(ls "$dir"/dl/llama_cpp_python-"$version".tar.gz 2>/dev/null | head -n 1 || true)
-        [ -n "$sdist" ] || die "pip left no llama_cpp_python-$version.tar.gz in $dir/dl"
-    fi
-    say "extracting vendor/llama.cpp from $(basename "$sdist")"
-    top=$(tar -tzf "$sdist" | sed -n '1s,/.*,,p')  # reads it all: no SIGPIPE under pipefail
-    rm -rf "$src.partial"
-    mkdir -p "$src.partial"
-    tar -xzf "$sdist" -C "$src.partial" --strip-components=3 "$top/vendor/llama.cpp"
-    # The submodule's .git file points into a repository the sdist does not have.
-    rm -f "$src.partial/.git"
-    # llama-cpp-python's changelog names the llama.cpp commit it vendors.
-    tar -xzOf "$sdist" "$top/CHANGELOG.md" 2>/dev/null \
-        | awk -v v="## [$version]" 'index($0, v) == 1 {on = 1; next} on && /^## \[/ {exit}
-              on && match($0, /llama\.cpp@[0-9a-f]+/) {print substr($0, RSTART + 10, RLENGTH - 10); exit}' \
-        > "$src.partial/.edgeinfer-llamacpp-commit" || true
-    mv "$src.partial" "$src"
-fi
+# shellcheck source=benches/llamacpp-source.sh
+. "$repo/benches/llamacpp-source.sh"
+llamacpp_source "$dir" "$version" "$python"
+src=$llamacpp_src
 llamacpp_commit=$(cat "$src/.edgeinfer-llamacpp-commit" 2>/dev/null || true)
 
 if ! command -v cmake >/dev/null 2>&1 || ! command -v ninja >/dev/null 2>&1; then

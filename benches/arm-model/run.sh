@@ -100,29 +100,10 @@ say "ours: $bin (commit $commit$(git -C "$repo" diff --quiet -- kernels 2>/dev/n
 # --- 2. llama.cpp's kernels ----------------------------------------------------------------------
 args=(--ours "$bin" --chips "$chips" --context "$context")
 if [ "$llamacpp" = 1 ]; then
-    src="$llama_dir/llama.cpp-$version"
-    if [ ! -f "$src/ggml/src/ggml-cpu/arch/arm/quants.c" ]; then
-        mkdir -p "$llama_dir/dl"
-        sdist="$llama_dir/dl/llama_cpp_python-$version.tar.gz"
-        if [ ! -f "$sdist" ]; then
-            say "downloading the llama-cpp-python==$version sdist (about 75 MB) with pip"
-            "$python" -m pip download --quiet --no-deps --no-binary llama-cpp-python \
-                "llama-cpp-python==$version" -d "$llama_dir/dl" || die "pip download failed"
-            [ -f "$sdist" ] || die "pip left no $(basename "$sdist") in $llama_dir/dl"
-        fi
-        say "extracting vendor/llama.cpp from $(basename "$sdist")"
-        top=$(tar -tzf "$sdist" | sed -n '1s,/.*,,p')
-        rm -rf "$src.partial"
-        mkdir -p "$src.partial"
-        tar -xzf "$sdist" -C "$src.partial" --strip-components=3 "$top/vendor/llama.cpp"
-        rm -f "$src.partial/.git"
-        tar -xzOf "$sdist" "$top/CHANGELOG.md" 2>/dev/null \
-            | awk -v v="## [$version]" 'index($0, v) == 1 {on = 1; next} on && /^## \[/ {exit}
-                  on && match($0, /llama\.cpp@[0-9a-f]+/) {print substr($0, RSTART + 10, RLENGTH - 10); exit}' \
-            > "$src.partial/.edgeinfer-llamacpp-commit" || true
-        rm -rf "$src"
-        mv "$src.partial" "$src"
-    fi
+    # shellcheck source=benches/llamacpp-source.sh
+    . "$repo/benches/llamacpp-source.sh"
+    llamacpp_source "$llama_dir" "$version" "$python"
+    src=$llamacpp_src
     say "llama.cpp $(cat "$src/.edgeinfer-llamacpp-commit" 2>/dev/null || echo '?') from llama-cpp-python $version"
     ggml="$src/ggml/src"
     inc=(-I"$ggml" -I"$ggml/ggml-cpu" -I"$src/ggml/include")
