@@ -21,7 +21,7 @@ FMT_TYPE = {"q4_0": "Q4_0", "q4_1": "Q4_1", "q8_0": "Q8_0"}
 
 
 def tile_fn(isa: str, fmt: str, rows: int, tokens: int) -> str:
-    return f"<{isa} as {ISA}>::matmul::<{OURS_CRATE}::simd::{FMT_TYPE[fmt]}, {rows}, {tokens}>"
+    return f"<{isa} as {ISA}>::tile::<{OURS_CRATE}::simd::{FMT_TYPE[fmt]}, {rows}, {tokens}>"
 
 
 def neon_entry(fmt: str) -> str:

@@ -18,7 +18,7 @@ use super::dotprod::Dotprod;
 use super::i8mm::I8mm;
 use super::quant_dotprod::Sdot;
 use super::quant_neon::{
-    four_blocks, isa, matmul_by_block, Blocks, ByBlock, Dots, Isa, Isums, OneBlock, Tile,
+    four_blocks, isa, matmul, matmul_by_block, Blocks, ByBlock, Dots, Isums, OneBlock, Tile,
 };
 use crate::quant::{Q8ActsRef, QWeight, QK};
 use crate::simd::MatmulQ;
@@ -149,7 +149,7 @@ impl<F: Blocks> MatmulQ<F> for I8mm {
             if x.n == 1 {
                 matmul_by_block::<F, Dotprod>(w, x, yt)
             } else {
-                <I8mm as Isa>::matmul::<F, ROWS, TOKENS>(w, x, yt)
+                matmul::<F, I8mm, ROWS, TOKENS>(w, x, yt)
             }
         }
     }

@@ -23,9 +23,8 @@
 //!
 //! # How the shared code gets each ISA's features
 //!
-//! Each ISA implements [`Isa::matmul`] as a `#[target_feature]` function that calls the generic
-//! [`rows`] here (the [`isa`] macro writes it): the row and token loops and every [`tile`] are in that
-//! one function, entered once per product. Everything below it is `#[inline(always)]`, and the
+//! Each ISA implements [`Isa::tile`] as a `#[target_feature]` function that calls the generic [`tile`]
+//! here (the [`isa`] macro writes it); everything below that is `#[inline(always)]`, and the
 //! `sdot`/`smmla` wrappers (`#[inline]`, `#[target_feature]`) inline into it, as [`crate::simd`]
 //! describes. NEON intrinsics are baseline on aarch64, so these `unsafe fn`s call them without an
 //! `unsafe` block of their own; memory accesses still get one, with `// SAFETY:`.
@@ -458,67 +457,79 @@ unsafe fn group<F: Blocks, I: Isums, const R: usize, const T: usize>(
     }
 }
 
-/// An ISA's product entry: [`rows`] (every tile of the product) compiled with the ISA's target
-/// features, so a call pays one function entry and one prologue, not one per tile.
+/// An ISA's tile entry: [`tile`] compiled with the ISA's target features.
 pub(super) trait Isa {
     /// # Safety
-    /// The CPU has the ISA's features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`.
-    unsafe fn matmul<F: Blocks, const R: usize, const T: usize>(
+    /// As [`tile`].
+    unsafe fn tile<F: Blocks, const R: usize, const T: usize>(
         w: &QWeight<'_>,
         x: &Q8ActsRef<'_>,
         yt: &mut [f32],
+        r: usize,
+        t: usize,
     );
 }
 
-/// Every row and token in tiles of `R × T` (`R`, `T` in {1, 2, 4}): LOOP 2 takes whole `R`-row tiles
-/// (its body is one row tile: a decode tile's whole cost outside its block loop), then the last
-/// rows as a 2-row and a 1-row tile where needed; tokens likewise in [`token_tiles`].
+/// Every row and token in tiles of `R × T` (`R`, `T` in {1, 2, 4}); tails take the largest of
+/// 4, 2, 1 that fits.
 ///
 /// # Safety
-/// The CPU has `I`'s features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`.
-#[inline(always)]
-pub(super) unsafe fn rows<F: Blocks, I: Isums, const R: usize, const T: usize>(
+/// The CPU has `A`'s features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`.
+pub(super) unsafe fn matmul<F: Blocks, A: Isa, const R: usize, const T: usize>(
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
     yt: &mut [f32],
 ) {
     // LOOP 2: row tiles (independent: a caller may split rows across threads).
     let mut r = 0;
-    // SAFETY (all three): the tile's rows r.. exist; the rest is the caller's contract.
-    while r + R <= w.rows {
-        unsafe { token_tiles::<F, I, R, T>(w, x, yt, r) };
-        r += R;
-    }
-    if R > 2 && r + 2 <= w.rows {
-        unsafe { token_tiles::<F, I, 2, T>(w, x, yt, r) };
-        r += 2;
-    }
-    if R > 1 && r < w.rows {
-        unsafe { token_tiles::<F, I, 1, T>(w, x, yt, r) };
+    while r < w.rows {
+        let left = w.rows - r;
+        let step = if left >= R {
+            R
+        } else if left >= 2 {
+            2
+        } else {
+            1
+        };
+        // SAFETY: rows r..r+step exist; the rest is the caller's contract.
+        unsafe {
+            match step {
+                s if s == R => token_tiles::<F, A, R, T>(w, x, yt, r),
+                2 => token_tiles::<F, A, 2, T>(w, x, yt, r),
+                _ => token_tiles::<F, A, 1, T>(w, x, yt, r),
+            }
+        }
+        r += step;
     }
 }
 
-/// LOOP 1: token tiles for rows `r..r+R`, then the last tokens as a 2- and a 1-token tile where
-/// needed. Safety as [`rows`], and the rows exist.
+/// LOOP 1: token tiles for rows `r..r+R`. Safety as [`matmul`], and the rows exist.
 #[inline(always)]
-unsafe fn token_tiles<F: Blocks, I: Isums, const R: usize, const T: usize>(
+unsafe fn token_tiles<F: Blocks, A: Isa, const R: usize, const T: usize>(
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
     yt: &mut [f32],
     r: usize,
 ) {
     let mut t = 0;
-    // SAFETY (all three): the tile's tokens t.. exist; the rest is the caller's contract.
-    while t + T <= x.n {
-        unsafe { tile::<F, I, R, T>(w, x, yt, r, t) };
-        t += T;
-    }
-    if T > 2 && t + 2 <= x.n {
-        unsafe { tile::<F, I, R, 2>(w, x, yt, r, t) };
-        t += 2;
-    }
-    if T > 1 && t < x.n {
-        unsafe { tile::<F, I, R, 1>(w, x, yt, r, t) };
+    while t < x.n {
+        let left = x.n - t;
+        let step = if left >= T {
+            T
+        } else if left >= 2 {
+            2
+        } else {
+            1
+        };
+        // SAFETY: tokens t..t+step exist; the rest is the caller's contract.
+        unsafe {
+            match step {
+                s if s == T => A::tile::<F, R, T>(w, x, yt, r, t),
+                2 => A::tile::<F, R, 2>(w, x, yt, r, t),
+                _ => A::tile::<F, R, 1>(w, x, yt, r, t),
+            }
+        }
+        t += step;
     }
 }
 
@@ -536,19 +547,19 @@ pub(super) unsafe fn matmul_by_block<F: Blocks, A: Isa>(
     // SAFETY: the caller's contract.
     unsafe {
         if x.n == 1 {
-            A::matmul::<F, 4, 1>(w, x, yt)
+            matmul::<F, A, 4, 1>(w, x, yt)
         } else {
-            A::matmul::<F, 2, 2>(w, x, yt)
+            matmul::<F, A, 2, 2>(w, x, yt)
         }
     }
 }
 
-/// Implements [`Isa`] for `$isa`: [`rows`] with `$isums` under `#[target_feature(enable = $features)]`.
+/// Implements [`Isa`] for `$isa`: [`tile`] with `$isums` under `#[target_feature(enable = $features)]`.
 macro_rules! isa {
     ($isa:ty, $features:literal, $isums:ty) => {
         impl $crate::aarch64::quant_neon::Isa for $isa {
             #[target_feature(enable = $features)]
-            unsafe fn matmul<
+            unsafe fn tile<
                 F: $crate::aarch64::quant_neon::Blocks,
                 const R: usize,
                 const T: usize,
@@ -556,9 +567,11 @@ macro_rules! isa {
                 w: &$crate::quant::QWeight<'_>,
                 x: &$crate::quant::Q8ActsRef<'_>,
                 yt: &mut [f32],
+                r: usize,
+                t: usize,
             ) {
                 // SAFETY: the caller's contract, which includes the features `$isums` needs.
-                unsafe { $crate::aarch64::quant_neon::rows::<F, $isums, R, T>(w, x, yt) }
+                unsafe { $crate::aarch64::quant_neon::tile::<F, $isums, R, T>(w, x, yt, r, t) }
             }
         }
     };
