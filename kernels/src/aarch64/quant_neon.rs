@@ -9,11 +9,12 @@
 //! 1. *Integer dots* ([`Isums`]): for every (row, token) pair of the tile, one `int32x4` whose lane `q`
 //!    is block `b+q`'s exact dot `Σ qw·qx` (q4 nibbles unpacked to `i8` as stored, `0..=15`; for
 //!    q4_0, whose weights are `q − 8`, step 2 subtracts `8·sx` from the dot once per block, which is
-//!    exact and saves two vector subtractions per block and row). Plain NEON multiplies with `smull` into i16
-//!    (any i8 product fits) and adds pairs into i32 with `sadalp`; dotprod uses `sdot`; i8mm `smmla`
-//!    (see the sibling modules).
-//! 2. *Scaling*: the four dots (for q4_0 less `8·sx`) convert exactly to f32 (`|idot| ≤ 32·128·127 < 2²⁴`) and are fused into
-//!    an f32 accumulator per pair as `idot · (dw·dx)`, plus `(m) · (dx·sx)` for q4_1.
+//!    exact and saves two vector subtractions per block and row). Plain NEON multiplies with `smull`
+//!    into i16 (any i8 product fits) and adds pairs into i32 with `sadalp`; dotprod uses `sdot`; i8mm
+//!    `smmla` (see the sibling modules).
+//! 2. *Scaling*: the four dots (for q4_0 less `8·sx`) convert exactly to f32
+//!    (`|idot| ≤ 32·128·127 < 2²⁴`) and are fused into an f32 accumulator per pair as
+//!    `idot · (dw·dx)`, plus `(m) · (dx·sx)` for q4_1.
 //! 3. At the end of the row, the accumulator's four lanes are added: `yt` differs from the scalar
 //!    result only in the order of the f32 additions and the fused multiply-adds.
 //!
@@ -168,35 +169,39 @@ pub(super) trait OneBlock {
     ) -> Dots<R, T>;
 }
 
-/// Blocks `b..b+g` (`1 <= g <= 4`) of a group by [`OneBlock::block`], zero for the missing ones: four
-/// explicit blocks (no array indexed by a loop variable, so everything stays in registers); the `g`
-/// tests fold away in the full groups. Safety as [`Isums::isums`].
+/// Block `b + k` of every pair by [`OneBlock::block`] if the group's `g` blocks from `b` include it,
+/// else zeros; the test folds away where `g` is known (full groups, the tail's arms). Safety as
+/// [`Isums::isums`].
+#[inline(always)]
+unsafe fn block_or_zero<P: OneBlock, F: Blocks, const R: usize, const T: usize>(
+    tile: &Tile<R, T>,
+    b: usize,
+    g: usize,
+    k: usize,
+) -> Dots<R, T> {
+    if k < g {
+        // SAFETY: block b + k exists, and the CPU has P's features (the caller's contract).
+        unsafe { P::block::<F, R, T>(tile, b + k) }
+    } else {
+        [[vdupq_n_s32(0); T]; R]
+    }
+}
+
+/// Blocks `b..b+g` (`1 <= g <= 4`) of a group, zero for the missing ones: four explicit blocks (no
+/// array indexed by a loop variable, so everything stays in registers). Safety as [`Isums::isums`].
 #[inline(always)]
 pub(super) unsafe fn four_blocks<P: OneBlock, F: Blocks, const R: usize, const T: usize>(
     tile: &Tile<R, T>,
     b: usize,
     g: usize,
 ) -> [Dots<R, T>; 4] {
-    let none = [[vdupq_n_s32(0); T]; R];
-    // SAFETY: blocks b..b+g exist, and the CPU has P's features (the caller's contract).
+    // SAFETY: the caller's contract.
     unsafe {
         [
-            P::block::<F, R, T>(tile, b),
-            if g > 1 {
-                P::block::<F, R, T>(tile, b + 1)
-            } else {
-                none
-            },
-            if g > 2 {
-                P::block::<F, R, T>(tile, b + 2)
-            } else {
-                none
-            },
-            if g > 3 {
-                P::block::<F, R, T>(tile, b + 3)
-            } else {
-                none
-            },
+            block_or_zero::<P, F, R, T>(tile, b, g, 0),
+            block_or_zero::<P, F, R, T>(tile, b, g, 1),
+            block_or_zero::<P, F, R, T>(tile, b, g, 2),
+            block_or_zero::<P, F, R, T>(tile, b, g, 3),
         ]
     }
 }
@@ -261,23 +266,14 @@ unsafe fn block_pair<D: BlockDot, F: Blocks, const R: usize, const T: usize>(
     b: usize,
     g: usize,
 ) -> Dots<R, T> {
-    let none = [[vdupq_n_s32(0); T]; R];
     // SAFETY: blocks below b + g exist (the caller's contract).
     let (p, q) = unsafe {
         (
-            if g > 0 {
-                ByBlock::<D>::block::<F, R, T>(t, b)
-            } else {
-                none
-            },
-            if g > 1 {
-                ByBlock::<D>::block::<F, R, T>(t, b + 1)
-            } else {
-                none
-            },
+            block_or_zero::<ByBlock<D>, F, R, T>(t, b, g, 0),
+            block_or_zero::<ByBlock<D>, F, R, T>(t, b, g, 1),
         )
     };
-    let mut out = none;
+    let mut out = [[vdupq_n_s32(0); T]; R];
     for i in 0..R {
         for j in 0..T {
             out[i][j] = vpaddq_s32(p[i][j], q[i][j]);
@@ -322,48 +318,33 @@ unsafe fn tail<E: Copy + Default>(p: *const E, g: usize) -> [E; GROUP] {
     pad
 }
 
-/// `g` f16 values at `p` as f32 lanes, zero past `g`.
+/// `g` values at `p` as one vector by `load`, zero past `g`: `load` reads 4 values at `p` itself, or
+/// at a local copy of the last group's `g < 4`.
 ///
 /// # Safety
-/// `p..p+g` readable, `1 <= g <= 4`.
+/// `p..p+g` readable, `1 <= g <= 4`; `load` reads 4 values at the pointer it is given.
+#[inline(always)]
+unsafe fn load_group<E: Copy + Default, V>(
+    p: *const E,
+    g: usize,
+    load: unsafe fn(*const E) -> V,
+) -> V {
+    // SAFETY: 4 readable values, or g of them copied into a local array of 4.
+    unsafe {
+        if g == GROUP {
+            load(p)
+        } else {
+            load(tail(p, g).as_ptr())
+        }
+    }
+}
+
+/// `g` f16 values at `p` as f32 lanes, zero past `g`. Safety as [`load_group`]'s `p` and `g`.
 #[inline(always)]
 unsafe fn load_f16(p: *const f16, g: usize) -> float32x4_t {
-    let p = p.cast::<u16>(); // `half::f16` is a `u16`
-                             // SAFETY: 4 readable halves, or g and a local array of 4.
-    let h = unsafe {
-        if g == GROUP {
-            vld1_u16(p)
-        } else {
-            vld1_u16(tail(p, g).as_ptr())
-        }
-    };
+    // SAFETY: the caller's contract; `half::f16` is a `u16`.
+    let h = unsafe { load_group(p.cast::<u16>(), g, vld1_u16) };
     vcvt_f32_f16(vreinterpret_f16_u16(h))
-}
-
-/// `g` f32 values at `p`, zero past `g`. Safety as [`load_f16`].
-#[inline(always)]
-unsafe fn load_f32(p: *const f32, g: usize) -> float32x4_t {
-    // SAFETY: 4 readable values, or g and a local array of 4.
-    unsafe {
-        if g == GROUP {
-            vld1q_f32(p)
-        } else {
-            vld1q_f32(tail(p, g).as_ptr())
-        }
-    }
-}
-
-/// `g` i32 values at `p`, zero past `g`. Safety as [`load_f16`].
-#[inline(always)]
-unsafe fn load_i32(p: *const i32, g: usize) -> int32x4_t {
-    // SAFETY: 4 readable values, or g and a local array of 4.
-    unsafe {
-        if g == GROUP {
-            vld1q_s32(p)
-        } else {
-            vld1q_s32(tail(p, g).as_ptr())
-        }
-    }
 }
 
 /// Steps 2 and 3 of the module docs for one tile: rows `r..r+R` × tokens `t..t+T` of `yt`.
@@ -432,11 +413,11 @@ unsafe fn group<F: Blocks, I: Isums, const R: usize, const T: usize>(
         // SAFETY: blocks b..b+g of every token have a scale and a sum.
         let (dx, sx) = unsafe {
             let sx = if F::MIN || F::OFFSET {
-                load_i32(tl.xs[j].add(b), g)
+                load_group(tl.xs[j].add(b), g, vld1q_s32)
             } else {
                 vdupq_n_s32(0)
             };
-            (load_f32(tl.xd[j].add(b), g), sx)
+            (load_group(tl.xd[j].add(b), g, vld1q_f32), sx)
         };
         // Both exact: block sums are below 2²⁴ in magnitude (32·127), and so is `idot − 8·sx`.
         let dxsx = if F::MIN {

@@ -175,6 +175,8 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
         core::ptr::write_bytes(per.add(len), 0, padded - len);
     }
 
+    // The prefetch hint, once per call (see `Stream::PF_NTA`).
+    let nta = F::PF_NTA && crate::detect::features().amd;
     // LOOP 1: segments (independent rows).
     let mut r = 0;
     while r < rows {
@@ -190,7 +192,6 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
         };
         // LOOP 0: whole units, then the segment's partial one.
         let full = blocks / I::UNIT;
-        let nta = F::PF_NTA && crate::detect::features().amd;
         for u in 0..full {
             let b = u * I::UNIT;
             prefetch::<I, F>(
@@ -223,8 +224,8 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
 }
 
 /// Prefetches the cache lines [`Stream::PF_BYTES`] of quants ahead of the unit at `wq` (and its
-/// scales, minimums, the same number of blocks ahead), non-temporal when `nta`. Prefetches never fault, so the addresses may
-/// run past the planes.
+/// scales, minimums, the same number of blocks ahead), non-temporal when `nta`. Prefetches never
+/// fault, so the addresses may run past the planes.
 #[inline(always)]
 fn prefetch<I: Units, F: Stream<I>>(wq: *const u8, wd: *const f16, wm: *const f16, nta: bool) {
     let ahead = F::PF_BYTES / F::QB; // blocks
