@@ -24,7 +24,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use edgeinfer_kernels::quant::{self, QFormat};
+use edgeinfer_kernels::quant::{self, QFormat, QLayout};
 use edgeinfer_kernels::DType;
 use edgeinfer_models::matrix::{self, Matrix, QTensor};
 use edgeinfer_models::{Config, Llama, ModelError, Storage, Tensor, TensorSource};
@@ -368,10 +368,12 @@ impl TensorSource for CheckpointSource<'_> {
         };
         let meta = |key: &str| file.metadata.get(key).map(String::as_str);
         let (layout, version) = (meta(matrix::LAYOUT_KEY), meta(matrix::VERSION_KEY));
-        let expected_version = quant::LAYOUT_VERSION.to_string();
-        if layout != Some(quant::LAYOUT_NAME) || version != Some(expected_version.as_str()) {
+        let version_num = version.and_then(|v| v.parse::<u32>().ok());
+        if layout != Some(quant::LAYOUT_NAME)
+            || !version_num.is_some_and(|v| (1..=quant::LAYOUT_VERSION).contains(&v))
+        {
             return Err(bad(format!(
-                "quantized with layout {:?} version {:?}, but this build reads only `{}` version {}; re-quantize the model with `infer quantize`",
+                "quantized with layout {:?} version {:?}, but this build reads only `{}` versions 1 to {}; re-quantize the model with `infer quantize` (or re-import its GGUF with `infer import`)",
                 layout.unwrap_or("(none)"),
                 version.unwrap_or("(none)"),
                 quant::LAYOUT_NAME,
@@ -389,6 +391,18 @@ impl TensorSource for CheckpointSource<'_> {
                 "unknown quantized format `{format_name}` (this build reads q8_0, q4_0, q4_1)"
             ))
         })?;
+        let layout_key = matrix::layout_key(name);
+        let matrix_layout = match meta(&layout_key) {
+            None => QLayout::RowSplit,
+            Some(l) => QLayout::from_name(l)
+                .filter(|l| l.version() <= version_num.unwrap_or(1))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`{layout_key}` = `{l}` is not a layout of a version {} file (rowsplit; rows4 from version 2)",
+                        version.unwrap_or("(none)")
+                    ))
+                })?,
+        };
         let plane =
             |plane_name: &str, dtype: &str| -> std::result::Result<&TensorEntry, ModelError> {
                 let e =
@@ -433,6 +447,7 @@ impl TensorSource for CheckpointSource<'_> {
         let t = QTensor::new(
             name,
             format,
+            matrix_layout,
             rows,
             k,
             storage,

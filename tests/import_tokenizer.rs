@@ -73,6 +73,7 @@ fn imported_smollm2_checkpoint() {
     // is checked block for block in tests/quantized.rs).
     let opts = ImportOptions {
         dtype: ImportDType::F32,
+        ..ImportOptions::default()
     };
     let mut events: Vec<ImportProgress> = Vec::new();
     let summary = import_gguf(&gguf, &out, &opts, &mut |p| events.push(p)).unwrap();
@@ -270,6 +271,7 @@ fn half_precision_and_bad_input() {
     let out = scratch.0.join("bf16");
     let opts = ImportOptions {
         dtype: ImportDType::Bf16,
+        ..ImportOptions::default()
     };
     let summary = import_gguf(&gguf, &out, &opts, &mut |_| {}).unwrap();
     assert_eq!(

@@ -20,9 +20,9 @@ use common::{cosine, temp_dir, worst_cosine, Rng, TinyLlama};
 use edgeinfer::loader::Checkpoint;
 use edgeinfer::{ActQuant, Model, SessionOptions};
 use edgeinfer_convert::quantize::{quantize_checkpoint, QuantizeError, QuantizeOptions};
-use edgeinfer_kernels::quant::QFormat;
+use edgeinfer_kernels::quant::{QFormat, QLayout};
 use edgeinfer_kernels::Kernels;
-use edgeinfer_models::matrix::{format_key, plane_names, LAYOUT_KEY, VERSION_KEY};
+use edgeinfer_models::matrix::{format_key, layout_key, plane_names, LAYOUT_KEY, VERSION_KEY};
 use edgeinfer_models::state::KvDType;
 use edgeinfer_models::{Config, Llama, ModelError};
 use safetensors::{Dtype, SafeTensors};
@@ -249,6 +249,75 @@ fn tiny_bad_metadata_is_refused_naming_the_tensor() {
     println!("no format key: {e}");
     assert!(
         matches!(&e, ModelError::TensorData { name, reason } if name == q_proj && reason.contains(&key)),
+        "{e:?}"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// q4_0 quantized in the `rows4` layout: a version 2 file naming each matrix's layout, refused when
+/// its version says 1, and logits (prefill and decode, every kernel variant, one and two threads)
+/// equal to the `rowsplit` file's up to the order of f32 additions.
+#[test]
+fn tiny_rows4_layout_matches_rowsplit() {
+    let root = temp_dir("quant-tiny-rows4");
+    let src = root.join("f32");
+    let shape = TinyLlama::small_gqa(15);
+    shape.write(&src);
+    let (plain, rows4) = (root.join("rowsplit"), root.join("rows4"));
+    quantize(&src, &plain, QFormat::Q4_0);
+    let opts = QuantizeOptions {
+        layout: QLayout::Rows4,
+        ..QuantizeOptions::new(QFormat::Q4_0)
+    };
+    quantize_checkpoint(&src, &rows4, &opts, &mut |_| {}).unwrap();
+    let q_proj = "model.layers.0.self_attn.q_proj.weight";
+    let bytes = std::fs::read(rows4.join("model.safetensors")).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().expect("__metadata__");
+    assert_eq!(meta[VERSION_KEY], "2");
+    assert_eq!(meta[&layout_key(q_proj)], "rows4");
+    // The embedding is q8_0 under q4_0: rowsplit, so no layout key.
+    assert!(!meta.contains_key(&layout_key("model.embed_tokens.weight")));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rows4.join("config.json")).unwrap()).unwrap();
+    let q = &config["quantization_config"];
+    assert_eq!(
+        (&q["version"], &q["q4_0_layout"]),
+        (&2.into(), &"rows4".into())
+    );
+
+    let mut rng = Rng(shape.seed);
+    let prompt: Vec<u32> = (0..7).map(|_| rng.below(shape.vocab) as u32).collect();
+    let decode: Vec<u32> = (0..4).map(|_| rng.below(shape.vocab) as u32).collect();
+    for variant in Kernels::available() {
+        let kern = Kernels::new(variant).unwrap();
+        for threads in [1, 2] {
+            let want = common::our_logits(&plain, &prompt, &decode, &kern, threads, KvDType::F32);
+            let got = common::our_logits(&rows4, &prompt, &decode, &kern, threads, KvDType::F32);
+            assert_eq!(got.len(), want.len());
+            for (pos, (g, w)) in got.iter().zip(&want).enumerate() {
+                let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let diff = g
+                    .iter()
+                    .zip(w)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "{variant} threads={threads} position {pos}: rows4 differs from rowsplit by {diff} (scale {scale})"
+                );
+            }
+        }
+    }
+
+    patch_header(
+        &rows4.join("model.safetensors"),
+        "\"edgeinfer.quant.version\":\"2\"",
+        "\"edgeinfer.quant.version\":\"1\"",
+    );
+    let e = load_error(&rows4);
+    println!("rows4 in a version 1 file: {e}");
+    assert!(
+        matches!(&e, ModelError::TensorData { reason, .. } if reason.contains("rows4")),
         "{e:?}"
     );
     std::fs::remove_dir_all(&root).ok();

@@ -22,6 +22,11 @@ pub struct ImportArgs {
     /// Element type of the written weights: native (keep the GGUF's quantization), f32, f16 or bf16.
     #[arg(long, default_value = "native")]
     dtype: ImportDType,
+    /// Layout of the Q4_0 matrices kept native: rowsplit (every kernel reads it as stored) or rows4
+    /// (blocks of four rows interleaved, same bits: the fast one-token layout on ARM CPUs with
+    /// dotprod; other CPUs reorder it on the fly, so keep rowsplit for x86). See docs/formats.md.
+    #[arg(long, default_value = "rowsplit", value_parser = crate::quantize::parse_layout)]
+    layout: edgeinfer_kernels::quant::QLayout,
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -41,7 +46,10 @@ pub fn run(args: ImportArgs) -> Result<()> {
         .context("progress bar template")?
         .progress_chars("=> "),
     );
-    let opts = ImportOptions { dtype: args.dtype };
+    let opts = ImportOptions {
+        dtype: args.dtype,
+        layout: args.layout,
+    };
     let summary = import_gguf(&args.gguf, &args.out_dir, &opts, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.index as u64 + 1);

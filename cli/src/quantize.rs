@@ -7,7 +7,7 @@ use clap::Args;
 use edgeinfer_convert::quantize::{
     quantize_checkpoint, Calibration, QuantizeOptions, StoreType, TensorOverride,
 };
-use edgeinfer_kernels::quant::QFormat;
+use edgeinfer_kernels::quant::{QFormat, QLayout};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
@@ -44,9 +44,20 @@ pub struct QuantizeArgs {
     /// the input's tokenizer; at least ~10,000 tokens of text like what the model will see).
     #[arg(long, value_name = "FILE")]
     calibration: Option<PathBuf>,
+    /// Layout of the q4_0 matrices: rowsplit (every kernel reads it as stored) or rows4 (blocks of
+    /// four rows interleaved: the fast one-token layout on ARM CPUs with dotprod; other CPUs reorder
+    /// it on the fly, so keep rowsplit for x86). See docs/formats.md.
+    #[arg(long, default_value = "rowsplit", value_parser = parse_layout)]
+    layout: QLayout,
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
+}
+
+/// `rowsplit` or `rows4`, for `--layout`.
+pub fn parse_layout(s: &str) -> Result<QLayout> {
+    QLayout::from_name(s)
+        .ok_or_else(|| anyhow!("unknown layout `{s}` (expected rowsplit or rows4)"))
 }
 
 fn parse_format(s: &str) -> Result<QFormat> {
@@ -79,6 +90,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         format: args.format,
         overrides: args.tensor_type,
         calibration,
+        layout: args.layout,
     };
     let summary = quantize_checkpoint(&args.in_dir, &args.out_dir, &opts, &mut |p| {
         bar.set_length(p.total as u64);

@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use edgeinfer::loader::{Checkpoint, CheckpointSource};
-use edgeinfer_kernels::quant::{QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
+use edgeinfer_kernels::quant::{QFormat, QLayout, LAYOUT_NAME, LAYOUT_VERSION, QK};
 use edgeinfer_kernels::WeightRef;
 use edgeinfer_models::{names, Config, Llama, Matrix, ModelError, TapSite, Tensor};
 use half::f16;
@@ -61,6 +61,9 @@ pub struct QuantizeOptions {
     pub overrides: Vec<TensorOverride>,
     /// How the layers' matrices are rounded.
     pub calibration: Calibration,
+    /// Layout of the q4_0 matrices (default `rowsplit`; `rows4` for ARM dotprod decode, where the
+    /// shape fits it, see `edgeinfer_kernels::quant::rows4`).
+    pub layout: QLayout,
 }
 
 impl QuantizeOptions {
@@ -71,6 +74,7 @@ impl QuantizeOptions {
             format,
             overrides: Vec::new(),
             calibration: Calibration::Plain,
+            layout: QLayout::RowSplit,
         }
     }
 }
@@ -246,7 +250,19 @@ pub fn quantize_checkpoint(
     let source = ckpt.source();
     let llama = Llama::load(config, &source).map_err(|e| input_error(&ckpt, &source, in_dir, e))?;
     let weights = plan(&llama, &ckpt, opts, in_dir)?;
-    let config_json = quantized_config(&config_text, &config_path, opts.format)?;
+    let layout = match weights.iter().any(|w| {
+        matches!(
+            w.entry.stored,
+            StoredAs::Quant {
+                layout: QLayout::Rows4,
+                ..
+            }
+        )
+    }) {
+        true => QLayout::Rows4,
+        false => QLayout::RowSplit,
+    };
+    let config_json = quantized_config(&config_text, &config_path, opts.format, layout)?;
 
     let entries: Vec<Entry> = weights.iter().map(|w| w.entry.clone()).collect();
     // The input is dense (quantized matrices were refused above), so every entry is one input tensor.
@@ -344,7 +360,12 @@ fn input_error(
 }
 
 /// `config.json` with `quantization_config` set.
-fn quantized_config(text: &str, path: &Path, format: QFormat) -> Result<String, QuantizeError> {
+fn quantized_config(
+    text: &str,
+    path: &Path,
+    format: QFormat,
+    layout: QLayout,
+) -> Result<String, QuantizeError> {
     let mut json: serde_json::Value =
         serde_json::from_str(text).map_err(|e| QuantizeError::Config {
             path: path.to_path_buf(),
@@ -354,7 +375,10 @@ fn quantized_config(text: &str, path: &Path, format: QFormat) -> Result<String, 
         path: path.to_path_buf(),
         reason: "top level is not an object".into(),
     })?;
-    obj.insert("quantization_config".into(), quantization_config(format));
+    obj.insert(
+        "quantization_config".into(),
+        quantization_config(format, layout),
+    );
     let text = serde_json::to_string_pretty(&json).map_err(|e| QuantizeError::Config {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -362,14 +386,21 @@ fn quantized_config(text: &str, path: &Path, format: QFormat) -> Result<String, 
     Ok(text + "\n")
 }
 
-/// The `quantization_config` object of a checkpoint whose matrices are (mostly) in `format`.
-pub fn quantization_config(format: QFormat) -> serde_json::Value {
-    serde_json::json!({
+/// The `quantization_config` object of a checkpoint whose matrices are (mostly) in `format`, its
+/// q4_0 matrices in `layout` where they fit it: `layout` names the file layout (`rowsplit`),
+/// `version` its version (2 when `q4_0_layout` is `rows4`).
+pub fn quantization_config(format: QFormat, layout: QLayout) -> serde_json::Value {
+    let mut q = serde_json::json!({
         "quant_method": "edgeinfer",
         "format": format.name(),
         "layout": LAYOUT_NAME,
-        "version": LAYOUT_VERSION,
-    })
+        "version": layout.version(),
+    });
+    if layout != QLayout::RowSplit {
+        q["q4_0_layout"] = layout.name().into();
+    }
+    debug_assert!(layout.version() <= LAYOUT_VERSION);
+    q
 }
 
 /// One weight of the output and where its values come from.
@@ -412,7 +443,12 @@ impl Weight {
                 Data::Dense(convert_matrix(m, shape, *dtype))
             }
             (Src::Convert(_), StoredAs::Quant { .. }) => unreachable!("planned as dense"),
-            (Src::Quantize(m), &StoredAs::Quant { format, rows, k }) => {
+            (
+                Src::Quantize(m),
+                &StoredAs::Quant {
+                    format, rows, k, ..
+                },
+            ) => {
                 let u = match (cal, self.site) {
                     (Some(cal), Some(site)) => cal.factor(site)?,
                     _ => None,
@@ -493,7 +529,16 @@ fn plan(
                 StoreType::Quant(format) if k.is_multiple_of(QK) && rows > 0 => Weight {
                     entry: Entry {
                         name,
-                        stored: StoredAs::Quant { format, rows, k },
+                        stored: StoredAs::Quant {
+                            format,
+                            rows,
+                            k,
+                            layout: if opts.layout.fits(format, rows, k) {
+                                opts.layout
+                            } else {
+                                QLayout::RowSplit
+                            },
+                        },
                     },
                     src: Src::Quantize(m.clone()),
                     kept_dense: false,

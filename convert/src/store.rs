@@ -31,8 +31,8 @@ use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use edgeinfer_kernels::quant::{QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
-use edgeinfer_models::matrix::{format_key, plane_names, LAYOUT_KEY, VERSION_KEY};
+use edgeinfer_kernels::quant::{rows4, QFormat, QLayout, LAYOUT_NAME, LAYOUT_VERSION, QK};
+use edgeinfer_models::matrix::{format_key, layout_key, plane_names, LAYOUT_KEY, VERSION_KEY};
 use half::f16;
 use safetensors::Dtype;
 
@@ -68,11 +68,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 pub enum StoredAs {
     /// An ordinary tensor of `dtype` (little-endian elements, row-major).
     Dense { dtype: Dtype, shape: Vec<usize> },
-    /// A `[rows, k]` matrix in `format`, stored as the `.qs`/`.scales`/`.mins` planes.
+    /// A `[rows, k]` matrix in `format`, stored as the `.qs`/`.scales`/`.mins` planes in `layout`
+    /// (the producer hands over `rowsplit` planes; the writer reorders them for `rows4`).
     Quant {
         format: QFormat,
         rows: usize,
         k: usize,
+        layout: QLayout,
     },
 }
 
@@ -176,10 +178,20 @@ fn slots(entries: &[Entry], path: &Path) -> Result<Vec<Slot>, StoreError> {
                 }
                 push(e.name.clone(), *dtype, shape.clone(), 0)?
             }
-            &StoredAs::Quant { format, rows, k } => {
+            &StoredAs::Quant {
+                format,
+                rows,
+                k,
+                layout,
+            } => {
                 if k == 0 || !k.is_multiple_of(QK) || rows == 0 {
                     return Err(bad(format!(
                         "[{rows}, {k}] cannot be stored as {format}: k must be a positive multiple of {QK}"
+                    )));
+                }
+                if !layout.fits(format, rows, k) {
+                    return Err(bad(format!(
+                        "[{rows}, {k}] {format} cannot be stored in the {layout} layout"
                     )));
                 }
                 let [qs, scales, mins] = plane_names(&e.name);
@@ -241,16 +253,22 @@ fn header(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone().into()))
         .collect();
-    let mut quantized = false;
+    // The lowest version that holds every matrix's layout: files without `rows4` stay readable by
+    // builds that know only version 1.
+    let mut version = None;
     for e in entries {
-        if let StoredAs::Quant { format, .. } = e.stored {
-            quantized = true;
+        if let StoredAs::Quant { format, layout, .. } = e.stored {
+            version = version.max(Some(layout.version()));
             meta.insert(format_key(&e.name), format.name().into());
+            if layout != QLayout::RowSplit {
+                meta.insert(layout_key(&e.name), layout.name().into());
+            }
         }
     }
-    if quantized {
+    if let Some(version) = version {
+        debug_assert!(version <= LAYOUT_VERSION);
         meta.insert(LAYOUT_KEY.into(), LAYOUT_NAME.into());
-        meta.insert(VERSION_KEY.into(), LAYOUT_VERSION.to_string().into());
+        meta.insert(VERSION_KEY.into(), version.to_string().into());
     }
     let mut json = serde_json::Map::new();
     json.insert("__metadata__".into(), meta.into());
@@ -314,7 +332,23 @@ pub fn write_model<E: From<StoreError>>(
         .map_err(io_err(path))?;
     let mut types = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
-        let data = produce(i, e)?;
+        let mut data = produce(i, e)?;
+        if let (
+            StoredAs::Quant {
+                rows,
+                k,
+                layout: QLayout::Rows4,
+                ..
+            },
+            Data::Quant(p),
+        ) = (&e.stored, &mut data)
+        {
+            if p.qs.len() == rows * k / 2 && p.d.len() == rows * k / QK {
+                let (mut qs, mut d) = (vec![0; p.qs.len()], vec![f16::ZERO; p.d.len()]);
+                rows4::from_rowsplit(*rows, *k, &p.qs, &p.d, &mut qs, &mut d);
+                (p.qs, p.d) = (qs, d);
+            }
+        }
         let parts: [&[u8]; 3] = match &data {
             Data::Dense(b) => [b, &[], &[]],
             Data::Quant(p) => [
@@ -480,6 +514,7 @@ mod tests {
                     format: QFormat::Q4_1,
                     rows: 3,
                     k: 32,
+                    layout: QLayout::RowSplit,
                 },
             },
             dense("b", Dtype::F32, vec![5]),
@@ -526,6 +561,8 @@ mod tests {
         let m = m.metadata().clone().unwrap();
         assert_eq!(m[&format_key("w")], "q4_1");
         assert_eq!(m[LAYOUT_KEY], LAYOUT_NAME);
+        // Only rowsplit matrices: version 1, which builds that predate rows4 read.
+        assert_eq!(m[VERSION_KEY], "1");
         assert_eq!(m["format"], "pt");
         let names: Vec<_> = fs::read_dir(&dir)
             .unwrap()

@@ -118,7 +118,10 @@ pub fn gguf(data: &[u8]) {
     let dir = scratch();
     let path = dir.join("in.gguf");
     std::fs::write(&path, file).expect("write the input");
-    let opts = ImportOptions { dtype };
+    let opts = ImportOptions {
+        dtype,
+        ..ImportOptions::default()
+    };
     let _ = import_gguf(&path, &dir.join("out"), &opts, &mut |_| {});
 }
 

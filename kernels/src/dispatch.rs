@@ -3,7 +3,7 @@
 use half::{bf16, f16};
 
 use crate::detect::{features, Features};
-use crate::quant::{self, QFormat};
+use crate::quant::{self, QFormat, QLayout, QWeight};
 use crate::scalar;
 use crate::weight::WeightRef;
 
@@ -110,6 +110,8 @@ pub struct Kernels {
     pub matmul_q8_0_q8: QMatmulFn,
     pub matmul_q4_0_q8: QMatmulFn,
     pub matmul_q4_1_q8: QMatmulFn,
+    /// q4_0 weights in the `rows4` layout ([`quant::rows4`]); same contract as `matmul_q4_0_q8`.
+    pub matmul_q4_0_rows4_q8: QMatmulFn,
     /// Token-major products, `y[t·rows + r]` instead of `yt[r·n + t]` (same contract otherwise), from
     /// variants whose multi-token kernel produces token-major sums natively, so that prefill needs no
     /// transposition after the product; `None` where the caller must transpose `matmul_*_q8`'s output.
@@ -146,6 +148,7 @@ impl Kernels {
         matmul_q8_0_q8: quant::scalar::matmul_q8_0_q8,
         matmul_q4_0_q8: quant::scalar::matmul_q4_0_q8,
         matmul_q4_1_q8: quant::scalar::matmul_q4_1_q8,
+        matmul_q4_0_rows4_q8: quant::rows4::matmul_q4_0_rows4_q8,
         matmul_tokens_q8_0_q8: None,
         matmul_tokens_q4_0_q8: None,
         matmul_tokens_q4_1_q8: None,
@@ -157,6 +160,14 @@ impl Kernels {
             QFormat::Q8_0 => self.matmul_q8_0_q8,
             QFormat::Q4_0 => self.matmul_q4_0_q8,
             QFormat::Q4_1 => self.matmul_q4_1_q8,
+        }
+    }
+
+    /// The product kernel for `w`'s format and layout.
+    pub fn matmul_weight(&self, w: &QWeight<'_>) -> QMatmulFn {
+        match w.layout {
+            QLayout::RowSplit => self.matmul_q(w.format),
+            QLayout::Rows4 => self.matmul_q4_0_rows4_q8,
         }
     }
 

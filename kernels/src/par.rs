@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use crate::dispatch::Kernels;
-use crate::quant::{Q8ActsRef, QWeight};
+use crate::quant::{Q8ActsRef, QLayout, QWeight};
 use crate::weight::WeightRef;
 
 /// Rows per task are a multiple of this, so SIMD row tiles never straddle tasks.
@@ -93,7 +93,7 @@ pub fn transpose(yt: &[f32], rows: usize, n: usize, y: &mut [f32]) {
 /// Quantized `yt[r*n + t] = Σ_j w[r, j] · x[t, j]`, split by rows across the pool like [`matmul_t`].
 pub fn matmul_q(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     let (rows, n, k) = (w.rows, x.n, w.k);
-    let f = kern.matmul_q(w.format);
+    let f = kern.matmul_weight(w);
     let threads = threads();
     if threads <= 1
         || n == 0
@@ -179,7 +179,7 @@ fn one_token_passes(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut 
 fn two_passes(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &mut [f32]) {
     // 64 rows of a 1536-column q8_0 matrix are 104 KiB: still in L2 for the second pass.
     const SUB: usize = 64;
-    let f = kern.matmul_q(w.format);
+    let f = kern.matmul_weight(w);
     let (x0, x1) = (x.tokens(0..1), x.tokens(1..2));
     let mut second = [0.0f32; SUB];
     for (i, y) in y.chunks_mut(SUB).enumerate() {
@@ -236,7 +236,7 @@ pub fn matmul_q_group(
             .map(move |(i, out)| (w.rows(i * per..i * per + out.len()), out))
     }
     let run = |(w, out): (QWeight<'_>, &mut [f32])| match x.n {
-        1 => kern.matmul_q(w.format)(&w, x, out),
+        1 => kern.matmul_weight(&w)(&w, x, out),
         _ => two_passes(kern, &w, x, out),
     };
     match ys {
@@ -258,6 +258,9 @@ pub fn matmul_tokens_q(kern: &Kernels, w: &QWeight<'_>, x: &Q8ActsRef<'_>, y: &m
     let Some(f) = kern.matmul_tokens_q(w.format) else {
         return false;
     };
+    if w.layout != QLayout::RowSplit {
+        return false;
+    }
     let (rows, n, k) = (w.rows, x.n, w.k);
     let threads = threads();
     // Each task repacks the weights it reads, so tasks get at least TOKENS_PER_TASK tokens.

@@ -8,7 +8,9 @@
 //! allocation, and `EDGEINFER_REQUIRE_VARIANTS=avx2,avx512_vnni` (say) turns a skipped variant into a
 //! failure.
 
-use edgeinfer_kernels::quant::{self, scalar as qscalar, Q8Acts, Q8ActsRef, QFormat, QWeight, QK};
+use edgeinfer_kernels::quant::{
+    self, scalar as qscalar, Q8Acts, Q8ActsRef, QFormat, QLayout, QWeight, QK,
+};
 use edgeinfer_kernels::testing::{close, pool, seed, variants_under_test, QPlanes, Rng, Unaligned};
 use edgeinfer_kernels::{par, Kernels};
 use half::f16;
@@ -51,6 +53,17 @@ impl Acts {
             qs: r.qs.to_vec(),
             d: r.d.to_vec(),
             sum: r.sum.to_vec(),
+        }
+    }
+
+    /// An owned copy of `x`.
+    fn from_ref(x: &Q8ActsRef<'_>) -> Acts {
+        Acts {
+            n: x.n,
+            k: x.k,
+            qs: x.qs.to_vec(),
+            d: x.d.to_vec(),
+            sum: x.sum.to_vec(),
         }
     }
 
@@ -163,6 +176,10 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
         f(&wv, &xv, got_tm.get_mut());
     }
 
+    if w.format == QFormat::Q4_0 && rows >= 4 {
+        rows4_case(kern, w, &xv, &want, &offs, seed, what);
+    }
+
     for r in 0..rows {
         for t in 0..n {
             let (g, e) = (got.get()[r * n + t], want[r * n + t]);
@@ -186,6 +203,43 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
                     w.k,
                 );
             }
+        }
+    }
+}
+
+/// The first `4·⌊rows/4⌋` rows of q4_0 `w` in the `rows4` layout (planes offset from their
+/// allocations) through the variant's `matmul_q4_0_rows4_q8`, against the scalar `rowsplit` result.
+fn rows4_case(
+    kern: &Kernels,
+    w: &QPlanes,
+    x: &Q8ActsRef<'_>,
+    want: &[f32],
+    offs: &[usize],
+    seed: u64,
+    what: &str,
+) {
+    let (rows, n, nb) = (w.rows / 4 * 4, x.n, w.k / QK);
+    let (qs, d) = (&w.qs[..rows * nb * 16], &w.d[..rows * nb]);
+    let (mut q4, mut d4) = (vec![0u8; qs.len()], vec![f16::ZERO; d.len()]);
+    quant::rows4::from_rowsplit(rows, w.k, qs, d, &mut q4, &mut d4);
+    let (wq, wd) = (Unaligned::new(&q4, offs[0]), Unaligned::new(&d4, offs[1]));
+    let wv = QWeight::new(QFormat::Q4_0, rows, w.k, wq.get(), wd.get(), &[])
+        .and_then(|v| v.in_layout(QLayout::Rows4))
+        .expect("valid rows4 planes");
+    let mut got = Unaligned::new(&vec![f32::NAN; rows * n], offs[6]);
+    (kern.matmul_q4_0_rows4_q8)(&wv, x, got.get_mut());
+    for r in 0..rows {
+        for t in 0..n {
+            let (g, e) = (got.get()[r * n + t], want[r * n + t]);
+            let mag = magnitude(w, &Acts::from_ref(x), r, t);
+            assert!(
+                close(g, e, mag, REL),
+                "matmul_q4_0_rows4_q8 variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: \
+                 yt[{r}*n+{t}] = {g:e}, scalar rowsplit {e:e}, magnitude {mag:e}; seed {seed} \
+                 (replay: EDGEINFER_TEST_SEED={seed})",
+                kern.variant,
+                w.k,
+            );
         }
     }
 }
@@ -464,6 +518,77 @@ fn par_matmul_q_three_threads() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// q4_0 in the `rows4` layout through the pool: `par::matmul_q` (rows split in multiples of 16),
+/// `par::matmul_q_group` (one token and two passes) and `par::matmul_q_passes`, against scalar
+/// `rowsplit` products of the same weights.
+#[test]
+fn par_rows4_three_threads() {
+    let pool = pool(3);
+    for kern in variants_under_test() {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        for &(rows, k, n) in &[(256, 576, 1), (132, 1536, 1), (68, 576, 3), (1024, 64, 1)] {
+            let xf = rng.vec(2 * n * k, 1.0);
+            let mut passes = Q8Acts::with_quant(n, k, quant::ActQuant::Q8x2);
+            quant::quantize_acts(&Kernels::SCALAR, &xf[..n * k], n, k, &mut passes);
+            let x2 = passes.as_ref();
+            let planes: Vec<QPlanes> = (0..2)
+                .map(|_| random_weight(&mut rng, QFormat::Q4_0, rows, k, 0.1))
+                .collect();
+            let stored: Vec<(Vec<u8>, Vec<f16>)> = planes
+                .iter()
+                .map(|w| {
+                    let (mut q, mut d) = (vec![0; w.qs.len()], vec![f16::ZERO; w.d.len()]);
+                    quant::rows4::from_rowsplit(rows, k, &w.qs, &w.d, &mut q, &mut d);
+                    (q, d)
+                })
+                .collect();
+            let views: Vec<QWeight<'_>> = stored
+                .iter()
+                .map(|(q, d)| {
+                    QWeight::new(QFormat::Q4_0, rows, k, q, d, &[])
+                        .and_then(|v| v.in_layout(QLayout::Rows4))
+                        .expect("valid")
+                })
+                .collect();
+            let check = |got: &[f32], want: &[f32], what: &str| {
+                for (i, (g, e)) in got.iter().zip(want).enumerate() {
+                    let mag = want.iter().map(|v| v.abs()).fold(0.0, f32::max) + 1e-30;
+                    assert!(
+                        close(*g, *e, mag, 1e-4),
+                        "{what} rows4 variant {} rows={rows} k={k} n={n} [{i}]: {g:e} vs scalar {e:e}; \
+                         seed {seed}",
+                        kern.variant
+                    );
+                }
+            };
+            // One pass, n tokens.
+            let x1 = x2.tokens(0..n);
+            let mut want = vec![0.0; rows * n];
+            qscalar::matmul_q4_0_q8(&planes[0].view(), &x1, &mut want);
+            let mut got = vec![f32::NAN; rows * n];
+            pool.install(|| par::matmul_q(&kern, &views[0], &x1, &mut got));
+            check(&got, &want, "par::matmul_q");
+            if n != 1 {
+                continue;
+            }
+            // Two passes of one token: the sum of both rows' products.
+            let mut want2 = vec![0.0; rows * 2];
+            qscalar::matmul_q4_0_q8(&planes[1].view(), &x2, &mut want2);
+            let want2: Vec<f32> = want2.chunks_exact(2).map(|p| p[0] + p[1]).collect();
+            let mut got2 = vec![f32::NAN; rows];
+            pool.install(|| par::matmul_q_passes(&kern, &views[1], &x2, &mut got2, &mut []));
+            check(&got2, &want2, "par::matmul_q_passes");
+            let (mut a, mut b) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
+            pool.install(|| par::matmul_q_group(&kern, &views, &x1, &mut [&mut a, &mut b]));
+            check(&a, &want, "par::matmul_q_group");
+            let mut want_b = vec![0.0; rows];
+            qscalar::matmul_q4_0_q8(&planes[1].view(), &x1, &mut want_b);
+            check(&b, &want_b, "par::matmul_q_group");
         }
     }
 }

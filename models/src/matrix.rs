@@ -13,13 +13,15 @@
 //! | `name.mins` | F16 | `[rows, k/32]` | block minimums `m` (q4_1 only) |
 //!
 //! and the file's `__metadata__` says how to read them: `edgeinfer.quant.layout` = `rowsplit`,
-//! `edgeinfer.quant.version` = `1`, and per matrix `edgeinfer.qformat.<name>` = `q8_0`, `q4_0` or
-//! `q4_1`. A file whose layout or version this build does not know is refused, never misread. The block
-//! formats and the layout are documented in `edgeinfer_kernels::quant::format`.
+//! `edgeinfer.quant.version` = `1` or `2`, per matrix `edgeinfer.qformat.<name>` = `q8_0`, `q4_0` or
+//! `q4_1`, and in version 2 files `edgeinfer.qlayout.<name>` = `rows4` for a q4_0 matrix whose blocks
+//! are interleaved by four rows (absent: `rowsplit`). A file whose layout or version this build does
+//! not know is refused, never misread. The block formats and the layouts are documented in
+//! `edgeinfer_kernels::quant::format` and `::rows4`.
 
 use std::ops::Range;
 
-use edgeinfer_kernels::quant::{self, ActQuant, Q8Acts, QFormat, QWeight, QK};
+use edgeinfer_kernels::quant::{self, ActQuant, Q8Acts, QFormat, QLayout, QWeight, QK};
 use edgeinfer_kernels::{par, Kernels, WeightRef};
 use half::f16;
 
@@ -36,6 +38,12 @@ pub fn format_key(name: &str) -> String {
     format!("edgeinfer.qformat.{name}")
 }
 
+/// `__metadata__` key holding the layout of the quantized matrix `name` (version 2 files; absent
+/// means `rowsplit`).
+pub fn layout_key(name: &str) -> String {
+    format!("edgeinfer.qlayout.{name}")
+}
+
 /// Names of the three safetensors tensors of the quantized matrix `name`.
 pub fn plane_names(name: &str) -> [String; 3] {
     [
@@ -50,6 +58,7 @@ pub fn plane_names(name: &str) -> [String; 3] {
 pub struct QTensor {
     name: String,
     format: QFormat,
+    layout: QLayout,
     rows: usize,
     k: usize,
     storage: Storage,
@@ -63,6 +72,7 @@ impl std::fmt::Debug for QTensor {
         f.debug_struct("QTensor")
             .field("name", &self.name)
             .field("format", &self.format)
+            .field("layout", &self.layout)
             .field("shape", &[self.rows, self.k])
             .finish()
     }
@@ -74,6 +84,7 @@ impl QTensor {
     pub fn new(
         name: &str,
         format: QFormat,
+        layout: QLayout,
         rows: usize,
         k: usize,
         storage: Storage,
@@ -100,6 +111,7 @@ impl QTensor {
         let t = QTensor {
             name: name.to_string(),
             format,
+            layout,
             rows,
             k,
             storage,
@@ -134,6 +146,7 @@ impl QTensor {
             f16s(&all[t.d.clone()]),
             t.m.as_ref().map_or(&[][..], |m| f16s(&all[m.clone()])),
         )
+        .and_then(|w| w.in_layout(layout))
         .map_err(|e| bad(e.to_string()))?;
         Ok(t)
     }
@@ -152,6 +165,7 @@ impl QTensor {
             qs: &all[self.qs.clone()],
             d: f16s(&all[self.d.clone()]),
             m: self.m.as_ref().map_or(&[][..], |m| f16s(&all[m.clone()])),
+            layout: self.layout,
         }
     }
 }

@@ -39,6 +39,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use edgeinfer_kernels::quant::QLayout;
+
 use crate::store::{Staging, WEIGHTS_FILE};
 use config::{LlamaParams, SpecialIds};
 use gguf::Gguf;
@@ -98,6 +100,9 @@ impl FromStr for ImportDType {
 pub struct ImportOptions {
     /// Element type of the written weights (default: native).
     pub dtype: ImportDType,
+    /// Layout of the q4_0 matrices kept native (default `rowsplit`; `rows4` for ARM dotprod decode,
+    /// where the shape fits it, see `edgeinfer_kernels::quant::rows4`).
+    pub layout: QLayout,
 }
 
 /// Reported once per tensor, after the tensor has been converted and handed to the writer.
@@ -191,7 +196,7 @@ pub fn import_gguf(
     let tied = g.shape("output.weight").is_none();
     let plan = gguf::plan(params.arch, &params.dims, tied);
     weights::check_plan(&g, &plan, &params.consumed)?;
-    let planned = weights::plan_conversions(&g, &plan, opts.dtype);
+    let planned = weights::plan_conversions(&g, &plan, opts.dtype, opts.layout);
 
     let vocab = Vocab::read(&g)?;
     if vocab.tokens.len() != params.dims.vocab {

@@ -340,6 +340,7 @@ fn synthetic_f16_output() {
         &scratch.0.join("out"),
         &ImportOptions {
             dtype: ImportDType::F16,
+            ..ImportOptions::default()
         },
         &mut |_| events += 1,
     )

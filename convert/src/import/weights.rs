@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
-use edgeinfer_kernels::quant::{QFormat, QK};
+use edgeinfer_kernels::quant::{QFormat, QLayout, QK};
 use half::f16;
 use safetensors::Dtype;
 
@@ -107,6 +107,8 @@ pub(crate) struct Planned<'p> {
     pub plan: &'p TensorPlan,
     pub ggml: GgmlDType,
     pub conv: Conversion,
+    /// Where its blocks go (`rows4` only for q4_0 matrices that fit it).
+    pub layout: QLayout,
 }
 
 impl Planned<'_> {
@@ -121,6 +123,7 @@ impl Planned<'_> {
                 format,
                 rows: self.plan.shape[0],
                 k: self.plan.shape[1],
+                layout: self.layout,
             },
         };
         Entry { name, stored }
@@ -132,14 +135,25 @@ pub(crate) fn plan_conversions<'p>(
     g: &Gguf,
     plan: &'p [TensorPlan],
     dtype: ImportDType,
+    layout: QLayout,
 ) -> Vec<Planned<'p>> {
     plan.iter()
         .map(|t| {
             let ggml = g.content.tensor_infos[&t.gguf].ggml_dtype;
+            let conv = conversion(ggml, &t.shape, dtype);
+            let layout = match conv {
+                Conversion::Split(f) | Conversion::Requantize(f)
+                    if layout.fits(f, t.shape[0], t.shape[1]) =>
+                {
+                    layout
+                }
+                _ => QLayout::RowSplit,
+            };
             Planned {
                 plan: t,
                 ggml,
-                conv: conversion(ggml, &t.shape, dtype),
+                conv,
+                layout,
             }
         })
         .collect()
@@ -161,7 +175,11 @@ pub(crate) fn quantization_config(planned: &[Planned<'_>]) -> Option<serde_json:
         }
     }
     let (_, format) = top?;
-    let mut q = crate::quantize::quantization_config(format);
+    let layout = match planned.iter().any(|p| p.layout == QLayout::Rows4) {
+        true => QLayout::Rows4,
+        false => QLayout::RowSplit,
+    };
+    let mut q = crate::quantize::quantization_config(format, layout);
     let counts: serde_json::Map<String, serde_json::Value> = params
         .iter()
         .map(|(f, (n, _))| (f.to_string(), (*n).into()))

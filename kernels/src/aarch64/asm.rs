@@ -29,6 +29,48 @@ pub(crate) fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     acc
 }
 
+/// `sdot` by element: `acc[i] + Σ_{j<4} a[4i+j]·b[4L+j]`: every lane takes the four bytes of `b`'s
+/// 32-bit lane `L` (Armv8.2 dotprod).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) fn sdot_lane<const L: i32>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: register-only arithmetic, as `sdot`; `L` is checked by the assembler (0..=3).
+    unsafe {
+        asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.4b[{l}]",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            l = const L,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// Sixteen bytes at `p`, loaded afresh at every call: for an accumulator's starting value that must
+/// come through a load port, not a vector-pipe `movi`/`mov` (the compiler would hoist a plain load
+/// of a constant out of the loop and copy the register each iteration instead).
+///
+/// # Safety
+/// `p..p + 16` is readable.
+#[inline(always)]
+pub(crate) unsafe fn load_fresh(p: *const i32) -> int32x4_t {
+    let v: int32x4_t;
+    // SAFETY: reads 16 bytes at `p` (the caller's contract); no stores, no stack, no flags. Not
+    // `pure`, so it is not hoisted.
+    unsafe {
+        asm!(
+            "ldr {v:q}, [{p}]",
+            p = in(reg) p,
+            v = out(vreg) v,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    v
+}
+
 /// `smmla`: `a` and `b` each hold two rows of 8 i8 (bytes 0..8 and 8..16); adds the 2×2 product
 /// `a · bᵀ` to `acc`, row-major: lanes `[a0·b0, a0·b1, a1·b0, a1·b1]` (Armv8.6 i8mm).
 #[inline]

@@ -7,7 +7,7 @@ use super::asm::sdot;
 use super::dotprod::Dotprod;
 use super::quant_neon::{isa, matmul_by_block, BlockDot, Blocks, ByBlock};
 use crate::quant::{Q8ActsRef, QWeight};
-use crate::simd::MatmulQ;
+use crate::simd::{matmul_q, MatmulQ, MatmulRows4, Q4_0};
 
 /// Two `sdot`: lane `i` of the result is `Σ_{h, j<4} w[h][4i+j]·x[h][4i+j]`.
 pub(super) struct Sdot;
@@ -26,5 +26,29 @@ impl<F: Blocks> MatmulQ<F> for Dotprod {
     unsafe fn matmul_q(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
         // SAFETY: the caller's contract.
         unsafe { matmul_by_block::<F, Dotprod>(w, x, yt) }
+    }
+}
+
+impl MatmulRows4 for Dotprod {
+    unsafe fn matmul_rows4(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+        rows4_by_lane(w, x, yt, matmul_q::<Dotprod, Q4_0>)
+    }
+}
+
+/// One token: [`super::quant_rows4`]; several: the layout's copy into `rowsplit` order and `tiles`.
+///
+/// # Safety
+/// The CPU has dotprod; `check_matmul_layout` accepted the arguments for `rows4`.
+pub(super) unsafe fn rows4_by_lane(
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    yt: &mut [f32],
+    tiles: crate::quant::QMatmulFn,
+) {
+    if x.n == 1 {
+        // SAFETY: the caller's contract.
+        unsafe { super::quant_rows4::matmul_one_token(w, x, yt) }
+    } else {
+        crate::quant::rows4::matmul_via_rowsplit(tiles, w, x, yt)
     }
 }

@@ -1,4 +1,5 @@
-//! Block-quantized weight formats and their `rowsplit` layout (layout version 1).
+//! Block-quantized weight formats, their `rowsplit` layout (layout version 1) and the q4_0 `rows4`
+//! layout of version 2 ([`super::rows4`]).
 //!
 //! # Formats
 //!
@@ -59,8 +60,78 @@ pub const QK: usize = 32;
 /// Name of the weight layout, as written into converted files' metadata.
 pub const LAYOUT_NAME: &str = "rowsplit";
 
-/// Version of [`LAYOUT_NAME`]; bumped if the byte layout ever changes.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Version of [`LAYOUT_NAME`] written by this build: 1 when every matrix is [`QLayout::RowSplit`], 2
+/// when some are [`QLayout::Rows4`] (named per matrix in the file's metadata). Files of both versions
+/// are read; a build that knows only version 1 refuses version 2 files instead of misreading them.
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// How a matrix's blocks sit in its planes (see the [module docs](self) and [`super::rows4`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum QLayout {
+    /// Every row's quants and scales together, row after row (layout version 1).
+    #[default]
+    RowSplit,
+    /// q4_0 only: rows in groups of four, each block of the four rows together with its nibbles
+    /// stored as two's-complement `q − 8`, so one `sdot` by lane (or `vpdpbusd`) takes a block
+    /// column of four rows at once (layout version 2, see [`super::rows4`]).
+    Rows4,
+}
+
+impl QLayout {
+    /// All layouts.
+    pub const ALL: [QLayout; 2] = [QLayout::RowSplit, QLayout::Rows4];
+
+    /// Lower-case name (`"rowsplit"`, `"rows4"`), as in file metadata and flags.
+    pub const fn name(self) -> &'static str {
+        match self {
+            QLayout::RowSplit => "rowsplit",
+            QLayout::Rows4 => "rows4",
+        }
+    }
+
+    /// The layout called `name` (case-insensitive, surrounding blanks ignored).
+    pub fn from_name(name: &str) -> Option<QLayout> {
+        let name = name.trim();
+        QLayout::ALL
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether a `format` matrix may be stored in this layout.
+    pub const fn holds(self, format: QFormat) -> bool {
+        match self {
+            QLayout::RowSplit => true,
+            QLayout::Rows4 => matches!(format, QFormat::Q4_0),
+        }
+    }
+
+    /// Whether a `format` matrix of `rows` × `k` may be stored in this layout (`rows4`: q4_0 with
+    /// `rows` a multiple of 4 and `k` at most [`super::rows4::ROWS4_MAX_K`]).
+    pub const fn fits(self, format: QFormat, rows: usize, k: usize) -> bool {
+        match self {
+            QLayout::RowSplit => true,
+            QLayout::Rows4 => {
+                self.holds(format)
+                    && rows.is_multiple_of(super::rows4::GROUP)
+                    && k <= super::rows4::ROWS4_MAX_K
+            }
+        }
+    }
+
+    /// The lowest layout version of a file that can hold a matrix in this layout.
+    pub const fn version(self) -> u32 {
+        match self {
+            QLayout::RowSplit => 1,
+            QLayout::Rows4 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for QLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A block-quantized weight format (see the [module docs](self)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

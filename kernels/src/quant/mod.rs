@@ -10,13 +10,14 @@
 //! variant under the same names, and sit in the [`Kernels`] table.
 
 pub mod format;
+pub mod rows4;
 pub mod scalar;
 
 use std::ops::Range;
 
 use half::f16;
 
-pub use format::{QFormat, LAYOUT_NAME, LAYOUT_VERSION, QK};
+pub use format::{QFormat, QLayout, LAYOUT_NAME, LAYOUT_VERSION, QK};
 
 use crate::dispatch::Kernels;
 
@@ -48,6 +49,17 @@ pub enum QuantError {
         expected: usize,
         got: usize,
     },
+    #[error(
+        "{format} [{rows}, {k}]: cannot be stored in the {layout} layout ({layout} holds q4_0 \
+         matrices whose rows are a multiple of 4 and at most {} wide)",
+        rows4::ROWS4_MAX_K
+    )]
+    Layout {
+        format: QFormat,
+        layout: QLayout,
+        rows: usize,
+        k: usize,
+    },
     #[error("{format} [{rows}, {k}]: size overflows the address space")]
     TooLarge {
         format: QFormat,
@@ -56,7 +68,8 @@ pub enum QuantError {
     },
 }
 
-/// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`](mod@format)).
+/// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`](mod@format)), or
+/// for q4_0 in the `rows4` layout (see [`rows4`]).
 ///
 /// Fields are public so a loader can build one from mapped planes; kernels re-check the plane lengths
 /// (cheaply, once per call) and panic on a malformed view rather than read out of bounds.
@@ -72,6 +85,8 @@ pub struct QWeight<'a> {
     pub d: &'a [f16],
     /// Block minimums `[rows, k/32]` for q4_1; empty for the other formats.
     pub m: &'a [f16],
+    /// The order of the planes' blocks ([`QLayout::RowSplit`] from [`QWeight::new`]).
+    pub layout: QLayout,
 }
 
 impl<'a> QWeight<'a> {
@@ -91,7 +106,15 @@ impl<'a> QWeight<'a> {
             qs,
             d,
             m,
+            layout: QLayout::RowSplit,
         };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// The same planes read in `layout` (checked as [`QWeight::new`] checks).
+    pub fn in_layout(self, layout: QLayout) -> Result<QWeight<'a>, QuantError> {
+        let w = QWeight { layout, ..self };
         w.validate()?;
         Ok(w)
     }
@@ -101,6 +124,15 @@ impl<'a> QWeight<'a> {
         let (format, rows, k) = (self.format, self.rows, self.k);
         if k == 0 || !k.is_multiple_of(QK) {
             return Err(QuantError::BlockSize { format, rows, k });
+        }
+        let layout = self.layout;
+        if !layout.fits(format, rows, k) {
+            return Err(QuantError::Layout {
+                format,
+                layout,
+                rows,
+                k,
+            });
         }
         let too_large = || QuantError::TooLarge { format, rows, k };
         let elems = rows.checked_mul(k).ok_or_else(too_large)?;
@@ -136,12 +168,19 @@ impl<'a> QWeight<'a> {
         self.blocks_per_row() * self.format.qs_bytes_per_block()
     }
 
-    /// Rows `range` as a view of the same planes (no copy). Panics if the range is out of bounds.
+    /// Rows `range` as a view of the same planes (no copy). Panics if the range is out of bounds, or
+    /// for `rows4` does not start and end on a group of four.
     pub fn rows(&self, range: Range<usize>) -> QWeight<'a> {
         assert!(
             range.start <= range.end && range.end <= self.rows,
             "QWeight::rows: {range:?} of {} rows",
             self.rows
+        );
+        assert!(
+            self.layout == QLayout::RowSplit
+                || (range.start.is_multiple_of(rows4::GROUP)
+                    && range.end.is_multiple_of(rows4::GROUP)),
+            "QWeight::rows: {range:?} splits a group of four rows of a rows4 matrix"
         );
         let (nb, rb) = (self.blocks_per_row(), self.row_bytes());
         let m = if self.format.has_min() {
@@ -156,6 +195,7 @@ impl<'a> QWeight<'a> {
             qs: &self.qs[range.start * rb..range.end * rb],
             d: &self.d[range.start * nb..range.end * nb],
             m,
+            layout: self.layout,
         }
     }
 
@@ -174,9 +214,18 @@ impl<'a> QWeight<'a> {
             self.k
         );
         let (nb, bb) = (self.blocks_per_row(), self.format.qs_bytes_per_block());
+        let mut block = [0u8; QK];
         for (b, o) in out.chunks_exact_mut(QK).enumerate() {
-            let qs = &self.qs[(r * nb + b) * bb..][..bb];
-            let d = f32::from(self.d[r * nb + b]);
+            let (qs, d) = match self.layout {
+                QLayout::RowSplit => (&self.qs[(r * nb + b) * bb..][..bb], self.d[r * nb + b]),
+                QLayout::Rows4 => {
+                    for (j, q) in block[..bb].iter_mut().enumerate() {
+                        *q = rows4::block_byte(self.qs, nb, r, b, j);
+                    }
+                    (&block[..bb], rows4::block_scale(self.d, nb, r, b))
+                }
+            };
+            let d = f32::from(d);
             match self.format {
                 QFormat::Q8_0 => {
                     for (o, &q) in o.iter_mut().zip(qs) {

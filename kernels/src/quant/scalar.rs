@@ -30,10 +30,11 @@
 
 use half::f16;
 
-use super::{Q8ActsRef, QFormat, QWeight, QK};
+use super::{Q8ActsRef, QFormat, QLayout, QWeight, QK};
 
-/// Checks the contract of every `matmul_*_q8` kernel and returns `(rows, n, blocks_per_row)`. Panics
-/// (never UB) on a malformed weight view, mismatched `k`, short activation planes or a wrong `yt` length.
+/// Checks the contract of every `matmul_*_q8` kernel of the `rowsplit` layout and returns `(rows, n,
+/// blocks_per_row)`. Panics (never UB) on a malformed weight view, another format or layout,
+/// mismatched `k`, short activation planes or a wrong `yt` length.
 #[inline]
 pub fn check_matmul_q(
     w: &QWeight<'_>,
@@ -41,10 +42,23 @@ pub fn check_matmul_q(
     x: &Q8ActsRef<'_>,
     yt_len: usize,
 ) -> (usize, usize, usize) {
-    assert_eq!(
-        w.format, format,
-        "matmul_q: a {} weight passed to the {format} kernel",
-        w.format
+    check_matmul_layout(w, format, QLayout::RowSplit, x, yt_len)
+}
+
+/// [`check_matmul_q`] for a kernel of `layout`.
+#[inline]
+pub fn check_matmul_layout(
+    w: &QWeight<'_>,
+    format: QFormat,
+    layout: QLayout,
+    x: &Q8ActsRef<'_>,
+    yt_len: usize,
+) -> (usize, usize, usize) {
+    assert!(
+        w.format == format && w.layout == layout,
+        "matmul_q: a {} {} weight passed to the {format} {layout} kernel",
+        w.format,
+        w.layout
     );
     if let Err(e) = w.validate() {
         panic!("matmul_q: {e}");

@@ -27,7 +27,7 @@ use super::qstream::{decode_entry, Stream, Units, PREP};
 use super::qtile::{self, tile_entries, Fmt, Loads};
 use crate::quant::scalar::check_matmul_q;
 use crate::quant::{Q8ActsRef, QWeight, QK};
-use crate::simd::{intrinsics, matmul_q, MatmulQ, QuantizeQ8, Q4_0, Q4_1, Q8_0};
+use crate::simd::{intrinsics, matmul_q, MatmulQ, MatmulRows4, QuantizeQ8, Q4_0, Q4_1, Q8_0};
 
 mod prefill;
 
@@ -505,3 +505,6 @@ fn round_clamp(v: __m512) -> __m512i {
         _mm512_set1_ps(127.0),
     ))
 }
+
+/// `rows4` q4_0 through the layout's copy into `rowsplit` order (no kernel of its own yet).
+impl MatmulRows4 for Avx512 {}
