@@ -166,21 +166,21 @@ def kernel_row(m: measure.Measured) -> dict:
 def table(rows: list[dict]) -> str:
     lines = []
     ks = [r for r in rows if r["op"] != "decode_token"]
-    lines.append(f"{'chip':<28} {'engine':<9} {'op':<17} {'fmt':<5} {'kernel':<34} "
+    lines.append(f"{'chip':<28} {'engine':<9} {'op':<17} {'fmt':<10} {'kernel':<34} "
                  f"{'cyc/unit':>9} {'B/cyc':>6} {'B/cyc@576':>9}  bottleneck")
     for r in ks:
         bpc = f"{r['bytes_per_cycle']:.2f}" if r["bytes_per_cycle"] else "-"
         call = r.get("call_bytes_per_cycle_k576")
-        lines.append(f"{r['chip']:<28} {r['engine']:<9} {r['op']:<17} {r['format'] or '-':<5} "
+        lines.append(f"{r['chip']:<28} {r['engine']:<9} {r['op']:<17} {r['format'] or '-':<10} "
                      f"{r['kernel'][:34]:<34} {r['cycles_per_unit']:>9.3f} {bpc:>6} "
                      f"{(f'{call:.2f}' if call else '-'):>9}  {r['bottleneck'][:60]}")
     lines.append("")
-    lines.append(f"{'chip':<28} {'engine':<9} {'model':<13} {'fmt':<5} {'kernel':<26} "
+    lines.append(f"{'chip':<28} {'engine':<9} {'model':<13} {'fmt':<10} {'kernel':<26} "
                  f"{'cyc/token':>10} {'B/cyc':>6} {'compute':>8} {'bandw.':>8} {'t/s':>7}  bound")
     for r in rows:
         if r["op"] != "decode_token":
             continue
-        lines.append(f"{r['chip']:<28} {r['engine']:<9} {r['model']:<13} {r['format']:<5} "
+        lines.append(f"{r['chip']:<28} {r['engine']:<9} {r['model']:<13} {r['format']:<10} "
                      f"{r['kernel'][:26]:<26} {r['cycles_per_token']:>10} "
                      f"{r['bytes_per_cycle']:>6.2f} {r['compute_tps']:>8.1f} "
                      f"{r['bandwidth_tps']:>8.1f} {r['predicted_decode_tps']:>7.1f}  {r['bound']}")
@@ -209,7 +209,7 @@ def main() -> int:
         if not chip.ghz or chip.mcpu not in args.chips:
             continue
         for model in MODELS:
-            for fmt in ("q4_0", "q8_0", "q4_1"):
+            for fmt in targets.TOKEN_FORMATS:
                 for engine in ("edgeinfer", "llama.cpp") if args.llama else ("edgeinfer",):
                     r = predict(ms, chip, engine, model, fmt, args.context)
                     if r:

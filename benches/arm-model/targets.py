@@ -8,8 +8,11 @@ from dataclasses import dataclass
 # Weight bytes per 32-weight block, scales included (kernels/src/quant/format.rs: the rowsplit planes
 # hold 16 or 32 quant bytes plus an f16 scale, and an f16 minimum for q4_1; ggml's block structs
 # have the same sizes, and its repacked x4/x8 blocks the same bytes per row-block).
-BLOCK_BYTES = {"q4_0": 18, "q4_1": 20, "q8_0": 34}
+BLOCK_BYTES = {"q4_0": 18, "q4_0_rows4": 18, "q4_1": 20, "q8_0": 34}
 FORMATS = ("q4_0", "q8_0", "q4_1")
+# Formats of the whole-token predictions: q4_0 in the rows4 layout (kernels/src/quant/rows4.rs) is
+# its own row, so both q4_0 layouts show side by side.
+TOKEN_FORMATS = ("q4_0", "q4_0_rows4", "q8_0", "q4_1")
 VARIANTS = ("neon", "neon_dotprod", "neon_i8mm")
 
 OURS_CRATE = "edgeinfer_kernels"
@@ -69,6 +72,12 @@ def ours() -> list[Kernel]:
                          [tile_fn(DOTPROD, fmt, 2, 2)], "rows=2", "block", 2))
         ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon_i8mm",
                          [tile_fn(I8MM, fmt, 4, 2)], "macs", "block", 4))
+    # q4_0 in the rows4 layout: one kernel of its own for one token (dotprod; i8mm runs it too). Plain
+    # NEON reorders the rows into rowsplit order and runs the tiles above (not modelled).
+    for v in ("neon_dotprod", "neon_i8mm"):
+        ks.append(Kernel("edgeinfer", "matvec", "q4_0_rows4", "matmul_q4_0_rows4_q8", v,
+                         [f"{OURS_CRATE}::aarch64::quant_rows4::matmul_one_token"], "macs",
+                         "block", 4))
     # The rest is plain NEON in every variant's table (simd::table_of / quantized).
     f16 = "half::binary16::f16"
     ks += [
