@@ -49,13 +49,6 @@ class Measured:
         return self.kernel.rows * (k // 32) * BLOCK_BYTES[self.kernel.fmt] / self.call_cycles(k)
 
 
-def _find(funcs: dict, names: list[str]):
-    for n in names:
-        if n in funcs:
-            return funcs[n]
-    return None
-
-
 def _units(k: Kernel, body: list[loops.Insn], sve_bits: int) -> float:
     m = loops.macs(body, sve_bits)
     if k.unit == "block":
@@ -90,7 +83,7 @@ def _select(k: Kernel, fn: loops.Function, sve_bits: int) -> list[tuple[int, int
         cands = [l for l in cands if not any("mmla" in i.mnem for i in body(l))]
     if k.select.startswith("rows="):
         r = int(k.select[5:]) * (2 if k.fmt == "q4_1" else 1)
-        cands = [l for l in cands if loops.count(body(l), lambda i: i.mnem == "fcvtl") == r]
+        cands = [l for l in cands if loops.count(body(l), lambda i: i.mnem in ("fcvtl", "fcvtl2")) == r]
     if not cands:
         return []
     return [max(cands, key=lambda l: _units(k, body(l), sve_bits))]
@@ -126,10 +119,16 @@ def _overhead(fn, loop, funcs, mcpu, keep):
 
 def measure(k: Kernel, funcs: dict, mcpu: str, sve_bits: int = 128,
             keep_dir: str | None = None) -> list[Measured]:
-    fn = _find(funcs, k.functions)
+    # The first candidate present whose loops hold the kernel (a generic LLVM inlined elsewhere
+    # leaves a symbol without them).
+    fn, chosen = None, []
+    for name in k.functions:
+        if name in funcs:
+            fn, chosen = funcs[name], _select(k, funcs[name], sve_bits)
+            if chosen:
+                break
     if fn is None:
         return []
-    chosen = _select(k, fn, sve_bits)
     out = []
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{k.engine}-{k.op}-{k.fmt}-{k.name}-{k.variant}-{mcpu}")
     total_cpi = total_rthr = 0.0

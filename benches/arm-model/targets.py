@@ -31,6 +31,13 @@ def neon_entry(fmt: str) -> str:
     return f"{OURS_CRATE}::simd::matmul_q::<{NEON}, {OURS_CRATE}::simd::{FMT_TYPE[fmt]}>"
 
 
+def neon_by_block(fmt: str) -> str:
+    """Where LLVM puts plain NEON's tiles when `matmul_q` has several callers (q4_0's also serves
+    the rows4 fallback)."""
+    return (f"{OURS_CRATE}::aarch64::quant_neon::matmul_by_block::<{OURS_CRATE}::simd::"
+            f"{FMT_TYPE[fmt]}, {NEON}>")
+
+
 @dataclass
 class Kernel:
     """One hot loop to model.
@@ -61,13 +68,13 @@ def ours() -> list[Kernel]:
         q = f"matmul_{fmt}_q8"
         # Decode (one token): 4 × 1 tiles; i8mm decode runs the dotprod tiles (quant_i8mm.rs).
         ks.append(Kernel("edgeinfer", "matvec", fmt, q, "neon",
-                         [tile_fn(NEON, fmt, 4, 1), neon_entry(fmt)], "rows=4", "block", 4))
+                         [tile_fn(NEON, fmt, 4, 1), neon_entry(fmt), neon_by_block(fmt)], "rows=4", "block", 4))
         for v in ("neon_dotprod", "neon_i8mm"):
             ks.append(Kernel("edgeinfer", "matvec", fmt, q, v,
                              [tile_fn(DOTPROD, fmt, 4, 1)], "rows=4", "block", 4))
         # Prefill: 2 × 2 tiles (neon, dotprod), 4 × 2 smmla tiles (i8mm).
         ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon",
-                         [tile_fn(NEON, fmt, 2, 2), neon_entry(fmt)], "rows=2", "block", 2))
+                         [tile_fn(NEON, fmt, 2, 2), neon_entry(fmt), neon_by_block(fmt)], "rows=2", "block", 2))
         ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon_dotprod",
                          [tile_fn(DOTPROD, fmt, 2, 2)], "rows=2", "block", 2))
         ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon_i8mm",
