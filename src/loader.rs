@@ -398,7 +398,7 @@ impl TensorSource for CheckpointSource<'_> {
                 .filter(|l| l.version() <= version_num.unwrap_or(1))
                 .ok_or_else(|| {
                     bad(format!(
-                        "`{layout_key}` = `{l}` is not a layout of a version {} file (rowsplit; rows4 from version 2)",
+                        "`{layout_key}` = `{l}` is not a layout of a version {} file (rowsplit; rows8 from version 2)",
                         version.unwrap_or("(none)")
                     ))
                 })?,

@@ -254,36 +254,36 @@ fn tiny_bad_metadata_is_refused_naming_the_tensor() {
     std::fs::remove_dir_all(&root).ok();
 }
 
-/// q4_0 quantized in the `rows4` layout: a version 2 file naming each matrix's layout, refused when
+/// q4_0 quantized in the `rows8` layout: a version 2 file naming each matrix's layout, refused when
 /// its version says 1, and logits (prefill and decode, every kernel variant, one and two threads)
 /// equal to the `rowsplit` file's up to the order of f32 additions.
 #[test]
-fn tiny_rows4_layout_matches_rowsplit() {
-    let root = temp_dir("quant-tiny-rows4");
+fn tiny_rows8_layout_matches_rowsplit() {
+    let root = temp_dir("quant-tiny-rows8");
     let src = root.join("f32");
     let shape = TinyLlama::small_gqa(15);
     shape.write(&src);
-    let (plain, rows4) = (root.join("rowsplit"), root.join("rows4"));
+    let (plain, rows8) = (root.join("rowsplit"), root.join("rows8"));
     quantize(&src, &plain, QFormat::Q4_0);
     let opts = QuantizeOptions {
-        layout: QLayout::Rows4,
+        layout: QLayout::Rows8,
         ..QuantizeOptions::new(QFormat::Q4_0)
     };
-    quantize_checkpoint(&src, &rows4, &opts, &mut |_| {}).unwrap();
+    quantize_checkpoint(&src, &rows8, &opts, &mut |_| {}).unwrap();
     let q_proj = "model.layers.0.self_attn.q_proj.weight";
-    let bytes = std::fs::read(rows4.join("model.safetensors")).unwrap();
+    let bytes = std::fs::read(rows8.join("model.safetensors")).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().clone().expect("__metadata__");
     assert_eq!(meta[VERSION_KEY], "2");
-    assert_eq!(meta[&layout_key(q_proj)], "rows4");
+    assert_eq!(meta[&layout_key(q_proj)], "rows8");
     // The embedding is q8_0 under q4_0: rowsplit, so no layout key.
     assert!(!meta.contains_key(&layout_key("model.embed_tokens.weight")));
     let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(rows4.join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(rows8.join("config.json")).unwrap()).unwrap();
     let q = &config["quantization_config"];
     assert_eq!(
         (&q["version"], &q["q4_0_layout"]),
-        (&2.into(), &"rows4".into())
+        (&2.into(), &"rows8".into())
     );
 
     let mut rng = Rng(shape.seed);
@@ -293,7 +293,7 @@ fn tiny_rows4_layout_matches_rowsplit() {
         let kern = Kernels::new(variant).unwrap();
         for threads in [1, 2] {
             let want = common::our_logits(&plain, &prompt, &decode, &kern, threads, KvDType::F32);
-            let got = common::our_logits(&rows4, &prompt, &decode, &kern, threads, KvDType::F32);
+            let got = common::our_logits(&rows8, &prompt, &decode, &kern, threads, KvDType::F32);
             assert_eq!(got.len(), want.len());
             for (pos, (g, w)) in got.iter().zip(&want).enumerate() {
                 let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -303,21 +303,21 @@ fn tiny_rows4_layout_matches_rowsplit() {
                     .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
                 assert!(
                     diff <= 1e-4 * scale,
-                    "{variant} threads={threads} position {pos}: rows4 differs from rowsplit by {diff} (scale {scale})"
+                    "{variant} threads={threads} position {pos}: rows8 differs from rowsplit by {diff} (scale {scale})"
                 );
             }
         }
     }
 
     patch_header(
-        &rows4.join("model.safetensors"),
+        &rows8.join("model.safetensors"),
         "\"edgeinfer.quant.version\":\"2\"",
         "\"edgeinfer.quant.version\":\"1\"",
     );
-    let e = load_error(&rows4);
-    println!("rows4 in a version 1 file: {e}");
+    let e = load_error(&rows8);
+    println!("rows8 in a version 1 file: {e}");
     assert!(
-        matches!(&e, ModelError::TensorData { reason, .. } if reason.contains("rows4")),
+        matches!(&e, ModelError::TensorData { reason, .. } if reason.contains("rows8")),
         "{e:?}"
     );
     std::fs::remove_dir_all(&root).ok();

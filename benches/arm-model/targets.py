@@ -8,11 +8,11 @@ from dataclasses import dataclass
 # Weight bytes per 32-weight block, scales included (kernels/src/quant/format.rs: the rowsplit planes
 # hold 16 or 32 quant bytes plus an f16 scale, and an f16 minimum for q4_1; ggml's block structs
 # have the same sizes, and its repacked x4/x8 blocks the same bytes per row-block).
-BLOCK_BYTES = {"q4_0": 18, "q4_0_rows4": 18, "q4_1": 20, "q8_0": 34}
+BLOCK_BYTES = {"q4_0": 18, "q4_0_rows8": 18, "q4_1": 20, "q8_0": 34}
 FORMATS = ("q4_0", "q8_0", "q4_1")
-# Formats of the whole-token predictions: q4_0 in the rows4 layout (kernels/src/quant/rows4.rs) is
+# Formats of the whole-token predictions: q4_0 in the rows8 layout (kernels/src/quant/rows8.rs) is
 # its own row, so both q4_0 layouts show side by side.
-TOKEN_FORMATS = ("q4_0", "q4_0_rows4", "q8_0", "q4_1")
+TOKEN_FORMATS = ("q4_0", "q4_0_rows8", "q8_0", "q4_1")
 VARIANTS = ("neon", "neon_dotprod", "neon_i8mm")
 
 OURS_CRATE = "edgeinfer_kernels"
@@ -33,7 +33,7 @@ def neon_entry(fmt: str) -> str:
 
 def neon_by_block(fmt: str) -> str:
     """Where LLVM puts plain NEON's tiles when `matmul_q` has several callers (q4_0's also serves
-    the rows4 fallback)."""
+    the rows8 fallback)."""
     return (f"{OURS_CRATE}::aarch64::quant_neon::matmul_by_block::<{OURS_CRATE}::simd::"
             f"{FMT_TYPE[fmt]}, {NEON}>")
 
@@ -79,12 +79,14 @@ def ours() -> list[Kernel]:
                          [tile_fn(DOTPROD, fmt, 2, 2)], "rows=2", "block", 2))
         ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon_i8mm",
                          [tile_fn(I8MM, fmt, 4, 2)], "macs", "block", 4))
-    # q4_0 in the rows4 layout: one kernel of its own for one token (dotprod; i8mm runs it too). Plain
-    # NEON reorders the rows into rowsplit order and runs the tiles above (not modelled).
+    # q4_0 in the rows8 layout: one kernel of its own for one token (dotprod; i8mm runs it too), 8
+    # rows per pass; its 16 sdot per block count as 8 block-rows (each row's 32 weights are taken
+    # by two sdot, one of them shared with the row it pairs with). Plain NEON reorders the rows into
+    # rowsplit order and runs the tiles above (not modelled).
     for v in ("neon_dotprod", "neon_i8mm"):
-        ks.append(Kernel("edgeinfer", "matvec", "q4_0_rows4", "matmul_q4_0_rows4_q8", v,
-                         [f"{OURS_CRATE}::aarch64::quant_rows4::matmul_one_token"], "macs",
-                         "block", 4))
+        ks.append(Kernel("edgeinfer", "matvec", "q4_0_rows8", "matmul_q4_0_rows8_q8", v,
+                         [f"{OURS_CRATE}::aarch64::quant_rows8::matmul_one_token"], "macs",
+                         "block", 8))
     # The rest is plain NEON in every variant's table (simd::table_of / quantized).
     f16 = "half::binary16::f16"
     ks += [

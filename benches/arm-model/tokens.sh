@@ -18,7 +18,7 @@
 #   4. the models: llama-quantize (the aarch64 build, under qemu) requantizes the Q4_1 GGUF to each
 #      format, with the token embedding / output matrix in q8_0 as edgeinfer's quantize stores it
 #      (llama.cpp's default would be q6_K, which edgeinfer's import turns into q8_0: not the same
-#      bytes); `infer import` of that GGUF (for q4_0 also `--layout rows4`), and `infer quantize` of
+#      bytes); `infer import` of that GGUF (for q4_0 also `--layout rows8`), and `infer quantize` of
 #      the F32 checkpoint;
 #   5. the runs: per -cpu and format, llama-bench -p 0 -n N -r 1 -t 1 (with repack, its default,
 #      and --repack 0), and infer run -t 1 --temp 0 --ignore-eos -n N on both edgeinfer models;
@@ -186,12 +186,12 @@ for f in "${format_list[@]}"; do
             > "$dir/models/import-$f.log" 2>&1 || die "infer import failed; see $dir/models/import-$f.log"
         touch "$dir/models/SmolLM2-135M-Instruct-$f-import/.done"
     fi
-    # q4_0 also in the rows4 layout (the same GGUF bytes, reordered at import; docs/formats.md).
-    if [ "$f" = q4_0 ] && [ ! -f "$dir/models/SmolLM2-135M-Instruct-$f-import-rows4/.done" ]; then
-        say "infer import --layout rows4 $(basename "$gguf")"
-        "${infer_host[@]}" import --quiet --layout rows4 "$gguf" "$dir/models/SmolLM2-135M-Instruct-$f-import-rows4" \
-            > "$dir/models/import-rows4-$f.log" 2>&1 || die "infer import failed; see $dir/models/import-rows4-$f.log"
-        touch "$dir/models/SmolLM2-135M-Instruct-$f-import-rows4/.done"
+    # q4_0 also in the rows8 layout (the same GGUF bytes, reordered at import; docs/formats.md).
+    if [ "$f" = q4_0 ] && [ ! -f "$dir/models/SmolLM2-135M-Instruct-$f-import-rows8/.done" ]; then
+        say "infer import --layout rows8 $(basename "$gguf")"
+        "${infer_host[@]}" import --quiet --layout rows8 "$gguf" "$dir/models/SmolLM2-135M-Instruct-$f-import-rows8" \
+            > "$dir/models/import-rows8-$f.log" 2>&1 || die "infer import failed; see $dir/models/import-rows8-$f.log"
+        touch "$dir/models/SmolLM2-135M-Instruct-$f-import-rows8/.done"
     fi
     if [ -d "$f32" ] && [ ! -f "$dir/models/SmolLM2-135M-Instruct-$f-quantize/.done" ]; then
         say "infer quantize --type $f $(basename "$f32")"
@@ -225,7 +225,7 @@ for cpu in "${cpu_list[@]}"; do
             done
             row "$cpu" "$f" llama.cpp "$upper.gguf" "repack=$repack" "${counts[@]}"
         done
-        for m in import import-rows4 quantize; do
+        for m in import import-rows8 quantize; do
             model="$dir/models/SmolLM2-135M-Instruct-$f-$m"
             [ -d "$model" ] || continue
             counts=()

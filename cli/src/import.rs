@@ -22,8 +22,8 @@ pub struct ImportArgs {
     /// Element type of the written weights: native (keep the GGUF's quantization), f32, f16 or bf16.
     #[arg(long, default_value = "native")]
     dtype: ImportDType,
-    /// Layout of the Q4_0 matrices kept native: rowsplit (every kernel reads it as stored) or rows4
-    /// (blocks of four rows interleaved, same bits: the fast one-token layout on ARM CPUs with
+    /// Layout of the Q4_0 matrices kept native: rowsplit (every kernel reads it as stored) or rows8
+    /// (eight rows interleaved, two per byte, same values: the fast one-token layout on ARM CPUs with
     /// dotprod; other CPUs reorder it on the fly, so keep rowsplit for x86). See docs/formats.md.
     #[arg(long, default_value = "rowsplit", value_parser = crate::quantize::parse_layout)]
     layout: edgeinfer_kernels::quant::QLayout,

@@ -44,8 +44,8 @@ pub struct QuantizeArgs {
     /// the input's tokenizer; at least ~10,000 tokens of text like what the model will see).
     #[arg(long, value_name = "FILE")]
     calibration: Option<PathBuf>,
-    /// Layout of the q4_0 matrices: rowsplit (every kernel reads it as stored) or rows4 (blocks of
-    /// four rows interleaved: the fast one-token layout on ARM CPUs with dotprod; other CPUs reorder
+    /// Layout of the q4_0 matrices: rowsplit (every kernel reads it as stored) or rows8 (blocks of
+    /// eight rows interleaved, two per byte: the fast one-token layout on ARM CPUs with dotprod; other CPUs reorder
     /// it on the fly, so keep rowsplit for x86). See docs/formats.md.
     #[arg(long, default_value = "rowsplit", value_parser = parse_layout)]
     layout: QLayout,
@@ -54,10 +54,10 @@ pub struct QuantizeArgs {
     quiet: bool,
 }
 
-/// `rowsplit` or `rows4`, for `--layout`.
+/// `rowsplit` or `rows8`, for `--layout`.
 pub fn parse_layout(s: &str) -> Result<QLayout> {
     QLayout::from_name(s)
-        .ok_or_else(|| anyhow!("unknown layout `{s}` (expected rowsplit or rows4)"))
+        .ok_or_else(|| anyhow!("unknown layout `{s}` (expected rowsplit or rows8)"))
 }
 
 fn parse_format(s: &str) -> Result<QFormat> {

@@ -61,8 +61,8 @@ pub struct QuantizeOptions {
     pub overrides: Vec<TensorOverride>,
     /// How the layers' matrices are rounded.
     pub calibration: Calibration,
-    /// Layout of the q4_0 matrices (default `rowsplit`; `rows4` for ARM dotprod decode, where the
-    /// shape fits it, see `edgeinfer_kernels::quant::rows4`).
+    /// Layout of the q4_0 matrices (default `rowsplit`; `rows8` for ARM dotprod decode, where the
+    /// shape fits it, see `edgeinfer_kernels::quant::rows8`).
     pub layout: QLayout,
 }
 
@@ -254,12 +254,12 @@ pub fn quantize_checkpoint(
         matches!(
             w.entry.stored,
             StoredAs::Quant {
-                layout: QLayout::Rows4,
+                layout: QLayout::Rows8,
                 ..
             }
         )
     }) {
-        true => QLayout::Rows4,
+        true => QLayout::Rows8,
         false => QLayout::RowSplit,
     };
     let config_json = quantized_config(&config_text, &config_path, opts.format, layout)?;
@@ -388,7 +388,7 @@ fn quantized_config(
 
 /// The `quantization_config` object of a checkpoint whose matrices are (mostly) in `format`, its
 /// q4_0 matrices in `layout` where they fit it: `layout` names the file layout (`rowsplit`),
-/// `version` its version (2 when `q4_0_layout` is `rows4`).
+/// `version` its version (2 when `q4_0_layout` is `rows8`).
 pub fn quantization_config(format: QFormat, layout: QLayout) -> serde_json::Value {
     let mut q = serde_json::json!({
         "quant_method": "edgeinfer",

@@ -31,7 +31,7 @@ use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use edgeinfer_kernels::quant::{rows4, QFormat, QLayout, LAYOUT_NAME, LAYOUT_VERSION, QK};
+use edgeinfer_kernels::quant::{rows8, QFormat, QLayout, LAYOUT_NAME, LAYOUT_VERSION, QK};
 use edgeinfer_models::matrix::{format_key, layout_key, plane_names, LAYOUT_KEY, VERSION_KEY};
 use half::f16;
 use safetensors::Dtype;
@@ -69,7 +69,7 @@ pub enum StoredAs {
     /// An ordinary tensor of `dtype` (little-endian elements, row-major).
     Dense { dtype: Dtype, shape: Vec<usize> },
     /// A `[rows, k]` matrix in `format`, stored as the `.qs`/`.scales`/`.mins` planes in `layout`
-    /// (the producer hands over `rowsplit` planes; the writer reorders them for `rows4`).
+    /// (the producer hands over `rowsplit` planes; the writer reorders them for `rows8`).
     Quant {
         format: QFormat,
         rows: usize,
@@ -253,7 +253,7 @@ fn header(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone().into()))
         .collect();
-    // The lowest version that holds every matrix's layout: files without `rows4` stay readable by
+    // The lowest version that holds every matrix's layout: files without `rows8` stay readable by
     // builds that know only version 1.
     let mut version = None;
     for e in entries {
@@ -337,7 +337,7 @@ pub fn write_model<E: From<StoreError>>(
             StoredAs::Quant {
                 rows,
                 k,
-                layout: QLayout::Rows4,
+                layout: QLayout::Rows8,
                 ..
             },
             Data::Quant(p),
@@ -345,7 +345,7 @@ pub fn write_model<E: From<StoreError>>(
         {
             if p.qs.len() == rows * k / 2 && p.d.len() == rows * k / QK {
                 let (mut qs, mut d) = (vec![0; p.qs.len()], vec![f16::ZERO; p.d.len()]);
-                rows4::from_rowsplit(*rows, *k, &p.qs, &p.d, &mut qs, &mut d);
+                rows8::from_rowsplit(*rows, *k, &p.qs, &p.d, &mut qs, &mut d);
                 (p.qs, p.d) = (qs, d);
             }
         }
@@ -561,7 +561,7 @@ mod tests {
         let m = m.metadata().clone().unwrap();
         assert_eq!(m[&format_key("w")], "q4_1");
         assert_eq!(m[LAYOUT_KEY], LAYOUT_NAME);
-        // Only rowsplit matrices: version 1, which builds that predate rows4 read.
+        // Only rowsplit matrices: version 1, which builds that predate rows8 read.
         assert_eq!(m[VERSION_KEY], "1");
         assert_eq!(m["format"], "pt");
         let names: Vec<_> = fs::read_dir(&dir)

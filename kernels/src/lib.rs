@@ -30,7 +30,7 @@
 //!   `rmsnorm`, `softmax`, `silu_mul`, `rope`, `quantize`;
 //! - `weights`: the format of the first operand: `f32`, `f16`, `bf16` (dense), `q8_0`, `q4_0`, `q4_1`
 //!   (block-quantized, see [`quant::format`]), followed by the layout when it is not `rowsplit`
-//!   (`q4_0_rows4`, see [`quant::rows4`]); for an op on one vector, its element type;
+//!   (`q4_0_rows8`, see [`quant::rows8`]); for an op on one vector, its element type;
 //! - `acts`: the format of the activations, left out when they are f32; `q8` is the q8 activation block
 //!   (an f32 scale, 32 `i8` quants and their `i32` sum, see [`quant::Q8ActsRef`]), which is not the q8_0
 //!   weight format. `quantize_q8` makes it from f32 activations.

@@ -176,8 +176,8 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
         f(&wv, &xv, got_tm.get_mut());
     }
 
-    if w.format == QFormat::Q4_0 && rows >= 4 {
-        rows4_case(kern, w, &xv, &want, &offs, seed, what);
+    if w.format == QFormat::Q4_0 && rows >= quant::rows8::GROUP {
+        rows8_case(kern, w, &xv, &want, &offs, seed, what);
     }
 
     for r in 0..rows {
@@ -207,9 +207,9 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
     }
 }
 
-/// The first `4·⌊rows/4⌋` rows of q4_0 `w` in the `rows4` layout (planes offset from their
-/// allocations) through the variant's `matmul_q4_0_rows4_q8`, against the scalar `rowsplit` result.
-fn rows4_case(
+/// The first `8·⌊rows/8⌋` rows of q4_0 `w` in the `rows8` layout (planes offset from their
+/// allocations) through the variant's `matmul_q4_0_rows8_q8`, against the scalar `rowsplit` result.
+fn rows8_case(
     kern: &Kernels,
     w: &QPlanes,
     x: &Q8ActsRef<'_>,
@@ -218,23 +218,24 @@ fn rows4_case(
     seed: u64,
     what: &str,
 ) {
-    let (rows, n, nb) = (w.rows / 4 * 4, x.n, w.k / QK);
+    let g = quant::rows8::GROUP;
+    let (rows, n, nb) = (w.rows / g * g, x.n, w.k / QK);
     let (qs, d) = (&w.qs[..rows * nb * 16], &w.d[..rows * nb]);
     let (mut q4, mut d4) = (vec![0u8; qs.len()], vec![f16::ZERO; d.len()]);
-    quant::rows4::from_rowsplit(rows, w.k, qs, d, &mut q4, &mut d4);
+    quant::rows8::from_rowsplit(rows, w.k, qs, d, &mut q4, &mut d4);
     let (wq, wd) = (Unaligned::new(&q4, offs[0]), Unaligned::new(&d4, offs[1]));
     let wv = QWeight::new(QFormat::Q4_0, rows, w.k, wq.get(), wd.get(), &[])
-        .and_then(|v| v.in_layout(QLayout::Rows4))
-        .expect("valid rows4 planes");
+        .and_then(|v| v.in_layout(QLayout::Rows8))
+        .expect("valid rows8 planes");
     let mut got = Unaligned::new(&vec![f32::NAN; rows * n], offs[6]);
-    (kern.matmul_q4_0_rows4_q8)(&wv, x, got.get_mut());
+    (kern.matmul_q4_0_rows8_q8)(&wv, x, got.get_mut());
     for r in 0..rows {
         for t in 0..n {
             let (g, e) = (got.get()[r * n + t], want[r * n + t]);
             let mag = magnitude(w, &Acts::from_ref(x), r, t);
             assert!(
                 close(g, e, mag, REL),
-                "matmul_q4_0_rows4_q8 variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: \
+                "matmul_q4_0_rows8_q8 variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: \
                  yt[{r}*n+{t}] = {g:e}, scalar rowsplit {e:e}, magnitude {mag:e}; seed {seed} \
                  (replay: EDGEINFER_TEST_SEED={seed})",
                 kern.variant,
@@ -522,16 +523,16 @@ fn par_matmul_q_three_threads() {
     }
 }
 
-/// q4_0 in the `rows4` layout through the pool: `par::matmul_q` (rows split in multiples of 16),
+/// q4_0 in the `rows8` layout through the pool: `par::matmul_q` (rows split in multiples of 16),
 /// `par::matmul_q_group` (one token and two passes) and `par::matmul_q_passes`, against scalar
 /// `rowsplit` products of the same weights.
 #[test]
-fn par_rows4_three_threads() {
+fn par_rows8_three_threads() {
     let pool = pool(3);
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
-        for &(rows, k, n) in &[(256, 576, 1), (132, 1536, 1), (68, 576, 3), (1024, 64, 1)] {
+        for &(rows, k, n) in &[(256, 576, 1), (136, 1536, 1), (72, 576, 3), (1024, 64, 1)] {
             let xf = rng.vec(2 * n * k, 1.0);
             let mut passes = Q8Acts::with_quant(n, k, quant::ActQuant::Q8x2);
             quant::quantize_acts(&Kernels::SCALAR, &xf[..n * k], n, k, &mut passes);
@@ -543,7 +544,7 @@ fn par_rows4_three_threads() {
                 .iter()
                 .map(|w| {
                     let (mut q, mut d) = (vec![0; w.qs.len()], vec![f16::ZERO; w.d.len()]);
-                    quant::rows4::from_rowsplit(rows, k, &w.qs, &w.d, &mut q, &mut d);
+                    quant::rows8::from_rowsplit(rows, k, &w.qs, &w.d, &mut q, &mut d);
                     (q, d)
                 })
                 .collect();
@@ -551,7 +552,7 @@ fn par_rows4_three_threads() {
                 .iter()
                 .map(|(q, d)| {
                     QWeight::new(QFormat::Q4_0, rows, k, q, d, &[])
-                        .and_then(|v| v.in_layout(QLayout::Rows4))
+                        .and_then(|v| v.in_layout(QLayout::Rows8))
                         .expect("valid")
                 })
                 .collect();
@@ -560,7 +561,7 @@ fn par_rows4_three_threads() {
                     let mag = want.iter().map(|v| v.abs()).fold(0.0, f32::max) + 1e-30;
                     assert!(
                         close(*g, *e, mag, 1e-4),
-                        "{what} rows4 variant {} rows={rows} k={k} n={n} [{i}]: {g:e} vs scalar {e:e}; \
+                        "{what} rows8 variant {} rows={rows} k={k} n={n} [{i}]: {g:e} vs scalar {e:e}; \
                          seed {seed}",
                         kern.variant
                     );

@@ -107,7 +107,7 @@ pub(crate) struct Planned<'p> {
     pub plan: &'p TensorPlan,
     pub ggml: GgmlDType,
     pub conv: Conversion,
-    /// Where its blocks go (`rows4` only for q4_0 matrices that fit it).
+    /// Where its blocks go (`rows8` only for q4_0 matrices that fit it).
     pub layout: QLayout,
 }
 
@@ -175,8 +175,8 @@ pub(crate) fn quantization_config(planned: &[Planned<'_>]) -> Option<serde_json:
         }
     }
     let (_, format) = top?;
-    let layout = match planned.iter().any(|p| p.layout == QLayout::Rows4) {
-        true => QLayout::Rows4,
+    let layout = match planned.iter().any(|p| p.layout == QLayout::Rows8) {
+        true => QLayout::Rows8,
         false => QLayout::RowSplit,
     };
     let mut q = crate::quantize::quantization_config(format, layout);

@@ -7,6 +7,6 @@ pub(super) mod neon;
 mod quant_dotprod;
 mod quant_i8mm;
 mod quant_neon;
-mod quant_rows4;
+mod quant_rows8;
 #[cfg(test)]
 mod quant_tests;

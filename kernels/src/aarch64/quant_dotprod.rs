@@ -7,7 +7,7 @@ use super::asm::sdot;
 use super::dotprod::Dotprod;
 use super::quant_neon::{isa, matmul_by_block, BlockDot, Blocks, ByBlock};
 use crate::quant::{Q8ActsRef, QWeight};
-use crate::simd::{matmul_q, MatmulQ, MatmulRows4, Q4_0};
+use crate::simd::{matmul_q, MatmulQ, MatmulRows8, Q4_0};
 
 /// Two `sdot`: lane `i` of the result is `Σ_{h, j<4} w[h][4i+j]·x[h][4i+j]`.
 pub(super) struct Sdot;
@@ -29,17 +29,17 @@ impl<F: Blocks> MatmulQ<F> for Dotprod {
     }
 }
 
-impl MatmulRows4 for Dotprod {
-    unsafe fn matmul_rows4(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-        rows4_by_lane(w, x, yt, matmul_q::<Dotprod, Q4_0>)
+impl MatmulRows8 for Dotprod {
+    unsafe fn matmul_rows8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+        rows8_by_lane(w, x, yt, matmul_q::<Dotprod, Q4_0>)
     }
 }
 
-/// One token: [`super::quant_rows4`]; several: the layout's copy into `rowsplit` order and `tiles`.
+/// One token: [`super::quant_rows8`]; several: the layout's copy into `rowsplit` order and `tiles`.
 ///
 /// # Safety
-/// The CPU has dotprod; `check_matmul_layout` accepted the arguments for `rows4`.
-pub(super) unsafe fn rows4_by_lane(
+/// The CPU has dotprod; `check_matmul_layout` accepted the arguments for `rows8`.
+pub(super) unsafe fn rows8_by_lane(
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
     yt: &mut [f32],
@@ -47,8 +47,8 @@ pub(super) unsafe fn rows4_by_lane(
 ) {
     if x.n == 1 {
         // SAFETY: the caller's contract.
-        unsafe { super::quant_rows4::matmul_one_token(w, x, yt) }
+        unsafe { super::quant_rows8::matmul_one_token(w, x, yt) }
     } else {
-        crate::quant::rows4::matmul_via_rowsplit(tiles, w, x, yt)
+        crate::quant::rows8::matmul_via_rowsplit(tiles, w, x, yt)
     }
 }

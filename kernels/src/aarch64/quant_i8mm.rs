@@ -16,12 +16,12 @@ use core::arch::aarch64::*;
 use super::asm::smmla;
 use super::dotprod::Dotprod;
 use super::i8mm::I8mm;
-use super::quant_dotprod::{rows4_by_lane, Sdot};
+use super::quant_dotprod::{rows8_by_lane, Sdot};
 use super::quant_neon::{
     four_blocks, isa, matmul, matmul_by_block, Blocks, ByBlock, Dots, Isums, OneBlock, Tile,
 };
 use crate::quant::{Q8ActsRef, QWeight, QK};
-use crate::simd::{matmul_q, MatmulQ, MatmulRows4, Q4_0};
+use crate::simd::{matmul_q, MatmulQ, MatmulRows8, Q4_0};
 
 /// Rows × tokens of the main tile: two `smmla` pairs per block; the four blocks' 2×2 partial dots of
 /// both stay in registers alongside the paired operands.
@@ -155,9 +155,9 @@ impl<F: Blocks> MatmulQ<F> for I8mm {
     }
 }
 
-impl MatmulRows4 for I8mm {
-    unsafe fn matmul_rows4(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+impl MatmulRows8 for I8mm {
+    unsafe fn matmul_rows8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
         // SAFETY: the caller's contract; every i8mm CPU has dotprod.
-        unsafe { rows4_by_lane(w, x, yt, matmul_q::<I8mm, Q4_0>) }
+        unsafe { rows8_by_lane(w, x, yt, matmul_q::<I8mm, Q4_0>) }
     }
 }

@@ -37,7 +37,7 @@ use half::f16;
 
 use super::neon::Neon;
 use crate::quant::{Q8ActsRef, QWeight, QK};
-use crate::simd::{Format, MatmulQ, MatmulRows4, Q4_0, Q4_1, Q8_0};
+use crate::simd::{Format, MatmulQ, MatmulRows8, Q4_0, Q4_1, Q8_0};
 
 /// Blocks per group: the lanes of an `int32x4`/`float32x4`.
 const GROUP: usize = 4;
@@ -568,5 +568,5 @@ impl<F: Blocks> MatmulQ<F> for Neon {
     }
 }
 
-/// `rows4` q4_0 through the layout's copy into `rowsplit` order (no kernel of its own yet).
-impl MatmulRows4 for Neon {}
+/// `rows8` q4_0 through the layout's copy into `rowsplit` order (no kernel of its own yet).
+impl MatmulRows8 for Neon {}

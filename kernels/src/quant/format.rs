@@ -1,5 +1,5 @@
-//! Block-quantized weight formats, their `rowsplit` layout (layout version 1) and the q4_0 `rows4`
-//! layout of version 2 ([`super::rows4`]).
+//! Block-quantized weight formats, their `rowsplit` layout (layout version 1) and the q4_0 `rows8`
+//! layout of version 2 ([`super::rows8`]).
 //!
 //! # Formats
 //!
@@ -61,31 +61,31 @@ pub const QK: usize = 32;
 pub const LAYOUT_NAME: &str = "rowsplit";
 
 /// Version of [`LAYOUT_NAME`] written by this build: 1 when every matrix is [`QLayout::RowSplit`], 2
-/// when some are [`QLayout::Rows4`] (named per matrix in the file's metadata). Files of both versions
+/// when some are [`QLayout::Rows8`] (named per matrix in the file's metadata). Files of both versions
 /// are read; a build that knows only version 1 refuses version 2 files instead of misreading them.
 pub const LAYOUT_VERSION: u32 = 2;
 
-/// How a matrix's blocks sit in its planes (see the [module docs](self) and [`super::rows4`]).
+/// How a matrix's blocks sit in its planes (see the [module docs](self) and [`super::rows8`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum QLayout {
     /// Every row's quants and scales together, row after row (layout version 1).
     #[default]
     RowSplit,
-    /// q4_0 only: rows in groups of four, each block of the four rows together with its nibbles
-    /// stored as two's-complement `q − 8`, so one `sdot` by lane (or `vpdpbusd`) takes a block
-    /// column of four rows at once (layout version 2, see [`super::rows4`]).
-    Rows4,
+    /// q4_0 only: rows in groups of eight, each byte holding one element of each of two rows, so
+    /// that one `sdot` by element takes four columns of eight rows at once (layout version 2, see
+    /// [`super::rows8`]).
+    Rows8,
 }
 
 impl QLayout {
     /// All layouts.
-    pub const ALL: [QLayout; 2] = [QLayout::RowSplit, QLayout::Rows4];
+    pub const ALL: [QLayout; 2] = [QLayout::RowSplit, QLayout::Rows8];
 
-    /// Lower-case name (`"rowsplit"`, `"rows4"`), as in file metadata and flags.
+    /// Lower-case name (`"rowsplit"`, `"rows8"`), as in file metadata and flags.
     pub const fn name(self) -> &'static str {
         match self {
             QLayout::RowSplit => "rowsplit",
-            QLayout::Rows4 => "rows4",
+            QLayout::Rows8 => "rows8",
         }
     }
 
@@ -101,19 +101,19 @@ impl QLayout {
     pub const fn holds(self, format: QFormat) -> bool {
         match self {
             QLayout::RowSplit => true,
-            QLayout::Rows4 => matches!(format, QFormat::Q4_0),
+            QLayout::Rows8 => matches!(format, QFormat::Q4_0),
         }
     }
 
-    /// Whether a `format` matrix of `rows` × `k` may be stored in this layout (`rows4`: q4_0 with
-    /// `rows` a multiple of 4 and `k` at most [`super::rows4::ROWS4_MAX_K`]).
+    /// Whether a `format` matrix of `rows` × `k` may be stored in this layout (`rows8`: q4_0 with
+    /// `rows` a multiple of 8 and `k` at most [`super::rows8::ROWS8_MAX_K`]).
     pub const fn fits(self, format: QFormat, rows: usize, k: usize) -> bool {
         match self {
             QLayout::RowSplit => true,
-            QLayout::Rows4 => {
+            QLayout::Rows8 => {
                 self.holds(format)
-                    && rows.is_multiple_of(super::rows4::GROUP)
-                    && k <= super::rows4::ROWS4_MAX_K
+                    && rows.is_multiple_of(super::rows8::GROUP)
+                    && k <= super::rows8::ROWS8_MAX_K
             }
         }
     }
@@ -122,7 +122,7 @@ impl QLayout {
     pub const fn version(self) -> u32 {
         match self {
             QLayout::RowSplit => 1,
-            QLayout::Rows4 => 2,
+            QLayout::Rows8 => 2,
         }
     }
 }

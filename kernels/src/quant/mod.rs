@@ -10,7 +10,7 @@
 //! variant under the same names, and sit in the [`Kernels`] table.
 
 pub mod format;
-pub mod rows4;
+pub mod rows8;
 pub mod scalar;
 
 use std::ops::Range;
@@ -51,8 +51,8 @@ pub enum QuantError {
     },
     #[error(
         "{format} [{rows}, {k}]: cannot be stored in the {layout} layout ({layout} holds q4_0 \
-         matrices whose rows are a multiple of 4 and at most {} wide)",
-        rows4::ROWS4_MAX_K
+         matrices whose rows are a multiple of 8 and at most {} wide)",
+        rows8::ROWS8_MAX_K
     )]
     Layout {
         format: QFormat,
@@ -69,7 +69,7 @@ pub enum QuantError {
 }
 
 /// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`](mod@format)), or
-/// for q4_0 in the `rows4` layout (see [`rows4`]).
+/// for q4_0 in the `rows8` layout (see [`rows8`]).
 ///
 /// Fields are public so a loader can build one from mapped planes; kernels re-check the plane lengths
 /// (cheaply, once per call) and panic on a malformed view rather than read out of bounds.
@@ -169,7 +169,7 @@ impl<'a> QWeight<'a> {
     }
 
     /// Rows `range` as a view of the same planes (no copy). Panics if the range is out of bounds, or
-    /// for `rows4` does not start and end on a group of four.
+    /// for `rows8` does not start and end on a group of eight.
     pub fn rows(&self, range: Range<usize>) -> QWeight<'a> {
         assert!(
             range.start <= range.end && range.end <= self.rows,
@@ -178,9 +178,9 @@ impl<'a> QWeight<'a> {
         );
         assert!(
             self.layout == QLayout::RowSplit
-                || (range.start.is_multiple_of(rows4::GROUP)
-                    && range.end.is_multiple_of(rows4::GROUP)),
-            "QWeight::rows: {range:?} splits a group of four rows of a rows4 matrix"
+                || (range.start.is_multiple_of(rows8::GROUP)
+                    && range.end.is_multiple_of(rows8::GROUP)),
+            "QWeight::rows: {range:?} splits a group of eight rows of a rows8 matrix"
         );
         let (nb, rb) = (self.blocks_per_row(), self.row_bytes());
         let m = if self.format.has_min() {
@@ -218,11 +218,11 @@ impl<'a> QWeight<'a> {
         for (b, o) in out.chunks_exact_mut(QK).enumerate() {
             let (qs, d) = match self.layout {
                 QLayout::RowSplit => (&self.qs[(r * nb + b) * bb..][..bb], self.d[r * nb + b]),
-                QLayout::Rows4 => {
+                QLayout::Rows8 => {
                     for (j, q) in block[..bb].iter_mut().enumerate() {
-                        *q = rows4::block_byte(self.qs, nb, r, b, j);
+                        *q = rows8::block_byte(self.qs, nb, r, b, j);
                     }
-                    (&block[..bb], rows4::block_scale(self.d, nb, r, b))
+                    (&block[..bb], rows8::block_scale(self.d, nb, r, b))
                 }
             };
             let d = f32::from(d);

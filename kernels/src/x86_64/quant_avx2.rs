@@ -24,7 +24,7 @@ use super::hsum;
 use super::qstream::{decode_entry, Stream, Units, PREP};
 use super::qtile::{self, tile_entries, Fmt, Loads, G};
 use crate::quant::{Q8ActsRef, QWeight, QK};
-use crate::simd::{intrinsics, MatmulQ, MatmulRows4, QuantizeQ8, Q4_0, Q4_1, Q8_0};
+use crate::simd::{intrinsics, MatmulQ, MatmulRows8, QuantizeQ8, Q4_0, Q4_1, Q8_0};
 
 impl<F: Stream<Avx2>> MatmulQ<F> for Avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -427,5 +427,5 @@ fn round_clamp(v: __m256) -> __m256i {
     ))
 }
 
-/// `rows4` q4_0 through the layout's copy into `rowsplit` order (no kernel of its own yet).
-impl MatmulRows4 for Avx2 {}
+/// `rows8` q4_0 through the layout's copy into `rowsplit` order (no kernel of its own yet).
+impl MatmulRows8 for Avx2 {}

@@ -27,7 +27,7 @@ use super::qstream::{decode_entry, Stream, Units, PREP};
 use super::qtile::{self, tile_entries, Fmt, Loads};
 use crate::quant::scalar::check_matmul_q;
 use crate::quant::{Q8ActsRef, QWeight, QK};
-use crate::simd::{intrinsics, matmul_q, MatmulQ, MatmulRows4, QuantizeQ8, Q4_0, Q4_1, Q8_0};
+use crate::simd::{intrinsics, matmul_q, MatmulQ, MatmulRows8, QuantizeQ8, Q4_0, Q4_1, Q8_0};
 
 mod prefill;
 
@@ -506,5 +506,5 @@ fn round_clamp(v: __m512) -> __m512i {
     ))
 }
 
-/// `rows4` q4_0 through the layout's copy into `rowsplit` order (no kernel of its own yet).
-impl MatmulRows4 for Avx512 {}
+/// `rows8` q4_0 through the layout's copy into `rowsplit` order (no kernel of its own yet).
+impl MatmulRows8 for Avx512 {}

@@ -1,0 +1,94 @@
+//! The one-token product of q4_0 weights in the `rows8` layout ([`crate::quant::rows8`]), with
+//! `sdot` by element (dotprod; i8mm CPUs run it too).
+//!
+//! Per group of eight rows and block, the loop body is: eight 16-byte loads of the group's quants
+//! (two `ld1` of four registers), eight `and #0x0f`, sixteen `sdot` by element into two `int32x4`
+//! accumulators, `s1` over the bytes as they are and `s2` over their low nibbles (lane `i` of each
+//! is pair `i`: rows `8g + i` and `8g + 4 + i`), and the scaling: one load of the eight f16 scales
+//! widened by `fcvtl`/`fcvtl2`, times the activation scale, and per four rows one `fsub` and one
+//! fused multiply-add. Row A's dot times 16 is `s1 − s2`, row B's `s2 − 8·sx` (see the layout).
+//!
+//! No accumulator is zeroed and none is converted by `scvtf`: both start from a loaded vector
+//! holding the bits of `1.5·2²³` less `8·sx` (computed once per call for every block, on the
+//! stack), so after the dots `s2`'s bits are those of the float `1.5·2²³ + B` and `s1`'s of
+//! `1.5·2²³ + 16·A + B`, exactly (`|16·A + B| ≤ 17·8·127·32 < 2²²`). Then `f(s1) − f(s2) = 16·A`
+//! and `f(s2) − 1.5·2²³ = B` are exact f32 subtractions.
+//!
+//! Result: `yt[r] = Σ_b (dw·dx) · idot_b`: the scalar reference's terms (`idot_b` including q4_0's
+//! `− 8·sx`), summed in block order per row with fused multiply-adds, row A's `/16` exact at the end.
+
+use core::arch::aarch64::*;
+
+use super::asm::{load_fresh, sdot_lane};
+use crate::quant::rows8::{GROUP, ROWS8_MAX_K};
+use crate::quant::{Q8ActsRef, QWeight, QK};
+
+/// `1.5·2²³` as f32 bits (see the module docs).
+const MAGIC: i32 = 0x4B40_0000;
+
+/// `yt[r] = Σ_j w[r, j]·x[j]` for one token (`x.n == 1`).
+///
+/// # Safety
+/// The CPU has dotprod; `check_matmul_layout` accepted `w` (q4_0, rows8), `x` (one token), `yt`.
+#[target_feature(enable = "neon,dotprod")]
+pub(super) unsafe fn matmul_one_token(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    debug_assert_eq!(x.n, 1);
+    let nb = w.k / QK;
+    let (xq, xd, xs) = (&x.qs[..w.k], &x.d[..nb], &x.sum[..nb]);
+    // Each block's accumulator start, in all four lanes: the bits of 1.5·2²³, less 8·sx.
+    let mut start = [[0i32; 4]; ROWS8_MAX_K / QK];
+    for (s, &sx) in start[..nb].iter_mut().zip(xs) {
+        *s = [MAGIC - 8 * sx; 4];
+    }
+    let magic = vreinterpretq_f32_s32(vdupq_n_s32(MAGIC));
+    let low = vdupq_n_u8(0x0F);
+    for ((qs, d), y) in
+        w.qs.chunks_exact(nb * GROUP * QK / 2)
+            .zip(w.d.chunks_exact(nb * GROUP))
+            .zip(yt.chunks_exact_mut(GROUP))
+    {
+        let (mut acc_a, mut acc_b) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        for b in 0..nb {
+            // SAFETY: block `b` of this group: 128 quant bytes at 128·b and 8 scales at 8·b are
+            // inside `qs`/`d` (chunks of `nb` blocks); 32 activation quants at 32·b inside `xq`;
+            // `start[b]` is 16 bytes.
+            unsafe {
+                let q = qs.as_ptr().add(128 * b);
+                let (p, r) = (vld1q_u8_x4(q), vld1q_u8_x4(q.add(64)));
+                let x0 = vld1q_s8(xq.as_ptr().add(QK * b));
+                let x1 = vld1q_s8(xq.as_ptr().add(QK * b + 16));
+                let raw = |v: uint8x16_t| vreinterpretq_s8_u8(v);
+                let lo = |v: uint8x16_t| vreinterpretq_s8_u8(vandq_u8(v, low));
+                let mut s1 = load_fresh(start[b].as_ptr());
+                let mut s2 = load_fresh(start[b].as_ptr());
+                s1 = sdot_lane::<0>(s1, raw(p.0), x0);
+                s2 = sdot_lane::<0>(s2, lo(p.0), x0);
+                s1 = sdot_lane::<1>(s1, raw(p.1), x0);
+                s2 = sdot_lane::<1>(s2, lo(p.1), x0);
+                s1 = sdot_lane::<2>(s1, raw(p.2), x0);
+                s2 = sdot_lane::<2>(s2, lo(p.2), x0);
+                s1 = sdot_lane::<3>(s1, raw(p.3), x0);
+                s2 = sdot_lane::<3>(s2, lo(p.3), x0);
+                s1 = sdot_lane::<0>(s1, raw(r.0), x1);
+                s2 = sdot_lane::<0>(s2, lo(r.0), x1);
+                s1 = sdot_lane::<1>(s1, raw(r.1), x1);
+                s2 = sdot_lane::<1>(s2, lo(r.1), x1);
+                s1 = sdot_lane::<2>(s1, raw(r.2), x1);
+                s2 = sdot_lane::<2>(s2, lo(r.2), x1);
+                s1 = sdot_lane::<3>(s1, raw(r.3), x1);
+                s2 = sdot_lane::<3>(s2, lo(r.3), x1);
+                let dw = vreinterpretq_f16_u16(vld1q_u16(d.as_ptr().add(GROUP * b).cast::<u16>()));
+                let (da, db) = (vcvt_f32_f16(vget_low_f16(dw)), vcvt_high_f32_f16(dw));
+                let (f1, f2) = (vreinterpretq_f32_s32(s1), vreinterpretq_f32_s32(s2));
+                let dx = xd[b];
+                acc_a = vfmaq_f32(acc_a, vsubq_f32(f1, f2), vmulq_n_f32(da, dx));
+                acc_b = vfmaq_f32(acc_b, vsubq_f32(f2, magic), vmulq_n_f32(db, dx));
+            }
+        }
+        // SAFETY: `y` has eight elements.
+        unsafe {
+            vst1q_f32(y.as_mut_ptr(), vmulq_n_f32(acc_a, 1.0 / 16.0));
+            vst1q_f32(y.as_mut_ptr().add(4), acc_b);
+        }
+    }
+}
