@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use edgeinfer_kernels::quant::QFormat;
+use edgeinfer_kernels::quant::{QFormat, QLayout};
 
 use super::*;
 
@@ -551,6 +551,91 @@ fn synthetic_native_keeps_blocks() {
     }
     // q4_1 steps are (max - min)/15 of a block, here at most 2/15; rounding is half a step.
     assert!(worst < 0.07, "requantized Q4_K differs by {worst}");
+}
+
+/// `--layout rows8` keeps Q4_0 blocks exact: its planes, put back into rowsplit order, are the
+/// default import's bytes, the metadata names the layout, and the model loads.
+#[test]
+fn synthetic_rows8_import_is_the_same_blocks() {
+    let d = Dims {
+        hidden: 64,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 32,
+        inter: 256,
+        layers: 1,
+    };
+    let mut s = Synth::llama_with(d);
+    s.random = true;
+    s.types = |name| {
+        Some(match name.rsplit('.').nth(1)? {
+            "token_embd" | "attn_output" => GgmlDType::Q8_0,
+            "attn_q" | "attn_k" | "attn_v" | "ffn_gate" | "ffn_up" | "ffn_down" => GgmlDType::Q4_0,
+            _ => return None,
+        })
+    };
+    let scratch = Scratch::new("rows8");
+    let gguf = scratch.0.join("m.gguf");
+    s.write(&gguf);
+    let (plain, rows8) = (scratch.0.join("plain"), scratch.0.join("rows8"));
+    import_gguf(&gguf, &plain, &ImportOptions::default(), &mut |_| {}).unwrap();
+    let opts = ImportOptions {
+        layout: QLayout::Rows8,
+        ..ImportOptions::default()
+    };
+    import_gguf(&gguf, &rows8, &opts, &mut |_| {}).unwrap();
+    let (a, b) = (
+        std::fs::read(plain.join("model.safetensors")).unwrap(),
+        std::fs::read(rows8.join("model.safetensors")).unwrap(),
+    );
+    let (sa, sb) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&b).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(meta[edgeinfer_models::matrix::VERSION_KEY], "2");
+    let mut seen = 0;
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.v_proj.weight",
+        "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.0.mlp.up_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    ] {
+        assert_eq!(
+            meta[&edgeinfer_models::matrix::layout_key(name)],
+            "rows8",
+            "{name}"
+        );
+        let [qs, scales, _] = edgeinfer_models::matrix::plane_names(name);
+        let (q8, d8) = (sb.tensor(&qs).unwrap(), sb.tensor(&scales).unwrap());
+        let (rows, k) = (d8.shape()[0], d8.shape()[1] * 32);
+        let d8: Vec<half::f16> = bytemuck::pod_collect_to_vec(d8.data());
+        let (mut q1, mut d1) = (vec![0u8; q8.data().len()], vec![half::f16::ZERO; d8.len()]);
+        edgeinfer_kernels::quant::rows8::to_rowsplit(rows, k, q8.data(), &d8, &mut q1, &mut d1);
+        assert_eq!(q1, sa.tensor(&qs).unwrap().data(), "{name}");
+        assert_eq!(
+            bytemuck::cast_slice::<_, u8>(&d1),
+            sa.tensor(&scales).unwrap().data(),
+            "{name}"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 6);
+    assert!(!meta.contains_key(&edgeinfer_models::matrix::layout_key(
+        "model.embed_tokens.weight"
+    )));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rows8.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["quantization_config"]["q4_0_layout"], "rows8");
+    let ckpt = edgeinfer::loader::Checkpoint::open(&rows8).unwrap();
+    let cfg = edgeinfer_models::Config::from_json(
+        &std::fs::read_to_string(rows8.join("config.json")).unwrap(),
+    )
+    .unwrap();
+    edgeinfer_models::Llama::load(cfg, &ckpt.source()).unwrap();
 }
 
 /// Imports `s`, checks config.json parses into the architecture and the checkpoint loads with its
