@@ -276,13 +276,19 @@ fn tiny_rows8_layout_matches_rowsplit() {
     let meta = meta.metadata().clone().expect("__metadata__");
     assert_eq!(meta[VERSION_KEY], "2");
     assert_eq!(meta[&layout_key(q_proj)], "rows8");
-    // The embedding is q8_0 under q4_0: rowsplit, so no layout key.
-    assert!(!meta.contains_key(&layout_key("model.embed_tokens.weight")));
+    // The q8_0 embedding is rows8 too when the vocabulary is a multiple of 8.
+    assert_eq!(
+        meta.get(&layout_key("model.embed_tokens.weight"))
+            .map(String::as_str),
+        shape.vocab.is_multiple_of(8).then_some("rows8"),
+        "vocab {}",
+        shape.vocab
+    );
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(rows8.join("config.json")).unwrap()).unwrap();
     let q = &config["quantization_config"];
     assert_eq!(
-        (&q["version"], &q["q4_0_layout"]),
+        (&q["version"], &q["matrix_layout"]),
         (&2.into(), &"rows8".into())
     );
 

@@ -97,6 +97,8 @@ def predict(ms, chip: Chip, engine: str, model: str, fmt: str, ctx: int) -> dict
     mcpu = chip.mcpu
     vocab, h = MODELS[model][6], MODELS[model][0]
     head_fmt = "q8_0" if fmt.startswith("q4") else fmt
+    if fmt.endswith("_rows8"):  # --layout rows8 stores the q8_0 output matrix in rows8 too
+        head_fmt = "q8_0_rows8"
 
     def matvec(f):
         if engine == "edgeinfer":

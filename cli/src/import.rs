@@ -22,9 +22,9 @@ pub struct ImportArgs {
     /// Element type of the written weights: native (keep the GGUF's quantization), f32, f16 or bf16.
     #[arg(long, default_value = "native")]
     dtype: ImportDType,
-    /// Layout of the Q4_0 matrices kept native: rowsplit (every kernel reads it as stored) or rows8
-    /// (eight rows interleaved, two per byte, same values: the fast one-token layout on ARM CPUs with
-    /// dotprod; other CPUs reorder it on the fly, so keep rowsplit for x86). See docs/formats.md.
+    /// Layout of the Q4_0 and Q8_0 matrices kept native: rowsplit (every kernel reads it as stored)
+    /// or rows8 (blocks of eight rows interleaved, same values: the fast one-token layout on ARM CPUs
+    /// with dotprod; other CPUs reorder it on the fly, so keep rowsplit for x86). See docs/formats.md.
     #[arg(long, default_value = "rowsplit", value_parser = crate::quantize::parse_layout)]
     layout: edgeinfer_kernels::quant::QLayout,
     /// No progress bar.

@@ -334,18 +334,21 @@ pub fn write_model<E: From<StoreError>>(
     for (i, e) in entries.iter().enumerate() {
         let mut data = produce(i, e)?;
         if let (
-            StoredAs::Quant {
+            &StoredAs::Quant {
+                format,
                 rows,
                 k,
                 layout: QLayout::Rows8,
-                ..
             },
             Data::Quant(p),
         ) = (&e.stored, &mut data)
         {
-            if p.qs.len() == rows * k / 2 && p.d.len() == rows * k / QK {
+            // Wrong sizes are left for the check below, which names the tensor.
+            if p.qs.len() == rows * k / QK * format.qs_bytes_per_block()
+                && p.d.len() == rows * k / QK
+            {
                 let (mut qs, mut d) = (vec![0; p.qs.len()], vec![f16::ZERO; p.d.len()]);
-                rows8::from_rowsplit(*rows, *k, &p.qs, &p.d, &mut qs, &mut d);
+                rows8::from_rowsplit(format, rows, k, &p.qs, &p.d, &mut qs, &mut d);
                 (p.qs, p.d) = (qs, d);
             }
         }

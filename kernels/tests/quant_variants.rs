@@ -176,7 +176,7 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
         f(&wv, &xv, got_tm.get_mut());
     }
 
-    if w.format == QFormat::Q4_0 && rows >= quant::rows8::GROUP {
+    if QLayout::Rows8.holds(w.format) && rows >= quant::rows8::GROUP {
         rows8_case(kern, w, &xv, &want, &offs, seed, what);
     }
 
@@ -207,8 +207,9 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
     }
 }
 
-/// The first `8·⌊rows/8⌋` rows of q4_0 `w` in the `rows8` layout (planes offset from their
-/// allocations) through the variant's `matmul_q4_0_rows8_q8`, against the scalar `rowsplit` result.
+/// The first `8·⌊rows/8⌋` rows of q4_0 or q8_0 `w` in the `rows8` layout (planes offset from their
+/// allocations) through the variant's `matmul_<format>_rows8_q8`, against the scalar `rowsplit`
+/// result.
 fn rows8_case(
     kern: &Kernels,
     w: &QPlanes,
@@ -220,24 +221,30 @@ fn rows8_case(
 ) {
     let g = quant::rows8::GROUP;
     let (rows, n, nb) = (w.rows / g * g, x.n, w.k / QK);
-    let (qs, d) = (&w.qs[..rows * nb * 16], &w.d[..rows * nb]);
-    let (mut q4, mut d4) = (vec![0u8; qs.len()], vec![f16::ZERO; d.len()]);
-    quant::rows8::from_rowsplit(rows, w.k, qs, d, &mut q4, &mut d4);
-    let (wq, wd) = (Unaligned::new(&q4, offs[0]), Unaligned::new(&d4, offs[1]));
-    let wv = QWeight::new(QFormat::Q4_0, rows, w.k, wq.get(), wd.get(), &[])
+    let bb = w.format.qs_bytes_per_block();
+    let (qs, d) = (&w.qs[..rows * nb * bb], &w.d[..rows * nb]);
+    let (mut q8, mut d8) = (vec![0u8; qs.len()], vec![f16::ZERO; d.len()]);
+    quant::rows8::from_rowsplit(w.format, rows, w.k, qs, d, &mut q8, &mut d8);
+    let (wq, wd) = (Unaligned::new(&q8, offs[0]), Unaligned::new(&d8, offs[1]));
+    let wv = QWeight::new(w.format, rows, w.k, wq.get(), wd.get(), &[])
         .and_then(|v| v.in_layout(QLayout::Rows8))
         .expect("valid rows8 planes");
     let mut got = Unaligned::new(&vec![f32::NAN; rows * n], offs[6]);
-    (kern.matmul_q4_0_rows8_q8)(&wv, x, got.get_mut());
+    let f = match w.format {
+        QFormat::Q8_0 => kern.matmul_q8_0_rows8_q8,
+        _ => kern.matmul_q4_0_rows8_q8,
+    };
+    f(&wv, x, got.get_mut());
     for r in 0..rows {
         for t in 0..n {
             let (g, e) = (got.get()[r * n + t], want[r * n + t]);
             let mag = magnitude(w, &Acts::from_ref(x), r, t);
             assert!(
                 close(g, e, mag, REL),
-                "matmul_q4_0_rows8_q8 variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: \
+                "matmul_{}_rows8_q8 variant {} {what} rows={rows} k={} n={n} offsets={offs:?}: \
                  yt[{r}*n+{t}] = {g:e}, scalar rowsplit {e:e}, magnitude {mag:e}; seed {seed} \
                  (replay: EDGEINFER_TEST_SEED={seed})",
+                w.format,
                 kern.variant,
                 w.k,
             );
@@ -523,7 +530,7 @@ fn par_matmul_q_three_threads() {
     }
 }
 
-/// q4_0 in the `rows8` layout through the pool: `par::matmul_q` (rows split in multiples of 16),
+/// q4_0 and q8_0 in the `rows8` layout through the pool: `par::matmul_q` (rows split in multiples of 16),
 /// `par::matmul_q_group` (one token and two passes) and `par::matmul_q_passes`, against scalar
 /// `rowsplit` products of the same weights.
 #[test]
@@ -532,26 +539,30 @@ fn par_rows8_three_threads() {
     for kern in variants_under_test() {
         let seed = seed();
         let mut rng = Rng::new(seed);
-        for &(rows, k, n) in &[(256, 576, 1), (136, 1536, 1), (72, 576, 3), (1024, 64, 1)] {
+        let shapes = [(256, 576, 1), (136, 1536, 1), (72, 576, 3), (1024, 64, 1)];
+        for (&(rows, k, n), format) in shapes
+            .iter()
+            .flat_map(|s| [(s, QFormat::Q4_0), (s, QFormat::Q8_0)])
+        {
             let xf = rng.vec(2 * n * k, 1.0);
             let mut passes = Q8Acts::with_quant(n, k, quant::ActQuant::Q8x2);
             quant::quantize_acts(&Kernels::SCALAR, &xf[..n * k], n, k, &mut passes);
             let x2 = passes.as_ref();
             let planes: Vec<QPlanes> = (0..2)
-                .map(|_| random_weight(&mut rng, QFormat::Q4_0, rows, k, 0.1))
+                .map(|_| random_weight(&mut rng, format, rows, k, 0.1))
                 .collect();
             let stored: Vec<(Vec<u8>, Vec<f16>)> = planes
                 .iter()
                 .map(|w| {
                     let (mut q, mut d) = (vec![0; w.qs.len()], vec![f16::ZERO; w.d.len()]);
-                    quant::rows8::from_rowsplit(rows, k, &w.qs, &w.d, &mut q, &mut d);
+                    quant::rows8::from_rowsplit(format, rows, k, &w.qs, &w.d, &mut q, &mut d);
                     (q, d)
                 })
                 .collect();
             let views: Vec<QWeight<'_>> = stored
                 .iter()
                 .map(|(q, d)| {
-                    QWeight::new(QFormat::Q4_0, rows, k, q, d, &[])
+                    QWeight::new(format, rows, k, q, d, &[])
                         .and_then(|v| v.in_layout(QLayout::Rows8))
                         .expect("valid")
                 })
@@ -561,7 +572,7 @@ fn par_rows8_three_threads() {
                     let mag = want.iter().map(|v| v.abs()).fold(0.0, f32::max) + 1e-30;
                     assert!(
                         close(*g, *e, mag, 1e-4),
-                        "{what} rows8 variant {} rows={rows} k={k} n={n} [{i}]: {g:e} vs scalar {e:e}; \
+                        "{what} {format} rows8 variant {} rows={rows} k={k} n={n} [{i}]: {g:e} vs scalar {e:e}; \
                          seed {seed}",
                         kern.variant
                     );
@@ -570,7 +581,7 @@ fn par_rows8_three_threads() {
             // One pass, n tokens.
             let x1 = x2.tokens(0..n);
             let mut want = vec![0.0; rows * n];
-            qscalar::matmul_q4_0_q8(&planes[0].view(), &x1, &mut want);
+            reference(format)(&planes[0].view(), &x1, &mut want);
             let mut got = vec![f32::NAN; rows * n];
             pool.install(|| par::matmul_q(&kern, &views[0], &x1, &mut got));
             check(&got, &want, "par::matmul_q");
@@ -579,7 +590,7 @@ fn par_rows8_three_threads() {
             }
             // Two passes of one token: the sum of both rows' products.
             let mut want2 = vec![0.0; rows * 2];
-            qscalar::matmul_q4_0_q8(&planes[1].view(), &x2, &mut want2);
+            reference(format)(&planes[1].view(), &x2, &mut want2);
             let want2: Vec<f32> = want2.chunks_exact(2).map(|p| p[0] + p[1]).collect();
             let mut got2 = vec![f32::NAN; rows];
             pool.install(|| par::matmul_q_passes(&kern, &views[1], &x2, &mut got2, &mut []));
@@ -588,7 +599,7 @@ fn par_rows8_three_threads() {
             pool.install(|| par::matmul_q_group(&kern, &views, &x1, &mut [&mut a, &mut b]));
             check(&a, &want, "par::matmul_q_group");
             let mut want_b = vec![0.0; rows];
-            qscalar::matmul_q4_0_q8(&planes[1].view(), &x1, &mut want_b);
+            reference(format)(&planes[1].view(), &x1, &mut want_b);
             check(&b, &want_b, "par::matmul_q_group");
         }
     }

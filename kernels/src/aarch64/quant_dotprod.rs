@@ -6,8 +6,8 @@ use core::arch::aarch64::*;
 use super::asm::sdot;
 use super::dotprod::Dotprod;
 use super::quant_neon::{isa, matmul_by_block, BlockDot, Blocks, ByBlock};
-use crate::quant::{Q8ActsRef, QWeight};
-use crate::simd::{matmul_q, MatmulQ, MatmulRows8, Q4_0};
+use crate::quant::{Q8ActsRef, QFormat, QWeight};
+use crate::simd::{matmul_q, MatmulQ, MatmulRows8};
 
 /// Two `sdot`: lane `i` of the result is `Σ_{h, j<4} w[h][4i+j]·x[h][4i+j]`.
 pub(super) struct Sdot;
@@ -29,26 +29,28 @@ impl<F: Blocks> MatmulQ<F> for Dotprod {
     }
 }
 
-impl MatmulRows8 for Dotprod {
+impl<F: Blocks> MatmulRows8<F> for Dotprod {
     unsafe fn matmul_rows8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-        rows8_by_lane(w, x, yt, matmul_q::<Dotprod, Q4_0>)
+        // SAFETY: the caller's contract.
+        unsafe { rows8_by_lane(F::FORMAT, w, x, yt, matmul_q::<Dotprod, F>) }
     }
 }
 
 /// One token: [`super::quant_rows8`]; several: the layout's copy into `rowsplit` order and `tiles`.
 ///
 /// # Safety
-/// The CPU has dotprod; `check_matmul_layout` accepted the arguments for `rows8`.
+/// The CPU has dotprod; `check_matmul_layout` accepted the arguments for `rows8` and `format`.
 pub(super) unsafe fn rows8_by_lane(
+    format: QFormat,
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
     yt: &mut [f32],
     tiles: crate::quant::QMatmulFn,
 ) {
-    if x.n == 1 {
+    match (x.n, format) {
         // SAFETY: the caller's contract.
-        unsafe { super::quant_rows8::matmul_one_token(w, x, yt) }
-    } else {
-        crate::quant::rows8::matmul_via_rowsplit(tiles, w, x, yt)
+        (1, QFormat::Q4_0) => unsafe { super::quant_rows8::q4_0_one_token(w, x, yt) },
+        (1, QFormat::Q8_0) => unsafe { super::quant_rows8::q8_0_one_token(w, x, yt) },
+        _ => crate::quant::rows8::matmul_via_rowsplit(format, tiles, w, x, yt),
     }
 }

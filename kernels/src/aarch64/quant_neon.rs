@@ -568,5 +568,6 @@ impl<F: Blocks> MatmulQ<F> for Neon {
     }
 }
 
-/// `rows8` q4_0 through the layout's copy into `rowsplit` order (no kernel of its own yet).
-impl MatmulRows8 for Neon {}
+/// `rows8` q4_0 and q8_0 through the layout's copy into `rowsplit` order (no kernel of its own).
+impl MatmulRows8<Q4_0> for Neon {}
+impl MatmulRows8<Q8_0> for Neon {}

@@ -1,6 +1,7 @@
-//! The one-token product of q4_0 weights in the `rows8` layout ([`crate::quant::rows8`]), with
-//! `sdot` by element (dotprod; i8mm CPUs run it too).
+//! The one-token products of q4_0 and q8_0 weights in the `rows8` layout
+//! ([`crate::quant::rows8`]), with `sdot` by element (dotprod; i8mm CPUs run them too).
 //!
+//! **q4_0.**
 //! Per group of eight rows and block, the loop body is: eight 16-byte loads of the group's quants
 //! (two `ld1` of four registers), eight `and #0x0f`, sixteen `sdot` by element into two `int32x4`
 //! accumulators, `s1` over the bytes as they are and `s2` over their low nibbles (lane `i` of each
@@ -14,6 +15,10 @@
 //! `1.5·2²³ + 16·A + B`, exactly (`|16·A + B| ≤ 17·8·127·32 < 2²²`). Then `f(s1) − f(s2) = 16·A`
 //! and `f(s2) − 1.5·2²³ = B` are exact f32 subtractions.
 //!
+//! **q8_0.** Per group and block: sixteen 16-byte loads, 16 `sdot` by element into two accumulators
+//! (rows `8g..8g+4` and `8g+4..8g+8`), nothing to unpack, and the same scaling; the accumulators
+//! start from the bits of `1.5·2²³` (`|idot| ≤ 32·128·127 < 2²²`).
+//!
 //! Result: `yt[r] = Σ_b (dw·dx) · idot_b`: the scalar reference's terms (`idot_b` including q4_0's
 //! `− 8·sx`), summed in block order per row with fused multiply-adds, row A's `/16` exact at the end.
 
@@ -26,12 +31,15 @@ use crate::quant::{Q8ActsRef, QWeight, QK};
 /// `1.5·2²³` as f32 bits (see the module docs).
 const MAGIC: i32 = 0x4B40_0000;
 
-/// `yt[r] = Σ_j w[r, j]·x[j]` for one token (`x.n == 1`).
+/// [`MAGIC`] in four lanes, for [`load_fresh`].
+static MAGIC4: [i32; 4] = [MAGIC; 4];
+
+/// `yt[r] = Σ_j w[r, j]·x[j]` for one token (`x.n == 1`), q4_0 weights.
 ///
 /// # Safety
 /// The CPU has dotprod; `check_matmul_layout` accepted `w` (q4_0, rows8), `x` (one token), `yt`.
 #[target_feature(enable = "neon,dotprod")]
-pub(super) unsafe fn matmul_one_token(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+pub(super) unsafe fn q4_0_one_token(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     debug_assert_eq!(x.n, 1);
     let nb = w.k / QK;
     let (xq, xd, xs) = (&x.qs[..w.k], &x.d[..nb], &x.sum[..nb]);
@@ -88,6 +96,61 @@ pub(super) unsafe fn matmul_one_token(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &m
         // SAFETY: `y` has eight elements.
         unsafe {
             vst1q_f32(y.as_mut_ptr(), vmulq_n_f32(acc_a, 1.0 / 16.0));
+            vst1q_f32(y.as_mut_ptr().add(4), acc_b);
+        }
+    }
+}
+
+/// `yt[r] = Σ_j w[r, j]·x[j]` for one token (`x.n == 1`), q8_0 weights.
+///
+/// # Safety
+/// The CPU has dotprod; `check_matmul_layout` accepted `w` (q8_0, rows8), `x` (one token), `yt`.
+#[target_feature(enable = "neon,dotprod")]
+pub(super) unsafe fn q8_0_one_token(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    debug_assert_eq!(x.n, 1);
+    let nb = w.k / QK;
+    let (xq, xd) = (&x.qs[..w.k], &x.d[..nb]);
+    let magic = vreinterpretq_f32_s32(vdupq_n_s32(MAGIC));
+    for ((qs, d), y) in
+        w.qs.chunks_exact(nb * GROUP * QK)
+            .zip(w.d.chunks_exact(nb * GROUP))
+            .zip(yt.chunks_exact_mut(GROUP))
+    {
+        let (mut acc_a, mut acc_b) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        for b in 0..nb {
+            // SAFETY: block `b` of this group: 256 quant bytes at 256·b and 8 scales at 8·b are
+            // inside `qs`/`d` (chunks of `nb` blocks); 32 activation quants at 32·b inside `xq`.
+            unsafe {
+                let q = qs.as_ptr().add(256 * b).cast::<i8>();
+                let x0 = vld1q_s8(xq.as_ptr().add(QK * b));
+                let x1 = vld1q_s8(xq.as_ptr().add(QK * b + 16));
+                let half = |h: usize, mut s: int32x4_t| {
+                    let (p, r) = (
+                        vld1q_s8_x4(q.add(128 * h)),
+                        vld1q_s8_x4(q.add(128 * h + 64)),
+                    );
+                    s = sdot_lane::<0>(s, p.0, x0);
+                    s = sdot_lane::<1>(s, p.1, x0);
+                    s = sdot_lane::<2>(s, p.2, x0);
+                    s = sdot_lane::<3>(s, p.3, x0);
+                    s = sdot_lane::<0>(s, r.0, x1);
+                    s = sdot_lane::<1>(s, r.1, x1);
+                    s = sdot_lane::<2>(s, r.2, x1);
+                    sdot_lane::<3>(s, r.3, x1)
+                };
+                let s1 = half(0, load_fresh(MAGIC4.as_ptr()));
+                let s2 = half(1, load_fresh(MAGIC4.as_ptr()));
+                let dw = vreinterpretq_f16_u16(vld1q_u16(d.as_ptr().add(GROUP * b).cast::<u16>()));
+                let (da, db) = (vcvt_f32_f16(vget_low_f16(dw)), vcvt_high_f32_f16(dw));
+                let dx = xd[b];
+                let (f1, f2) = (vreinterpretq_f32_s32(s1), vreinterpretq_f32_s32(s2));
+                acc_a = vfmaq_f32(acc_a, vsubq_f32(f1, magic), vmulq_n_f32(da, dx));
+                acc_b = vfmaq_f32(acc_b, vsubq_f32(f2, magic), vmulq_n_f32(db, dx));
+            }
+        }
+        // SAFETY: `y` has eight elements.
+        unsafe {
+            vst1q_f32(y.as_mut_ptr(), acc_a);
             vst1q_f32(y.as_mut_ptr().add(4), acc_b);
         }
     }

@@ -51,8 +51,9 @@ pub enum QuantError {
     },
     #[error(
         "{format} [{rows}, {k}]: cannot be stored in the {layout} layout ({layout} holds q4_0 \
-         matrices whose rows are a multiple of 8 and at most {} wide)",
-        rows8::ROWS8_MAX_K
+         and q8_0 matrices whose rows are a multiple of 8, at most {} (q4_0) or {} (q8_0) wide)",
+        rows8::max_k(QFormat::Q4_0),
+        rows8::max_k(QFormat::Q8_0)
     )]
     Layout {
         format: QFormat,
@@ -69,7 +70,7 @@ pub enum QuantError {
 }
 
 /// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`](mod@format)), or
-/// for q4_0 in the `rows8` layout (see [`rows8`]).
+/// for q4_0 and q8_0 in the `rows8` layout (see [`rows8`]).
 ///
 /// Fields are public so a loader can build one from mapped planes; kernels re-check the plane lengths
 /// (cheaply, once per call) and panic on a malformed view rather than read out of bounds.
@@ -220,7 +221,7 @@ impl<'a> QWeight<'a> {
                 QLayout::RowSplit => (&self.qs[(r * nb + b) * bb..][..bb], self.d[r * nb + b]),
                 QLayout::Rows8 => {
                     for (j, q) in block[..bb].iter_mut().enumerate() {
-                        *q = rows8::block_byte(self.qs, nb, r, b, j);
+                        *q = rows8::block_byte(self.format, self.qs, nb, r, b, j);
                     }
                     (&block[..bb], rows8::block_scale(self.d, nb, r, b))
                 }

@@ -27,6 +27,17 @@
 //! 16 bytes (32 weights) instead of two, one `sdot` by element per 16 bytes per row, and the lanes of
 //! the accumulators are four rows each: nothing is reduced across lanes.
 //!
+//! A q8_0 matrix (`rows` a multiple of 8, `k` at most [`ROWS8_MAX_K`]` / 2`) in `rows8` keeps one
+//! row per byte: block `b` of group `g` is one 256-byte chunk, two halves of four rows, and its
+//! eight scales as for q4_0:
+//!
+//! ```text
+//! qs[(g·nb + b)·256 + 128h + 16c + 4i + j] = quant (element) 4c + j of block b of row 8g + 4h + i
+//! ```
+//!
+//! for `h` in `0..2`, `c` in `0..8`, `i, j` in `0..4`: `sdot` by element takes four columns of four
+//! rows per register, with nothing to unpack.
+//!
 //! Rows `r0..r1` of a `rows8` matrix (both multiples of 8) are the same byte ranges of the planes as
 //! in `rowsplit` (`r·k/2` and `r·k/32`), so splitting a matrix across threads is unchanged.
 //!
@@ -42,18 +53,23 @@ use half::f16;
 
 use super::{scalar, Q8ActsRef, QFormat, QLayout, QMatmulFn, QWeight, QK};
 
-/// Widest row a `rows8` matrix may have: eight rows of it fit the on-stack copy of
-/// [`matmul_via_rowsplit`] (128 KiB of quants).
+/// Widest row a q4_0 `rows8` matrix may have (q8_0: half of it): eight rows fit the on-stack copy
+/// of [`matmul_via_rowsplit`] (128 KiB of quants).
 pub const ROWS8_MAX_K: usize = 32768;
+
+/// Bytes of the on-stack copy: eight rows of the widest row.
+const COPY_BYTES: usize = ROWS8_MAX_K / 2 * GROUP;
+
+/// The widest row of a `format` matrix in `rows8` (see [`ROWS8_MAX_K`]).
+pub const fn max_k(format: QFormat) -> usize {
+    COPY_BYTES / GROUP / format.qs_bytes_per_block() * QK
+}
 
 /// Rows per group.
 pub const GROUP: usize = 8;
 
 /// Pairs per group (the lanes of one accumulator).
 const PAIRS: usize = GROUP / 2;
-
-/// Bytes of one group's block (eight rows × 16 bytes).
-const CHUNK: usize = GROUP * QK / 2;
 
 /// Element `e` (`0..32`) of a q4_0 block's 16 rowsplit bytes: its nibble `q`.
 #[inline]
@@ -65,10 +81,11 @@ fn nibble(block: &[u8], e: usize) -> u8 {
     }
 }
 
-/// Writes `rows` × `k` q4_0 planes in `rowsplit` order (`qs`, `d`) into `rows8` order (`out_qs`,
-/// `out_d`, of the same lengths). Panics if `rows` is not a multiple of 8, `k` of 32, or a plane's
-/// length is wrong.
+/// Writes `rows` × `k` q4_0 or q8_0 planes in `rowsplit` order (`qs`, `d`) into `rows8` order
+/// (`out_qs`, `out_d`, of the same lengths). Panics if `rows` is not a multiple of 8, `k` of 32, a
+/// plane's length is wrong, or the format is q4_1.
 pub fn from_rowsplit(
+    format: QFormat,
     rows: usize,
     k: usize,
     qs: &[u8],
@@ -76,16 +93,27 @@ pub fn from_rowsplit(
     out_qs: &mut [u8],
     out_d: &mut [f16],
 ) {
-    let nb = check_planes("from_rowsplit", rows, k, qs.len(), d.len());
+    let (nb, bb) = check_planes("from_rowsplit", format, rows, k, qs.len(), d.len());
     assert!(out_qs.len() == qs.len() && out_d.len() == d.len());
     for g in 0..rows / GROUP {
         for b in 0..nb {
-            let block = |r: usize| &qs[((g * GROUP + r) * nb + b) * 16..][..16];
-            let chunk = &mut out_qs[(g * nb + b) * CHUNK..][..CHUNK];
-            for (c, i, j) in offsets() {
-                let e = 4 * c + j;
-                let (a, bq) = (nibble(block(i), e), nibble(block(PAIRS + i), e));
-                chunk[16 * c + 4 * i + j] = (a ^ 8) << 4 | bq;
+            let block = |r: usize| &qs[((g * GROUP + r) * nb + b) * bb..][..bb];
+            let chunk = &mut out_qs[(g * nb + b) * GROUP * bb..][..GROUP * bb];
+            match format {
+                QFormat::Q4_0 => {
+                    for (c, i, j) in offsets() {
+                        let e = 4 * c + j;
+                        let (a, bq) = (nibble(block(i), e), nibble(block(PAIRS + i), e));
+                        chunk[16 * c + 4 * i + j] = (a ^ 8) << 4 | bq;
+                    }
+                }
+                _ => {
+                    for h in 0..2 {
+                        for (c, i, j) in offsets() {
+                            chunk[128 * h + 16 * c + 4 * i + j] = block(PAIRS * h + i)[4 * c + j];
+                        }
+                    }
+                }
             }
             for r in 0..GROUP {
                 out_d[(g * nb + b) * GROUP + r] = d[(g * GROUP + r) * nb + b];
@@ -94,8 +122,11 @@ pub fn from_rowsplit(
     }
 }
 
-/// The inverse of [`from_rowsplit`]: `rows8` planes back into `rowsplit` order.
+/// The inverse of [`from_rowsplit`]: `rows8` planes back into `rowsplit` order. Four bytes at a
+/// time (the layout keeps four columns of a row together), as the fallback product runs it on every
+/// call.
 pub fn to_rowsplit(
+    format: QFormat,
     rows: usize,
     k: usize,
     qs: &[u8],
@@ -103,27 +134,59 @@ pub fn to_rowsplit(
     out_qs: &mut [u8],
     out_d: &mut [f16],
 ) {
-    let nb = check_planes("to_rowsplit", rows, k, qs.len(), d.len());
+    let (nb, bb) = check_planes("to_rowsplit", format, rows, k, qs.len(), d.len());
     assert!(out_qs.len() == qs.len() && out_d.len() == d.len());
-    for g in 0..rows / GROUP {
-        for b in 0..nb {
-            for r in 0..GROUP {
-                let row = (g * GROUP + r) * nb + b;
-                for (j, o) in out_qs[row * 16..][..16].iter_mut().enumerate() {
-                    *o = block_byte(qs, nb, g * GROUP + r, b, j);
+    let word = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let row_bytes = nb * bb;
+    for (g, (src, dst)) in qs
+        .chunks_exact(nb * GROUP * bb)
+        .zip(out_qs.chunks_exact_mut(GROUP * row_bytes))
+        .enumerate()
+    {
+        for (b, chunk) in src.chunks_exact(GROUP * bb).enumerate() {
+            for i in 0..PAIRS {
+                for c in 0..4 {
+                    let at = |r: usize, byte: usize| r * row_bytes + b * bb + byte;
+                    if format == QFormat::Q8_0 {
+                        for h in 0..2 {
+                            for c in [c, c + 4] {
+                                let w = word(chunk, 128 * h + 16 * c + 4 * i);
+                                let o = at(PAIRS * h + i, 4 * c);
+                                dst[o..o + 4].copy_from_slice(&w.to_le_bytes());
+                            }
+                        }
+                        continue;
+                    }
+                    // Columns 4c..4c+4 (low nibbles) and 16+4c.. (high) of the pair's rows.
+                    let (lo, hi) = (
+                        word(chunk, 16 * c + 4 * i),
+                        word(chunk, 64 + 16 * c + 4 * i),
+                    );
+                    let a = ((lo >> 4) & 0x0F0F_0F0F | hi & 0xF0F0_F0F0) ^ 0x8888_8888;
+                    let bw = lo & 0x0F0F_0F0F | (hi << 4) & 0xF0F0_F0F0;
+                    let (oa, ob) = (at(i, 4 * c), at(PAIRS + i, 4 * c));
+                    dst[oa..oa + 4].copy_from_slice(&a.to_le_bytes());
+                    dst[ob..ob + 4].copy_from_slice(&bw.to_le_bytes());
                 }
-                out_d[row] = d[(g * nb + b) * GROUP + r];
+            }
+            for r in 0..GROUP {
+                out_d[(g * GROUP + r) * nb + b] = d[(g * nb + b) * GROUP + r];
             }
         }
     }
 }
 
-/// Quant byte `j` (`0..16`, rowsplit order: elements `j` and `j + 16`) of row `r`, block `b` of a
-/// `rows8` matrix with `nb` blocks per row, as `rowsplit` stores it.
+/// Quant byte `j` (rowsplit order: for q4_0 `0..16`, elements `j` and `j + 16`; for q8_0 `0..32`)
+/// of row `r`, block `b` of a `rows8` matrix in `format` with `nb` blocks per row, as `rowsplit`
+/// stores it.
 #[inline]
-pub fn block_byte(qs: &[u8], nb: usize, r: usize, b: usize, j: usize) -> u8 {
+pub fn block_byte(format: QFormat, qs: &[u8], nb: usize, r: usize, b: usize, j: usize) -> u8 {
     let (g, i) = (r / GROUP, r % GROUP);
-    let chunk = &qs[(g * nb + b) * CHUNK..][..CHUNK];
+    let bb = format.qs_bytes_per_block();
+    let chunk = &qs[(g * nb + b) * GROUP * bb..][..GROUP * bb];
+    if format == QFormat::Q8_0 {
+        return chunk[128 * (i / PAIRS) + 16 * (j / 4) + 4 * (i % PAIRS) + j % 4];
+    }
     let q = |e: usize| {
         let byte = chunk[16 * (e / 4) + 4 * (i % PAIRS) + e % 4];
         if i < PAIRS {
@@ -146,35 +209,48 @@ fn offsets() -> impl Iterator<Item = (usize, usize, usize)> {
     (0..8).flat_map(|c| (0..PAIRS).flat_map(move |i| (0..4).map(move |j| (c, i, j))))
 }
 
-fn check_planes(what: &str, rows: usize, k: usize, qs: usize, d: usize) -> usize {
+fn check_planes(
+    what: &str,
+    format: QFormat,
+    rows: usize,
+    k: usize,
+    qs: usize,
+    d: usize,
+) -> (usize, usize) {
     assert!(
-        rows.is_multiple_of(GROUP) && k.is_multiple_of(QK),
-        "rows8::{what}: {rows}×{k} is not whole groups of {GROUP} rows and blocks of {QK}"
+        QLayout::Rows8.holds(format) && rows.is_multiple_of(GROUP) && k.is_multiple_of(QK),
+        "rows8::{what}: {format} {rows}×{k} is not whole groups of {GROUP} rows and blocks of {QK}"
     );
-    let nb = k / QK;
+    let (nb, bb) = (k / QK, format.qs_bytes_per_block());
     assert!(
-        qs == rows * nb * 16 && d == rows * nb,
-        "rows8::{what}: planes of {qs} and {d} elements for {rows}×{k}"
+        qs == rows * nb * bb && d == rows * nb,
+        "rows8::{what}: planes of {qs} and {d} elements for {format} {rows}×{k}"
     );
-    nb
+    (nb, bb)
 }
 
-/// A `rows8` q4_0 product through a `rowsplit` q4_0 kernel (`inner`): each group of rows is copied
-/// back into `rowsplit` order on the stack, as many rows at a time as 128 KiB of quants hold, and
-/// `inner` runs on the copy. Exact; the layout's fallback for variants without a kernel of their own.
-pub fn matmul_via_rowsplit(inner: QMatmulFn, w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-    let (rows, n, nb) = scalar::check_matmul_layout(w, QFormat::Q4_0, QLayout::Rows8, x, yt.len());
-    const QS: usize = ROWS8_MAX_K / 2 * GROUP;
-    let mut qs = [0u8; QS];
-    let mut d = [f16::ZERO; QS / 16];
-    let row_bytes = nb * 16;
-    let per = (QS / row_bytes / GROUP * GROUP).max(GROUP);
+/// A `rows8` product through a `rowsplit` kernel of the same format (`inner`): each group of rows
+/// is copied back into `rowsplit` order on the stack, as many rows at a time as 128 KiB of quants
+/// hold, and `inner` runs on the copy. Exact; the layout's fallback for variants without a kernel
+/// of their own.
+pub fn matmul_via_rowsplit(
+    format: QFormat,
+    inner: QMatmulFn,
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    yt: &mut [f32],
+) {
+    let (rows, n, nb) = scalar::check_matmul_layout(w, format, QLayout::Rows8, x, yt.len());
+    let mut qs = [0u8; COPY_BYTES];
+    let mut d = [f16::ZERO; COPY_BYTES / 16];
+    let row_bytes = nb * format.qs_bytes_per_block();
+    let per = (COPY_BYTES / row_bytes / GROUP * GROUP).max(GROUP);
     let mut r0 = 0;
     while r0 < rows {
         let r1 = (r0 + per).min(rows);
         let part = w.rows(r0..r1);
         let (qs, d) = (&mut qs[..part.qs.len()], &mut d[..part.d.len()]);
-        to_rowsplit(part.rows, w.k, part.qs, part.d, qs, d);
+        to_rowsplit(format, part.rows, w.k, part.qs, part.d, qs, d);
         let plain = QWeight {
             layout: QLayout::RowSplit,
             qs,
@@ -189,7 +265,13 @@ pub fn matmul_via_rowsplit(inner: QMatmulFn, w: &QWeight<'_>, x: &Q8ActsRef<'_>,
 /// The scalar reference of the `rows8` q4_0 product: [`matmul_via_rowsplit`] with
 /// [`scalar::matmul_q4_0_q8`].
 pub fn matmul_q4_0_rows8_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-    matmul_via_rowsplit(scalar::matmul_q4_0_q8, w, x, yt)
+    matmul_via_rowsplit(QFormat::Q4_0, scalar::matmul_q4_0_q8, w, x, yt)
+}
+
+/// The scalar reference of the `rows8` q8_0 product: [`matmul_via_rowsplit`] with
+/// [`scalar::matmul_q8_0_q8`].
+pub fn matmul_q8_0_rows8_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    matmul_via_rowsplit(QFormat::Q8_0, scalar::matmul_q8_0_q8, w, x, yt)
 }
 
 #[cfg(test)]
@@ -198,25 +280,28 @@ mod tests {
 
     #[test]
     fn round_trip_and_indexing() {
-        let (rows, k) = (16, 96);
-        let nb = k / QK;
-        let qs: Vec<u8> = (0..rows * k / 2).map(|i| (i * 37 + 11) as u8).collect();
-        let d: Vec<f16> = (0..rows * nb)
-            .map(|i| f16::from_f32(i as f32 - 3.5))
-            .collect();
-        let (mut q4, mut d4) = (vec![0; qs.len()], vec![f16::ZERO; d.len()]);
-        from_rowsplit(rows, k, &qs, &d, &mut q4, &mut d4);
-        assert_ne!(q4, qs);
-        for r in 0..rows {
-            for b in 0..nb {
-                assert_eq!(block_scale(&d4, nb, r, b), d[r * nb + b]);
-                for j in 0..16 {
-                    assert_eq!(block_byte(&q4, nb, r, b, j), qs[(r * nb + b) * 16 + j]);
+        for format in [QFormat::Q4_0, QFormat::Q8_0] {
+            let (rows, k) = (16, 96);
+            let (nb, bb) = (k / QK, format.qs_bytes_per_block());
+            let qs: Vec<u8> = (0..rows * nb * bb).map(|i| (i * 37 + 11) as u8).collect();
+            let d: Vec<f16> = (0..rows * nb)
+                .map(|i| f16::from_f32(i as f32 - 3.5))
+                .collect();
+            let (mut q8, mut d8) = (vec![0; qs.len()], vec![f16::ZERO; d.len()]);
+            from_rowsplit(format, rows, k, &qs, &d, &mut q8, &mut d8);
+            assert_ne!(q8, qs);
+            for r in 0..rows {
+                for b in 0..nb {
+                    assert_eq!(block_scale(&d8, nb, r, b), d[r * nb + b]);
+                    for j in 0..bb {
+                        let got = block_byte(format, &q8, nb, r, b, j);
+                        assert_eq!(got, qs[(r * nb + b) * bb + j], "{format} r{r} b{b} j{j}");
+                    }
                 }
             }
+            let (mut q1, mut d1) = (vec![0; qs.len()], vec![f16::ZERO; d.len()]);
+            to_rowsplit(format, rows, k, &q8, &d8, &mut q1, &mut d1);
+            assert_eq!((q1, d1), (qs, d));
         }
-        let (mut q1, mut d1) = (vec![0; qs.len()], vec![f16::ZERO; d.len()]);
-        to_rowsplit(rows, k, &q4, &d4, &mut q1, &mut d1);
-        assert_eq!((q1, d1), (qs, d));
     }
 }

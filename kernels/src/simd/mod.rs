@@ -97,20 +97,24 @@ pub(crate) fn matmul_q<I: MatmulQ<F>, F: Format>(
     unsafe { I::matmul_q(w, x, yt) }
 }
 
-/// An ISA's product of q4_0 weights in the `rows8` layout ([`rows8`]). The provided method copies
-/// the rows back into `rowsplit` order and runs the ISA's q4_0 kernel; an ISA with a kernel that reads
-/// the layout as it is overrides it.
-pub(crate) trait MatmulRows8: MatmulQ<Q4_0> + Sized {
+/// An ISA's product of `F` weights in the `rows8` layout ([`rows8`]). The provided method copies
+/// the rows back into `rowsplit` order and runs the ISA's `F` kernel; an ISA with a kernel that
+/// reads the layout as it is overrides it.
+pub(crate) trait MatmulRows8<F: Format>: MatmulQ<F> + Sized {
     /// # Safety
     /// The CPU has the ISA's features; `check_matmul_layout` accepted `w`, `x`, `yt` for `rows8`.
     unsafe fn matmul_rows8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-        rows8::matmul_via_rowsplit(matmul_q::<Self, Q4_0>, w, x, yt)
+        rows8::matmul_via_rowsplit(F::FORMAT, matmul_q::<Self, F>, w, x, yt)
     }
 }
 
-/// The table entry of `I` for `rows8` q4_0 weights: [`rows8::matmul_q4_0_rows8_q8`]'s contract.
-pub(crate) fn matmul_rows8<I: MatmulRows8>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-    check_matmul_layout(w, QFormat::Q4_0, QLayout::Rows8, x, yt.len());
+/// The table entry of `I` for `rows8` `F` weights: [`rows8::matmul_q4_0_rows8_q8`]'s contract.
+pub(crate) fn matmul_rows8<I: MatmulRows8<F>, F: Format>(
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    yt: &mut [f32],
+) {
+    check_matmul_layout(w, F::FORMAT, QLayout::Rows8, x, yt.len());
     // SAFETY: only instantiated in `I`'s tables, built after detection confirmed `I`'s features;
     // the check proved the plane lengths the kernel indexes.
     unsafe { I::matmul_rows8(w, x, yt) }
@@ -312,7 +316,8 @@ fn rmsnorm_f32<I: Activations>(x: &[f32], w: WeightRef<'_>, eps: f32, out: &mut 
 /// Only for an ISA whose features detection confirmed (see the module docs).
 pub(crate) fn table_of<I>(variant: Variant, base: Kernels) -> Kernels
 where
-    I: Entries + QuantizeQ8 + MatmulQ<Q8_0> + MatmulQ<Q4_0> + MatmulQ<Q4_1> + MatmulRows8,
+    I: Entries + QuantizeQ8 + MatmulQ<Q8_0> + MatmulQ<Q4_0> + MatmulQ<Q4_1>,
+    I: MatmulRows8<Q4_0> + MatmulRows8<Q8_0>,
     f32: Elem<I>,
     f16: Elem<I>,
     bf16: Elem<I>,
@@ -335,14 +340,15 @@ where
 /// there). Only for an ISA whose features detection confirmed.
 pub(crate) fn quantized<I>(variant: Variant, base: Kernels) -> Kernels
 where
-    I: MatmulQ<Q8_0> + MatmulQ<Q4_0> + MatmulQ<Q4_1> + MatmulRows8,
+    I: MatmulQ<Q8_0> + MatmulQ<Q4_0> + MatmulQ<Q4_1> + MatmulRows8<Q4_0> + MatmulRows8<Q8_0>,
 {
     Kernels {
         variant,
         matmul_q8_0_q8: matmul_q::<I, Q8_0>,
         matmul_q4_0_q8: matmul_q::<I, Q4_0>,
         matmul_q4_1_q8: matmul_q::<I, Q4_1>,
-        matmul_q4_0_rows8_q8: matmul_rows8::<I>,
+        matmul_q4_0_rows8_q8: matmul_rows8::<I, Q4_0>,
+        matmul_q8_0_rows8_q8: matmul_rows8::<I, Q8_0>,
         ..base
     }
 }

@@ -427,5 +427,6 @@ fn round_clamp(v: __m256) -> __m256i {
     ))
 }
 
-/// `rows8` q4_0 through the layout's copy into `rowsplit` order (no kernel of its own yet).
-impl MatmulRows8 for Avx2 {}
+/// `rows8` q4_0 and q8_0 through the layout's copy into `rowsplit` order (no kernel of its own).
+impl MatmulRows8<Q4_0> for Avx2 {}
+impl MatmulRows8<Q8_0> for Avx2 {}
