@@ -80,14 +80,14 @@ def ours() -> list[Kernel]:
                          [tile_fn(DOTPROD, fmt, 2, 2)], "rows=2", "block", 2))
         ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon_i8mm",
                          [tile_fn(I8MM, fmt, 4, 2)], "macs", "block", 4))
-    # q4_0 in the rows8 layout: one kernel of its own for one token (dotprod; i8mm runs it too), 8
+    # q4_0 and q8_0 in the rows8 layout: kernels of their own (dotprod; i8mm runs them too), 8
     # rows per pass; its 16 sdot per block count as 8 block-rows (each row's 32 weights are taken
     # by two sdot, one of them shared with the row it pairs with). Plain NEON reorders the rows into
     # rowsplit order and runs the tiles above (not modelled).
     for v in ("neon_dotprod", "neon_i8mm"):
         for fmt in ("q4_0", "q8_0"):
             ks.append(Kernel("edgeinfer", "matvec", f"{fmt}_rows8", f"matmul_{fmt}_rows8_q8", v,
-                             [f"{OURS_CRATE}::aarch64::quant_rows8::{fmt}_one_token"], "macs",
+                             [f"{OURS_CRATE}::aarch64::quant_rows8::{fmt}_tokens"], "macs",
                              "block", 8))
     # The rest is plain NEON in every variant's table (simd::table_of / quantized).
     f16 = "half::binary16::f16"

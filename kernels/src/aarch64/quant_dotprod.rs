@@ -36,7 +36,8 @@ impl<F: Blocks> MatmulRows8<F> for Dotprod {
     }
 }
 
-/// One token: [`super::quant_rows8`]; several: the layout's copy into `rowsplit` order and `tiles`.
+/// [`super::quant_rows8`]: the layout as it is, for any number of tokens (`tiles`, the variant's
+/// rowsplit kernel, is not needed; kept for symmetry with the other variants' fallback).
 ///
 /// # Safety
 /// The CPU has dotprod; `check_matmul_layout` accepted the arguments for `rows8` and `format`.
@@ -47,10 +48,10 @@ pub(super) unsafe fn rows8_by_lane(
     yt: &mut [f32],
     tiles: crate::quant::QMatmulFn,
 ) {
-    match (x.n, format) {
+    match format {
         // SAFETY: the caller's contract.
-        (1, QFormat::Q4_0) => unsafe { super::quant_rows8::q4_0_one_token(w, x, yt) },
-        (1, QFormat::Q8_0) => unsafe { super::quant_rows8::q8_0_one_token(w, x, yt) },
+        QFormat::Q4_0 => unsafe { super::quant_rows8::q4_0_tokens(w, x, yt) },
+        QFormat::Q8_0 => unsafe { super::quant_rows8::q8_0_tokens(w, x, yt) },
         _ => crate::quant::rows8::matmul_via_rowsplit(format, tiles, w, x, yt),
     }
 }
