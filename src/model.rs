@@ -169,6 +169,25 @@ impl Model {
         self.llama.weights()
     }
 
+    /// A warning when the model's layout does not suit the kernels in use: `rows8` matrices (see
+    /// `edgeinfer_kernels::quant::rows8`) with a variant that has no kernel for them, which then
+    /// reorders every such matrix on every product (decode several times slower).
+    pub fn layout_warning(&self) -> Option<String> {
+        let variant = self.kernels().variant;
+        let rows8 = self
+            .weights()
+            .filter(|w| w.layout == Some(edgeinfer_kernels::quant::QLayout::Rows8))
+            .count();
+        (rows8 > 0 && !variant.reads_rows8()).then(|| {
+            format!(
+                "{rows8} matrices are in the rows8 layout, made for ARM CPUs with dotprod; the {variant} \
+                 kernels reorder them on every product, so decoding is several times slower than \
+                 with the rowsplit layout: quantize or import the model again with --layout rowsplit \
+                 for this CPU"
+            )
+        })
+    }
+
     /// Bytes of the weights the forward pass reads.
     pub fn weight_bytes(&self) -> usize {
         self.llama.weights().map(|w| w.bytes).sum()

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 use edgeinfer::SessionOptions;
+use edgeinfer_kernels::quant::QLayout;
 use edgeinfer_kernels::Kernels;
 
 use crate::ModelArgs;
@@ -67,7 +68,13 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if args.json {
         let list: Vec<_> = tensors
             .iter()
-            .map(|t| serde_json::json!({"name": t.name, "dtype": t.type_name, "shape": t.shape, "bytes": t.bytes, "line_aligned": t.line_aligned}))
+            .map(|t| {
+                let mut j = serde_json::json!({"name": t.name, "dtype": t.type_name, "shape": t.shape, "bytes": t.bytes, "line_aligned": t.line_aligned});
+                if let Some(l) = t.layout {
+                    j["layout"] = l.name().into();
+                }
+                j
+            })
             .collect();
         let json = serde_json::json!({
             "model": model.dir().display().to_string(),
@@ -141,6 +148,22 @@ pub fn run(args: InspectArgs) -> Result<()> {
             tensors.len()
         );
     }
+    let rows8 = tensors
+        .iter()
+        .filter(|t| t.layout == Some(QLayout::Rows8))
+        .count();
+    if rows8 > 0 {
+        let variant = model.kernels().variant;
+        let how = if variant.reads_rows8() {
+            format!("{variant} reads them as stored")
+        } else {
+            format!(
+                "{variant} has no kernel for it and reorders them on every product; for this CPU \
+                 quantize or import with --layout rowsplit"
+            )
+        };
+        println!("             {rows8} matrices in the rows8 layout (ARM dotprod): {how}");
+    }
     println!("threads      {}", model.threads());
     println!(
         "session      {:.1} MiB at a context of {ctx} tokens (activations + KV cache)",
@@ -153,14 +176,18 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if args.tensors {
         println!();
         println!(
-            "{:<48} {:>5} {:>14} {:>12}",
+            "{:<48} {:>10} {:>14} {:>12}",
             "tensor", "dtype", "shape", "bytes"
         );
         for t in &tensors {
+            let dtype = match t.layout {
+                Some(l) if l != QLayout::RowSplit => format!("{} {l}", t.type_name),
+                _ => t.type_name.to_string(),
+            };
             println!(
-                "{:<48} {:>5} {:>14} {:>12}",
+                "{:<48} {:>10} {:>14} {:>12}",
                 t.name,
-                t.type_name,
+                dtype,
                 format!("{:?}", t.shape),
                 t.bytes
             );

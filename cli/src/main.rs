@@ -99,6 +99,9 @@ impl ModelArgs {
         };
         let model =
             Model::load_with(&dir, &opts).with_context(|| format!("loading {}", dir.display()))?;
+        if let Some(warning) = model.layout_warning() {
+            eprintln!("warning: {warning}");
+        }
         if self.verbose {
             let cfg = model.config();
             eprintln!(

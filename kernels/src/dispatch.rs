@@ -48,6 +48,12 @@ impl Variant {
     }
 
     /// Whether this CPU can run the variant.
+    /// Whether the variant reads the `rows8` layout as stored (the others reorder it into
+    /// `rowsplit` order on every product: a decode step then costs several times as much).
+    pub const fn reads_rows8(self) -> bool {
+        matches!(self, Variant::NeonDotprod | Variant::NeonI8mm)
+    }
+
     pub fn supported_by(self, f: &Features) -> bool {
         let arch_x86 = cfg!(target_arch = "x86_64");
         let arch_arm = cfg!(target_arch = "aarch64");

@@ -239,6 +239,8 @@ pub struct WeightInfo<'a> {
     pub bytes: usize,
     /// The data (a quantized matrix's quants) starts on a 64-byte cache line.
     pub line_aligned: bool,
+    /// A quantized matrix's block layout (`None` for dense tensors).
+    pub layout: Option<edgeinfer_kernels::quant::QLayout>,
 }
 
 impl<'a> WeightInfo<'a> {
@@ -249,6 +251,7 @@ impl<'a> WeightInfo<'a> {
             shape: t.shape().to_vec(),
             bytes: t.byte_len(),
             line_aligned: t.line_aligned(),
+            layout: None,
         }
     }
 
@@ -259,6 +262,7 @@ impl<'a> WeightInfo<'a> {
             shape: m.shape(),
             bytes: m.byte_len(),
             line_aligned: m.line_aligned(),
+            layout: m.layout(),
         }
     }
 }

@@ -225,6 +225,14 @@ impl Matrix {
         }
     }
 
+    /// The block layout of a quantized matrix (`None` for a dense one).
+    pub fn layout(&self) -> Option<QLayout> {
+        match self {
+            Matrix::Dense(_) => None,
+            Matrix::Quant(q) => Some(q.layout),
+        }
+    }
+
     /// Whether the weights (a quantized matrix's quants) start on a 64-byte cache line, where the
     /// kernels' widest loads never span two lines.
     pub fn line_aligned(&self) -> bool {
