@@ -304,4 +304,36 @@ mod tests {
             assert_eq!((q1, d1), (qs, d));
         }
     }
+
+    /// A view in `rows8` is refused, as a typed error, for q4_1, rows not a multiple of 8 and rows
+    /// wider than the layout holds.
+    #[test]
+    fn views_that_do_not_fit_are_refused() {
+        let planes = |f: QFormat, rows: usize, k: usize| {
+            let nb = rows * k / QK;
+            (
+                vec![0u8; nb * f.qs_bytes_per_block()],
+                vec![f16::ZERO; nb],
+                vec![f16::ZERO; if f.has_min() { nb } else { 0 }],
+            )
+        };
+        for (f, rows, k, ok) in [
+            (QFormat::Q4_0, 16, 64, true),
+            (QFormat::Q8_0, 8, 64, true),
+            (QFormat::Q4_1, 8, 64, false),
+            (QFormat::Q4_0, 12, 64, false),
+            (QFormat::Q4_0, 8, max_k(QFormat::Q4_0) + QK, false),
+            (QFormat::Q8_0, 8, max_k(QFormat::Q8_0) + QK, false),
+        ] {
+            let (qs, d, m) = planes(f, rows, k);
+            let got =
+                QWeight::new(f, rows, k, &qs, &d, &m).and_then(|w| w.in_layout(QLayout::Rows8));
+            match (got, ok) {
+                (Ok(_), true) => {}
+                (Err(super::super::QuantError::Layout { .. }), false) => {}
+                (got, _) => panic!("{f} {rows}x{k}: {got:?}"),
+            }
+        }
+        assert_eq!((max_k(QFormat::Q4_0), max_k(QFormat::Q8_0)), (32768, 16384));
+    }
 }
