@@ -8,12 +8,13 @@ from dataclasses import dataclass
 # Weight bytes per 32-weight block, scales included (kernels/src/quant/format.rs: the rowsplit planes
 # hold 16 or 32 quant bytes plus an f16 scale, and an f16 minimum for q4_1; ggml's block structs
 # have the same sizes, and its repacked x4/x8 blocks the same bytes per row-block).
-BLOCK_BYTES = {"q4_0": 18, "q4_0_rows8": 18, "q4_1": 20, "q8_0": 34, "q8_0_rows8": 34}
+BLOCK_BYTES = {"q4_0": 18, "q4_0_rows8": 18, "q4_1": 20, "q4_1_rows8": 20, "q8_0": 34,
+               "q8_0_rows8": 34}
 FORMATS = ("q4_0", "q8_0", "q4_1")
-# Formats of the whole-token predictions: q4_0 and q8_0 in the rows8 layout
+# Formats of the whole-token predictions: q4_0, q8_0 and q4_1 in the rows8 layout
 # (kernels/src/quant/rows8.rs) are rows of their own, so both layouts show side by side (a rows8
 # model's q8_0 output matrix is rows8 too).
-TOKEN_FORMATS = ("q4_0", "q4_0_rows8", "q8_0", "q8_0_rows8", "q4_1")
+TOKEN_FORMATS = ("q4_0", "q4_0_rows8", "q8_0", "q8_0_rows8", "q4_1", "q4_1_rows8")
 VARIANTS = ("neon", "neon_dotprod", "neon_i8mm")
 
 OURS_CRATE = "edgeinfer_kernels"
@@ -80,12 +81,12 @@ def ours() -> list[Kernel]:
                          [tile_fn(DOTPROD, fmt, 2, 2)], "rows=2", "block", 2))
         ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon_i8mm",
                          [tile_fn(I8MM, fmt, 4, 2)], "macs", "block", 4))
-    # q4_0 and q8_0 in the rows8 layout: kernels of their own (dotprod; i8mm runs them too), 8
+    # q4_0, q8_0 and q4_1 in the rows8 layout: kernels of their own (dotprod; i8mm runs them too), 8
     # rows per pass; its 16 sdot per block count as 8 block-rows (each row's 32 weights are taken
     # by two sdot, one of them shared with the row it pairs with). Plain NEON reorders the rows into
     # rowsplit order and runs the tiles above (not modelled).
     for v in ("neon_dotprod", "neon_i8mm"):
-        for fmt in ("q4_0", "q8_0"):
+        for fmt in ("q4_0", "q8_0", "q4_1"):
             ks.append(Kernel("edgeinfer", "matvec", f"{fmt}_rows8", f"matmul_{fmt}_rows8_q8", v,
                              [f"{OURS_CRATE}::aarch64::quant_rows8::{fmt}_tokens"], "macs",
                              "block", 8))

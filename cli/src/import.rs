@@ -22,7 +22,7 @@ pub struct ImportArgs {
     /// Element type of the written weights: native (keep the GGUF's quantization), f32, f16 or bf16.
     #[arg(long, default_value = "native")]
     dtype: ImportDType,
-    /// Layout of the Q4_0 and Q8_0 matrices kept native: rowsplit (every kernel reads it as stored)
+    /// Layout of the Q4_0, Q4_1 and Q8_0 matrices kept native: rowsplit (every kernel reads it as stored)
     /// or rows8 (blocks of eight rows interleaved, same values: the fast one-token layout on ARM CPUs
     /// with dotprod; other CPUs reorder it on the fly, so keep rowsplit for x86). See docs/formats.md.
     #[arg(long, default_value = "rowsplit", value_parser = crate::quantize::parse_layout)]

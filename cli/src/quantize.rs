@@ -44,7 +44,7 @@ pub struct QuantizeArgs {
     /// the input's tokenizer; at least ~10,000 tokens of text like what the model will see).
     #[arg(long, value_name = "FILE")]
     calibration: Option<PathBuf>,
-    /// Layout of the q4_0 and q8_0 matrices: rowsplit (every kernel reads it as stored) or rows8
+    /// Layout of the quantized matrices: rowsplit (every kernel reads it as stored) or rows8
     /// (blocks of eight rows interleaved: the fast one-token layout on ARM CPUs with dotprod; other
     /// CPUs reorder it on the fly, so keep rowsplit for x86). See docs/formats.md.
     #[arg(long, default_value = "rowsplit", value_parser = parse_layout)]

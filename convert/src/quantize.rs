@@ -61,7 +61,7 @@ pub struct QuantizeOptions {
     pub overrides: Vec<TensorOverride>,
     /// How the layers' matrices are rounded.
     pub calibration: Calibration,
-    /// Layout of the q4_0 and q8_0 matrices (default `rowsplit`; `rows8` for ARM dotprod decode,
+    /// Layout of the quantized matrices (default `rowsplit`; `rows8` for ARM dotprod decode,
     /// where the shape fits it, see `edgeinfer_kernels::quant::rows8`).
     pub layout: QLayout,
 }
@@ -387,7 +387,7 @@ fn quantized_config(
 }
 
 /// The `quantization_config` object of a checkpoint whose matrices are (mostly) in `format`, its
-/// q4_0/q8_0 matrices in `layout` where they fit it: `layout` names the file layout (`rowsplit`),
+/// quantized matrices in `layout` where they fit it: `layout` names the file layout (`rowsplit`),
 /// `version` its version (2 when `matrix_layout` is `rows8`).
 pub fn quantization_config(format: QFormat, layout: QLayout) -> serde_json::Value {
     let mut q = serde_json::json!({

@@ -350,6 +350,11 @@ pub fn write_model<E: From<StoreError>>(
                 let (mut qs, mut d) = (vec![0; p.qs.len()], vec![f16::ZERO; p.d.len()]);
                 rows8::from_rowsplit(format, rows, k, &p.qs, &p.d, &mut qs, &mut d);
                 (p.qs, p.d) = (qs, d);
+                if format.has_min() && p.m.len() == p.d.len() {
+                    let mut m = vec![f16::ZERO; p.m.len()];
+                    rows8::scales_from_rowsplit(rows, k / QK, &p.m, &mut m);
+                    p.m = m;
+                }
             }
         }
         let parts: [&[u8]; 3] = match &data {

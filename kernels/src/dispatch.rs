@@ -116,10 +116,11 @@ pub struct Kernels {
     pub matmul_q8_0_q8: QMatmulFn,
     pub matmul_q4_0_q8: QMatmulFn,
     pub matmul_q4_1_q8: QMatmulFn,
-    /// q4_0 and q8_0 weights in the `rows8` layout ([`quant::rows8`]); same contracts as
-    /// `matmul_q4_0_q8` and `matmul_q8_0_q8`.
+    /// q4_0, q8_0 and q4_1 weights in the `rows8` layout ([`quant::rows8`]); same contracts as
+    /// `matmul_q4_0_q8`, `matmul_q8_0_q8` and `matmul_q4_1_q8`.
     pub matmul_q4_0_rows8_q8: QMatmulFn,
     pub matmul_q8_0_rows8_q8: QMatmulFn,
+    pub matmul_q4_1_rows8_q8: QMatmulFn,
     /// Token-major products, `y[t·rows + r]` instead of `yt[r·n + t]` (same contract otherwise), from
     /// variants whose multi-token kernel produces token-major sums natively, so that prefill needs no
     /// transposition after the product; `None` where the caller must transpose `matmul_*_q8`'s output.
@@ -158,6 +159,7 @@ impl Kernels {
         matmul_q4_1_q8: quant::scalar::matmul_q4_1_q8,
         matmul_q4_0_rows8_q8: quant::rows8::matmul_q4_0_rows8_q8,
         matmul_q8_0_rows8_q8: quant::rows8::matmul_q8_0_rows8_q8,
+        matmul_q4_1_rows8_q8: quant::rows8::matmul_q4_1_rows8_q8,
         matmul_tokens_q8_0_q8: None,
         matmul_tokens_q4_0_q8: None,
         matmul_tokens_q4_1_q8: None,
@@ -176,8 +178,11 @@ impl Kernels {
     pub fn matmul_weight(&self, w: &QWeight<'_>) -> QMatmulFn {
         match w.layout {
             QLayout::RowSplit => self.matmul_q(w.format),
-            QLayout::Rows8 if w.format == QFormat::Q8_0 => self.matmul_q8_0_rows8_q8,
-            QLayout::Rows8 => self.matmul_q4_0_rows8_q8,
+            QLayout::Rows8 => match w.format {
+                QFormat::Q8_0 => self.matmul_q8_0_rows8_q8,
+                QFormat::Q4_0 => self.matmul_q4_0_rows8_q8,
+                QFormat::Q4_1 => self.matmul_q4_1_rows8_q8,
+            },
         }
     }
 

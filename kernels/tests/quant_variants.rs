@@ -207,7 +207,7 @@ fn product_case(kern: &Kernels, rng: &mut Rng, w: &QPlanes, x: &Acts, seed: u64,
     }
 }
 
-/// The first `8·⌊rows/8⌋` rows of q4_0 or q8_0 `w` in the `rows8` layout (planes offset from their
+/// The first `8·⌊rows/8⌋` rows of `w` in the `rows8` layout (planes offset from their
 /// allocations) through the variant's `matmul_<format>_rows8_q8`, against the scalar `rowsplit`
 /// result.
 fn rows8_case(
@@ -225,14 +225,23 @@ fn rows8_case(
     let (qs, d) = (&w.qs[..rows * nb * bb], &w.d[..rows * nb]);
     let (mut q8, mut d8) = (vec![0u8; qs.len()], vec![f16::ZERO; d.len()]);
     quant::rows8::from_rowsplit(w.format, rows, w.k, qs, d, &mut q8, &mut d8);
-    let (wq, wd) = (Unaligned::new(&q8, offs[0]), Unaligned::new(&d8, offs[1]));
-    let wv = QWeight::new(w.format, rows, w.k, wq.get(), wd.get(), &[])
+    let mut m8 = vec![f16::ZERO; if w.format.has_min() { d.len() } else { 0 }];
+    if w.format.has_min() {
+        quant::rows8::scales_from_rowsplit(rows, nb, &w.m[..rows * nb], &mut m8);
+    }
+    let (wq, wd, wm) = (
+        Unaligned::new(&q8, offs[0]),
+        Unaligned::new(&d8, offs[1]),
+        Unaligned::new(&m8, offs[2]),
+    );
+    let wv = QWeight::new(w.format, rows, w.k, wq.get(), wd.get(), wm.get())
         .and_then(|v| v.in_layout(QLayout::Rows8))
         .expect("valid rows8 planes");
     let mut got = Unaligned::new(&vec![f32::NAN; rows * n], offs[6]);
     let f = match w.format {
         QFormat::Q8_0 => kern.matmul_q8_0_rows8_q8,
-        _ => kern.matmul_q4_0_rows8_q8,
+        QFormat::Q4_0 => kern.matmul_q4_0_rows8_q8,
+        QFormat::Q4_1 => kern.matmul_q4_1_rows8_q8,
     };
     f(&wv, x, got.get_mut());
     for r in 0..rows {
@@ -530,7 +539,7 @@ fn par_matmul_q_three_threads() {
     }
 }
 
-/// q4_0 and q8_0 in the `rows8` layout through the pool: `par::matmul_q` (rows split in multiples of 16),
+/// q4_0, q8_0 and q4_1 in the `rows8` layout through the pool: `par::matmul_q` (rows split in multiples of 16),
 /// `par::matmul_q_group` (one token and two passes) and `par::matmul_q_passes`, against scalar
 /// `rowsplit` products of the same weights.
 #[test]
@@ -540,10 +549,7 @@ fn par_rows8_three_threads() {
         let seed = seed();
         let mut rng = Rng::new(seed);
         let shapes = [(256, 576, 1), (136, 1536, 1), (72, 576, 3), (1024, 64, 1)];
-        for (&(rows, k, n), format) in shapes
-            .iter()
-            .flat_map(|s| [(s, QFormat::Q4_0), (s, QFormat::Q8_0)])
-        {
+        for (&(rows, k, n), format) in shapes.iter().flat_map(|s| QFormat::ALL.map(|f| (s, f))) {
             let xf = rng.vec(2 * n * k, 1.0);
             let mut passes = Q8Acts::with_quant(n, k, quant::ActQuant::Q8x2);
             quant::quantize_acts(&Kernels::SCALAR, &xf[..n * k], n, k, &mut passes);
@@ -551,18 +557,23 @@ fn par_rows8_three_threads() {
             let planes: Vec<QPlanes> = (0..2)
                 .map(|_| random_weight(&mut rng, format, rows, k, 0.1))
                 .collect();
-            let stored: Vec<(Vec<u8>, Vec<f16>)> = planes
+            type Stored = (Vec<u8>, Vec<f16>, Vec<f16>);
+            let stored: Vec<Stored> = planes
                 .iter()
                 .map(|w| {
                     let (mut q, mut d) = (vec![0; w.qs.len()], vec![f16::ZERO; w.d.len()]);
                     quant::rows8::from_rowsplit(format, rows, k, &w.qs, &w.d, &mut q, &mut d);
-                    (q, d)
+                    let mut m = vec![f16::ZERO; w.m.len()];
+                    if format.has_min() {
+                        quant::rows8::scales_from_rowsplit(rows, k / QK, &w.m, &mut m);
+                    }
+                    (q, d, m)
                 })
                 .collect();
             let views: Vec<QWeight<'_>> = stored
                 .iter()
-                .map(|(q, d)| {
-                    QWeight::new(format, rows, k, q, d, &[])
+                .map(|(q, d, m)| {
+                    QWeight::new(format, rows, k, q, d, m)
                         .and_then(|v| v.in_layout(QLayout::Rows8))
                         .expect("valid")
                 })

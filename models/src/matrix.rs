@@ -14,7 +14,7 @@
 //!
 //! and the file's `__metadata__` says how to read them: `edgeinfer.quant.layout` = `rowsplit`,
 //! `edgeinfer.quant.version` = `1` or `2`, per matrix `edgeinfer.qformat.<name>` = `q8_0`, `q4_0` or
-//! `q4_1`, and in version 2 files `edgeinfer.qlayout.<name>` = `rows8` for a q4_0 or q8_0 matrix whose blocks
+//! `q4_1`, and in version 2 files `edgeinfer.qlayout.<name>` = `rows8` for a matrix whose blocks
 //! are interleaved by eight rows (absent: `rowsplit`). A file whose layout or version this build does
 //! not know is refused, never misread. The block formats and the layouts are documented in
 //! `edgeinfer_kernels::quant::format` and `::rows8`.

@@ -100,7 +100,7 @@ impl FromStr for ImportDType {
 pub struct ImportOptions {
     /// Element type of the written weights (default: native).
     pub dtype: ImportDType,
-    /// Layout of the q4_0 and q8_0 matrices kept native (default `rowsplit`; `rows8` for ARM dotprod
+    /// Layout of the q4_0, q4_1 and q8_0 matrices kept native (default `rowsplit`; `rows8` for ARM dotprod
     /// decode, where the shape fits it, see `edgeinfer_kernels::quant::rows8`).
     pub layout: QLayout,
 }

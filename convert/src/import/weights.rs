@@ -107,7 +107,7 @@ pub(crate) struct Planned<'p> {
     pub plan: &'p TensorPlan,
     pub ggml: GgmlDType,
     pub conv: Conversion,
-    /// Where its blocks go (`rows8` only for q4_0/q8_0 matrices that fit it).
+    /// Where its blocks go (`rows8` only for matrices that fit it).
     pub layout: QLayout,
 }
 

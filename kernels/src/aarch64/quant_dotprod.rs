@@ -7,7 +7,7 @@ use super::asm::sdot;
 use super::dotprod::Dotprod;
 use super::quant_neon::{isa, matmul_by_block, BlockDot, Blocks, ByBlock};
 use crate::quant::{Q8ActsRef, QFormat, QWeight};
-use crate::simd::{matmul_q, MatmulQ, MatmulRows8};
+use crate::simd::{MatmulQ, MatmulRows8};
 
 /// Two `sdot`: lane `i` of the result is `Σ_{h, j<4} w[h][4i+j]·x[h][4i+j]`.
 pub(super) struct Sdot;
@@ -32,12 +32,11 @@ impl<F: Blocks> MatmulQ<F> for Dotprod {
 impl<F: Blocks> MatmulRows8<F> for Dotprod {
     unsafe fn matmul_rows8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
         // SAFETY: the caller's contract.
-        unsafe { rows8_by_lane(F::FORMAT, w, x, yt, matmul_q::<Dotprod, F>) }
+        unsafe { rows8_by_lane(F::FORMAT, w, x, yt) }
     }
 }
 
-/// [`super::quant_rows8`]: the layout as it is, for any number of tokens (`tiles`, the variant's
-/// rowsplit kernel, is not needed; kept for symmetry with the other variants' fallback).
+/// [`super::quant_rows8`]: the layout as it is, for any number of tokens.
 ///
 /// # Safety
 /// The CPU has dotprod; `check_matmul_layout` accepted the arguments for `rows8` and `format`.
@@ -46,12 +45,13 @@ pub(super) unsafe fn rows8_by_lane(
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
     yt: &mut [f32],
-    tiles: crate::quant::QMatmulFn,
 ) {
-    match format {
-        // SAFETY: the caller's contract.
-        QFormat::Q4_0 => unsafe { super::quant_rows8::q4_0_tokens(w, x, yt) },
-        QFormat::Q8_0 => unsafe { super::quant_rows8::q8_0_tokens(w, x, yt) },
-        _ => crate::quant::rows8::matmul_via_rowsplit(format, tiles, w, x, yt),
+    // SAFETY: the caller's contract.
+    unsafe {
+        match format {
+            QFormat::Q4_0 => super::quant_rows8::q4_0_tokens(w, x, yt),
+            QFormat::Q8_0 => super::quant_rows8::q8_0_tokens(w, x, yt),
+            QFormat::Q4_1 => super::quant_rows8::q4_1_tokens(w, x, yt),
+        }
     }
 }

@@ -21,7 +21,7 @@ use super::quant_neon::{
     four_blocks, isa, matmul, matmul_by_block, Blocks, ByBlock, Dots, Isums, OneBlock, Tile,
 };
 use crate::quant::{Q8ActsRef, QWeight, QK};
-use crate::simd::{matmul_q, MatmulQ, MatmulRows8};
+use crate::simd::{MatmulQ, MatmulRows8};
 
 /// Rows × tokens of the main tile: two `smmla` pairs per block; the four blocks' 2×2 partial dots of
 /// both stay in registers alongside the paired operands.
@@ -158,6 +158,6 @@ impl<F: Blocks> MatmulQ<F> for I8mm {
 impl<F: Blocks> MatmulRows8<F> for I8mm {
     unsafe fn matmul_rows8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
         // SAFETY: the caller's contract; every i8mm CPU has dotprod.
-        unsafe { rows8_by_lane(F::FORMAT, w, x, yt, matmul_q::<I8mm, F>) }
+        unsafe { rows8_by_lane(F::FORMAT, w, x, yt) }
     }
 }

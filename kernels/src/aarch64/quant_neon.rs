@@ -568,6 +568,7 @@ impl<F: Blocks> MatmulQ<F> for Neon {
     }
 }
 
-/// `rows8` q4_0 and q8_0 through the layout's copy into `rowsplit` order (no kernel of its own).
+/// `rows8` q4_0, q8_0 and q4_1 through the layout's copy into `rowsplit` order (no kernel of its own).
 impl MatmulRows8<Q4_0> for Neon {}
 impl MatmulRows8<Q8_0> for Neon {}
+impl MatmulRows8<Q4_1> for Neon {}

@@ -71,8 +71,8 @@ pub enum QLayout {
     /// Every row's quants and scales together, row after row (layout version 1).
     #[default]
     RowSplit,
-    /// q4_0 and q8_0: rows in groups of eight, each block of the eight rows together in 4-column
-    /// chunks (q4_0: each byte holding one element of each of two rows), so that one `sdot` by
+    /// q4_0, q4_1 and q8_0: rows in groups of eight, each block of the eight rows together in
+    /// 4-column chunks (4-bit formats: each byte holding one element of each of two rows), so that one `sdot` by
     /// element takes four columns of four rows at once (layout version 2, see [`super::rows8`]).
     Rows8,
 }
@@ -101,12 +101,12 @@ impl QLayout {
     pub const fn holds(self, format: QFormat) -> bool {
         match self {
             QLayout::RowSplit => true,
-            QLayout::Rows8 => matches!(format, QFormat::Q4_0 | QFormat::Q8_0),
+            QLayout::Rows8 => matches!(format, QFormat::Q4_0 | QFormat::Q8_0 | QFormat::Q4_1),
         }
     }
 
-    /// Whether a `format` matrix of `rows` × `k` may be stored in this layout (`rows8`: q4_0 or q8_0
-    /// with `rows` a multiple of 8 and `k` at most [`super::rows8::max_k`]).
+    /// Whether a `format` matrix of `rows` × `k` may be stored in this layout (`rows8`: q4_0, q4_1 or
+    /// q8_0 with `rows` a multiple of 8 and `k` at most [`super::rows8::max_k`]).
     pub const fn fits(self, format: QFormat, rows: usize, k: usize) -> bool {
         match self {
             QLayout::RowSplit => true,

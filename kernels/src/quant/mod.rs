@@ -70,7 +70,7 @@ pub enum QuantError {
 }
 
 /// A borrowed `[rows, k]` quantized weight in the `rowsplit` layout (see [`format`](mod@format)), or
-/// for q4_0 and q8_0 in the `rows8` layout (see [`rows8`]).
+/// or in the `rows8` layout (see [`rows8`]).
 ///
 /// Fields are public so a loader can build one from mapped planes; kernels re-check the plane lengths
 /// (cheaply, once per call) and panic on a malformed view rather than read out of bounds.
@@ -235,7 +235,10 @@ impl<'a> QWeight<'a> {
                 }
                 QFormat::Q4_0 | QFormat::Q4_1 => {
                     let m = if self.format.has_min() {
-                        f32::from(self.m[r * nb + b])
+                        f32::from(match self.layout {
+                            QLayout::RowSplit => self.m[r * nb + b],
+                            QLayout::Rows8 => rows8::block_scale(self.m, nb, r, b),
+                        })
                     } else {
                         -8.0 * d
                     };

@@ -1,5 +1,5 @@
-//! The q4_0 `rows8` layout (layout version 2): the ARM decode layout, written once at import or
-//! quantize time, never at load.
+//! The `rows8` layout (layout version 2) of q4_0, q4_1 and q8_0: the ARM decode layout, written once
+//! at import or quantize time, never at load.
 //!
 //! # Bytes
 //!
@@ -26,6 +26,10 @@
 //! their difference is row A's dot times 16, and the second less `8·Σx` is row B's. One `and` per
 //! 16 bytes (32 weights) instead of two, one `sdot` by element per 16 bytes per row, and the lanes of
 //! the accumulators are four rows each: nothing is reduced across lanes.
+//!
+//! q4_1 is packed as q4_0 (its nibbles `q` are unsigned, value `d·q + m`: row A's `q ^ 8` in the
+//! high nibble, row B's `q` in the low one), and its minimums `m` are a plane ordered like the
+//! scales ([`scales_from_rowsplit`]).
 //!
 //! A q8_0 matrix (`rows` a multiple of 8, `k` at most [`ROWS8_MAX_K`]` / 2`) in `rows8` keeps one
 //! row per byte: block `b` of group `g` is one 256-byte chunk, two halves of four rows, and its
@@ -81,9 +85,9 @@ fn nibble(block: &[u8], e: usize) -> u8 {
     }
 }
 
-/// Writes `rows` × `k` q4_0 or q8_0 planes in `rowsplit` order (`qs`, `d`) into `rows8` order
-/// (`out_qs`, `out_d`, of the same lengths). Panics if `rows` is not a multiple of 8, `k` of 32, a
-/// plane's length is wrong, or the format is q4_1.
+/// Writes `rows` × `k` quants and scales in `rowsplit` order (`qs`, `d`) into `rows8` order
+/// (`out_qs`, `out_d`, of the same lengths); q4_1's minimums go through [`scales_from_rowsplit`].
+/// Panics if `rows` is not a multiple of 8, `k` of 32, or a plane's length is wrong.
 pub fn from_rowsplit(
     format: QFormat,
     rows: usize,
@@ -100,7 +104,7 @@ pub fn from_rowsplit(
             let block = |r: usize| &qs[((g * GROUP + r) * nb + b) * bb..][..bb];
             let chunk = &mut out_qs[(g * nb + b) * GROUP * bb..][..GROUP * bb];
             match format {
-                QFormat::Q4_0 => {
+                QFormat::Q4_0 | QFormat::Q4_1 => {
                     for (c, i, j) in offsets() {
                         let e = 4 * c + j;
                         let (a, bq) = (nibble(block(i), e), nibble(block(PAIRS + i), e));
@@ -115,8 +119,31 @@ pub fn from_rowsplit(
                     }
                 }
             }
+        }
+    }
+    scales_from_rowsplit(rows, nb, d, out_d);
+}
+
+/// Writes a `rowsplit` plane of per-block f16 values (scales `d`, q4_1's minimums `m`: `[rows, nb]`)
+/// in `rows8` order: group `g`, block `b`'s eight rows together. Panics on a wrong length.
+pub fn scales_from_rowsplit(rows: usize, nb: usize, src: &[f16], out: &mut [f16]) {
+    assert!(rows.is_multiple_of(GROUP) && src.len() == rows * nb && out.len() == src.len());
+    for g in 0..rows / GROUP {
+        for b in 0..nb {
             for r in 0..GROUP {
-                out_d[(g * nb + b) * GROUP + r] = d[(g * GROUP + r) * nb + b];
+                out[(g * nb + b) * GROUP + r] = src[(g * GROUP + r) * nb + b];
+            }
+        }
+    }
+}
+
+/// The inverse of [`scales_from_rowsplit`].
+pub fn scales_to_rowsplit(rows: usize, nb: usize, src: &[f16], out: &mut [f16]) {
+    assert!(rows.is_multiple_of(GROUP) && src.len() == rows * nb && out.len() == src.len());
+    for g in 0..rows / GROUP {
+        for b in 0..nb {
+            for r in 0..GROUP {
+                out[(g * GROUP + r) * nb + b] = src[(g * nb + b) * GROUP + r];
             }
         }
     }
@@ -138,10 +165,9 @@ pub fn to_rowsplit(
     assert!(out_qs.len() == qs.len() && out_d.len() == d.len());
     let word = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
     let row_bytes = nb * bb;
-    for (g, (src, dst)) in qs
+    for (src, dst) in qs
         .chunks_exact(nb * GROUP * bb)
         .zip(out_qs.chunks_exact_mut(GROUP * row_bytes))
-        .enumerate()
     {
         for (b, chunk) in src.chunks_exact(GROUP * bb).enumerate() {
             for i in 0..PAIRS {
@@ -169,11 +195,9 @@ pub fn to_rowsplit(
                     dst[ob..ob + 4].copy_from_slice(&bw.to_le_bytes());
                 }
             }
-            for r in 0..GROUP {
-                out_d[(g * GROUP + r) * nb + b] = d[(g * nb + b) * GROUP + r];
-            }
         }
     }
+    scales_to_rowsplit(rows, nb, d, out_d);
 }
 
 /// Quant byte `j` (rowsplit order: for q4_0 `0..16`, elements `j` and `j + 16`; for q8_0 `0..32`)
@@ -243,18 +267,27 @@ pub fn matmul_via_rowsplit(
     let (rows, n, nb) = scalar::check_matmul_layout(w, format, QLayout::Rows8, x, yt.len());
     let mut qs = [0u8; COPY_BYTES];
     let mut d = [f16::ZERO; COPY_BYTES / 16];
+    let mut m = [f16::ZERO; COPY_BYTES / 16];
     let row_bytes = nb * format.qs_bytes_per_block();
     let per = (COPY_BYTES / row_bytes / GROUP * GROUP).max(GROUP);
     let mut r0 = 0;
     while r0 < rows {
         let r1 = (r0 + per).min(rows);
         let part = w.rows(r0..r1);
-        let (qs, d) = (&mut qs[..part.qs.len()], &mut d[..part.d.len()]);
+        let (qs, d, m) = (
+            &mut qs[..part.qs.len()],
+            &mut d[..part.d.len()],
+            &mut m[..part.m.len()],
+        );
         to_rowsplit(format, part.rows, w.k, part.qs, part.d, qs, d);
+        if format.has_min() {
+            scales_to_rowsplit(part.rows, nb, part.m, m);
+        }
         let plain = QWeight {
             layout: QLayout::RowSplit,
             qs,
             d,
+            m,
             ..part
         };
         inner(&plain, x, &mut yt[r0 * n..r1 * n]);
@@ -266,6 +299,12 @@ pub fn matmul_via_rowsplit(
 /// [`scalar::matmul_q4_0_q8`].
 pub fn matmul_q4_0_rows8_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     matmul_via_rowsplit(QFormat::Q4_0, scalar::matmul_q4_0_q8, w, x, yt)
+}
+
+/// The scalar reference of the `rows8` q4_1 product: [`matmul_via_rowsplit`] with
+/// [`scalar::matmul_q4_1_q8`].
+pub fn matmul_q4_1_rows8_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    matmul_via_rowsplit(QFormat::Q4_1, scalar::matmul_q4_1_q8, w, x, yt)
 }
 
 /// The scalar reference of the `rows8` q8_0 product: [`matmul_via_rowsplit`] with
@@ -305,8 +344,8 @@ mod tests {
         }
     }
 
-    /// A view in `rows8` is refused, as a typed error, for q4_1, rows not a multiple of 8 and rows
-    /// wider than the layout holds.
+    /// A view in `rows8` is refused, as a typed error, for rows not a multiple of 8 and rows wider
+    /// than the layout holds.
     #[test]
     fn views_that_do_not_fit_are_refused() {
         let planes = |f: QFormat, rows: usize, k: usize| {
@@ -320,7 +359,8 @@ mod tests {
         for (f, rows, k, ok) in [
             (QFormat::Q4_0, 16, 64, true),
             (QFormat::Q8_0, 8, 64, true),
-            (QFormat::Q4_1, 8, 64, false),
+            (QFormat::Q4_1, 8, 64, true),
+            (QFormat::Q4_1, 4, 64, false),
             (QFormat::Q4_0, 12, 64, false),
             (QFormat::Q4_0, 8, max_k(QFormat::Q4_0) + QK, false),
             (QFormat::Q8_0, 8, max_k(QFormat::Q8_0) + QK, false),

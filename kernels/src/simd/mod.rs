@@ -317,7 +317,7 @@ fn rmsnorm_f32<I: Activations>(x: &[f32], w: WeightRef<'_>, eps: f32, out: &mut 
 pub(crate) fn table_of<I>(variant: Variant, base: Kernels) -> Kernels
 where
     I: Entries + QuantizeQ8 + MatmulQ<Q8_0> + MatmulQ<Q4_0> + MatmulQ<Q4_1>,
-    I: MatmulRows8<Q4_0> + MatmulRows8<Q8_0>,
+    I: MatmulRows8<Q4_0> + MatmulRows8<Q8_0> + MatmulRows8<Q4_1>,
     f32: Elem<I>,
     f16: Elem<I>,
     bf16: Elem<I>,
@@ -340,7 +340,8 @@ where
 /// there). Only for an ISA whose features detection confirmed.
 pub(crate) fn quantized<I>(variant: Variant, base: Kernels) -> Kernels
 where
-    I: MatmulQ<Q8_0> + MatmulQ<Q4_0> + MatmulQ<Q4_1> + MatmulRows8<Q4_0> + MatmulRows8<Q8_0>,
+    I: MatmulQ<Q8_0> + MatmulQ<Q4_0> + MatmulQ<Q4_1>,
+    I: MatmulRows8<Q4_0> + MatmulRows8<Q8_0> + MatmulRows8<Q4_1>,
 {
     Kernels {
         variant,
@@ -349,6 +350,7 @@ where
         matmul_q4_1_q8: matmul_q::<I, Q4_1>,
         matmul_q4_0_rows8_q8: matmul_rows8::<I, Q4_0>,
         matmul_q8_0_rows8_q8: matmul_rows8::<I, Q8_0>,
+        matmul_q4_1_rows8_q8: matmul_rows8::<I, Q4_1>,
         ..base
     }
 }

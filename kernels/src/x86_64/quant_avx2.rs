@@ -427,6 +427,7 @@ fn round_clamp(v: __m256) -> __m256i {
     ))
 }
 
-/// `rows8` q4_0 and q8_0 through the layout's copy into `rowsplit` order (no kernel of its own).
+/// `rows8` q4_0, q8_0 and q4_1 through the layout's copy into `rowsplit` order (no kernel of its own).
 impl MatmulRows8<Q4_0> for Avx2 {}
 impl MatmulRows8<Q8_0> for Avx2 {}
+impl MatmulRows8<Q4_1> for Avx2 {}
