@@ -11,36 +11,24 @@
 //! `EDGEINFER_REQUIRE_MODEL=1`.
 
 mod common;
+#[path = "common/convert.rs"]
+mod convert_support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{cosine, temp_dir, worst_cosine, Rng, TinyLlama};
+use common::{cosine, load_error, patch_header, temp_dir, worst_cosine, Rng, TinyLlama};
+use convert_support::quantize;
 use edgeinfer::loader::Checkpoint;
 use edgeinfer::{ActQuant, Model, SessionOptions};
 use edgeinfer_convert::quantize::{quantize_checkpoint, QuantizeError, QuantizeOptions};
-use edgeinfer_kernels::quant::{QFormat, QLayout};
+use edgeinfer_kernels::quant::QFormat;
 use edgeinfer_kernels::Kernels;
-use edgeinfer_models::matrix::{format_key, layout_key, plane_names, LAYOUT_KEY, VERSION_KEY};
+use edgeinfer_models::matrix::{format_key, plane_names, LAYOUT_KEY, VERSION_KEY};
 use edgeinfer_models::state::KvDType;
 use edgeinfer_models::{Config, Llama, ModelError};
 use safetensors::{Dtype, SafeTensors};
-
-fn quantize(
-    input: &Path,
-    out: &Path,
-    format: QFormat,
-) -> edgeinfer_convert::quantize::QuantizeSummary {
-    let mut events = 0;
-    let s = quantize_checkpoint(input, out, &QuantizeOptions::new(format), &mut |p| {
-        assert_eq!(p.index, events);
-        events += 1;
-    })
-    .unwrap_or_else(|e| panic!("quantize {} to {format}: {e}", input.display()));
-    assert_eq!(events, s.tensors);
-    s
-}
 
 // ---------------------------------------------------------------------------------------------
 // (a) Tiny random checkpoints.
@@ -193,29 +181,6 @@ fn tiny_odd_row_length_stays_dense() {
     std::fs::remove_dir_all(&root).ok();
 }
 
-/// Replaces `from` by `to` (same length) in the safetensors header of `path`.
-fn patch_header(path: &Path, from: &str, to: &str) {
-    assert_eq!(from.len(), to.len());
-    let mut bytes = std::fs::read(path).unwrap();
-    let n = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let at = bytes[..n]
-        .windows(from.len())
-        .position(|w| w == from.as_bytes())
-        .unwrap_or_else(|| panic!("{from} not in the header"));
-    bytes[at..at + from.len()].copy_from_slice(to.as_bytes());
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn load_error(dir: &Path) -> ModelError {
-    let ckpt = Checkpoint::open(dir).unwrap();
-    let cfg =
-        Config::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    match Llama::load(cfg, &ckpt.source()) {
-        Ok(_) => panic!("{} loaded", dir.display()),
-        Err(e) => e,
-    }
-}
-
 #[test]
 fn tiny_bad_metadata_is_refused_naming_the_tensor() {
     let root = temp_dir("quant-tiny-meta");
@@ -249,91 +214,6 @@ fn tiny_bad_metadata_is_refused_naming_the_tensor() {
     println!("no format key: {e}");
     assert!(
         matches!(&e, ModelError::TensorData { name, reason } if name == q_proj && reason.contains(&key)),
-        "{e:?}"
-    );
-    std::fs::remove_dir_all(&root).ok();
-}
-
-/// Each format quantized in the `rows8` layout: a version 2 file naming each matrix's layout,
-/// refused when its version says 1, and logits (prefill and decode, every kernel variant, one and
-/// two threads) equal to the `rowsplit` file's up to the order of f32 additions.
-#[test]
-fn tiny_rows8_layout_matches_rowsplit() {
-    let root = temp_dir("quant-tiny-rows8");
-    let src = root.join("f32");
-    let shape = TinyLlama::small_gqa(15);
-    shape.write(&src);
-    let q_proj = "model.layers.0.self_attn.q_proj.weight";
-    for format in QFormat::ALL {
-        let (plain, rows8) = (
-            root.join(format!("{format}-rowsplit")),
-            root.join(format!("{format}-rows8")),
-        );
-        quantize(&src, &plain, format);
-        let opts = QuantizeOptions {
-            layout: QLayout::Rows8,
-            ..QuantizeOptions::new(format)
-        };
-        quantize_checkpoint(&src, &rows8, &opts, &mut |_| {}).unwrap();
-        let bytes = std::fs::read(rows8.join("model.safetensors")).unwrap();
-        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-        let meta = meta.metadata().clone().expect("__metadata__");
-        assert_eq!(meta[VERSION_KEY], "2", "{format}");
-        assert_eq!(meta[&layout_key(q_proj)], "rows8", "{format}");
-        // The embedding (q8_0 under the 4-bit formats) is rows8 too when the vocabulary is a
-        // multiple of 8.
-        assert_eq!(
-            meta.get(&layout_key("model.embed_tokens.weight"))
-                .map(String::as_str),
-            shape.vocab.is_multiple_of(8).then_some("rows8"),
-            "{format} vocab {}",
-            shape.vocab
-        );
-        let config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(rows8.join("config.json")).unwrap())
-                .unwrap();
-        let q = &config["quantization_config"];
-        assert_eq!(
-            (&q["version"], &q["matrix_layout"]),
-            (&2.into(), &"rows8".into())
-        );
-
-        let mut rng = Rng(shape.seed);
-        let prompt: Vec<u32> = (0..7).map(|_| rng.below(shape.vocab) as u32).collect();
-        let decode: Vec<u32> = (0..4).map(|_| rng.below(shape.vocab) as u32).collect();
-        for variant in Kernels::available() {
-            let kern = Kernels::new(variant).unwrap();
-            for threads in [1, 2] {
-                let want =
-                    common::our_logits(&plain, &prompt, &decode, &kern, threads, KvDType::F32);
-                let got =
-                    common::our_logits(&rows8, &prompt, &decode, &kern, threads, KvDType::F32);
-                assert_eq!(got.len(), want.len());
-                for (pos, (g, w)) in got.iter().zip(&want).enumerate() {
-                    let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                    let diff = g
-                        .iter()
-                        .zip(w)
-                        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                    assert!(
-                        diff <= 1e-4 * scale,
-                        "{format} {variant} threads={threads} position {pos}: rows8 differs from rowsplit by {diff} (scale {scale})"
-                    );
-                }
-            }
-        }
-    }
-
-    let rows8 = root.join("q4_0-rows8");
-    patch_header(
-        &rows8.join("model.safetensors"),
-        "\"edgeinfer.quant.version\":\"2\"",
-        "\"edgeinfer.quant.version\":\"1\"",
-    );
-    let e = load_error(&rows8);
-    println!("rows8 in a version 1 file: {e}");
-    assert!(
-        matches!(&e, ModelError::TensorData { reason, .. } if reason.contains("rows8")),
         "{e:?}"
     );
     std::fs::remove_dir_all(&root).ok();

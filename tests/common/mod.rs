@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use edgeinfer::loader::Checkpoint;
 use edgeinfer_kernels::Kernels;
 use edgeinfer_models::state::{KvDType, StateOptions};
-use edgeinfer_models::{Config, Llama, Logits, State};
+use edgeinfer_models::{Config, Llama, Logits, ModelError, State};
 use safetensors::Dtype;
 
 /// SplitMix64: small, seeded, identical everywhere.
@@ -657,4 +657,28 @@ pub fn byte_fallback_tokenizer_json(vocab: usize) -> serde_json::Value {
         "tokenizer_json supports vocabularies of 286..=312 tokens"
     );
     byte_fallback_bpe_json(&tokens, merges)
+}
+
+/// Replaces `from` by `to` (same length) in the safetensors header of `path`.
+pub fn patch_header(path: &Path, from: &str, to: &str) {
+    assert_eq!(from.len(), to.len());
+    let mut bytes = std::fs::read(path).unwrap();
+    let n = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let at = bytes[..n]
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .unwrap_or_else(|| panic!("{from} not in the header"));
+    bytes[at..at + from.len()].copy_from_slice(to.as_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The error loading `dir` gives (panics if it loads).
+pub fn load_error(dir: &Path) -> ModelError {
+    let ckpt = Checkpoint::open(dir).unwrap();
+    let cfg =
+        Config::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    match Llama::load(cfg, &ckpt.source()) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e,
+    }
 }

@@ -411,19 +411,21 @@ fn synthetic_bad_files_fail_cleanly() {
     }
 }
 
+/// One layer whose every matrix has rows of whole 32-weight blocks (k = 64 or 256).
+const BLOCK_DIMS: Dims = Dims {
+    hidden: 64,
+    heads: 2,
+    kv_heads: 1,
+    head_dim: 32,
+    inter: 256,
+    layers: 1,
+};
+
 /// The default (native) import keeps Q8_0/Q4_0/Q4_1 blocks bit-exact (Q/K rows un-permuted whole),
 /// copies F16 matrices, requantizes the other block types, writes norms as F32, and the result loads.
 #[test]
 fn synthetic_native_keeps_blocks() {
-    let d = Dims {
-        hidden: 64,
-        heads: 2,
-        kv_heads: 1,
-        head_dim: 32,
-        inter: 256,
-        layers: 1,
-    };
-    let mut s = Synth::llama_with(d);
+    let mut s = Synth::llama_with(BLOCK_DIMS);
     s.random = true;
     s.types = |name| {
         Some(match name.rsplit('.').nth(1)? {
@@ -557,15 +559,7 @@ fn synthetic_native_keeps_blocks() {
 /// default import's bytes, the metadata names the layout, and the model loads.
 #[test]
 fn synthetic_rows8_import_is_the_same_blocks() {
-    let d = Dims {
-        hidden: 64,
-        heads: 2,
-        kv_heads: 1,
-        head_dim: 32,
-        inter: 256,
-        layers: 1,
-    };
-    let mut s = Synth::llama_with(d);
+    let mut s = Synth::llama_with(BLOCK_DIMS);
     s.random = true;
     s.types = |name| {
         Some(match name.rsplit('.').nth(1)? {

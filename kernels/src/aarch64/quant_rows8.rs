@@ -33,9 +33,9 @@
 use core::arch::aarch64::*;
 
 use super::asm::{load_fresh, sdot_lane};
-use crate::quant::rows8::{GROUP, ROWS8_MAX_K};
 use half::f16;
 
+use crate::quant::rows8::{GROUP, ROWS8_MAX_K};
 use crate::quant::{Q8ActsRef, QWeight, QK};
 
 /// `1.5·2²³` as f32 bits (see the module docs).
@@ -44,69 +44,66 @@ const MAGIC: i32 = 0x4B40_0000;
 /// [`MAGIC`] in four lanes, for [`load_fresh`].
 static MAGIC4: [i32; 4] = [MAGIC; 4];
 
-/// The dots of one group of eight q4_0 rows (`qs`, `d`: the group's `nb` blocks) with one token's
-/// activations (`xq`, `xd`), each block's accumulators starting from `start[b]` (all four lanes:
-/// `MAGIC − 8·sx`): rows `8g..8g+4` and `8g+4..8g+8`.
+/// The 16 `sdot` of one block of a group of eight 4-bit rows: `s1` over the 128 bytes at `q` as
+/// they are, `s2` over their low nibbles (see the module docs).
 ///
 /// # Safety
-/// The CPU has dotprod; `qs` holds `128·nb` bytes, `d` `8·nb` scales, `xq` `32·nb`, `xd` and
-/// `start` `nb` entries.
+/// The CPU has dotprod; 128 bytes at `q` are readable.
 #[inline(always)]
-unsafe fn q4_0_group(
-    qs: &[u8],
-    d: &[f16],
-    xq: &[i8],
-    xd: &[f32],
-    start: &[[i32; 4]],
-) -> (float32x4_t, float32x4_t) {
-    let magic = vreinterpretq_f32_s32(vdupq_n_s32(MAGIC));
+unsafe fn q4_block_dots(
+    q: *const u8,
+    x0: int8x16_t,
+    x1: int8x16_t,
+    mut s1: int32x4_t,
+    mut s2: int32x4_t,
+) -> (int32x4_t, int32x4_t) {
     let low = vdupq_n_u8(0x0F);
-    let (mut acc_a, mut acc_b) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    for (b, &dx) in xd.iter().enumerate() {
-        // SAFETY: block `b`: 128 quant bytes at 128·b, 8 scales at 8·b, 32 activation quants at
-        // 32·b and `start[b]` are inside the slices (the caller's contract).
-        unsafe {
-            let q = qs.as_ptr().add(128 * b);
-            let (p, r) = (vld1q_u8_x4(q), vld1q_u8_x4(q.add(64)));
-            let x0 = vld1q_s8(xq.as_ptr().add(QK * b));
-            let x1 = vld1q_s8(xq.as_ptr().add(QK * b + 16));
-            let raw = |v: uint8x16_t| vreinterpretq_s8_u8(v);
-            let lo = |v: uint8x16_t| vreinterpretq_s8_u8(vandq_u8(v, low));
-            let mut s1 = load_fresh(start.as_ptr().add(b).cast());
-            let mut s2 = load_fresh(start.as_ptr().add(b).cast());
-            s1 = sdot_lane::<0>(s1, raw(p.0), x0);
-            s2 = sdot_lane::<0>(s2, lo(p.0), x0);
-            s1 = sdot_lane::<1>(s1, raw(p.1), x0);
-            s2 = sdot_lane::<1>(s2, lo(p.1), x0);
-            s1 = sdot_lane::<2>(s1, raw(p.2), x0);
-            s2 = sdot_lane::<2>(s2, lo(p.2), x0);
-            s1 = sdot_lane::<3>(s1, raw(p.3), x0);
-            s2 = sdot_lane::<3>(s2, lo(p.3), x0);
-            s1 = sdot_lane::<0>(s1, raw(r.0), x1);
-            s2 = sdot_lane::<0>(s2, lo(r.0), x1);
-            s1 = sdot_lane::<1>(s1, raw(r.1), x1);
-            s2 = sdot_lane::<1>(s2, lo(r.1), x1);
-            s1 = sdot_lane::<2>(s1, raw(r.2), x1);
-            s2 = sdot_lane::<2>(s2, lo(r.2), x1);
-            s1 = sdot_lane::<3>(s1, raw(r.3), x1);
-            s2 = sdot_lane::<3>(s2, lo(r.3), x1);
-            let dw = vreinterpretq_f16_u16(vld1q_u16(d.as_ptr().add(GROUP * b).cast::<u16>()));
-            let (da, db) = (vcvt_f32_f16(vget_low_f16(dw)), vcvt_high_f32_f16(dw));
-            let (f1, f2) = (vreinterpretq_f32_s32(s1), vreinterpretq_f32_s32(s2));
-            acc_a = vfmaq_f32(acc_a, vsubq_f32(f1, f2), vmulq_n_f32(da, dx));
-            acc_b = vfmaq_f32(acc_b, vsubq_f32(f2, magic), vmulq_n_f32(db, dx));
-        }
-    }
-    (vmulq_n_f32(acc_a, 1.0 / 16.0), acc_b)
+    // SAFETY: 128 readable bytes (the caller's contract).
+    let (p, r) = unsafe { (vld1q_u8_x4(q), vld1q_u8_x4(q.add(64))) };
+    let raw = |v: uint8x16_t| vreinterpretq_s8_u8(v);
+    let lo = |v: uint8x16_t| vreinterpretq_s8_u8(vandq_u8(v, low));
+    s1 = sdot_lane::<0>(s1, raw(p.0), x0);
+    s2 = sdot_lane::<0>(s2, lo(p.0), x0);
+    s1 = sdot_lane::<1>(s1, raw(p.1), x0);
+    s2 = sdot_lane::<1>(s2, lo(p.1), x0);
+    s1 = sdot_lane::<2>(s1, raw(p.2), x0);
+    s2 = sdot_lane::<2>(s2, lo(p.2), x0);
+    s1 = sdot_lane::<3>(s1, raw(p.3), x0);
+    s2 = sdot_lane::<3>(s2, lo(p.3), x0);
+    s1 = sdot_lane::<0>(s1, raw(r.0), x1);
+    s2 = sdot_lane::<0>(s2, lo(r.0), x1);
+    s1 = sdot_lane::<1>(s1, raw(r.1), x1);
+    s2 = sdot_lane::<1>(s2, lo(r.1), x1);
+    s1 = sdot_lane::<2>(s1, raw(r.2), x1);
+    s2 = sdot_lane::<2>(s2, lo(r.2), x1);
+    s1 = sdot_lane::<3>(s1, raw(r.3), x1);
+    s2 = sdot_lane::<3>(s2, lo(r.3), x1);
+    (s1, s2)
 }
 
-/// The dots of one group of eight q4_1 rows (`m`: the group's minimums) with one token's
-/// activations: as [`q4_0_group`], `start[b]` holding `MAGIC + 128·sx` and `dxs[b]` `dx·sx`.
+/// Eight f16 values (a block's scales or minimums) at `p` as two `float32x4_t`: rows `8g..8g+4`
+/// and `8g+4..8g+8`.
 ///
 /// # Safety
-/// As [`q4_0_group`], `m` holding `8·nb` minimums and `dxs` `nb` entries.
+/// 16 bytes at `p` are readable.
 #[inline(always)]
-unsafe fn q4_1_group(
+unsafe fn widen8(p: *const f16) -> (float32x4_t, float32x4_t) {
+    // SAFETY: 16 readable bytes (the caller's contract).
+    let h = vreinterpretq_f16_u16(unsafe { vld1q_u16(p.cast::<u16>()) });
+    (vcvt_f32_f16(vget_low_f16(h)), vcvt_high_f32_f16(h))
+}
+
+/// The dots of one group of eight 4-bit rows (`qs`, `d`: the group's `nb` blocks; `m`: its
+/// minimums for q4_1, `MIN`) with one token's activations (`xq`, `xd`): rows `8g..8g+4` and
+/// `8g+4..8g+8`. Row A's accumulator starts from `start[b]` (all four lanes: `MAGIC − 8·sx` for
+/// q4_0, `MAGIC + 128·sx` for q4_1); row B's from the same for q4_0 and from `MAGIC` for q4_1,
+/// whose minimums add `m·dxs[b]` (`dxs[b] = dx·sx`).
+///
+/// # Safety
+/// The CPU has dotprod; `qs` holds `128·nb` bytes, `d` (and with `MIN` `m`) `8·nb` values, `xq`
+/// `32·nb`, `xd`, `start` (and with `MIN` `dxs`) `nb` entries.
+#[inline(always)]
+unsafe fn q4_group<const MIN: bool>(
     qs: &[u8],
     d: &[f16],
     m: &[f16],
@@ -116,53 +113,35 @@ unsafe fn q4_1_group(
     dxs: &[f32],
 ) -> (float32x4_t, float32x4_t) {
     let magic = vreinterpretq_f32_s32(vdupq_n_s32(MAGIC));
-    let low = vdupq_n_u8(0x0F);
     let (mut acc_a, mut acc_b) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
     for (b, &dx) in xd.iter().enumerate() {
-        // SAFETY: block `b`: 128 quant bytes at 128·b, 8 scales and 8 minimums at 8·b, 32
-        // activation quants at 32·b, `start[b]` and `dxs[b]` are inside the slices (the caller's
-        // contract).
+        // SAFETY: block `b`: 128 quant bytes at 128·b, 8 scales (minimums) at 8·b, 32 activation
+        // quants at 32·b, `start[b]` and `dxs[b]` are inside the slices (the caller's contract).
         unsafe {
-            let q = qs.as_ptr().add(128 * b);
-            let (p, r) = (vld1q_u8_x4(q), vld1q_u8_x4(q.add(64)));
             let x0 = vld1q_s8(xq.as_ptr().add(QK * b));
             let x1 = vld1q_s8(xq.as_ptr().add(QK * b + 16));
-            let raw = |v: uint8x16_t| vreinterpretq_s8_u8(v);
-            let lo = |v: uint8x16_t| vreinterpretq_s8_u8(vandq_u8(v, low));
-            let mut s1 = load_fresh(start.as_ptr().add(b).cast());
-            let mut s2 = load_fresh(MAGIC4.as_ptr());
-            s1 = sdot_lane::<0>(s1, raw(p.0), x0);
-            s2 = sdot_lane::<0>(s2, lo(p.0), x0);
-            s1 = sdot_lane::<1>(s1, raw(p.1), x0);
-            s2 = sdot_lane::<1>(s2, lo(p.1), x0);
-            s1 = sdot_lane::<2>(s1, raw(p.2), x0);
-            s2 = sdot_lane::<2>(s2, lo(p.2), x0);
-            s1 = sdot_lane::<3>(s1, raw(p.3), x0);
-            s2 = sdot_lane::<3>(s2, lo(p.3), x0);
-            s1 = sdot_lane::<0>(s1, raw(r.0), x1);
-            s2 = sdot_lane::<0>(s2, lo(r.0), x1);
-            s1 = sdot_lane::<1>(s1, raw(r.1), x1);
-            s2 = sdot_lane::<1>(s2, lo(r.1), x1);
-            s1 = sdot_lane::<2>(s1, raw(r.2), x1);
-            s2 = sdot_lane::<2>(s2, lo(r.2), x1);
-            s1 = sdot_lane::<3>(s1, raw(r.3), x1);
-            s2 = sdot_lane::<3>(s2, lo(r.3), x1);
-            let dw = vreinterpretq_f16_u16(vld1q_u16(d.as_ptr().add(GROUP * b).cast::<u16>()));
-            let (da, db) = (vcvt_f32_f16(vget_low_f16(dw)), vcvt_high_f32_f16(dw));
-            let mw = vreinterpretq_f16_u16(vld1q_u16(m.as_ptr().add(GROUP * b).cast::<u16>()));
-            let (ma, mb) = (vcvt_f32_f16(vget_low_f16(mw)), vcvt_high_f32_f16(mw));
+            let s1 = load_fresh(start.as_ptr().add(b).cast());
+            let s2 = match MIN {
+                true => load_fresh(MAGIC4.as_ptr()),
+                false => load_fresh(start.as_ptr().add(b).cast()),
+            };
+            let (s1, s2) = q4_block_dots(qs.as_ptr().add(128 * b), x0, x1, s1, s2);
+            let (da, db) = widen8(d.as_ptr().add(GROUP * b));
             let (f1, f2) = (vreinterpretq_f32_s32(s1), vreinterpretq_f32_s32(s2));
-            let cs = dxs[b];
             acc_a = vfmaq_f32(acc_a, vsubq_f32(f1, f2), vmulq_n_f32(da, dx));
-            acc_a = vfmaq_n_f32(acc_a, ma, 16.0 * cs);
             acc_b = vfmaq_f32(acc_b, vsubq_f32(f2, magic), vmulq_n_f32(db, dx));
-            acc_b = vfmaq_n_f32(acc_b, mb, cs);
+            if MIN {
+                let (ma, mb) = widen8(m.as_ptr().add(GROUP * b));
+                let cs = dxs[b];
+                acc_a = vfmaq_n_f32(acc_a, ma, 16.0 * cs);
+                acc_b = vfmaq_n_f32(acc_b, mb, cs);
+            }
         }
     }
     (vmulq_n_f32(acc_a, 1.0 / 16.0), acc_b)
 }
 
-/// The dots of one group of eight q8_0 rows with one token's activations (as [`q4_0_group`]).
+/// The dots of one group of eight q8_0 rows with one token's activations (as [`q4_group`]).
 ///
 /// # Safety
 /// The CPU has dotprod; `qs` holds `256·nb` bytes, `d` `8·nb` scales, `xq` `32·nb`, `xd` `nb`.
@@ -193,8 +172,7 @@ unsafe fn q8_0_group(qs: &[u8], d: &[f16], xq: &[i8], xd: &[f32]) -> (float32x4_
             };
             let s1 = half(0, load_fresh(MAGIC4.as_ptr()));
             let s2 = half(1, load_fresh(MAGIC4.as_ptr()));
-            let dw = vreinterpretq_f16_u16(vld1q_u16(d.as_ptr().add(GROUP * b).cast::<u16>()));
-            let (da, db) = (vcvt_f32_f16(vget_low_f16(dw)), vcvt_high_f32_f16(dw));
+            let (da, db) = widen8(d.as_ptr().add(GROUP * b));
             let (f1, f2) = (vreinterpretq_f32_s32(s1), vreinterpretq_f32_s32(s2));
             acc_a = vfmaq_f32(acc_a, vsubq_f32(f1, magic), vmulq_n_f32(da, dx));
             acc_b = vfmaq_f32(acc_b, vsubq_f32(f2, magic), vmulq_n_f32(db, dx));
@@ -203,19 +181,85 @@ unsafe fn q8_0_group(qs: &[u8], d: &[f16], xq: &[i8], xd: &[f32]) -> (float32x4_
     (acc_a, acc_b)
 }
 
-/// Writes a group's eight results for token `t` of `n` into `yt` (`yt[r·n + t]` for the group's
-/// rows `r`, `y` being the group's `8n` outputs).
+/// Runs `dots(g, t)` (group `g`'s eight results for token `t`) for every group of eight rows and,
+/// inside it, every token, while the group's weights are in cache, and writes them to
+/// `yt[r·n + t]`.
 #[inline(always)]
-fn store(y: &mut [f32], n: usize, t: usize, (a, b): (float32x4_t, float32x4_t)) {
-    let mut v = [0.0f32; GROUP];
-    // SAFETY: `v` has eight elements.
-    unsafe {
-        vst1q_f32(v.as_mut_ptr(), a);
-        vst1q_f32(v.as_mut_ptr().add(4), b);
+fn each_group(
+    n: usize,
+    yt: &mut [f32],
+    mut dots: impl FnMut(usize, usize) -> (float32x4_t, float32x4_t),
+) {
+    for (g, y) in yt.chunks_exact_mut(GROUP * n).enumerate() {
+        for t in 0..n {
+            let (a, b) = dots(g, t);
+            if n == 1 {
+                // SAFETY: `y` has eight elements.
+                unsafe {
+                    vst1q_f32(y.as_mut_ptr(), a);
+                    vst1q_f32(y.as_mut_ptr().add(4), b);
+                }
+                continue;
+            }
+            let mut v = [0.0f32; GROUP];
+            // SAFETY: `v` has eight elements.
+            unsafe {
+                vst1q_f32(v.as_mut_ptr(), a);
+                vst1q_f32(v.as_mut_ptr().add(4), b);
+            }
+            for (r, v) in v.into_iter().enumerate() {
+                y[r * n + t] = v;
+            }
+        }
     }
-    for (r, v) in v.into_iter().enumerate() {
-        y[r * n + t] = v;
-    }
+}
+
+/// [`q4_0_tokens`] and [`q4_1_tokens`] (`MIN`).
+///
+/// # Safety
+/// The CPU has dotprod; `check_matmul_layout` accepted `w` (q4_0 or, with `MIN`, q4_1; rows8),
+/// `x`, `yt`.
+#[inline(always)]
+unsafe fn q4_tokens<const MIN: bool>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    let (n, k, nb) = (x.n, w.k, w.k / QK);
+    let (qs_len, d_len) = (nb * GROUP * QK / 2, nb * GROUP);
+    // Per block of the current token: row A's accumulator start (the bits of 1.5·2²³, less 8·sx
+    // for q4_0, plus 128·sx for q4_1) and, for q4_1, `dx·sx`. Computed once for one token, else
+    // per group and token (a few per cent of the group's work).
+    let mut start = [[0i32; 4]; ROWS8_MAX_K / QK];
+    let mut dxs = [0f32; ROWS8_MAX_K / QK];
+    each_group(n, yt, |g, t| {
+        let (xs, xd) = (&x.sum[t * nb..][..nb], &x.d[t * nb..][..nb]);
+        if g == 0 || n > 1 {
+            for (((s, c), &sx), &dx) in start.iter_mut().zip(&mut dxs).zip(xs).zip(xd) {
+                *s = [if MIN {
+                    MAGIC + 128 * sx
+                } else {
+                    MAGIC - 8 * sx
+                }; 4];
+                if MIN {
+                    *c = dx * sx as f32;
+                }
+            }
+        }
+        let m = if MIN {
+            &w.m[g * d_len..][..d_len]
+        } else {
+            &[][..]
+        };
+        // SAFETY: the caller's contract; the slices hold the group's `nb` blocks.
+        unsafe {
+            q4_group::<MIN>(
+                &w.qs[g * qs_len..][..qs_len],
+                &w.d[g * d_len..][..d_len],
+                m,
+                &x.qs[t * k..][..k],
+                xd,
+                &start[..nb],
+                &dxs[..nb],
+            )
+        }
+    })
 }
 
 /// `yt[r·n + t] = Σ_j w[r, j]·x[t, j]`, q4_0 weights in `rows8`, any number of tokens.
@@ -224,40 +268,8 @@ fn store(y: &mut [f32], n: usize, t: usize, (a, b): (float32x4_t, float32x4_t)) 
 /// The CPU has dotprod; `check_matmul_layout` accepted `w` (q4_0, rows8), `x`, `yt`.
 #[target_feature(enable = "neon,dotprod")]
 pub(super) unsafe fn q4_0_tokens(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-    let (n, k, nb) = (x.n, w.k, w.k / QK);
-    // Each block's accumulator start, in all four lanes: the bits of 1.5·2²³, less 8·sx.
-    let mut start = [[0i32; 4]; ROWS8_MAX_K / QK];
-    let starts = |start: &mut [[i32; 4]], t: usize| {
-        for (s, &sx) in start[..nb].iter_mut().zip(&x.sum[t * nb..][..nb]) {
-            *s = [MAGIC - 8 * sx; 4];
-        }
-    };
-    if n == 1 {
-        starts(&mut start, 0);
-    }
-    for ((qs, d), y) in
-        w.qs.chunks_exact(nb * GROUP * QK / 2)
-            .zip(w.d.chunks_exact(nb * GROUP))
-            .zip(yt.chunks_exact_mut(GROUP * n))
-    {
-        for t in 0..n {
-            if n > 1 {
-                starts(&mut start, t);
-            }
-            let (xq, xd) = (&x.qs[t * k..][..k], &x.d[t * nb..][..nb]);
-            // SAFETY: the caller's contract; the chunks hold the group's `nb` blocks.
-            let acc = unsafe { q4_0_group(qs, d, xq, xd, &start[..nb]) };
-            if n == 1 {
-                // SAFETY: `y` has eight elements.
-                unsafe {
-                    vst1q_f32(y.as_mut_ptr(), acc.0);
-                    vst1q_f32(y.as_mut_ptr().add(4), acc.1);
-                }
-            } else {
-                store(y, n, t, acc);
-            }
-        }
-    }
+    // SAFETY: the caller's contract.
+    unsafe { q4_tokens::<false>(w, x, yt) }
 }
 
 /// `yt[r·n + t] = Σ_j w[r, j]·x[t, j]`, q4_1 weights in `rows8`, any number of tokens.
@@ -266,44 +278,8 @@ pub(super) unsafe fn q4_0_tokens(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f
 /// The CPU has dotprod; `check_matmul_layout` accepted `w` (q4_1, rows8), `x`, `yt`.
 #[target_feature(enable = "neon,dotprod")]
 pub(super) unsafe fn q4_1_tokens(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-    let (n, k, nb) = (x.n, w.k, w.k / QK);
-    // Row A's accumulator start (the bits of 1.5·2²³, plus 128·sx) and `dx·sx`, per block.
-    let mut start = [[0i32; 4]; ROWS8_MAX_K / QK];
-    let mut dxs = [0f32; ROWS8_MAX_K / QK];
-    let starts = |start: &mut [[i32; 4]], dxs: &mut [f32], t: usize| {
-        let (xs, xd) = (&x.sum[t * nb..][..nb], &x.d[t * nb..][..nb]);
-        for (((s, c), &sx), &dx) in start[..nb].iter_mut().zip(&mut dxs[..nb]).zip(xs).zip(xd) {
-            *s = [MAGIC + 128 * sx; 4];
-            *c = dx * sx as f32;
-        }
-    };
-    if n == 1 {
-        starts(&mut start, &mut dxs, 0);
-    }
-    for (((qs, d), m), y) in
-        w.qs.chunks_exact(nb * GROUP * QK / 2)
-            .zip(w.d.chunks_exact(nb * GROUP))
-            .zip(w.m.chunks_exact(nb * GROUP))
-            .zip(yt.chunks_exact_mut(GROUP * n))
-    {
-        for t in 0..n {
-            if n > 1 {
-                starts(&mut start, &mut dxs, t);
-            }
-            let (xq, xd) = (&x.qs[t * k..][..k], &x.d[t * nb..][..nb]);
-            // SAFETY: the caller's contract; the chunks hold the group's `nb` blocks.
-            let acc = unsafe { q4_1_group(qs, d, m, xq, xd, &start[..nb], &dxs[..nb]) };
-            if n == 1 {
-                // SAFETY: `y` has eight elements.
-                unsafe {
-                    vst1q_f32(y.as_mut_ptr(), acc.0);
-                    vst1q_f32(y.as_mut_ptr().add(4), acc.1);
-                }
-            } else {
-                store(y, n, t, acc);
-            }
-        }
-    }
+    // SAFETY: the caller's contract.
+    unsafe { q4_tokens::<true>(w, x, yt) }
 }
 
 /// `yt[r·n + t] = Σ_j w[r, j]·x[t, j]`, q8_0 weights in `rows8`, any number of tokens.
@@ -312,25 +288,17 @@ pub(super) unsafe fn q4_1_tokens(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f
 /// The CPU has dotprod; `check_matmul_layout` accepted `w` (q8_0, rows8), `x`, `yt`.
 #[target_feature(enable = "neon,dotprod")]
 pub(super) unsafe fn q8_0_tokens(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
-    let (n, k, nb) = (x.n, w.k, w.k / QK);
-    for ((qs, d), y) in
-        w.qs.chunks_exact(nb * GROUP * QK)
-            .zip(w.d.chunks_exact(nb * GROUP))
-            .zip(yt.chunks_exact_mut(GROUP * n))
-    {
-        for t in 0..n {
-            let (xq, xd) = (&x.qs[t * k..][..k], &x.d[t * nb..][..nb]);
-            // SAFETY: the caller's contract; the chunks hold the group's `nb` blocks.
-            let acc = unsafe { q8_0_group(qs, d, xq, xd) };
-            if n == 1 {
-                // SAFETY: `y` has eight elements.
-                unsafe {
-                    vst1q_f32(y.as_mut_ptr(), acc.0);
-                    vst1q_f32(y.as_mut_ptr().add(4), acc.1);
-                }
-            } else {
-                store(y, n, t, acc);
-            }
+    let (k, nb) = (w.k, w.k / QK);
+    let (qs_len, d_len) = (nb * GROUP * QK, nb * GROUP);
+    each_group(x.n, yt, |g, t| {
+        // SAFETY: the caller's contract; the slices hold the group's `nb` blocks.
+        unsafe {
+            q8_0_group(
+                &w.qs[g * qs_len..][..qs_len],
+                &w.d[g * d_len..][..d_len],
+                &x.qs[t * k..][..k],
+                &x.d[t * nb..][..nb],
+            )
         }
-    }
+    })
 }
