@@ -388,7 +388,8 @@ impl TensorSource for CheckpointSource<'_> {
         })?;
         let format = QFormat::from_name(format_name).ok_or_else(|| {
             bad(format!(
-                "unknown quantized format `{format_name}` (this build reads q8_0, q4_0, q4_1)"
+                "unknown quantized format `{format_name}` (this build reads {})",
+                QFormat::ALL.map(QFormat::name).join(", ")
             ))
         })?;
         let layout_key = matrix::layout_key(name);
@@ -435,12 +436,26 @@ impl TensorSource for CheckpointSource<'_> {
         } else {
             None
         };
-        let (rows, k) = (scales.shape[0], scales.shape[1].saturating_mul(quant::QK));
-        let qs_cols = k / quant::QK * format.qs_bytes_per_block();
+        let aux_plane = matrix::aux_name(name);
+        let aux = if format.aux_bytes_per_block() > 0 {
+            Some(plane(&aux_plane, "U8")?)
+        } else {
+            None
+        };
+        let (rows, nb) = (scales.shape[0], scales.shape[1]);
+        let k = nb.saturating_mul(format.block_elems());
+        let qs_cols = nb.saturating_mul(format.qs_bytes_per_block());
+        let aux_cols = nb.saturating_mul(format.aux_bytes_per_block());
         if qs.shape != [rows, qs_cols] || mins.is_some_and(|m| m.shape != scales.shape) {
             return Err(bad(format!(
                 "planes disagree: `{qs_name}` {:?}, `{scales_name}` {:?}; expected [{rows}, {qs_cols}] quants for {rows}×{k}",
                 qs.shape, scales.shape
+            )));
+        }
+        if let Some(a) = aux.filter(|a| a.shape != [rows, aux_cols]) {
+            return Err(bad(format!(
+                "planes disagree: `{aux_plane}` {:?}, `{scales_name}` {:?}; expected [{rows}, {aux_cols}] bytes for {rows}×{k}",
+                a.shape, scales.shape
             )));
         }
         let storage: Storage = file.map.clone();
@@ -452,6 +467,7 @@ impl TensorSource for CheckpointSource<'_> {
             k,
             storage,
             qs.range.clone(),
+            aux.map_or(0..0, |a| a.range.clone()),
             scales.range.clone(),
             mins.map(|m| m.range.clone()),
         )?;

@@ -91,7 +91,8 @@ fn override_syntax_errors_say_what_is_expected() {
     for (spec, says) in [
         ("down_proj", "PATTERN=TYPE"),
         ("=q8_0", "pattern"),
-        ("down_proj=q5_k", "unknown type `q5_k`"),
+        ("down_proj=q5_x", "unknown type `q5_x`"),
+        ("down_proj=q5_k", "does not write q5_k yet"),
     ] {
         let e = spec.parse::<TensorOverride>().unwrap_err();
         assert!(e.contains(says), "{spec}: {e}");

@@ -26,7 +26,7 @@ fn tiny_rows8_layout_matches_rowsplit() {
     let shape = TinyLlama::small_gqa(15);
     shape.write(&src);
     let q_proj = "model.layers.0.self_attn.q_proj.weight";
-    for format in QFormat::ALL {
+    for format in QFormat::BASIC {
         let (plain, rows8) = (
             root.join(format!("{format}-rowsplit")),
             root.join(format!("{format}-rows8")),

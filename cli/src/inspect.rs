@@ -20,7 +20,7 @@ pub struct InspectArgs {
         hide_default_value = true
     )]
     ctx_size: usize,
-    /// List every tensor (name, dtype, shape, bytes).
+    /// List every tensor (name, dtype, shape, bytes, bits per weight).
     #[arg(long)]
     tensors: bool,
     /// Print JSON.
@@ -44,9 +44,20 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let available: Vec<&str> = Kernels::available().iter().map(|v| v.name()).collect();
     let tensors: Vec<_> = model.weights().collect();
     let mut params = 0usize;
+    // Per storage type: tensors, parameters, bytes; and the same over the layers' matrices.
+    let mut types: std::collections::BTreeMap<&str, (usize, usize, usize)> = Default::default();
+    let (mut layer_params, mut layer_bytes) = (0usize, 0usize);
     for t in &tensors {
-        params += t.shape.iter().product::<usize>();
+        let n = t.shape.iter().product::<usize>();
+        params += n;
+        let e = types.entry(t.type_name).or_default();
+        *e = (e.0 + 1, e.1 + n, e.2 + t.bytes);
+        if t.shape.len() == 2 && t.name.contains("layers.") {
+            (layer_params, layer_bytes) = (layer_params + n, layer_bytes + t.bytes);
+        }
     }
+    let bits = |bytes: usize, n: usize| 8.0 * bytes as f64 / n.max(1) as f64;
+    let all_bytes: usize = tensors.iter().map(|t| t.bytes).sum();
     let non_finite = if args.check {
         Some(model.non_finite_weights()?)
     } else {
@@ -69,7 +80,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
         let list: Vec<_> = tensors
             .iter()
             .map(|t| {
-                let mut j = serde_json::json!({"name": t.name, "dtype": t.type_name, "shape": t.shape, "bytes": t.bytes, "line_aligned": t.line_aligned});
+                let n = t.shape.iter().product::<usize>();
+                let mut j = serde_json::json!({"name": t.name, "dtype": t.type_name, "shape": t.shape, "bytes": t.bytes, "bits_per_weight": bits(t.bytes, n), "line_aligned": t.line_aligned});
                 if let Some(l) = t.layout {
                     j["layout"] = l.name().into();
                 }
@@ -87,6 +99,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "vocab_size": cfg.vocab_size,
             "max_position_embeddings": cfg.max_position_embeddings,
             "parameters": params,
+            "bits_per_weight": bits(all_bytes, params),
+            "layer_matrix_bits_per_weight": bits(layer_bytes, layer_params),
+            "formats": types.iter().map(|(name, &(count, n, b))| (name.to_string(), serde_json::json!({"tensors": count, "parameters": n, "bytes": b, "bits_per_weight": bits(b, n)}))).collect::<serde_json::Map<_, _>>(),
             "weight_bytes": weights,
             "mapped_bytes": model.mapped_bytes(),
             "kernels": model.kernels().variant.name(),
@@ -126,6 +141,19 @@ pub fn run(args: InspectArgs) -> Result<()> {
         "parameters   {:.1} M in {} tensors",
         params as f64 / 1e6,
         tensors.len()
+    );
+    let formats: Vec<String> = types
+        .iter()
+        .map(|(name, &(count, n, b))| format!("{name} ×{count} ({:.2})", bits(b, n)))
+        .collect();
+    println!(
+        "formats      {} (tensors, bits per weight)",
+        formats.join(", ")
+    );
+    println!(
+        "bits/weight  {:.3} over every weight; {:.3} over the layers' matrices",
+        bits(all_bytes, params),
+        bits(layer_bytes, layer_params)
     );
     println!(
         "weights      {:.1} MiB (mapped from disk, {:.1} MiB of files)",
@@ -176,8 +204,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if args.tensors {
         println!();
         println!(
-            "{:<48} {:>10} {:>14} {:>12}",
-            "tensor", "dtype", "shape", "bytes"
+            "{:<48} {:>10} {:>14} {:>12} {:>6}",
+            "tensor", "dtype", "shape", "bytes", "bits"
         );
         for t in &tensors {
             let dtype = match t.layout {
@@ -185,11 +213,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 _ => t.type_name.to_string(),
             };
             println!(
-                "{:<48} {:>10} {:>14} {:>12}",
+                "{:<48} {:>10} {:>14} {:>12} {:>6.2}",
                 t.name,
                 dtype,
                 format!("{:?}", t.shape),
-                t.bytes
+                t.bytes,
+                bits(t.bytes, t.shape.iter().product())
             );
         }
     } else {

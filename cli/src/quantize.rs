@@ -61,8 +61,13 @@ pub fn parse_layout(s: &str) -> Result<QLayout> {
 }
 
 fn parse_format(s: &str) -> Result<QFormat> {
-    QFormat::from_name(s)
-        .ok_or_else(|| anyhow!("unknown format `{s}` (expected q8_0, q4_0 or q4_1)"))
+    match QFormat::from_name(s) {
+        Some(f) if f.is_basic() => Ok(f),
+        Some(f) => Err(anyhow!(
+            "`infer quantize` does not write {f} yet (expected q8_0, q4_0 or q4_1); a GGUF in {f} keeps it on `infer import`"
+        )),
+        None => Err(anyhow!("unknown format `{s}` (expected q8_0, q4_0 or q4_1)")),
+    }
 }
 
 pub fn run(args: QuantizeArgs) -> Result<()> {

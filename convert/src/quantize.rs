@@ -138,9 +138,19 @@ impl std::str::FromStr for TensorOverride {
         if pattern.is_empty() {
             return Err(format!("`{s}`: the pattern before `=` is empty"));
         }
-        let to = StoreType::from_name(to).ok_or_else(|| {
-            format!("`{s}`: unknown type `{to}` (expected q8_0, q4_0, q4_1, f32, f16 or bf16)")
-        })?;
+        let to = match StoreType::from_name(to) {
+            Some(StoreType::Quant(f)) if !f.is_basic() => {
+                return Err(format!(
+                    "`{s}`: `infer quantize` does not write {f} yet (expected q8_0, q4_0, q4_1, f32, f16 or bf16)"
+                ))
+            }
+            Some(t) => t,
+            None => {
+                return Err(format!(
+                    "`{s}`: unknown type `{to}` (expected q8_0, q4_0, q4_1, f32, f16 or bf16)"
+                ))
+            }
+        };
         Ok(TensorOverride {
             pattern: pattern.to_string(),
             to,
@@ -206,6 +216,9 @@ pub enum QuantizeError {
     SameDirectory { path: PathBuf },
     #[error("{}: calibration: {reason}", path.display())]
     Calibration { path: PathBuf, reason: String },
+    /// A format `infer quantize` does not write yet (the GGUF formats are kept when importing).
+    #[error("cannot quantize to {format}: `infer quantize` writes q8_0, q4_0 and q4_1 (a GGUF in {format} keeps it on `infer import`)")]
+    UnsupportedFormat { format: QFormat },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -236,6 +249,16 @@ pub fn quantize_checkpoint(
         return Err(QuantizeError::SameDirectory {
             path: out_dir.to_path_buf(),
         });
+    }
+    let asked = opts.overrides.iter().filter_map(|o| match o.to {
+        StoreType::Quant(f) => Some(f),
+        StoreType::Dense(_) => None,
+    });
+    if let Some(format) = std::iter::once(opts.format)
+        .chain(asked)
+        .find(|f| !f.is_basic())
+    {
+        return Err(QuantizeError::UnsupportedFormat { format });
     }
     // Load and validate the whole input before creating anything.
     let ckpt = Checkpoint::open(in_dir).map_err(|e| QuantizeError::Input(Box::new(e)))?;
@@ -703,5 +726,10 @@ pub fn quantize_matrix(
     if !format.has_min() {
         m = Vec::new();
     }
-    QPlanes { qs, d, m }
+    QPlanes {
+        qs,
+        d,
+        m,
+        aux: Vec::new(),
+    }
 }

@@ -32,7 +32,9 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use edgeinfer_kernels::quant::{rows8, QFormat, QLayout, LAYOUT_NAME, LAYOUT_VERSION, QK};
-use edgeinfer_models::matrix::{format_key, layout_key, plane_names, LAYOUT_KEY, VERSION_KEY};
+use edgeinfer_models::matrix::{
+    aux_name, format_key, layout_key, plane_names, LAYOUT_KEY, VERSION_KEY,
+};
 use half::f16;
 use safetensors::Dtype;
 
@@ -107,7 +109,8 @@ impl Entry {
 pub enum Data {
     /// Little-endian elements, `shape × dtype size` bytes.
     Dense(Vec<u8>),
-    /// The `rowsplit` planes (`m` empty unless the format has minimums).
+    /// The `rowsplit` planes (`m` empty unless the format has minimums, `aux` unless it has an
+    /// `aux` plane).
     Quant(QPlanes),
 }
 
@@ -117,6 +120,8 @@ pub struct QPlanes {
     pub qs: Vec<u8>,
     pub d: Vec<f16>,
     pub m: Vec<f16>,
+    /// High bits or packed sub-block scales of the GGUF formats (`edgeinfer_kernels::quant::kquant`).
+    pub aux: Vec<u8>,
 }
 
 /// What [`write_model`] wrote.
@@ -136,7 +141,7 @@ struct Slot {
     shape: Vec<usize>,
     /// Index of the entry it belongs to.
     entry: usize,
-    /// Which part of the entry: 0 for dense / `qs`, 1 for scales, 2 for mins.
+    /// Which part of the entry: 0 for dense / `qs`, 1 for scales, 2 for mins, 3 for aux.
     part: usize,
     len: usize,
     /// Offset from the start of the data section, once laid out.
@@ -184,9 +189,10 @@ fn slots(entries: &[Entry], path: &Path) -> Result<Vec<Slot>, StoreError> {
                 k,
                 layout,
             } => {
-                if k == 0 || !k.is_multiple_of(QK) || rows == 0 {
+                let block = format.block_elems();
+                if k == 0 || !k.is_multiple_of(block) || rows == 0 {
                     return Err(bad(format!(
-                        "[{rows}, {k}] cannot be stored as {format}: k must be a positive multiple of {QK}"
+                        "[{rows}, {k}] cannot be stored as {format}: k must be a positive multiple of {block}"
                     )));
                 }
                 if !layout.fits(format, rows, k) {
@@ -200,7 +206,7 @@ fn slots(entries: &[Entry], path: &Path) -> Result<Vec<Slot>, StoreError> {
                 } else {
                     Dtype::U8
                 };
-                let nb = k / QK;
+                let nb = k / block;
                 push(
                     qs,
                     qs_dtype,
@@ -210,6 +216,14 @@ fn slots(entries: &[Entry], path: &Path) -> Result<Vec<Slot>, StoreError> {
                 push(scales, Dtype::F16, vec![rows, nb], 1)?;
                 if format.has_min() {
                     push(mins, Dtype::F16, vec![rows, nb], 2)?;
+                }
+                if format.aux_bytes_per_block() > 0 {
+                    push(
+                        aux_name(&e.name),
+                        Dtype::U8,
+                        vec![rows, nb * format.aux_bytes_per_block()],
+                        3,
+                    )?;
                 }
             }
         }
@@ -319,7 +333,7 @@ pub fn write_model<E: From<StoreError>>(
         }
     }
     // Slots of each entry, by part.
-    let mut by_entry: Vec<[Option<usize>; 3]> = vec![[None; 3]; entries.len()];
+    let mut by_entry: Vec<[Option<usize>; 4]> = vec![[None; 4]; entries.len()];
     for (i, s) in slots.iter().enumerate() {
         by_entry[s.entry][s.part] = Some(i);
     }
@@ -357,12 +371,13 @@ pub fn write_model<E: From<StoreError>>(
                 }
             }
         }
-        let parts: [&[u8]; 3] = match &data {
-            Data::Dense(b) => [b, &[], &[]],
+        let parts: [&[u8]; 4] = match &data {
+            Data::Dense(b) => [b, &[], &[], &[]],
             Data::Quant(p) => [
                 &p.qs,
                 bytemuck::cast_slice(&p.d),
                 bytemuck::cast_slice(&p.m),
+                &p.aux,
             ],
         };
         let dense = matches!(e.stored, StoredAs::Dense { .. });
@@ -541,6 +556,7 @@ mod tests {
                     qs: vec![7; rows * 16],
                     d: vec![f16::ONE; rows],
                     m: vec![f16::NEG_ONE; rows],
+                    aux: Vec::new(),
                 }),
             })
         })

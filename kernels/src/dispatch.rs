@@ -116,6 +116,17 @@ pub struct Kernels {
     pub matmul_q8_0_q8: QMatmulFn,
     pub matmul_q4_0_q8: QMatmulFn,
     pub matmul_q4_1_q8: QMatmulFn,
+    /// The GGUF formats kept as stored ([`quant::kquant`]); the scalar reference
+    /// [`quant::kquant::matmul_q8`] where a variant has no kernel of its own.
+    pub matmul_q5_0_q8: QMatmulFn,
+    pub matmul_q5_1_q8: QMatmulFn,
+    pub matmul_iq4_nl_q8: QMatmulFn,
+    pub matmul_q2_k_q8: QMatmulFn,
+    pub matmul_q3_k_q8: QMatmulFn,
+    pub matmul_q4_k_q8: QMatmulFn,
+    pub matmul_q5_k_q8: QMatmulFn,
+    pub matmul_q6_k_q8: QMatmulFn,
+    pub matmul_iq4_xs_q8: QMatmulFn,
     /// q4_0, q8_0 and q4_1 weights in the `rows8` layout ([`quant::rows8`]); same contracts as
     /// `matmul_q4_0_q8`, `matmul_q8_0_q8` and `matmul_q4_1_q8`.
     pub matmul_q4_0_rows8_q8: QMatmulFn,
@@ -157,6 +168,15 @@ impl Kernels {
         matmul_q8_0_q8: quant::scalar::matmul_q8_0_q8,
         matmul_q4_0_q8: quant::scalar::matmul_q4_0_q8,
         matmul_q4_1_q8: quant::scalar::matmul_q4_1_q8,
+        matmul_q5_0_q8: quant::kquant::matmul_q8,
+        matmul_q5_1_q8: quant::kquant::matmul_q8,
+        matmul_iq4_nl_q8: quant::kquant::matmul_q8,
+        matmul_q2_k_q8: quant::kquant::matmul_q8,
+        matmul_q3_k_q8: quant::kquant::matmul_q8,
+        matmul_q4_k_q8: quant::kquant::matmul_q8,
+        matmul_q5_k_q8: quant::kquant::matmul_q8,
+        matmul_q6_k_q8: quant::kquant::matmul_q8,
+        matmul_iq4_xs_q8: quant::kquant::matmul_q8,
         matmul_q4_0_rows8_q8: quant::rows8::matmul_q4_0_rows8_q8,
         matmul_q8_0_rows8_q8: quant::rows8::matmul_q8_0_rows8_q8,
         matmul_q4_1_rows8_q8: quant::rows8::matmul_q4_1_rows8_q8,
@@ -171,6 +191,15 @@ impl Kernels {
             QFormat::Q8_0 => self.matmul_q8_0_q8,
             QFormat::Q4_0 => self.matmul_q4_0_q8,
             QFormat::Q4_1 => self.matmul_q4_1_q8,
+            QFormat::Q5_0 => self.matmul_q5_0_q8,
+            QFormat::Q5_1 => self.matmul_q5_1_q8,
+            QFormat::Iq4Nl => self.matmul_iq4_nl_q8,
+            QFormat::Q2K => self.matmul_q2_k_q8,
+            QFormat::Q3K => self.matmul_q3_k_q8,
+            QFormat::Q4K => self.matmul_q4_k_q8,
+            QFormat::Q5K => self.matmul_q5_k_q8,
+            QFormat::Q6K => self.matmul_q6_k_q8,
+            QFormat::Iq4Xs => self.matmul_iq4_xs_q8,
         }
     }
 
@@ -182,6 +211,8 @@ impl Kernels {
                 QFormat::Q8_0 => self.matmul_q8_0_rows8_q8,
                 QFormat::Q4_0 => self.matmul_q4_0_rows8_q8,
                 QFormat::Q4_1 => self.matmul_q4_1_rows8_q8,
+                // `QWeight::validate` refuses rows8 views of other formats.
+                _ => unreachable!("a rows8 {} weight", w.format),
             },
         }
     }
@@ -193,6 +224,7 @@ impl Kernels {
             QFormat::Q8_0 => self.matmul_tokens_q8_0_q8,
             QFormat::Q4_0 => self.matmul_tokens_q4_0_q8,
             QFormat::Q4_1 => self.matmul_tokens_q4_1_q8,
+            _ => None,
         }
     }
 

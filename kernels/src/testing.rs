@@ -6,7 +6,7 @@
 use half::f16;
 
 use crate::dispatch::{Kernels, Variant};
-use crate::quant::{QFormat, QWeight, QK};
+use crate::quant::{QFormat, QWeight};
 
 /// Environment variable listing variants (comma separated) that must be available: a test run where one
 /// of them is missing fails instead of skipping it. CI sets it per machine so it cannot go green
@@ -189,13 +189,15 @@ pub struct QPlanes {
     pub rows: usize,
     pub k: usize,
     pub qs: Vec<u8>,
+    /// Empty for the formats without an `aux` plane.
+    pub aux: Vec<u8>,
     pub d: Vec<f16>,
     pub m: Vec<f16>,
 }
 
 impl QPlanes {
-    /// Random quants (every bit pattern), scales uniform in ±`scale` and (q4_1) minimums in
-    /// ±`min_scale`.
+    /// Random quants and `aux` bytes (every bit pattern), scales uniform in ±`scale` and (formats
+    /// with minimums) minimums in ±`min_scale`.
     pub fn random(
         rng: &mut Rng,
         format: QFormat,
@@ -204,8 +206,11 @@ impl QPlanes {
         scale: f32,
         min_scale: f32,
     ) -> QPlanes {
-        let nb = rows * k / QK;
+        let nb = rows * k / format.block_elems();
         let qs = (0..nb * format.qs_bytes_per_block())
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        let aux = (0..nb * format.aux_bytes_per_block())
             .map(|_| rng.next_u64() as u8)
             .collect();
         let d = (0..nb).map(|_| f16::from_f32(rng.uniform(scale))).collect();
@@ -220,14 +225,23 @@ impl QPlanes {
             rows,
             k,
             qs,
+            aux,
             d,
             m,
         }
     }
 
     pub fn view(&self) -> QWeight<'_> {
-        QWeight::new(self.format, self.rows, self.k, &self.qs, &self.d, &self.m)
-            .expect("valid planes")
+        QWeight::with_aux(
+            self.format,
+            self.rows,
+            self.k,
+            &self.qs,
+            &self.aux,
+            &self.d,
+            &self.m,
+        )
+        .expect("valid planes")
     }
 }
 

@@ -21,7 +21,7 @@
 
 use std::ops::Range;
 
-use edgeinfer_kernels::quant::{self, ActQuant, Q8Acts, QFormat, QLayout, QWeight, QK};
+use edgeinfer_kernels::quant::{self, ActQuant, Q8Acts, QFormat, QLayout, QWeight};
 use edgeinfer_kernels::{par, Kernels, WeightRef};
 use half::f16;
 
@@ -44,13 +44,20 @@ pub fn layout_key(name: &str) -> String {
     format!("edgeinfer.qlayout.{name}")
 }
 
-/// Names of the three safetensors tensors of the quantized matrix `name`.
+/// Names of the three safetensors tensors of the quantized matrix `name`: quants, scales and
+/// minimums (the fourth plane of the GGUF formats is [`aux_name`]).
 pub fn plane_names(name: &str) -> [String; 3] {
     [
         format!("{name}.qs"),
         format!("{name}.scales"),
         format!("{name}.mins"),
     ]
+}
+
+/// Name of the `aux` plane (high bits or packed sub-block scales) of the quantized matrix `name`,
+/// for the formats that have one ([`QFormat::aux_bytes_per_block`]).
+pub fn aux_name(name: &str) -> String {
+    format!("{name}.aux")
 }
 
 /// A quantized matrix: three validated byte ranges of one storage.
@@ -63,6 +70,7 @@ pub struct QTensor {
     k: usize,
     storage: Storage,
     qs: Range<usize>,
+    aux: Range<usize>,
     d: Range<usize>,
     m: Option<Range<usize>>,
 }
@@ -79,7 +87,8 @@ impl std::fmt::Debug for QTensor {
 }
 
 impl QTensor {
-    /// Validates and wraps the planes `storage[qs]`, `storage[d]` and (q4_1) `storage[m]`.
+    /// Validates and wraps the planes `storage[qs]`, `storage[aux]` (empty for the formats
+    /// without one), `storage[d]` and (formats with minimums) `storage[m]`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
@@ -89,6 +98,7 @@ impl QTensor {
         k: usize,
         storage: Storage,
         qs: Range<usize>,
+        aux: Range<usize>,
         d: Range<usize>,
         m: Option<Range<usize>>,
     ) -> Result<QTensor, ModelError> {
@@ -96,9 +106,11 @@ impl QTensor {
             name: name.to_string(),
             reason,
         };
-        if k == 0 || !k.is_multiple_of(QK) {
+        let block = format.block_elems();
+        if k == 0 || !k.is_multiple_of(block) {
             return Err(bad(format!(
-                "{k} columns is not a positive multiple of the {QK}-element block"
+                "{k} columns is not a positive multiple of {}'s {block}-element block",
+                format.name()
             )));
         }
         if m.is_some() != format.has_min() {
@@ -116,11 +128,12 @@ impl QTensor {
             k,
             storage,
             qs,
+            aux,
             d,
             m,
         };
         let all: &[u8] = (*t.storage).as_ref();
-        for r in [Some(&t.qs), Some(&t.d), t.m.as_ref()]
+        for r in [Some(&t.qs), Some(&t.aux), Some(&t.d), t.m.as_ref()]
             .into_iter()
             .flatten()
         {
@@ -138,11 +151,12 @@ impl QTensor {
                 return Err(bad("f16 scales are not 2-byte aligned in the file".into()));
             }
         }
-        QWeight::new(
+        QWeight::with_aux(
             format,
             rows,
             k,
             &all[t.qs.clone()],
+            &all[t.aux.clone()],
             f16s(&all[t.d.clone()]),
             t.m.as_ref().map_or(&[][..], |m| f16s(&all[m.clone()])),
         )
@@ -163,6 +177,7 @@ impl QTensor {
             rows: self.rows,
             k: self.k,
             qs: &all[self.qs.clone()],
+            aux: &all[self.aux.clone()],
             d: f16s(&all[self.d.clone()]),
             m: self.m.as_ref().map_or(&[][..], |m| f16s(&all[m.clone()])),
             layout: self.layout,
@@ -217,7 +232,7 @@ impl Matrix {
         }
     }
 
-    /// `F32`, `F16`, `BF16`, `q8_0`, `q4_0` or `q4_1`.
+    /// `F32`, `F16`, `BF16` or a quantized format's name (`q4_0`, `q4_k`, …).
     pub fn type_name(&self) -> &'static str {
         match self {
             Matrix::Dense(t) => t.dtype().name(),
@@ -246,7 +261,9 @@ impl Matrix {
     pub fn byte_len(&self) -> usize {
         match self {
             Matrix::Dense(t) => t.byte_len(),
-            Matrix::Quant(q) => q.qs.len() + q.d.len() + q.m.as_ref().map_or(0, |m| m.len()),
+            Matrix::Quant(q) => {
+                q.qs.len() + q.aux.len() + q.d.len() + q.m.as_ref().map_or(0, |m| m.len())
+            }
         }
     }
 

@@ -421,8 +421,9 @@ const BLOCK_DIMS: Dims = Dims {
     layers: 1,
 };
 
-/// The default (native) import keeps Q8_0/Q4_0/Q4_1 blocks bit-exact (Q/K rows un-permuted whole),
-/// copies F16 matrices, requantizes the other block types, writes norms as F32, and the result loads.
+/// The default (native) import keeps every block type bit-exact (Q/K rows un-permuted whole),
+/// copies F16 matrices, writes norms as F32, and the result loads with every matrix dequantizing
+/// to candle's values of the GGUF tensor, bit for bit.
 #[test]
 fn synthetic_native_keeps_blocks() {
     let mut s = Synth::llama_with(BLOCK_DIMS);
@@ -433,7 +434,7 @@ fn synthetic_native_keeps_blocks() {
             "attn_q" => GgmlDType::Q4_1,
             "attn_k" => GgmlDType::Q4_0,
             "attn_v" => GgmlDType::F16,
-            "attn_output" => GgmlDType::Q8_0,
+            "attn_output" => GgmlDType::Q5_1,
             "ffn_gate" => GgmlDType::Q4_1,
             "ffn_up" => GgmlDType::Q5_0,
             "ffn_down" => GgmlDType::Q4K,
@@ -444,23 +445,19 @@ fn synthetic_native_keeps_blocks() {
     let summary = import(&s, &scratch.0).unwrap();
     let out = scratch.0.join("out");
     println!("{:?} {:?}", summary.types, summary.requantized);
-    assert_eq!(summary.types["q4_1"], 3, "attn_q, ffn_gate, ffn_down");
-    assert_eq!(summary.types["q8_0"], 3, "embed, attn_output, ffn_up");
+    assert_eq!(summary.types["q4_1"], 2, "attn_q, ffn_gate");
+    assert_eq!(summary.types["q8_0"], 1, "embed");
+    assert_eq!(summary.types["q5_1"], 1, "attn_output");
+    assert_eq!(summary.types["q5_0"], 1, "ffn_up");
+    assert_eq!(summary.types["q4_k"], 1, "ffn_down");
     assert_eq!(summary.types["F16"], 1);
     assert_eq!(summary.types["F32"], 3, "norms");
-    let requantized: Vec<&str> = summary.requantized.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(
-        requantized,
-        [
-            "model.layers.0.mlp.up_proj.weight",
-            "model.layers.0.mlp.down_proj.weight"
-        ]
-    );
+    assert!(summary.requantized.is_empty(), "{:?}", summary.requantized);
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
-    // The format holding most parameters: the embedding tips it to q8_0 (37 120 vs 36 864).
-    assert_eq!(config["quantization_config"]["format"], "q8_0");
-    assert_eq!(config["quantization_config"]["formats"]["q4_1"], 3);
+    // The format holding most parameters: q4_1 (20 480; the q8_0 embedding 16 640).
+    assert_eq!(config["quantization_config"]["format"], "q4_1");
+    assert_eq!(config["quantization_config"]["formats"]["q4_1"], 2);
     assert_eq!(config["quantization_config"]["layout"], "rowsplit");
 
     let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
@@ -489,7 +486,19 @@ fn synthetic_native_keeps_blocks() {
         (
             "model.layers.0.self_attn.o_proj.weight",
             "blk.0.attn_output.weight",
-            QFormat::Q8_0,
+            QFormat::Q5_1,
+            0,
+        ),
+        (
+            "model.layers.0.mlp.up_proj.weight",
+            "blk.0.ffn_up.weight",
+            QFormat::Q5_0,
+            0,
+        ),
+        (
+            "model.layers.0.mlp.down_proj.weight",
+            "blk.0.ffn_down.weight",
+            QFormat::Q4K,
             0,
         ),
     ] {
@@ -497,8 +506,8 @@ fn synthetic_native_keeps_blocks() {
         let shape = g.shape(gg).unwrap();
         let (rows, k) = (shape[0], shape[1]);
         let mut want = weights::split_blocks(format, &raw, rows, k).unwrap();
+        let nb = k / format.block_elems();
         if heads > 0 {
-            let nb = k / 32;
             want.qs = gguf::unpermute_rows(&want.qs, heads, rows, nb * format.qs_bytes_per_block());
             want.d = gguf::unpermute_rows(&want.d, heads, rows, nb);
             want.m =
@@ -518,6 +527,11 @@ fn synthetic_native_keeps_blocks() {
                 "{hf}"
             );
         }
+        let aux = edgeinfer_models::matrix::aux_name(hf);
+        match format.aux_bytes_per_block() {
+            0 => assert!(st.tensor(&aux).is_err(), "{hf}"),
+            _ => assert_eq!(st.tensor(&aux).unwrap().data(), &want.aux[..], "{hf}"),
+        }
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         let meta = meta.metadata().clone().unwrap();
         assert_eq!(
@@ -533,26 +547,85 @@ fn synthetic_native_keeps_blocks() {
         safetensors::Dtype::F32
     );
 
-    // Loads, and the requantized Q4_K matrix stays close to the GGUF's values.
-    let ckpt = edgeinfer::loader::Checkpoint::open(&out).unwrap();
+    // Loads, and every kept matrix dequantizes to candle's values of the GGUF tensor exactly.
+    let llama = load(&out);
+    let layer = &llama.layers[0];
+    for (m, gg) in [
+        (&layer.wo, "blk.0.attn_output.weight"),
+        (&layer.w_up, "blk.0.ffn_up.weight"),
+        (&layer.w_down, "blk.0.ffn_down.weight"),
+        (&layer.w_gate, "blk.0.ffn_gate.weight"),
+    ] {
+        same_values(m, &g.read_f32(gg).unwrap(), gg);
+    }
+    assert_eq!(layer.w_down.type_name(), "q4_k");
+}
+
+fn load(out: &std::path::Path) -> edgeinfer_models::Llama {
+    let ckpt = edgeinfer::loader::Checkpoint::open(out).unwrap();
     let cfg = edgeinfer_models::Config::from_json(
         &std::fs::read_to_string(out.join("config.json")).unwrap(),
     )
     .unwrap();
-    let llama = edgeinfer_models::Llama::load(cfg, &ckpt.source()).unwrap();
-    let down = &llama.layers[0].w_down;
-    assert_eq!(down.type_name(), "q4_1");
-    let src = g.read_f32("blk.0.ffn_down.weight").unwrap();
-    let mut row = vec![0f32; 256];
-    let mut worst = 0f32;
-    for r in 0..64 {
-        down.row_f32(r, &mut row);
-        for (a, b) in row.iter().zip(&src[r * 256..]) {
-            worst = worst.max((a - b).abs());
+    edgeinfer_models::Llama::load(cfg, &ckpt.source()).unwrap()
+}
+
+/// Every row of `m` dequantizes to `want` (row-major), bit for bit.
+fn same_values(m: &edgeinfer_models::matrix::Matrix, want: &[f32], what: &str) {
+    let [rows, k] = m.shape()[..] else {
+        panic!("{what}: a matrix")
+    };
+    assert_eq!(want.len(), rows * k, "{what}");
+    let mut row = vec![0f32; k];
+    for r in 0..rows {
+        m.row_f32(r, &mut row);
+        for (j, (a, b)) in row.iter().zip(&want[r * k..]).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{what} [{r}, {j}]: {a:e} vs {b:e}"
+            );
         }
     }
-    // q4_1 steps are (max - min)/15 of a block, here at most 2/15; rounding is half a step.
-    assert!(worst < 0.07, "requantized Q4_K differs by {worst}");
+}
+
+/// The K-quants kept as stored: each type as the down projection (k = 256), imported, loaded and
+/// dequantized against candle's values bit for bit.
+#[test]
+fn synthetic_k_quants_keep_blocks() {
+    type Types = fn(&str) -> Option<GgmlDType>;
+    let cases: [(QFormat, Types); 5] = [
+        (QFormat::Q2K, |n| down(n, GgmlDType::Q2K)),
+        (QFormat::Q3K, |n| down(n, GgmlDType::Q3K)),
+        (QFormat::Q4K, |n| down(n, GgmlDType::Q4K)),
+        (QFormat::Q5K, |n| down(n, GgmlDType::Q5K)),
+        (QFormat::Q6K, |n| down(n, GgmlDType::Q6K)),
+    ];
+    fn down(name: &str, ty: GgmlDType) -> Option<GgmlDType> {
+        match name.rsplit('.').nth(1)? {
+            "ffn_down" => Some(ty),
+            "token_embd" => Some(GgmlDType::Q8_0),
+            _ => None,
+        }
+    }
+    for (format, types) in cases {
+        let mut s = Synth::llama_with(BLOCK_DIMS);
+        s.random = true;
+        s.types = types;
+        let scratch = Scratch::new(format.name());
+        let summary = import(&s, &scratch.0).unwrap();
+        assert_eq!(summary.types[format.name()], 1, "{format}");
+        assert!(summary.requantized.is_empty(), "{format}");
+        let llama = load(&scratch.0.join("out"));
+        let mut g = gguf::Gguf::open(&scratch.0.join("m.gguf")).unwrap();
+        let down = &llama.layers[0].w_down;
+        assert_eq!(down.type_name(), format.name());
+        same_values(
+            down,
+            &g.read_f32("blk.0.ffn_down.weight").unwrap(),
+            format.name(),
+        );
+    }
 }
 
 /// `--layout rows8` keeps Q4_0 blocks exact: its planes, put back into rowsplit order, are the

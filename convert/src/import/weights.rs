@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
-use edgeinfer_kernels::quant::{QFormat, QLayout, QK};
+use edgeinfer_kernels::quant::{kquant, QFormat, QLayout};
 use half::f16;
 use safetensors::Dtype;
 
@@ -79,26 +79,30 @@ pub(crate) fn conversion(ty: GgmlDType, shape: &[usize], dtype: ImportDType) -> 
         ImportDType::Bf16 => return dense(Dtype::BF16),
         ImportDType::Native => {}
     }
-    let matrix = shape.len() == 2 && shape[1] > 0 && shape[1].is_multiple_of(QK);
     if shape.len() != 2 {
         return dense(Dtype::F32);
     }
-    match ty {
-        GgmlDType::F32 => Conversion::Copy(Dtype::F32),
-        GgmlDType::F16 => Conversion::Copy(Dtype::F16),
-        GgmlDType::BF16 => Conversion::Copy(Dtype::BF16),
-        // Block types always have k a multiple of their block; the check only guards odd files.
-        _ if !matrix => dense(Dtype::F32),
-        GgmlDType::Q8_0 => Conversion::Split(QFormat::Q8_0),
-        GgmlDType::Q4_0 => Conversion::Split(QFormat::Q4_0),
-        GgmlDType::Q4_1 => Conversion::Split(QFormat::Q4_1),
-        GgmlDType::Q5_0
-        | GgmlDType::Q5_1
-        | GgmlDType::Q8_1
-        | GgmlDType::Q5K
-        | GgmlDType::Q6K
-        | GgmlDType::Q8K => Conversion::Requantize(QFormat::Q8_0),
-        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K => Conversion::Requantize(QFormat::Q4_1),
+    let kept = match ty {
+        GgmlDType::F32 => return Conversion::Copy(Dtype::F32),
+        GgmlDType::F16 => return Conversion::Copy(Dtype::F16),
+        GgmlDType::BF16 => return Conversion::Copy(Dtype::BF16),
+        // ggml's activation-side types, never a model's weights in practice.
+        GgmlDType::Q8_1 | GgmlDType::Q8K => return Conversion::Requantize(QFormat::Q8_0),
+        GgmlDType::Q8_0 => QFormat::Q8_0,
+        GgmlDType::Q4_0 => QFormat::Q4_0,
+        GgmlDType::Q4_1 => QFormat::Q4_1,
+        GgmlDType::Q5_0 => QFormat::Q5_0,
+        GgmlDType::Q5_1 => QFormat::Q5_1,
+        GgmlDType::Q2K => QFormat::Q2K,
+        GgmlDType::Q3K => QFormat::Q3K,
+        GgmlDType::Q4K => QFormat::Q4K,
+        GgmlDType::Q5K => QFormat::Q5K,
+        GgmlDType::Q6K => QFormat::Q6K,
+    };
+    // Block types always have k a multiple of their block; the check only guards odd files.
+    match shape[1] > 0 && shape[1].is_multiple_of(kept.block_elems()) {
+        true => Conversion::Split(kept),
+        false => dense(Dtype::F32),
     }
 }
 
@@ -249,7 +253,7 @@ fn convert(g: &mut Gguf, p: &Planned<'_>) -> Result<Data, ImportError> {
                     key: t.gguf.clone(),
                     reason,
                 })?;
-            let nb = k / QK;
+            let nb = k / format.block_elems();
             Data::Quant(QPlanes {
                 qs: unpermute(planes.qs, nb * format.qs_bytes_per_block()),
                 d: unpermute16(planes.d, nb),
@@ -258,6 +262,7 @@ fn convert(g: &mut Gguf, p: &Planned<'_>) -> Result<Data, ImportError> {
                 } else {
                     planes.m
                 },
+                aux: unpermute(planes.aux, nb * format.aux_bytes_per_block()),
             })
         }
         Conversion::Requantize(format) => {
@@ -283,17 +288,17 @@ fn cols(t: &TensorPlan) -> usize {
     t.shape.get(1).copied().unwrap_or(1)
 }
 
-/// ggml's array of blocks (`block_q8_0` = f16 `d` + 32 `i8`; `block_q4_0` = f16 `d` + 16 bytes;
-/// `block_q4_1` = f16 `d` + f16 `m` + 16 bytes), row-major, split into the `rowsplit` planes.
-/// The quant bytes are copied unchanged: the nibble order is ggml's in both.
+/// ggml's array of blocks, row-major, split into the `rowsplit` planes by
+/// [`QFormat::ggml_fields`]: every field's bytes copied unchanged (the nibble and bit orders are
+/// ggml's in both), so joining the planes gives the blocks back.
 pub(crate) fn split_blocks(
     format: QFormat,
     raw: &[u8],
     rows: usize,
     k: usize,
 ) -> Result<QPlanes, String> {
-    let blocks = rows * (k / QK);
-    let (bb, qb) = (format.bytes_per_block(), format.qs_bytes_per_block());
+    let blocks = rows * (k / format.block_elems());
+    let bb = format.bytes_per_block();
     if raw.len() != blocks * bb {
         return Err(format!(
             "{format} [{rows}, {k}] needs {} bytes of blocks, found {}",
@@ -302,22 +307,12 @@ pub(crate) fn split_blocks(
         ));
     }
     let mut p = QPlanes {
-        qs: Vec::with_capacity(blocks * qb),
+        qs: Vec::with_capacity(blocks * format.qs_bytes_per_block()),
         d: Vec::with_capacity(blocks),
         m: Vec::with_capacity(if format.has_min() { blocks } else { 0 }),
+        aux: Vec::with_capacity(blocks * format.aux_bytes_per_block()),
     };
-    let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]);
-    for b in raw.chunks_exact(bb) {
-        p.d.push(half(&b[0..2]));
-        let quants = if format.has_min() {
-            p.m.push(half(&b[2..4]));
-            &b[4..]
-        } else {
-            &b[2..]
-        };
-        debug_assert_eq!(quants.len(), qb);
-        p.qs.extend_from_slice(quants);
-    }
+    kquant::split_ggml_blocks(format, raw, &mut p.qs, &mut p.aux, &mut p.d, &mut p.m);
     Ok(p)
 }
 
@@ -347,8 +342,17 @@ mod tests {
         assert_eq!(conversion(GgmlDType::Q4_1, &m, n), Split(QFormat::Q4_1));
         assert_eq!(conversion(GgmlDType::Q8_0, &m, n), Split(QFormat::Q8_0));
         assert_eq!(conversion(GgmlDType::Q4_0, &m, n), Split(QFormat::Q4_0));
-        assert_eq!(conversion(GgmlDType::Q6K, &m, n), Requantize(QFormat::Q8_0));
-        assert_eq!(conversion(GgmlDType::Q4K, &m, n), Requantize(QFormat::Q4_1));
+        assert_eq!(
+            conversion(GgmlDType::Q6K, &[64, 256], n),
+            Split(QFormat::Q6K)
+        );
+        assert_eq!(
+            conversion(GgmlDType::Q4K, &[64, 512], n),
+            Split(QFormat::Q4K)
+        );
+        assert_eq!(conversion(GgmlDType::Q5_0, &m, n), Split(QFormat::Q5_0));
+        // A K-quant row shorter than its super-block cannot be one: dequantized.
+        assert_eq!(conversion(GgmlDType::Q4K, &m, n), Dense(Dtype::F32));
         assert_eq!(conversion(GgmlDType::F16, &m, n), Copy(Dtype::F16));
         assert_eq!(conversion(GgmlDType::F16, &[64], n), Dense(Dtype::F32));
         assert_eq!(conversion(GgmlDType::F32, &[8, 8], n), Copy(Dtype::F32));

@@ -198,6 +198,7 @@ impl Block {
                 QFormat::Q8_0 => (0, 0.0),
                 QFormat::Q4_0 => (8, 0.0),
                 QFormat::Q4_1 => (0, mf),
+                _ => unreachable!("quantize_checkpoint refuses {format}"),
             };
         }
         match format {
@@ -213,6 +214,7 @@ impl Block {
                 let q = ((v - mf) / df).round().clamp(0.0, 15.0);
                 (q as u8, q * df + mf)
             }
+            _ => unreachable!("quantize_checkpoint refuses {format}"),
         }
     }
 }
@@ -227,6 +229,7 @@ fn pack(format: QFormat, codes: &[u8], out: &mut [u8]) {
                 *o = codes[j] | (codes[j + QK / 2] << 4);
             }
         }
+        _ => unreachable!("quantize_checkpoint refuses {format}"),
     }
 }
 
@@ -322,6 +325,7 @@ mod tests {
                 rows,
                 k,
                 qs: vec![0u8; rows * rb],
+                aux: Vec::new(),
                 d: vec![f16::ZERO; rows * nb],
                 m: vec![f16::ZERO; if format.has_min() { rows * nb } else { 0 }],
             };

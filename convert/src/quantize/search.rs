@@ -17,6 +17,7 @@ pub fn quantize_row(format: QFormat, x: &[f32], qs: &mut [u8], d: &mut [f16], m:
         QFormat::Q8_0 => quantize_row_q8_0(x, qs, d),
         QFormat::Q4_0 => quantize_row_q4_0_search(x, qs, d),
         QFormat::Q4_1 => quantize_row_q4_1(x, qs, d, m),
+        _ => unreachable!("quantize_checkpoint refuses {format}"),
     }
 }
 

@@ -133,24 +133,78 @@ impl std::fmt::Display for QLayout {
     }
 }
 
-/// A block-quantized weight format (see the [module docs](self)).
+/// A block-quantized weight format (see the [module docs](self) and, for the GGUF formats beyond
+/// the first three, [`super::kquant`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QFormat {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
+    Iq4Nl,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+    Iq4Xs,
 }
+
+/// Elements per super-block of the K-quants and IQ4_XS.
+pub const QK_K: usize = 256;
 
 impl QFormat {
     /// All formats.
-    pub const ALL: [QFormat; 3] = [QFormat::Q8_0, QFormat::Q4_0, QFormat::Q4_1];
+    pub const ALL: [QFormat; 12] = [
+        QFormat::Q8_0,
+        QFormat::Q4_0,
+        QFormat::Q4_1,
+        QFormat::Q5_0,
+        QFormat::Q5_1,
+        QFormat::Iq4Nl,
+        QFormat::Q2K,
+        QFormat::Q3K,
+        QFormat::Q4K,
+        QFormat::Q5K,
+        QFormat::Q6K,
+        QFormat::Iq4Xs,
+    ];
 
-    /// Lower-case name (`"q8_0"`, `"q4_0"`, `"q4_1"`), as in file metadata and flags.
+    /// The formats `infer quantize` writes, that every variant has its own kernels for and that
+    /// the `rows8` layout holds.
+    pub const BASIC: [QFormat; 3] = [QFormat::Q8_0, QFormat::Q4_0, QFormat::Q4_1];
+
+    /// The GGUF formats kept as stored on import ([`super::kquant`]): the formats that are not
+    /// [`QFormat::BASIC`].
+    pub const GGUF: [QFormat; 9] = [
+        QFormat::Q5_0,
+        QFormat::Q5_1,
+        QFormat::Iq4Nl,
+        QFormat::Q2K,
+        QFormat::Q3K,
+        QFormat::Q4K,
+        QFormat::Q5K,
+        QFormat::Q6K,
+        QFormat::Iq4Xs,
+    ];
+
+    /// Lower-case name (`"q8_0"`, `"q4_k"`, `"iq4_nl"`, …), as in file metadata and flags: ggml's
+    /// type name in lower case.
     pub const fn name(self) -> &'static str {
         match self {
             QFormat::Q8_0 => "q8_0",
             QFormat::Q4_0 => "q4_0",
             QFormat::Q4_1 => "q4_1",
+            QFormat::Q5_0 => "q5_0",
+            QFormat::Q5_1 => "q5_1",
+            QFormat::Iq4Nl => "iq4_nl",
+            QFormat::Q2K => "q2_k",
+            QFormat::Q3K => "q3_k",
+            QFormat::Q4K => "q4_k",
+            QFormat::Q5K => "q5_k",
+            QFormat::Q6K => "q6_k",
+            QFormat::Iq4Xs => "iq4_xs",
         }
     }
 
@@ -162,22 +216,99 @@ impl QFormat {
             .find(|f| f.name().eq_ignore_ascii_case(name))
     }
 
-    /// Bytes of the `qs` plane per block of [`QK`] elements: 32 for q8_0, 16 for the 4-bit formats.
-    pub const fn qs_bytes_per_block(self) -> usize {
+    /// Whether this is one of [`QFormat::BASIC`].
+    pub const fn is_basic(self) -> bool {
+        matches!(self, QFormat::Q8_0 | QFormat::Q4_0 | QFormat::Q4_1)
+    }
+
+    /// Elements per block: [`QK`] (32), or [`QK_K`] (256) for the K-quants and IQ4_XS.
+    pub const fn block_elems(self) -> usize {
         match self {
-            QFormat::Q8_0 => QK,
-            QFormat::Q4_0 | QFormat::Q4_1 => QK / 2,
+            QFormat::Q8_0
+            | QFormat::Q4_0
+            | QFormat::Q4_1
+            | QFormat::Q5_0
+            | QFormat::Q5_1
+            | QFormat::Iq4Nl => QK,
+            QFormat::Q2K
+            | QFormat::Q3K
+            | QFormat::Q4K
+            | QFormat::Q5K
+            | QFormat::Q6K
+            | QFormat::Iq4Xs => QK_K,
         }
     }
 
-    /// Whether the format has the `m` (block minimum) plane.
+    /// Bytes of the `qs` plane per block: 32 for q8_0, 16 for the 32-element 4- and 5-bit
+    /// formats, and the quant fields of a K-quant's block (see [`super::kquant`]).
+    pub const fn qs_bytes_per_block(self) -> usize {
+        match self {
+            QFormat::Q8_0 => QK,
+            QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Q5_0 | QFormat::Q5_1 | QFormat::Iq4Nl => {
+                QK / 2
+            }
+            QFormat::Q2K => 64,
+            QFormat::Q3K => 96,
+            QFormat::Q4K | QFormat::Iq4Xs => 128,
+            QFormat::Q5K => 160,
+            QFormat::Q6K => 192,
+        }
+    }
+
+    /// Bytes of the `aux` plane per block (high bits or packed sub-block scales, see
+    /// [`super::kquant`]); 0 for the basic formats and IQ4_NL.
+    pub const fn aux_bytes_per_block(self) -> usize {
+        match self {
+            QFormat::Q8_0 | QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Iq4Nl => 0,
+            QFormat::Q5_0 | QFormat::Q5_1 => 4,
+            QFormat::Q3K | QFormat::Q4K | QFormat::Q5K => 12,
+            QFormat::Q2K | QFormat::Q6K => 16,
+            QFormat::Iq4Xs => 6,
+        }
+    }
+
+    /// Whether the format has the `m` plane: q4_1's and q5_1's block minimum, or the K-quants'
+    /// `dmin` (q2_k, q4_k, q5_k).
     pub const fn has_min(self) -> bool {
-        matches!(self, QFormat::Q4_1)
+        matches!(
+            self,
+            QFormat::Q4_1 | QFormat::Q5_1 | QFormat::Q2K | QFormat::Q4K | QFormat::Q5K
+        )
     }
 
     /// Bytes per block over all planes (the same as ggml's block struct).
     pub const fn bytes_per_block(self) -> usize {
-        self.qs_bytes_per_block() + SCALE_BYTES * (1 + self.has_min() as usize)
+        self.qs_bytes_per_block()
+            + self.aux_bytes_per_block()
+            + SCALE_BYTES * (1 + self.has_min() as usize)
+    }
+
+    /// Bits per weight over all planes.
+    pub fn bits_per_weight(self) -> f64 {
+        (8 * self.bytes_per_block()) as f64 / self.block_elems() as f64
+    }
+
+    /// Where each plane's bytes lie in ggml's block struct of this format: `(plane, offset,
+    /// bytes)` for `"d"`, `"m"` (when [`QFormat::has_min`]), `"aux"` (when any) and `"qs"`, whose
+    /// fields are taken in the struct's order (q3_k's `qs` plane is its `hmask` then `qs`, q5_k's
+    /// `qh` then `qs`, q6_k's `ql` then `qh`; q2_k's and q6_k's `aux` is `scales`, iq4_xs's
+    /// `scales_h` (little-endian) then `scales_l`). Splitting a GGUF block by these and joining it
+    /// back is lossless.
+    pub const fn ggml_fields(self) -> [(&'static str, usize, usize); 4] {
+        const NONE: (&str, usize, usize) = ("", 0, 0);
+        match self {
+            QFormat::Q8_0 => [("d", 0, 2), ("qs", 2, 32), NONE, NONE],
+            QFormat::Q4_0 | QFormat::Iq4Nl => [("d", 0, 2), ("qs", 2, 16), NONE, NONE],
+            QFormat::Q4_1 => [("d", 0, 2), ("m", 2, 2), ("qs", 4, 16), NONE],
+            QFormat::Q5_0 => [("d", 0, 2), ("aux", 2, 4), ("qs", 6, 16), NONE],
+            QFormat::Q5_1 => [("d", 0, 2), ("m", 2, 2), ("aux", 4, 4), ("qs", 8, 16)],
+            QFormat::Q2K => [("aux", 0, 16), ("qs", 16, 64), ("d", 80, 2), ("m", 82, 2)],
+            QFormat::Q3K => [("qs", 0, 96), ("aux", 96, 12), ("d", 108, 2), NONE],
+            QFormat::Q4K => [("d", 0, 2), ("m", 2, 2), ("aux", 4, 12), ("qs", 16, 128)],
+            QFormat::Q5K => [("d", 0, 2), ("m", 2, 2), ("aux", 4, 12), ("qs", 16, 160)],
+            QFormat::Q6K => [("qs", 0, 192), ("aux", 192, 16), ("d", 208, 2), NONE],
+            QFormat::Iq4Xs => [("d", 0, 2), ("aux", 2, 6), ("qs", 8, 128), NONE],
+        }
     }
 }
 
@@ -192,12 +323,25 @@ const SCALE_BYTES: usize = std::mem::size_of::<f16>();
 // The layout's arithmetic relies on these; a change here is a new layout version.
 const _: () = assert!(QK == 32 && QK.is_multiple_of(16));
 const _: () = assert!(SCALE_BYTES == 2 && std::mem::align_of::<f16>() == 2);
-// Same bytes as ggml's `block_q8_0` (34), `block_q4_0` (18) and `block_q4_1` (20).
-const _: () = assert!(QFormat::Q8_0.bytes_per_block() == 34);
-const _: () = assert!(QFormat::Q4_0.bytes_per_block() == 18);
-const _: () = assert!(QFormat::Q4_1.bytes_per_block() == 20);
-// Every block's quants start on a 16-byte boundary relative to the plane (one full SIMD load).
-const _: () = assert!(
-    QFormat::Q8_0.qs_bytes_per_block().is_multiple_of(16)
-        && QFormat::Q4_0.qs_bytes_per_block().is_multiple_of(16)
-);
+// Same bytes as ggml's block structs.
+const _: () = {
+    let ggml = [34, 18, 20, 22, 24, 18, 84, 110, 144, 176, 210, 136];
+    let mut i = 0;
+    while i < QFormat::ALL.len() {
+        let f = QFormat::ALL[i];
+        assert!(f.bytes_per_block() == ggml[i]);
+        // The fields cover the struct exactly once.
+        let fields = f.ggml_fields();
+        let mut total = 0;
+        let mut j = 0;
+        while j < fields.len() {
+            total += fields[j].2;
+            j += 1;
+        }
+        assert!(total == ggml[i]);
+        // Every block's quants start on a 16-byte boundary relative to the plane.
+        assert!(f.qs_bytes_per_block().is_multiple_of(16));
+        assert!(f.block_elems().is_multiple_of(QK));
+        i += 1;
+    }
+};

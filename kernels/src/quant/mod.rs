@@ -10,6 +10,7 @@
 //! variant under the same names, and sit in the [`Kernels`] table.
 
 pub mod format;
+pub mod kquant;
 pub mod rows8;
 pub mod scalar;
 
@@ -17,7 +18,7 @@ use std::ops::Range;
 
 use half::f16;
 
-pub use format::{QFormat, QLayout, LAYOUT_NAME, LAYOUT_VERSION, QK};
+pub use format::{QFormat, QLayout, LAYOUT_NAME, LAYOUT_VERSION, QK, QK_K};
 
 use crate::dispatch::Kernels;
 
@@ -34,7 +35,7 @@ pub type QuantizeQ8Fn =
 /// A malformed quantized tensor.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QuantError {
-    #[error("{format} [{rows}, {k}]: k is not a positive multiple of the block size {QK}")]
+    #[error("{format} [{rows}, {k}]: k is not a positive multiple of the block size {}", format.block_elems())]
     BlockSize {
         format: QFormat,
         rows: usize,
@@ -80,18 +81,23 @@ pub struct QWeight<'a> {
     pub rows: usize,
     /// Reduction length (columns), a positive multiple of [`QK`].
     pub k: usize,
-    /// Quants, row-major: `rows · k · qs_bytes_per_block / 32` bytes.
+    /// Quants, row-major: `rows · k / block_elems · qs_bytes_per_block` bytes.
     pub qs: &'a [u8],
-    /// Block scales `[rows, k/32]`.
+    /// High bits or packed sub-block scales, row-major: `rows · k / block_elems ·
+    /// aux_bytes_per_block` bytes (empty for the basic formats and IQ4_NL; see [`kquant`]).
+    pub aux: &'a [u8],
+    /// Block scales `[rows, k/block_elems]`.
     pub d: &'a [f16],
-    /// Block minimums `[rows, k/32]` for q4_1; empty for the other formats.
+    /// Block minimums `[rows, k/block_elems]` for the formats with one ([`QFormat::has_min`]);
+    /// empty for the others.
     pub m: &'a [f16],
     /// The order of the planes' blocks ([`QLayout::RowSplit`] from [`QWeight::new`]).
     pub layout: QLayout,
 }
 
 impl<'a> QWeight<'a> {
-    /// A checked view: `k` a positive multiple of 32 and every plane exactly as long as the layout says.
+    /// A checked view of a format without an `aux` plane: `k` a positive multiple of the block
+    /// and every plane exactly as long as the layout says.
     pub fn new(
         format: QFormat,
         rows: usize,
@@ -100,11 +106,25 @@ impl<'a> QWeight<'a> {
         d: &'a [f16],
         m: &'a [f16],
     ) -> Result<QWeight<'a>, QuantError> {
+        QWeight::with_aux(format, rows, k, qs, &[], d, m)
+    }
+
+    /// [`QWeight::new`] with the `aux` plane.
+    pub fn with_aux(
+        format: QFormat,
+        rows: usize,
+        k: usize,
+        qs: &'a [u8],
+        aux: &'a [u8],
+        d: &'a [f16],
+        m: &'a [f16],
+    ) -> Result<QWeight<'a>, QuantError> {
         let w = QWeight {
             format,
             rows,
             k,
             qs,
+            aux,
             d,
             m,
             layout: QLayout::RowSplit,
@@ -123,7 +143,7 @@ impl<'a> QWeight<'a> {
     /// Checks what [`QWeight::new`] checks (for views built field by field).
     pub fn validate(&self) -> Result<(), QuantError> {
         let (format, rows, k) = (self.format, self.rows, self.k);
-        if k == 0 || !k.is_multiple_of(QK) {
+        if k == 0 || !k.is_multiple_of(format.block_elems()) {
             return Err(QuantError::BlockSize { format, rows, k });
         }
         let layout = self.layout;
@@ -137,11 +157,12 @@ impl<'a> QWeight<'a> {
         }
         let too_large = || QuantError::TooLarge { format, rows, k };
         let elems = rows.checked_mul(k).ok_or_else(too_large)?;
-        let qs_len = elems / QK * format.qs_bytes_per_block();
-        let scales = elems / QK;
+        let scales = elems / format.block_elems();
+        let qs_len = scales * format.qs_bytes_per_block();
         let m_len = if format.has_min() { scales } else { 0 };
         for (plane, expected, got) in [
             ("qs", qs_len, self.qs.len()),
+            ("aux", scales * format.aux_bytes_per_block(), self.aux.len()),
             ("d", scales, self.d.len()),
             ("m", m_len, self.m.len()),
         ] {
@@ -161,7 +182,7 @@ impl<'a> QWeight<'a> {
 
     /// Blocks per row.
     pub fn blocks_per_row(&self) -> usize {
-        self.k / QK
+        self.k / self.format.block_elems()
     }
 
     /// Bytes of `qs` per row.
@@ -189,11 +210,13 @@ impl<'a> QWeight<'a> {
         } else {
             self.m
         };
+        let ab = nb * self.format.aux_bytes_per_block();
         QWeight {
             format: self.format,
             rows: range.len(),
             k: self.k,
             qs: &self.qs[range.start * rb..range.end * rb],
+            aux: &self.aux[range.start * ab..range.end * ab],
             d: &self.d[range.start * nb..range.end * nb],
             m,
             layout: self.layout,
@@ -214,6 +237,9 @@ impl<'a> QWeight<'a> {
             out.len(),
             self.k
         );
+        if !self.format.is_basic() {
+            return kquant::dequantize_row(self, r, out);
+        }
         let (nb, bb) = (self.blocks_per_row(), self.format.qs_bytes_per_block());
         let mut block = [0u8; QK];
         for (b, o) in out.chunks_exact_mut(QK).enumerate() {
@@ -233,15 +259,18 @@ impl<'a> QWeight<'a> {
                         *o = d * f32::from(q as i8);
                     }
                 }
-                QFormat::Q4_0 | QFormat::Q4_1 => {
-                    let m = if self.format.has_min() {
-                        f32::from(match self.layout {
-                            QLayout::RowSplit => self.m[r * nb + b],
-                            QLayout::Rows8 => rows8::block_scale(self.m, nb, r, b),
-                        })
-                    } else {
-                        -8.0 * d
-                    };
+                QFormat::Q4_0 => {
+                    // ggml's `(q − 8)·d`, so a zero takes the sign of `d` as there.
+                    for (j, &q) in qs.iter().enumerate() {
+                        o[j] = f32::from(i16::from(q & 15) - 8) * d;
+                        o[j + QK / 2] = f32::from(i16::from(q >> 4) - 8) * d;
+                    }
+                }
+                _ => {
+                    let m = f32::from(match self.layout {
+                        QLayout::RowSplit => self.m[r * nb + b],
+                        QLayout::Rows8 => rows8::block_scale(self.m, nb, r, b),
+                    });
                     for (j, &q) in qs.iter().enumerate() {
                         o[j] = d * f32::from(q & 15) + m;
                         o[j + QK / 2] = d * f32::from(q >> 4) + m;

@@ -318,7 +318,7 @@ unsafe fn tile<F: Format, const T: usize, const TM: bool>(
                 let id = match F::FORMAT {
                     QFormat::Q8_0 => _mm512_sub_epi32(idot[t], _mm512_set1_epi32(sx << 7)),
                     QFormat::Q4_0 => _mm512_sub_epi32(idot[t], _mm512_set1_epi32(sx << 3)),
-                    QFormat::Q4_1 => idot[t],
+                    _ => idot[t],
                 };
                 let sc = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
                 acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(id), acc[t]);

@@ -1,0 +1,227 @@
+//! Every format's blocks against an implementation we did not write: `tests/data/ggml-blocks.txt`
+//! holds ggml block structs and the values the `gguf` Python package (llama.cpp's reader,
+//! `gguf.quants.dequantize`) gives for them, made by `scripts/ggml-test-vectors.py`. Our planes,
+//! split from those bytes, must dequantize to the same f32 bits and join back to the same bytes.
+//!
+//! Then the GGUF formats' products with q8 activations: the scalar spec against f64 math on the
+//! dequantized operands, and every variant's kernel against the scalar spec.
+
+use edgeinfer_kernels::quant::{
+    kquant, quantize_acts, scalar as qscalar, Q8Acts, QFormat, QWeight, QK,
+};
+use edgeinfer_kernels::testing::{seed, variants_under_test, QPlanes, Rng, Unaligned};
+use edgeinfer_kernels::Kernels;
+
+const VECTORS: &str = include_str!("data/ggml-blocks.txt");
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex byte"))
+        .collect()
+}
+
+/// The planes of the ggml blocks `blocks` (one row).
+fn planes_of(format: QFormat, blocks: &[u8]) -> QPlanes {
+    let mut p = QPlanes {
+        format,
+        rows: 1,
+        k: blocks.len() / format.bytes_per_block() * format.block_elems(),
+        qs: Vec::new(),
+        aux: Vec::new(),
+        d: Vec::new(),
+        m: Vec::new(),
+    };
+    kquant::split_ggml_blocks(format, blocks, &mut p.qs, &mut p.aux, &mut p.d, &mut p.m);
+    p
+}
+
+#[test]
+fn dequantized_blocks_equal_gguf_py_bit_for_bit() {
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, line) in VECTORS.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = line.split_ascii_whitespace();
+        let name = fields.next().expect("type");
+        let format = QFormat::from_name(name).unwrap_or_else(|| panic!("line {}: {name}", i + 1));
+        let block = hex_bytes(fields.next().expect("block bytes"));
+        let want: Vec<u32> = fields
+            .map(|h| u32::from_str_radix(h, 16).expect("f32 bits"))
+            .collect();
+        assert_eq!(block.len(), format.bytes_per_block(), "line {}", i + 1);
+        assert_eq!(want.len(), format.block_elems(), "line {}", i + 1);
+        let p = planes_of(format, &block);
+        let w = p.view();
+        let mut got = vec![f32::NAN; w.k];
+        w.dequantize_row(0, &mut got);
+        for (j, (&g, &e)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                e,
+                "{name} line {} element {j}: ours {g:e} ({:08x}), gguf-py {:e}",
+                i + 1,
+                g.to_bits(),
+                f32::from_bits(e)
+            );
+        }
+        let mut back = Vec::new();
+        kquant::ggml_block(&w, 0, &mut back);
+        assert_eq!(back, block, "{name} line {}: planes join back", i + 1);
+        *seen.entry(format.name()).or_insert(0) += 1;
+    }
+    for f in QFormat::ALL {
+        assert!(
+            seen.get(f.name()).is_some_and(|&n| n >= 8),
+            "{f}: no vectors"
+        );
+    }
+}
+
+/// Random weights of a GGUF format: every bit pattern of quants and sub-block scales.
+fn random_weight(rng: &mut Rng, format: QFormat, rows: usize, k: usize) -> QPlanes {
+    QPlanes::random(rng, format, rows, k, 0.05, 0.02)
+}
+
+/// `(value, minimum part)` of every element of row `r`: the minimum part is what the `m` plane
+/// adds (the value less the value with `m` zeroed).
+fn parts(w: &QPlanes, r: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut v = vec![0.0; w.k];
+    w.view().dequantize_row(r, &mut v);
+    let mut nomin = w.clone();
+    nomin.m.iter_mut().for_each(|m| *m = half::f16::ZERO);
+    let mut base = vec![0.0; w.k];
+    nomin.view().dequantize_row(r, &mut base);
+    let mins = v.iter().zip(&base).map(|(a, b)| a - b).collect();
+    (base, mins)
+}
+
+fn acts(rng: &mut Rng, n: usize, k: usize) -> (Vec<f32>, Q8Acts) {
+    let x = rng.vec(n * k, 1.0);
+    let mut a = Q8Acts::new(n, k);
+    quantize_acts(&Kernels::SCALAR, &x, n, k, &mut a);
+    (x, a)
+}
+
+/// Shapes `(rows, blocks per row, tokens)`: one block, ragged row and token counts, several blocks.
+const SHAPES: [(usize, usize, usize); 5] = [(1, 1, 1), (3, 2, 1), (5, 3, 4), (2, 1, 7), (17, 2, 3)];
+
+/// The exact product (f64 on the dequantized operands) and its magnitude `Σ |w·x|`, counting the
+/// minimum parts separately, for every output `r·n + t`.
+fn exact(w: &QPlanes, x: &edgeinfer_kernels::quant::Q8ActsRef<'_>) -> Vec<(f64, f64)> {
+    let (k, n) = (w.k, x.n);
+    let mut out = vec![(0.0, 0.0); w.rows * n];
+    for r in 0..w.rows {
+        let (base, mins) = parts(w, r);
+        for t in 0..n {
+            let (mut want, mut mag) = (0.0f64, 0.0f64);
+            for j in 0..k {
+                let xv = f64::from(x.d[(t * k + j) / QK]) * f64::from(x.qs[t * k + j]);
+                let (b, m) = (f64::from(base[j]) * xv, f64::from(mins[j]) * xv);
+                want += b + m;
+                mag += b.abs() + m.abs();
+            }
+            out[r * n + t] = (want, mag);
+        }
+    }
+    out
+}
+
+#[test]
+fn gguf_formats_product_matches_f64_math() {
+    let s = seed();
+    let mut rng = Rng::new(s);
+    for format in QFormat::GGUF {
+        for (rows, blocks, n) in SHAPES {
+            let k = blocks * format.block_elems();
+            let w = random_weight(&mut rng, format, rows, k);
+            let (_, a) = acts(&mut rng, n, k);
+            let x = a.as_ref();
+            let mut yt = vec![f32::NAN; rows * n];
+            kquant::matmul_q8(&w.view(), &x, &mut yt);
+            for (i, (&got, &(want, mag))) in yt.iter().zip(&exact(&w, &x)).enumerate() {
+                let bound = 1e-5 * mag + 1e-30;
+                assert!(
+                    (f64::from(got) - want).abs() <= bound,
+                    "{format} [{rows}, {k}] n={n} output {i}: {got:e} vs {want:e} (bound {bound:e}); seed {s}"
+                );
+            }
+        }
+    }
+}
+
+/// Every variant's kernel of every GGUF format against the scalar spec within `1e-5 · Σ |w·x|`,
+/// with every plane and the activations offset from their allocations (unaligned).
+#[test]
+fn gguf_formats_every_variant_matches_scalar() {
+    edgeinfer_kernels::testing::report_variants();
+    let s = seed();
+    let mut rng = Rng::new(s ^ 0x5eed);
+    for kern in variants_under_test() {
+        for format in QFormat::GGUF {
+            for (rows, blocks, n) in SHAPES {
+                let k = blocks * format.block_elems();
+                let w = random_weight(&mut rng, format, rows, k);
+                let (_, a) = acts(&mut rng, n, k);
+                let mut want = vec![f32::NAN; rows * n];
+                kquant::matmul_q8(&w.view(), &a.as_ref(), &mut want);
+                let off = 1 + rng.below(15);
+                let (qs, aux) = (Unaligned::new(&w.qs, off), Unaligned::new(&w.aux, off));
+                let (d, m) = (Unaligned::new(&w.d, off), Unaligned::new(&w.m, off));
+                let view =
+                    QWeight::with_aux(format, rows, k, qs.get(), aux.get(), d.get(), m.get())
+                        .expect("valid planes");
+                let xq = Unaligned::new(a.as_ref().qs, off);
+                let xd = Unaligned::new(a.as_ref().d, off);
+                let xs = Unaligned::new(a.as_ref().sum, off);
+                let x = edgeinfer_kernels::quant::Q8ActsRef {
+                    qs: xq.get(),
+                    d: xd.get(),
+                    sum: xs.get(),
+                    ..a.as_ref()
+                };
+                let mut got = vec![f32::NAN; rows * n];
+                (kern.matmul_q(format))(&view, &x, &mut got);
+                for (i, ((&g, &e), &(_, mag))) in
+                    got.iter().zip(&want).zip(&exact(&w, &x)).enumerate()
+                {
+                    let bound = 1e-5 * mag + 1e-30;
+                    assert!(
+                        (f64::from(g) - f64::from(e)).abs() <= bound,
+                        "{} {format} [{rows}, {k}] n={n} output {i}: {g:e} vs scalar {e:e} (bound {bound:e}); seed {s}",
+                        kern.variant
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gguf_formats_refuse_bad_shapes() {
+    for format in QFormat::GGUF {
+        let b = format.block_elems();
+        let (qb, ab) = (format.qs_bytes_per_block(), format.aux_bytes_per_block());
+        let qs = vec![0u8; 4 * qb];
+        let aux = vec![0u8; 4 * ab];
+        let d = vec![half::f16::ONE; 4];
+        let m = if format.has_min() {
+            d.clone()
+        } else {
+            Vec::new()
+        };
+        assert!(QWeight::with_aux(format, 2, 2 * b, &qs, &aux, &d, &m).is_ok());
+        // k not a multiple of the block, a short aux plane, a missing m plane.
+        assert!(QWeight::with_aux(format, 4, b + QK, &qs, &aux, &d, &m).is_err());
+        if ab > 0 {
+            assert!(QWeight::with_aux(format, 2, 2 * b, &qs, &aux[1..], &d, &m).is_err());
+        }
+        if format.has_min() {
+            assert!(QWeight::with_aux(format, 2, 2 * b, &qs, &aux, &d, &[]).is_err());
+        }
+    }
+    // q8_0 and the 32-element formats still take 32-wide rows; the K-quants do not.
+    assert!(QFormat::Q4K.block_elems() == 256 && QFormat::Q5_0.block_elems() == QK);
+    let _ = qscalar::check_quantize_q8;
+}
