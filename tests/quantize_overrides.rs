@@ -92,7 +92,7 @@ fn override_syntax_errors_say_what_is_expected() {
         ("down_proj", "PATTERN=TYPE"),
         ("=q8_0", "pattern"),
         ("down_proj=q5_x", "unknown type `q5_x`"),
-        ("down_proj=q5_k", "does not write q5_k yet"),
+        ("down_proj=q3_k", "does not write q3_k yet"),
     ] {
         let e = spec.parse::<TensorOverride>().unwrap_err();
         assert!(e.contains(says), "{spec}: {e}");

@@ -9,9 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
 #[command(
-    after_help = "Weights (--dtype native, the default): GGUF Q8_0/Q4_0/Q4_1 matrices are kept bit-exact as \
-q8_0/q4_0/q4_1; F32/F16/BF16 matrices keep their dtype; Q5_0/Q5_1/Q8_1/Q5_K/Q6_K/Q8_K are requantized \
-to q8_0 and Q2_K/Q3_K/Q4_K to q4_1; norms (1-D tensors) are written as F32.\n\
+    after_help = "Weights (--dtype native, the default): GGUF Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, \
+Q4_K, Q5_K, Q6_K and IQ4_XS matrices are kept bit-exact in the same format (a Q4_K_M file stays Q4_K_M); \
+F32/F16/BF16 matrices keep their dtype; other ggml types are refused by tensor name; norms (1-D tensors) \
+are written as F32.\n\
 With --dtype f32|f16|bf16 every tensor is dequantized to that type."
 )]
 pub struct ImportArgs {
@@ -73,9 +74,6 @@ pub fn run(args: ImportArgs) -> Result<()> {
         summary.vocab_size,
         if summary.tie_word_embeddings { "tied" } else { "untied" },
     );
-    for (name, from, to) in &summary.requantized {
-        println!("requantized {name}: {from} has no bit-exact equivalent, stored as {to}");
-    }
     println!(
         "try it: infer run -m {} \"Once upon a time\"",
         summary.out_dir.display()

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use edgeinfer_convert::quantize::{
-    quantize_checkpoint, Calibration, QuantizeOptions, StoreType, TensorOverride,
+    quantize_checkpoint, writable, Calibration, QuantizeOptions, StoreType, TensorOverride,
 };
-use edgeinfer_kernels::quant::{QFormat, QLayout};
+use edgeinfer_kernels::quant::QLayout;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
@@ -32,9 +32,13 @@ pub struct QuantizeArgs {
     in_dir: PathBuf,
     /// Output directory (created if missing; files of the same names are replaced atomically).
     out_dir: PathBuf,
-    /// Format of the quantized matrices: q8_0 (8.5 bits/weight), q4_0 (4.5) or q4_1 (5).
-    #[arg(long = "type", value_parser = parse_format)]
-    format: QFormat,
+    /// Format of the quantized matrices: q8_0 (8.5 bits/weight), q4_0 (4.5), q4_1 (5), q4_k (4.5),
+    /// q5_k (5.5), q6_k (6.56), iq4_nl (4.5), or the mixtures q4_k_m / q5_k_m (q4_k / q5_k with
+    /// the value and down projections of about a third of the layers in q6_k). A K-quant needs
+    /// rows that are a multiple of 256: other matrices fall back on q4_1 (for q4_k) or q8_0 (q5_k,
+    /// q6_k). See docs/formats.md.
+    #[arg(long = "type", value_parser = parse_type)]
+    format: QuantizeOptions,
     /// Store the matrices whose name contains PATTERN as TYPE (q8_0, q4_0, q4_1, f32, f16, bf16)
     /// instead; repeatable, the first matching flag wins. E.g. `--tensor-type mlp.down_proj=q8_0`,
     /// `--tensor-type layers.0.=f16` (a dense matrix multiplies f32 activations, not 8-bit ones).
@@ -60,13 +64,16 @@ pub fn parse_layout(s: &str) -> Result<QLayout> {
         .ok_or_else(|| anyhow!("unknown layout `{s}` (expected rowsplit or rows8)"))
 }
 
-fn parse_format(s: &str) -> Result<QFormat> {
-    match QFormat::from_name(s) {
-        Some(f) if f.is_basic() => Ok(f),
-        Some(f) => Err(anyhow!(
-            "`infer quantize` does not write {f} yet (expected q8_0, q4_0 or q4_1); a GGUF in {f} keeps it on `infer import`"
+fn parse_type(s: &str) -> Result<QuantizeOptions> {
+    const EXPECTED: &str = "q8_0, q4_0, q4_1, q4_k, q5_k, q6_k, iq4_nl, q4_k_m or q5_k_m";
+    match QuantizeOptions::from_type_name(s) {
+        Some(o) if writable(o.format) => Ok(o),
+        Some(o) => Err(anyhow!(
+            "`infer quantize` does not write {} yet (expected {EXPECTED}); a GGUF in {} keeps it on `infer import`",
+            o.format,
+            o.format
         )),
-        None => Err(anyhow!("unknown format `{s}` (expected q8_0, q4_0 or q4_1)")),
+        None => Err(anyhow!("unknown format `{s}` (expected {EXPECTED})")),
     }
 }
 
@@ -92,10 +99,10 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         ),
     };
     let opts = QuantizeOptions {
-        format: args.format,
         overrides: args.tensor_type,
         calibration,
         layout: args.layout,
+        ..args.format
     };
     let summary = quantize_checkpoint(&args.in_dir, &args.out_dir, &opts, &mut |p| {
         bar.set_length(p.total as u64);
@@ -122,12 +129,15 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         println!("not copied: {name} (the model does not read it)");
     }
     println!(
-        "wrote {} in {:.1} s: {} tensors, {} matrices in {}, {:.1} M parameters; weights {:.1} MB -> {:.1} MB ({:.2}x smaller)",
+        "wrote {} in {:.1} s: {} tensors, matrices in {}, {:.1} M parameters; weights {:.1} MB -> {:.1} MB ({:.2}x smaller)",
         s.out_dir.display(),
         started.elapsed().as_secs_f64(),
         s.tensors,
-        s.quantized,
-        s.format,
+        s.formats
+            .iter()
+            .map(|(f, n)| format!("{f} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         s.parameters as f64 / 1e6,
         s.input_bytes as f64 / 1e6,
         s.output_bytes as f64 / 1e6,

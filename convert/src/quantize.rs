@@ -49,6 +49,7 @@ use calibration::{Calibrator, Site};
 
 mod calibration;
 pub mod gptq;
+pub mod kquants;
 pub mod search;
 
 /// How to quantize.
@@ -64,6 +65,46 @@ pub struct QuantizeOptions {
     /// Layout of the quantized matrices (default `rowsplit`; `rows8` for ARM dotprod decode,
     /// where the shape fits it, see `edgeinfer_kernels::quant::rows8`).
     pub layout: QLayout,
+    /// Which matrices get more bits than `format` ([`Recipe`]).
+    pub recipe: Recipe,
+}
+
+/// Which matrices get which format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recipe {
+    /// Every layer matrix in `format` (the embedding and an untied lm_head as [`output_format`]).
+    #[default]
+    Uniform,
+    /// llama.cpp's `_M` mixtures (`q4_k_m`, `q5_k_m` with `format` q4_k, q5_k): the value
+    /// projection and the down projection of the first and last eighth of the layers and of every
+    /// third layer between them ([`more_bits`]) in q6_k, the rest in `format`.
+    Medium,
+}
+
+/// Whether layer `i` of `n` gets more bits under [`Recipe::Medium`]: llama.cpp's rule (the first
+/// and last eighth of the layers, and every third one between).
+pub fn more_bits(i: usize, n: usize) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+}
+
+/// The format a `[rows, k]` matrix gets when `format` is asked for: `format` when `k` is a whole
+/// number of its blocks, else the nearest format whose 32-element blocks fit (as llama.cpp falls
+/// back, except q4_k, which falls back on q4_1 at 5 bits where llama.cpp takes q5_0 at 5.5).
+pub fn fitting_format(format: QFormat, k: usize) -> QFormat {
+    if k.is_multiple_of(format.block_elems()) {
+        return format;
+    }
+    match format {
+        QFormat::Q4K => QFormat::Q4_1,
+        QFormat::Q5K | QFormat::Q6K => QFormat::Q8_0,
+        QFormat::Iq4Xs => QFormat::Iq4Nl,
+        other => other,
+    }
+}
+
+/// Formats `infer quantize` writes.
+pub fn writable(format: QFormat) -> bool {
+    format.is_basic() || kquants::FORMATS.contains(&format)
 }
 
 impl QuantizeOptions {
@@ -75,7 +116,23 @@ impl QuantizeOptions {
             overrides: Vec::new(),
             calibration: Calibration::Plain,
             layout: QLayout::RowSplit,
+            recipe: Recipe::Uniform,
         }
+    }
+
+    /// The options a `--type` name asks for: a format (`q4_0`, `q4_k`, …) or a mixture (`q4_k_m`,
+    /// `q5_k_m`).
+    pub fn from_type_name(name: &str) -> Option<QuantizeOptions> {
+        let name = name.trim().to_ascii_lowercase();
+        let (format, recipe) = match name.as_str() {
+            "q4_k_m" => (QFormat::Q4K, Recipe::Medium),
+            "q5_k_m" => (QFormat::Q5K, Recipe::Medium),
+            other => (QFormat::from_name(other)?, Recipe::Uniform),
+        };
+        Some(QuantizeOptions {
+            recipe,
+            ..QuantizeOptions::new(format)
+        })
     }
 }
 
@@ -139,15 +196,15 @@ impl std::str::FromStr for TensorOverride {
             return Err(format!("`{s}`: the pattern before `=` is empty"));
         }
         let to = match StoreType::from_name(to) {
-            Some(StoreType::Quant(f)) if !f.is_basic() => {
+            Some(StoreType::Quant(f)) if !writable(f) => {
                 return Err(format!(
-                    "`{s}`: `infer quantize` does not write {f} yet (expected q8_0, q4_0, q4_1, f32, f16 or bf16)"
+                    "`{s}`: `infer quantize` does not write {f} yet (expected q8_0, q4_0, q4_1, q4_k, q5_k, q6_k, iq4_nl, f32, f16 or bf16)"
                 ))
             }
             Some(t) => t,
             None => {
                 return Err(format!(
-                    "`{s}`: unknown type `{to}` (expected q8_0, q4_0, q4_1, f32, f16 or bf16)"
+                    "`{s}`: unknown type `{to}` (expected q8_0, q4_0, q4_1, q4_k, q5_k, q6_k, iq4_nl, f32, f16 or bf16)"
                 ))
             }
         };
@@ -176,6 +233,8 @@ pub struct QuantizeSummary {
     pub tensors: usize,
     /// Matrices stored in `format`.
     pub quantized: usize,
+    /// Quantized matrices per format written (a mixture's, and shapes' fallbacks, included).
+    pub formats: BTreeMap<String, usize>,
     /// Matrices kept dense because their row length is not a multiple of 32.
     pub kept_dense: Vec<String>,
     /// Matrices stored as an override said (name, type), in checkpoint order.
@@ -217,7 +276,7 @@ pub enum QuantizeError {
     #[error("{}: calibration: {reason}", path.display())]
     Calibration { path: PathBuf, reason: String },
     /// A format `infer quantize` does not write yet (the GGUF formats are kept when importing).
-    #[error("cannot quantize to {format}: `infer quantize` writes q8_0, q4_0 and q4_1 (a GGUF in {format} keeps it on `infer import`)")]
+    #[error("cannot quantize to {format}: `infer quantize` writes q8_0, q4_0, q4_1, q4_k, q5_k, q6_k and iq4_nl (a GGUF in {format} keeps it on `infer import`)")]
     UnsupportedFormat { format: QFormat },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -256,7 +315,7 @@ pub fn quantize_checkpoint(
     });
     if let Some(format) = std::iter::once(opts.format)
         .chain(asked)
-        .find(|f| !f.is_basic())
+        .find(|&f| !writable(f))
     {
         return Err(QuantizeError::UnsupportedFormat { format });
     }
@@ -285,7 +344,16 @@ pub fn quantize_checkpoint(
         true => QLayout::Rows8,
         false => QLayout::RowSplit,
     };
-    let config_json = quantized_config(&config_text, &config_path, opts.format, layout)?;
+    let mut config_json = quantized_config(&config_text, &config_path, opts.format, layout)?;
+    if opts.recipe == Recipe::Medium {
+        // The mixture's name (`q4_k_m`), not only its base format.
+        let base = format!("\"format\": \"{}\"", opts.format.name());
+        config_json = config_json.replacen(
+            &base,
+            &format!("\"format\": \"{}_m\"", opts.format.name()),
+            1,
+        );
+    }
 
     let entries: Vec<Entry> = weights.iter().map(|w| w.entry.clone()).collect();
     // The input is dense (quantized matrices were refused above), so every entry is one input tensor.
@@ -345,6 +413,16 @@ pub fn quantize_checkpoint(
             .iter()
             .filter(|w| matches!(w.entry.stored, StoredAs::Quant { format, .. } if format == opts.format))
             .count(),
+        formats: weights
+            .iter()
+            .filter_map(|w| match w.entry.stored {
+                StoredAs::Quant { format, .. } => Some(format.name().to_string()),
+                StoredAs::Dense { .. } => None,
+            })
+            .fold(BTreeMap::new(), |mut m, f| {
+                *m.entry(f).or_insert(0) += 1;
+                m
+            }),
         kept_dense,
         skipped,
         parameters: stats.parameters,
@@ -472,6 +550,19 @@ impl Weight {
                     format, rows, k, ..
                 },
             ) => {
+                if !format.is_basic() {
+                    let imp = match (cal, self.site) {
+                        (Some(cal), Some(site)) => Some(importance_weights(cal.importance(site)?)),
+                        _ => None,
+                    };
+                    return Ok(Data::Quant(quantize_matrix_gguf(
+                        format,
+                        rows,
+                        k,
+                        imp.as_deref(),
+                        |r, out| m.row_f32(r, out),
+                    )));
+                }
                 let u = match (cal, self.site) {
                     (Some(cal), Some(site)) => cal.factor(site)?,
                     _ => None,
@@ -549,25 +640,30 @@ fn plan(
                     overridden,
                     site,
                 },
-                StoreType::Quant(format) if k.is_multiple_of(QK) && rows > 0 => Weight {
-                    entry: Entry {
-                        name,
-                        stored: StoredAs::Quant {
-                            format,
-                            rows,
-                            k,
-                            layout: if opts.layout.fits(format, rows, k) {
-                                opts.layout
-                            } else {
-                                QLayout::RowSplit
+                StoreType::Quant(format)
+                    if k.is_multiple_of(fitting_format(format, k).block_elems()) && rows > 0 =>
+                {
+                    let format = fitting_format(format, k);
+                    Weight {
+                        entry: Entry {
+                            name,
+                            stored: StoredAs::Quant {
+                                format,
+                                rows,
+                                k,
+                                layout: if opts.layout.fits(format, rows, k) {
+                                    opts.layout
+                                } else {
+                                    QLayout::RowSplit
+                                },
                             },
                         },
-                    },
-                    src: Src::Quantize(m.clone()),
-                    kept_dense: false,
-                    overridden,
-                    site,
-                },
+                        src: Src::Quantize(m.clone()),
+                        kept_dense: false,
+                        overridden,
+                        site,
+                    }
+                }
                 StoreType::Quant(_) => Weight {
                     entry: Entry {
                         name: t.name().to_string(),
@@ -586,11 +682,17 @@ fn plan(
     // The embedding (the output projection too when tied) and an untied lm_head stay in q8_0 under the
     // 4-bit formats: their error lands on the logits directly, not averaged through later layers.
     let outer = output_format(format);
+    let layers = llama.layers.len();
+    // Under `Recipe::Medium`, the value and down projections of some layers in q6_k.
+    let more = |i: usize| match opts.recipe {
+        Recipe::Medium if more_bits(i, layers) => QFormat::Q6K,
+        _ => format,
+    };
     let mut out = vec![matrix(&llama.embed, outer, None)?];
     for (i, l) in llama.layers.iter().enumerate() {
         out.push(norm(&l.attn_norm));
-        for m in [&l.wq, &l.wk, &l.wv] {
-            out.push(matrix(m, format, Some((i, TapSite::Qkv)))?);
+        for (m, f) in [(&l.wq, format), (&l.wk, format), (&l.wv, more(i))] {
+            out.push(matrix(m, f, Some((i, TapSite::Qkv)))?);
         }
         // Qwen2's q/k/v biases and Qwen3's per-head q/k norms: vectors, kept F32 like the norms.
         for t in [&l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm]
@@ -604,7 +706,7 @@ fn plan(
         for m in [&l.w_gate, &l.w_up] {
             out.push(matrix(m, format, Some((i, TapSite::GateUp)))?);
         }
-        out.push(matrix(&l.w_down, format, Some((i, TapSite::Down)))?);
+        out.push(matrix(&l.w_down, more(i), Some((i, TapSite::Down)))?);
     }
     out.push(norm(&llama.norm));
     if let Some(head) = &llama.lm_head {
@@ -621,12 +723,68 @@ fn plan(
     Ok(out)
 }
 
-/// Format of the embedding and lm_head for a checkpoint quantized to `format`.
+/// Format of the embedding and lm_head for a checkpoint quantized to `format`: q8_0 under the
+/// 32-element 4-bit formats, q6_k under the K-quants (as llama.cpp's output tensor), else `format`
+/// (then [`fitting_format`] for the shape).
 pub fn output_format(format: QFormat) -> QFormat {
     match format {
-        QFormat::Q4_0 | QFormat::Q4_1 => QFormat::Q8_0,
+        QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Iq4Nl => QFormat::Q8_0,
+        QFormat::Q4K | QFormat::Q5K => QFormat::Q6K,
         other => other,
     }
+}
+
+/// Importance weights from `diag H`: each column's share, floored at a thousandth of the mean so
+/// that a column no calibration token used still counts a little.
+fn importance_weights(diag: &[f32]) -> Vec<f32> {
+    let mean = diag.iter().map(|&v| f64::from(v)).sum::<f64>() / diag.len().max(1) as f64;
+    if mean <= 0.0 {
+        return vec![1.0; diag.len()];
+    }
+    diag.iter()
+        .map(|&v| (f64::from(v) / mean + 1e-3) as f32)
+        .collect()
+}
+
+/// [`quantize_matrix`] for the GGUF formats of [`kquants`], each column's error weighted by `imp`
+/// (calibration) or not at all.
+pub fn quantize_matrix_gguf(
+    format: QFormat,
+    rows: usize,
+    k: usize,
+    imp: Option<&[f32]>,
+    row: impl Fn(usize, &mut [f32]) + Sync,
+) -> QPlanes {
+    let nb = k / format.block_elems();
+    let (rb, ab) = (
+        nb * format.qs_bytes_per_block(),
+        nb * format.aux_bytes_per_block(),
+    );
+    let mut qs = vec![0u8; rows * rb];
+    // One byte per row at least, so that the zip below has a chunk for every row (dropped after).
+    let mut aux = vec![0u8; rows * ab.max(1)];
+    let mut d = vec![f16::ZERO; rows * nb];
+    let mut m = vec![f16::ZERO; rows * nb];
+    qs.par_chunks_mut(rb)
+        .zip(aux.par_chunks_mut(ab.max(1)))
+        .zip(d.par_chunks_mut(nb))
+        .zip(m.par_chunks_mut(nb))
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; k],
+            |x, (r, (((qs, aux), d), m))| {
+                row(r, x);
+                let aux = &mut aux[..ab];
+                kquants::quantize_row(format, x, imp, qs, aux, d, m);
+            },
+        );
+    if !format.has_min() {
+        m = Vec::new();
+    }
+    if ab == 0 {
+        aux = Vec::new();
+    }
+    QPlanes { qs, d, m, aux }
 }
 
 /// A dense tensor's bytes as stored.

@@ -5,36 +5,44 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::GgmlDType;
-use candle_core::Device;
+use edgeinfer_kernels::quant::QWeight;
 use edgeinfer_models::Arch;
+use half::{bf16, f16};
 
+use super::gguf_file::{self, Header, TensorInfo, TensorType, Value};
 use super::ImportError;
 
 /// An open GGUF file: its parsed header and a reader positioned anywhere.
 pub(crate) struct Gguf {
     pub path: PathBuf,
-    pub content: Content,
+    pub header: Header,
     reader: BufReader<File>,
 }
 
 impl Gguf {
     pub fn open(path: &Path) -> Result<Gguf, ImportError> {
-        let file = File::open(path).map_err(|source| ImportError::Io {
+        let io = |source| ImportError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|source| ImportError::Gguf {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })?;
+        let header =
+            gguf_file::read_header(&mut reader, len).map_err(|reason| ImportError::Gguf {
+                path: path.to_path_buf(),
+                reason,
+            })?;
         Ok(Gguf {
             path: path.to_path_buf(),
-            content,
+            header,
             reader,
         })
+    }
+
+    /// The header entry of tensor `name`.
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.header.tensors.get(name)
     }
 
     fn meta_err(&self, key: &str, reason: impl Into<String>) -> ImportError {
@@ -46,17 +54,16 @@ impl Gguf {
     }
 
     fn get(&self, key: &str) -> Option<&Value> {
-        self.content.metadata.get(key)
+        self.header.metadata.get(key)
     }
 
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, ImportError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(self.meta_err(
-                key,
-                format!("expected a string, found {:?}", v.value_type()),
-            )),
+            Some(v) => {
+                Err(self.meta_err(key, format!("expected a string, found {:?}", v.type_name())))
+            }
         }
     }
 
@@ -96,7 +103,7 @@ impl Gguf {
             Some(Value::F32(v)) => Ok(Some(v.to_string().parse().unwrap_or(f64::from(*v)))),
             Some(Value::F64(v)) => Ok(Some(*v)),
             Some(v) => {
-                Err(self.meta_err(key, format!("expected a float, found {:?}", v.value_type())))
+                Err(self.meta_err(key, format!("expected a float, found {:?}", v.type_name())))
             }
         }
     }
@@ -106,7 +113,7 @@ impl Gguf {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(v) => {
-                Err(self.meta_err(key, format!("expected a bool, found {:?}", v.value_type())))
+                Err(self.meta_err(key, format!("expected a bool, found {:?}", v.type_name())))
             }
         }
     }
@@ -130,7 +137,7 @@ impl Gguf {
                 Value::String(s) => Ok(s.as_str()),
                 v => Err(self.meta_err(
                     key,
-                    format!("element {i}: expected a string, found {:?}", v.value_type()),
+                    format!("element {i}: expected a string, found {:?}", v.type_name()),
                 )),
             })
             .collect()
@@ -159,52 +166,71 @@ impl Gguf {
         match self.get(key) {
             None => Err(self.meta_err(key, "missing")),
             Some(Value::Array(a)) => Ok(a),
-            Some(v) => Err(self.meta_err(
-                key,
-                format!("expected an array, found {:?}", v.value_type()),
-            )),
+            Some(v) => {
+                Err(self.meta_err(key, format!("expected an array, found {:?}", v.type_name())))
+            }
         }
     }
 
-    /// The shape of a tensor as candle reports it: row-major, outermost first (`[out, in]`).
+    /// The shape of a tensor, outermost first (`[out, in]`).
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.content
-            .tensor_infos
-            .get(name)
-            .map(|t| t.shape.dims().to_vec())
+        self.info(name).map(|t| t.shape.clone())
+    }
+
+    fn tensor_err(&self, name: &str, reason: String) -> ImportError {
+        ImportError::Tensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            reason,
+        }
     }
 
     /// One tensor's bytes exactly as stored: ggml blocks for quantized types, little-endian elements
     /// for dense ones, row-major in `shape(name)` order.
-    pub fn read_raw(&mut self, name: &str) -> Result<(GgmlDType, Vec<u8>), ImportError> {
-        let fail = |source| ImportError::Tensor {
-            path: self.path.clone(),
-            name: name.to_string(),
-            source: Box::new(source),
-        };
-        let q = self
-            .content
-            .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(fail)?;
-        let bytes = q.data().map_err(fail)?.into_owned();
-        Ok((q.dtype(), bytes))
+    pub fn read_raw(&mut self, name: &str) -> Result<(TensorType, Vec<u8>), ImportError> {
+        let info = self
+            .info(name)
+            .cloned()
+            .ok_or_else(|| self.tensor_err(name, "not in the file".into()))?;
+        let bytes = gguf_file::read_tensor(&mut self.reader, &self.header, &info)
+            .map_err(|reason| self.tensor_err(name, reason))?;
+        Ok((info.ty, bytes))
     }
 
-    /// Read and dequantize one tensor to f32, row-major in `shape(name)` order.
+    /// Read and dequantize one tensor to f32, row-major in `shape(name)` order (the block formats
+    /// by the kernels' dequantizers, which give ggml's values bit for bit).
     pub fn read_f32(&mut self, name: &str) -> Result<Vec<f32>, ImportError> {
-        let fail = |source| ImportError::Tensor {
-            path: self.path.clone(),
-            name: name.to_string(),
-            source: Box::new(source),
-        };
-        let q = self
-            .content
-            .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(fail)?;
-        let t = q.dequantize(&Device::Cpu).map_err(fail)?;
-        t.flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(fail)
+        let (ty, raw) = self.read_raw(name)?;
+        Ok(match ty {
+            TensorType::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            TensorType::F16 => raw
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            TensorType::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            TensorType::Quant(format) => {
+                let shape = self.shape(name).unwrap_or_default();
+                let k = shape.last().copied().unwrap_or(1);
+                let rows = shape.iter().rev().skip(1).product::<usize>();
+                let p = super::weights::split_blocks(format, &raw, rows, k)
+                    .map_err(|reason| self.tensor_err(name, reason))?;
+                let w = QWeight::with_aux(format, rows, k, &p.qs, &p.aux, &p.d, &p.m)
+                    .map_err(|e| self.tensor_err(name, e.to_string()))?;
+                let mut out = vec![0f32; rows * k];
+                for (r, row) in out.chunks_exact_mut(k).enumerate() {
+                    w.dequantize_row(r, row);
+                }
+                out
+            }
+            // `read_raw` refuses the types this build cannot read.
+            TensorType::Other(_) => unreachable!("read_raw returned a {} tensor", ty.name()),
+        })
     }
 }
 

@@ -20,7 +20,7 @@ pub(super) fn check_dims(g: &Gguf, d: &Dims) -> Result<(), ImportError> {
         key: key.to_string(),
         reason,
     };
-    let tensors = g.content.tensor_infos.len();
+    let tensors = g.header.tensors.len();
     if d.layers
         .checked_mul(TENSORS_PER_LAYER)
         .is_none_or(|n| n > tensors)

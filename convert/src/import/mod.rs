@@ -8,14 +8,14 @@
 //!
 //! | GGUF type of a matrix | written as | |
 //! |---|---|---|
-//! | `Q8_0`, `Q4_0`, `Q4_1` | `q8_0`, `q4_0`, `q4_1` | bit-exact: each ggml block's `d` (`m`) and quants are moved into the `rowsplit` planes |
+//! | `Q8_0`, `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `IQ4_NL`, `Q2_K`, `Q3_K`, `Q4_K`, `Q5_K`, `Q6_K`, `IQ4_XS` | the same format (`q4_k`, …) | bit-exact: each ggml block's fields are moved into the `rowsplit` planes (`edgeinfer_kernels::quant::kquant`) |
 //! | `F32`, `F16`, `BF16` | the same dtype, dense | lossless (`infer quantize` can quantize the result) |
-//! | `Q5_0`, `Q5_1`, `Q8_1`, `Q5_K`, `Q6_K`, `Q8_K` | `q8_0` | dequantized, then requantized: 8 bits keep a 5–8-bit source almost exactly |
-//! | `Q2_K`, `Q3_K`, `Q4_K` | `q4_1` | dequantized, then requantized: like `Q4_K`, q4_1 has a scale and a minimum per 32 weights |
 //!
-//! 1-D tensors (the RMSNorm weights) are always written as F32. ggml blocks run along a row, so a
-//! quantized GGUF matrix always has a row length that is a multiple of 32; a dense matrix whose row
-//! length is not stays dense. The summary lists what was requantized.
+//! Other ggml types (`Q8_1`, `Q8_K`, the IQ1–IQ3 types, …) are refused by tensor name before
+//! anything is written. 1-D tensors (the RMSNorm weights) are always written as F32. ggml blocks run
+//! along a row, so a quantized GGUF matrix always has a row length that is a whole number of blocks.
+//! The file is read by our own GGUF reader ([`gguf_file`]), which, unlike candle-core's, reads files
+//! holding IQ4_NL and IQ4_XS tensors.
 //!
 //! With `--dtype f32|f16|bf16` every tensor is instead dequantized to that type, as before.
 //!
@@ -30,6 +30,7 @@
 
 mod config;
 mod gguf;
+pub mod gguf_file;
 mod limits;
 mod tokenizer_json;
 mod weights;
@@ -126,9 +127,6 @@ pub struct ImportSummary {
     pub weights_bytes: u64,
     /// Tensors per storage type written (`"q4_1"` → 180, `"F32"` → 61, …).
     pub types: BTreeMap<String, usize>,
-    /// Matrices whose GGUF type has no bit-exact equivalent and which were requantized:
-    /// (Hugging Face name, GGUF type, written format).
-    pub requantized: Vec<(String, String, String)>,
     pub vocab_size: usize,
     pub tie_word_embeddings: bool,
 }
@@ -140,11 +138,8 @@ pub enum ImportError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: not a readable GGUF file: {source}", path.display())]
-    Gguf {
-        path: PathBuf,
-        source: Box<candle_core::Error>,
-    },
+    #[error("{}: not a readable GGUF file: {reason}", path.display())]
+    Gguf { path: PathBuf, reason: String },
     #[error("{}: metadata `{key}`: {reason}", path.display())]
     Metadata {
         path: PathBuf,
@@ -164,11 +159,11 @@ pub enum ImportError {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
-    #[error("{}: tensor `{name}`: {source}", path.display())]
+    #[error("{}: tensor `{name}`: {reason}", path.display())]
     Tensor {
         path: PathBuf,
         name: String,
-        source: Box<candle_core::Error>,
+        reason: String,
     },
     #[error("the rebuilt tokenizer.json is unusable: {reason}")]
     TokenizerCheck { reason: String },
@@ -264,7 +259,6 @@ pub fn import_gguf(
         parameters: written.stats.parameters,
         weights_bytes: written.stats.bytes,
         types: written.stats.types,
-        requantized: written.requantized,
         vocab_size,
         tie_word_embeddings: tied,
     })

@@ -5,18 +5,18 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
 use edgeinfer_kernels::quant::{kquant, QFormat, QLayout};
 use half::f16;
 use safetensors::Dtype;
 
 use super::gguf::{unpermute_rows, Gguf, Rows, TensorPlan};
+use super::gguf_file::TensorType;
 use super::{ImportDType, ImportError, ImportProgress};
-use crate::quantize::quantize_matrix;
 use crate::store::{self, Data, Entry, QPlanes, StoredAs, WriteStats};
 
-/// Every planned tensor is present with its expected shape and nothing else is in the file but the
-/// tensors `consumed` as metadata (Llama 3's `rope_freqs.weight`).
+/// Every planned tensor is present with its expected shape and of a type this build reads; nothing
+/// else is in the file but the tensors `consumed` as metadata (Llama 3's
+/// `rope_freqs.weight`).
 pub(crate) fn check_plan(
     g: &Gguf,
     plan: &[TensorPlan],
@@ -35,6 +35,14 @@ pub(crate) fn check_plan(
                 got,
             });
         }
+        // The type and shape here; whether the bytes lie inside the file when they are read.
+        g.header.tensors[&t.gguf]
+            .byte_len()
+            .map_err(|reason| ImportError::Tensor {
+                path: g.path.clone(),
+                name: t.gguf.clone(),
+                reason,
+            })?;
     }
     let planned: HashSet<&str> = plan
         .iter()
@@ -42,8 +50,8 @@ pub(crate) fn check_plan(
         .chain(consumed.iter().map(String::as_str))
         .collect();
     let mut extra: Vec<&String> = g
-        .content
-        .tensor_infos
+        .header
+        .tensors
         .keys()
         .filter(|n| !planned.contains(n.as_str()))
         .collect();
@@ -66,12 +74,11 @@ pub(crate) enum Conversion {
     Copy(Dtype),
     /// Split the ggml blocks into `rowsplit` planes, bit-exact.
     Split(QFormat),
-    /// Dequantize, then quantize with the reference quantizer of this format.
-    Requantize(QFormat),
 }
 
-/// The conversion of a tensor of GGUF type `ty` and `shape` under `dtype`.
-pub(crate) fn conversion(ty: GgmlDType, shape: &[usize], dtype: ImportDType) -> Conversion {
+/// The conversion of a tensor of GGUF type `ty` and `shape` under `dtype` (`ty` one this build
+/// reads: [`check_plan`] refused the others).
+pub(crate) fn conversion(ty: TensorType, shape: &[usize], dtype: ImportDType) -> Conversion {
     let dense = |d| Conversion::Dense(d);
     match dtype {
         ImportDType::F32 => return dense(Dtype::F32),
@@ -82,34 +89,19 @@ pub(crate) fn conversion(ty: GgmlDType, shape: &[usize], dtype: ImportDType) -> 
     if shape.len() != 2 {
         return dense(Dtype::F32);
     }
-    let kept = match ty {
-        GgmlDType::F32 => return Conversion::Copy(Dtype::F32),
-        GgmlDType::F16 => return Conversion::Copy(Dtype::F16),
-        GgmlDType::BF16 => return Conversion::Copy(Dtype::BF16),
-        // ggml's activation-side types, never a model's weights in practice.
-        GgmlDType::Q8_1 | GgmlDType::Q8K => return Conversion::Requantize(QFormat::Q8_0),
-        GgmlDType::Q8_0 => QFormat::Q8_0,
-        GgmlDType::Q4_0 => QFormat::Q4_0,
-        GgmlDType::Q4_1 => QFormat::Q4_1,
-        GgmlDType::Q5_0 => QFormat::Q5_0,
-        GgmlDType::Q5_1 => QFormat::Q5_1,
-        GgmlDType::Q2K => QFormat::Q2K,
-        GgmlDType::Q3K => QFormat::Q3K,
-        GgmlDType::Q4K => QFormat::Q4K,
-        GgmlDType::Q5K => QFormat::Q5K,
-        GgmlDType::Q6K => QFormat::Q6K,
-    };
-    // Block types always have k a multiple of their block; the check only guards odd files.
-    match shape[1] > 0 && shape[1].is_multiple_of(kept.block_elems()) {
-        true => Conversion::Split(kept),
-        false => dense(Dtype::F32),
+    match ty {
+        TensorType::F32 => Conversion::Copy(Dtype::F32),
+        TensorType::F16 => Conversion::Copy(Dtype::F16),
+        TensorType::BF16 => Conversion::Copy(Dtype::BF16),
+        // Every block format is kept as stored; k is a whole number of blocks (`check_plan`).
+        TensorType::Quant(format) => Conversion::Split(format),
+        TensorType::Other(_) => dense(Dtype::F32),
     }
 }
 
 /// A tensor of the output: the plan, its GGUF type and how it is converted.
 pub(crate) struct Planned<'p> {
     pub plan: &'p TensorPlan,
-    pub ggml: GgmlDType,
     pub conv: Conversion,
     /// Where its blocks go (`rows8` only for matrices that fit it).
     pub layout: QLayout,
@@ -123,7 +115,7 @@ impl Planned<'_> {
                 dtype,
                 shape: self.plan.shape.clone(),
             },
-            Conversion::Split(format) | Conversion::Requantize(format) => StoredAs::Quant {
+            Conversion::Split(format) => StoredAs::Quant {
                 format,
                 rows: self.plan.shape[0],
                 k: self.plan.shape[1],
@@ -143,19 +135,13 @@ pub(crate) fn plan_conversions<'p>(
 ) -> Vec<Planned<'p>> {
     plan.iter()
         .map(|t| {
-            let ggml = g.content.tensor_infos[&t.gguf].ggml_dtype;
-            let conv = conversion(ggml, &t.shape, dtype);
+            let conv = conversion(g.header.tensors[&t.gguf].ty, &t.shape, dtype);
             let layout = match conv {
-                Conversion::Split(f) | Conversion::Requantize(f)
-                    if layout.fits(f, t.shape[0], t.shape[1]) =>
-                {
-                    layout
-                }
+                Conversion::Split(f) if layout.fits(f, t.shape[0], t.shape[1]) => layout,
                 _ => QLayout::RowSplit,
             };
             Planned {
                 plan: t,
-                ggml,
                 conv,
                 layout,
             }
@@ -169,7 +155,7 @@ pub(crate) fn quantization_config(planned: &[Planned<'_>]) -> Option<serde_json:
     let mut params: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let mut top: Option<(usize, QFormat)> = None;
     for p in planned {
-        if let Conversion::Split(f) | Conversion::Requantize(f) = p.conv {
+        if let Conversion::Split(f) = p.conv {
             let n = p.plan.shape.iter().product::<usize>();
             let e = params.entry(f.name()).or_default();
             *e = (e.0 + 1, e.1 + n);
@@ -194,7 +180,6 @@ pub(crate) fn quantization_config(planned: &[Planned<'_>]) -> Option<serde_json:
 
 pub(crate) struct Written {
     pub stats: WriteStats,
-    pub requantized: Vec<(String, String, String)>,
 }
 
 /// Write `planned` from `gguf` to `path` as safetensors.
@@ -216,18 +201,7 @@ pub(crate) fn write_safetensors(
         });
         Ok::<_, ImportError>(data)
     })?;
-    let requantized = planned
-        .iter()
-        .filter_map(|p| match p.conv {
-            Conversion::Requantize(f) => Some((
-                p.plan.hf.clone(),
-                format!("{:?}", p.ggml),
-                f.name().to_string(),
-            )),
-            _ => None,
-        })
-        .collect();
-    Ok(Written { stats, requantized })
+    Ok(Written { stats })
 }
 
 fn convert(g: &mut Gguf, p: &Planned<'_>) -> Result<Data, ImportError> {
@@ -264,13 +238,6 @@ fn convert(g: &mut Gguf, p: &Planned<'_>) -> Result<Data, ImportError> {
                 },
                 aux: unpermute(planes.aux, nb * format.aux_bytes_per_block()),
             })
-        }
-        Conversion::Requantize(format) => {
-            let (rows, k) = (t.shape[0], t.shape[1]);
-            let values = reorder_rows::<f32>(t, g.read_f32(&t.gguf)?, k);
-            Data::Quant(quantize_matrix(format, rows, k, None, |r, out| {
-                out.copy_from_slice(&values[r * k..(r + 1) * k])
-            }))
         }
     })
 }
@@ -339,25 +306,18 @@ mod tests {
         use Conversion::*;
         let m = [64, 64];
         let n = ImportDType::Native;
-        assert_eq!(conversion(GgmlDType::Q4_1, &m, n), Split(QFormat::Q4_1));
-        assert_eq!(conversion(GgmlDType::Q8_0, &m, n), Split(QFormat::Q8_0));
-        assert_eq!(conversion(GgmlDType::Q4_0, &m, n), Split(QFormat::Q4_0));
-        assert_eq!(
-            conversion(GgmlDType::Q6K, &[64, 256], n),
-            Split(QFormat::Q6K)
-        );
-        assert_eq!(
-            conversion(GgmlDType::Q4K, &[64, 512], n),
-            Split(QFormat::Q4K)
-        );
-        assert_eq!(conversion(GgmlDType::Q5_0, &m, n), Split(QFormat::Q5_0));
-        // A K-quant row shorter than its super-block cannot be one: dequantized.
-        assert_eq!(conversion(GgmlDType::Q4K, &m, n), Dense(Dtype::F32));
-        assert_eq!(conversion(GgmlDType::F16, &m, n), Copy(Dtype::F16));
-        assert_eq!(conversion(GgmlDType::F16, &[64], n), Dense(Dtype::F32));
-        assert_eq!(conversion(GgmlDType::F32, &[8, 8], n), Copy(Dtype::F32));
+        let q = TensorType::Quant;
+        for f in QFormat::ALL {
+            assert_eq!(conversion(q(f), &[64, 256], n), Split(f), "{f}");
+        }
+        assert_eq!(TensorType::from_id(20), q(QFormat::Iq4Nl));
+        assert_eq!(TensorType::from_id(12), q(QFormat::Q4K));
+        assert_eq!(TensorType::from_id(16).name(), "IQ2_XXS");
+        assert_eq!(conversion(TensorType::F16, &m, n), Copy(Dtype::F16));
+        assert_eq!(conversion(TensorType::F16, &[64], n), Dense(Dtype::F32));
+        assert_eq!(conversion(TensorType::F32, &[8, 8], n), Copy(Dtype::F32));
         let f = ImportDType::Bf16;
-        assert_eq!(conversion(GgmlDType::Q4_1, &m, f), Dense(Dtype::BF16));
+        assert_eq!(conversion(q(QFormat::Q4_1), &m, f), Dense(Dtype::BF16));
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Calibrator<'a> {
     hessians: HashMap<Site, Vec<f32>>,
     /// Factors of the sites in use; `None` where `H` was not positive definite (plain rounding).
     factors: HashMap<Site, Option<Vec<f32>>>,
+    /// `diag H` (each input column's mean square, times the tokens) of the sites in use.
+    diagonals: HashMap<Site, Vec<f32>>,
 }
 
 impl<'a> Calibrator<'a> {
@@ -91,6 +93,7 @@ impl<'a> Calibrator<'a> {
             layers_per_pass: (BUDGET_BYTES / per_layer).max(1),
             hessians: HashMap::new(),
             factors: HashMap::new(),
+            diagonals: HashMap::new(),
         })
     }
 
@@ -110,11 +113,35 @@ impl<'a> Calibrator<'a> {
             self.factors.retain(|s, _| s.0 >= site.0);
             let h = self.hessians.remove(&site).expect("measured above");
             let k = (h.len() as f64).sqrt() as usize;
+            self.keep_diagonal(site, &h, k);
             let mut h: Vec<f64> = h.into_iter().map(f64::from).collect();
             let u = self.pool.install(|| gptq::inverse_factor(&mut h, k, DAMP));
             self.factors.insert(site, u);
         }
         Ok(self.factors[&site].as_deref())
+    }
+
+    /// Per input column of the matrices that read `site`'s input, how much its rounding error costs
+    /// (`diag H`: the sum of its squared activations over the text), for the quantizers that weigh
+    /// each column's error rather than feed it forward (`super::kquants`).
+    pub fn importance(&mut self, site: Site) -> Result<&[f32], QuantizeError> {
+        if !self.diagonals.contains_key(&site) {
+            if !self.hessians.contains_key(&site) {
+                self.measure(site)?;
+            }
+            let h = self.hessians.get(&site).expect("measured above");
+            let k = (h.len() as f64).sqrt() as usize;
+            let h = h.clone();
+            self.keep_diagonal(site, &h, k);
+        }
+        Ok(&self.diagonals[&site])
+    }
+
+    fn keep_diagonal(&mut self, site: Site, h: &[f32], k: usize) {
+        self.diagonals.retain(|s, _| s.0 >= site.0);
+        self.diagonals
+            .entry(site)
+            .or_insert_with(|| (0..k).map(|j| h[j * k + j]).collect());
     }
 
     /// One pass over the text, measuring every site of layers `site.0 ..` (as many as the budget
