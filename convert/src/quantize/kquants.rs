@@ -145,26 +145,59 @@ fn affine_k(
     }
     let max_scale = fits.iter().fold(0f32, |a, f| a.max(f.0));
     let max_min = fits.iter().fold(0f32, |a, f| a.max(f.1));
-    let d = f16::from_f32(max_scale / 63.0);
-    let dmin = f16::from_f32(max_min / 63.0);
-    let (df, mf) = (f32::from(d), f32::from(dmin));
-    let six = |v: f32, unit: f32| match unit > 0.0 {
-        true => (v / unit).round().clamp(0.0, 63.0) as u8,
-        false => 0,
-    };
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..8 {
-        sc[j] = six(fits[j].0, df);
-        mn[j] = six(fits[j].1, mf);
+    // The 6-bit sub-block scales and minimums are where q4_k loses most against a free fit: try
+    // super-block units around `max / 63`, and per sub-block the codes on both sides of each fitted
+    // value, keeping what leaves the least weighted error after rounding every element again.
+    let mut best = (f64::INFINITY, f16::ZERO, f16::ZERO, [0u8; 8], [0u8; 8]);
+    let mut q = [0u8; QK_K];
+    for step in -6..=6 {
+        let grow = 1.0 + 0.02 * step as f32;
+        let d = f16::from_f32(max_scale / 63.0 * grow);
+        let dmin = f16::from_f32(max_min / 63.0 * grow);
+        let (df, mf) = (f32::from(d), f32::from(dmin));
+        let (mut sc, mut mn, mut total) = ([0u8; 8], [0u8; 8], 0f64);
+        for j in 0..8 {
+            let (xs, ws) = (&x[QK * j..QK * (j + 1)], &w[QK * j..QK * (j + 1)]);
+            let codes = |v: f32, unit: f32| -> [u8; 2] {
+                match unit > 0.0 {
+                    true => {
+                        let c = (v / unit).clamp(0.0, 63.0);
+                        [c.floor() as u8, c.ceil() as u8]
+                    }
+                    false => [0, 0],
+                }
+            };
+            let mut pick = (f64::INFINITY, 0u8, 0u8);
+            for s6 in codes(fits[j].0, df) {
+                for m6 in codes(fits[j].1, mf) {
+                    let (sv, mv) = (df * f32::from(s6), mf * f32::from(m6));
+                    let err = weighted_sse(xs, ws, |i| {
+                        let q = match sv > 0.0 {
+                            true => ((xs[i] + mv) / sv).round().clamp(0.0, f32::from(nmax)),
+                            false => 0.0,
+                        };
+                        sv * q - mv
+                    });
+                    if err < pick.0 {
+                        pick = (err, s6, m6);
+                    }
+                }
+            }
+            (sc[j], mn[j]) = (pick.1, pick.2);
+            total += pick.0;
+        }
+        if total < best.0 {
+            best = (total, d, dmin, sc, mn);
+        }
     }
+    let (_, d, dmin, sc, mn) = best;
+    let (df, mf) = (f32::from(d), f32::from(dmin));
     // ggml's packing (the inverse of `get_scale_min_k4`).
     for j in 0..4 {
         aux[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
         aux[j + 4] = mn[j] | ((mn[j + 4] >> 4) << 6);
         aux[j + 8] = (sc[j + 4] & 0xF) | ((mn[j + 4] & 0xF) << 4);
     }
-    let mut q = [0u8; QK_K];
     for (j, qj) in q.chunks_exact_mut(QK).enumerate() {
         let (s, mm) = (df * f32::from(sc[j]), mf * f32::from(mn[j]));
         for (q, &v) in qj.iter_mut().zip(&x[QK * j..]) {
