@@ -39,9 +39,23 @@ pub fn quantize_row(
         x.len()
     );
     let ones = [1.0f32; QK_K];
+    let mut own = [0f32; QK_K];
     let (qb, ab) = (format.qs_bytes_per_block(), format.aux_bytes_per_block());
     for (b, xb) in x.chunks_exact(be).enumerate() {
-        let w = imp.map_or(&ones[..be], |i| &i[b * be..(b + 1) * be]);
+        let w = match (imp, format) {
+            (Some(i), _) => &i[b * be..(b + 1) * be],
+            // Without calibration, iq4_nl weighs each element by its square plus the block's mean
+            // square (as llama.cpp does): its grid is densest near zero, so the large values are
+            // where the scale's choice matters.
+            (None, QFormat::Iq4Nl) => {
+                let ms = xb.iter().map(|v| v * v).sum::<f32>() / be as f32;
+                for (w, &v) in own.iter_mut().zip(xb) {
+                    *w = v * v + ms;
+                }
+                &own[..be]
+            }
+            (None, _) => &ones[..be],
+        };
         let (qs, aux) = (
             &mut qs[b * qb..(b + 1) * qb],
             &mut aux[b * ab..(b + 1) * ab],
@@ -296,15 +310,21 @@ fn q6_k(x: &[f32], w: &[f32], qs: &mut [u8], aux: &mut [u8]) -> f16 {
     d
 }
 
-/// The index of the grid value nearest `v` (the grid is sorted).
+/// The index of the grid value nearest `v` (the grid is sorted; a tie takes the lower value).
 fn nearest(v: f32) -> u8 {
-    let mut best = 0;
-    for (i, &k) in IQ4_NL_VALUES.iter().enumerate() {
-        if (f32::from(k) - v).abs() < (f32::from(IQ4_NL_VALUES[best]) - v).abs() {
-            best = i;
+    let hi = IQ4_NL_VALUES.partition_point(|&k| f32::from(k) < v);
+    match hi {
+        0 => 0,
+        16 => 15,
+        hi => {
+            let (a, b) = (f32::from(IQ4_NL_VALUES[hi - 1]), f32::from(IQ4_NL_VALUES[hi]));
+            if v - a <= b - v {
+                (hi - 1) as u8
+            } else {
+                hi as u8
+            }
         }
     }
-    best as u8
 }
 
 /// One iq4_nl block (`qs` 16 bytes); returns `d`.
@@ -319,7 +339,7 @@ fn iq4_nl(x: &[f32], w: &[f32], qs: &mut [u8]) -> f16 {
     }
     let k0 = f32::from(IQ4_NL_VALUES[0]);
     let mut best = (f64::INFINITY, 0f32);
-    for step in -10..=10 {
+    for step in -14..=14 {
         let id = (k0 + 0.5 * step as f32) / ext;
         let (mut swkx, mut swkk) = (0f64, 0f64);
         for (i, (&v, &w)) in x.iter().zip(w).enumerate() {
