@@ -122,7 +122,9 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         println!("--tensor-type: {name} stored as {to}");
     }
     match s.calibration_tokens {
-        Some(n) => println!("rounding: GPTQ, calibrated on {n} tokens of text"),
+        Some(n) => println!(
+            "rounding: calibrated on {n} tokens of text (GPTQ for q8_0, q4_0, q4_1; importance weights for the K-quants and iq4_nl)"
+        ),
         None => println!("rounding: every block on its own (--calibration FILE for GPTQ)"),
     }
     for name in &s.skipped {

@@ -317,7 +317,10 @@ fn nearest(v: f32) -> u8 {
         0 => 0,
         16 => 15,
         hi => {
-            let (a, b) = (f32::from(IQ4_NL_VALUES[hi - 1]), f32::from(IQ4_NL_VALUES[hi]));
+            let (a, b) = (
+                f32::from(IQ4_NL_VALUES[hi - 1]),
+                f32::from(IQ4_NL_VALUES[hi]),
+            );
             if v - a <= b - v {
                 (hi - 1) as u8
             } else {
