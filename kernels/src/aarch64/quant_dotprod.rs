@@ -52,6 +52,8 @@ pub(super) unsafe fn rows8_by_lane(
             QFormat::Q4_0 => super::quant_rows8::q4_0_tokens(w, x, yt),
             QFormat::Q8_0 => super::quant_rows8::q8_0_tokens(w, x, yt),
             QFormat::Q4_1 => super::quant_rows8::q4_1_tokens(w, x, yt),
+            // `QWeight::validate` refuses rows8 views of the other formats.
+            _ => unreachable!("a rows8 {format} weight"),
         }
     }
 }
