@@ -1,0 +1,828 @@
+//! The GGUF formats of [`crate::quant::kquant`] on aarch64, in their planes as stored: plain NEON
+//! (`smull`/`smlal` into i16, `saddlp` into i32: the Raspberry Pi 4) and dotprod (`sdot`); i8mm
+//! CPUs run the dotprod kernels, and for several tokens `smmla` on the 32-element formats.
+//!
+//! Every variant computes the scalar spec's integers `A_j` (and `B_j`) exactly; only the f32
+//! operations are ordered and fused differently (see each part below).
+//!
+//! # 32-element formats (q5_0, q5_1, iq4_nl)
+//!
+//! One f16 scale per 32 elements (q5_1 also a minimum) like q4_0 and q4_1, so they run in
+//! [`super::quant_neon`]'s tiles (4 rows × 1 token for decode, 2 × 2 otherwise, i8mm's 4 × 2 `smmla`
+//! tile); only the load of a block is theirs ([`Blocks`] below):
+//! - iq4_nl: the nibbles (`and`, `ushr`) index its sixteen values by `tbl` (`vqtbl1q_s8`).
+//! - q5_0, q5_1: the block's 32 high bits `qh`, inverted in a general register, are spread to one
+//!   byte per element by `dup` and two `tbl`, and `cmtst` makes each byte 0xFF where the bit is clear.
+//!   `sli #4` puts that byte's low half above the element's nibble: `nibble − 16` (as i8) where the
+//!   bit is clear, `nibble` where it is set, i.e. `q − 16`, in two vector instructions per 16 elements
+//!   after the spread (the high nibbles need a `ushr` first). That is q5_0's value; q5_1's `q` is
+//!   `(q − 16) + 16`, so its tile adds `16·sx` (the activations' block sum) to the block's dot.
+//!
+//! # Super-block formats (q4_k, q5_k, q6_k, iq4_xs): [`ktile`]
+//!
+//! A tile is `R` rows × `T` tokens (4 × 1 for decode: the rows share the activations' loads and
+//! `dx·sx`; 1 × 4 otherwise: each decoded half super-block serves four tokens). Per super-block:
+//!
+//! 1. *Scales* ([`Super::scales`]), once per row: q4_k's and q5_k's 12 packed bytes are unpacked by
+//!    shifts and masks in general registers (the integer pipes, which the vector-bound loop leaves
+//!    idle), moved into a vector by `fmov`/`ins`, and widened to i32 lanes by one `tbl` each (four
+//!    per row); the minimums become f32 (`ucvtf`). q6_k's sixteen i8 scales widen by `sxtl`;
+//!    iq4_xs's six bytes unpack in general registers, then `tbl` and `sub #32`.
+//! 2. *Quants* ([`Super::half`]), per half super-block (four blocks, eight vectors): q4_k `and`,
+//!    `ushr`; q5_k the q5_0 trick on its 32 shared high-bit bytes (inverted once per super-block,
+//!    `cmtst` against the block's bit, `sli #4`): `q − 16`, the dot then gains `16·sx`; q6_k packs
+//!    the nibble and its two high bits into one byte as `4·(q − 32)`: with `qh ^ 0xAA` (which flips
+//!    the top bit of every 2-bit field) the byte `nibble << 2 | field << 6` is the 6-bit value
+//!    `q ^ 32` shifted left by 2, whose two's complement is `q − 32` (`sli #6` for the low nibbles,
+//!    `and #0xf0` and `sri #2` for the high ones); the quarter is taken exactly by the fixed-point
+//!    `scvtf #2`. iq4_xs `tbl` as iq4_nl.
+//! 3. *Integer dots*: one i32 accumulator per sub-block (two `sdot` for 32 elements, one for 16),
+//!    started from zeros loaded from memory ([`load_fresh`]: a load port rather than a vector-pipe
+//!    `movi`); `addp` reduces them to one lane per sub-block and `mul` by the sub-block scales gives
+//!    the half's four `A_j` (16-element sub-blocks: one more `addp` adds each block's two).
+//! 4. *Scaling*: per row and token `acc += (Σ_h cvt(A_h)·dx_h)·dw` (`fmul`, `fmla`, and `fmla` by
+//!    element), and for the formats with minimums `acc −= (Σ_h mn_h·(dx·sx)_h)·dmin`, with `dx·sx`
+//!    per block computed once per token and super-block. Every `A_j` is below 2²⁴ in magnitude
+//!    (q4_k 63·32·15·127, q5_k 63·32·31·127, q6_k 2·128·16·32·127 exactly at the limit, iq4_xs
+//!    32·32·127·128), so its conversion is exact.
+//!
+//! At the end of a row the accumulator's four lanes are added. The result differs from the scalar
+//! spec's `(dw·dx)·A − (dmin·dx)·B` summed in block order only by f32 rounding: a few ulps per
+//! term, far inside the spec's `1e-5·Σ|term|`.
+
+use core::arch::aarch64::*;
+
+use half::f16;
+
+use super::asm::{load_fresh, sdot};
+use super::dotprod::Dotprod;
+use super::neon::Neon;
+use super::quant_dotprod::Sdot;
+use super::quant_neon::{Blocks, Widen};
+use crate::dispatch::Kernels;
+use crate::quant::kquant::IQ4_NL_VALUES;
+use crate::quant::scalar::check_matmul_q;
+use crate::quant::{Q8ActsRef, QFormat, QWeight, QK, QK_K};
+use crate::simd::{matmul_q, Format, MatmulQ};
+
+pub(super) struct Q5_0;
+pub(super) struct Q5_1;
+pub(super) struct Iq4Nl;
+pub(super) struct Q4K;
+pub(super) struct Q5K;
+pub(super) struct Q6K;
+pub(super) struct Iq4Xs;
+
+macro_rules! formats {
+    ($($t:ty => $f:expr),+) => {$(
+        impl Format for $t {
+            const FORMAT: QFormat = $f;
+        }
+    )+};
+}
+formats!(Q5_0 => QFormat::Q5_0, Q5_1 => QFormat::Q5_1, Iq4Nl => QFormat::Iq4Nl, Q4K => QFormat::Q4K,
+    Q5K => QFormat::Q5K, Q6K => QFormat::Q6K, Iq4Xs => QFormat::Iq4Xs);
+
+/// `base` with the GGUF formats' products: the 32-element formats by `B`'s tiles, the super-block
+/// formats by `K`'s. q2_k and q3_k keep `base`'s entries (the scalar spec).
+///
+/// Only for ISAs whose features detection confirmed (called from the variants' `table()`s).
+pub(super) fn table<B, K>(base: Kernels) -> Kernels
+where
+    B: MatmulQ<Q5_0> + MatmulQ<Q5_1> + MatmulQ<Iq4Nl>,
+    K: KIsa,
+{
+    Kernels {
+        matmul_q5_0_q8: matmul_q::<B, Q5_0>,
+        matmul_q5_1_q8: matmul_q::<B, Q5_1>,
+        matmul_iq4_nl_q8: matmul_q::<B, Iq4Nl>,
+        matmul_q4_k_q8: matmul_k::<K, Q4K>,
+        matmul_q5_k_q8: matmul_k::<K, Q5K>,
+        matmul_q6_k_q8: matmul_k::<K, Q6K>,
+        matmul_iq4_xs_q8: matmul_k::<K, Iq4Xs>,
+        ..base
+    }
+}
+
+// --- 32-element formats --------------------------------------------------------------------------
+
+/// Bit `i % 8` for byte lane `i`: with [`SPREAD`], lane `i` tests bit `i` of the 16 bits it holds.
+static BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+
+/// `tbl` indices that spread bytes 0 and 1 of `qh` (elements 0..16) over eight lanes each, and
+/// bytes 2 and 3 (elements 16..32).
+static SPREAD: [[u8; 16]; 2] = [
+    [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1],
+    [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3],
+];
+
+/// A q5_0 or q5_1 block as `q − 16` (see the module docs).
+///
+/// # Safety
+/// 16 quant bytes at `p` and 4 `qh` bytes at `aux` are readable.
+#[inline(always)]
+unsafe fn load_q5(p: *const u8, aux: *const u8) -> [int8x16_t; 2] {
+    // SAFETY: 4 readable bytes at `aux`, 16 at `p` (the caller's contract); the statics are 16 bytes.
+    let (qh, v, bits, spread) = unsafe {
+        (
+            aux.cast::<u32>().read_unaligned(),
+            vld1q_u8(p),
+            vld1q_u8(BITS.as_ptr()),
+            [vld1q_u8(SPREAD[0].as_ptr()), vld1q_u8(SPREAD[1].as_ptr())],
+        )
+    };
+    // ggml's `qh` is little-endian: bit j is element j. Inverted: 0xFF where the bit is clear.
+    let h = vreinterpretq_u8_u32(vdupq_n_u32(!qh));
+    let clear = [
+        vtstq_u8(vqtbl1q_u8(h, spread[0]), bits),
+        vtstq_u8(vqtbl1q_u8(h, spread[1]), bits),
+    ];
+    [
+        vreinterpretq_s8_u8(vsliq_n_u8::<4>(v, clear[0])),
+        vreinterpretq_s8_u8(vsliq_n_u8::<4>(vshrq_n_u8::<4>(v), clear[1])),
+    ]
+}
+
+/// `q − 16`: q5_0's weights as they are.
+impl Blocks for Q5_0 {
+    #[inline(always)]
+    unsafe fn load(p: *const u8, aux: *const u8) -> [int8x16_t; 2] {
+        // SAFETY: the caller's contract.
+        unsafe { load_q5(p, aux) }
+    }
+}
+
+/// `q − 16`, so the tile adds `16·sx`.
+impl Blocks for Q5_1 {
+    const OFFSET: i32 = -16;
+
+    #[inline(always)]
+    unsafe fn load(p: *const u8, aux: *const u8) -> [int8x16_t; 2] {
+        // SAFETY: the caller's contract.
+        unsafe { load_q5(p, aux) }
+    }
+}
+
+/// Sixteen IQ4 values for `tbl`.
+///
+/// # Safety
+/// None beyond NEON (baseline); reads the 16-byte static.
+#[inline(always)]
+unsafe fn iq4_values() -> int8x16_t {
+    // SAFETY: the static holds 16 bytes.
+    unsafe { vld1q_s8(IQ4_NL_VALUES.as_ptr()) }
+}
+
+/// The 16 bytes at `p` as 32 IQ4 values: low nibbles first, then high nibbles.
+///
+/// # Safety
+/// 16 bytes at `p` are readable.
+#[inline(always)]
+unsafe fn load_iq4(p: *const u8, k: int8x16_t) -> [int8x16_t; 2] {
+    // SAFETY: the caller's contract.
+    let v = unsafe { vld1q_u8(p) };
+    [
+        vqtbl1q_s8(k, vandq_u8(v, vdupq_n_u8(15))),
+        vqtbl1q_s8(k, vshrq_n_u8::<4>(v)),
+    ]
+}
+
+impl Blocks for Iq4Nl {
+    #[inline(always)]
+    unsafe fn load(p: *const u8, _: *const u8) -> [int8x16_t; 2] {
+        // SAFETY: the caller's contract.
+        unsafe { load_iq4(p, iq4_values()) }
+    }
+}
+
+// --- super-block formats -------------------------------------------------------------------------
+
+/// One super-block's sub-block scales as i32 lanes and its minimums as f32 lanes.
+#[derive(Clone, Copy)]
+pub(super) struct Scales {
+    /// Lane `l` of `s[i]`: sub-block `4i + l`'s scale (16 sub-blocks for [`Super::SUB16`], else 8 in
+    /// `s[0]`, `s[1]`).
+    s: [int32x4_t; 4],
+    /// Lane `l` of `m[i]`: block `4i + l`'s minimum (formats with `dmin`).
+    m: [float32x4_t; 2],
+}
+
+/// A super-block format (256 elements, eight blocks of 32) as [`ktile`] sees it.
+pub(super) trait Super: Format {
+    /// Bytes of the `aux` plane per super-block.
+    const AB: usize = Self::FORMAT.aux_bytes_per_block();
+    /// Scales per 16 elements (q6_k) rather than per 32.
+    const SUB16: bool = false;
+    /// Every decoded value is within ±64, so plain NEON may add four products in an i16 lane.
+    const SMALL: bool;
+    /// The decoded values are `q − 16` (q5_k): each block's dot gains `16·sx` before its scale.
+    const LOW16: bool = false;
+    /// The decoded values are `4·q` (q6_k): the dots convert with `scvtf #2`.
+    const QUARTER: bool = false;
+
+    /// What the two halves share (q5_k's high bits).
+    type Pre: Copy;
+
+    /// # Safety
+    /// The super-block's `Self::QB` quant bytes at `q` are readable.
+    unsafe fn pre(q: *const u8) -> Self::Pre;
+
+    /// Elements `128·h..128·h + 128` (`h` 0 or 1) of the super-block with quants at `q`: block
+    /// `4h + i` in vectors `2i` (its elements 0..16) and `2i + 1`.
+    ///
+    /// # Safety
+    /// As [`Super::pre`], with `pre` from it.
+    unsafe fn half(q: *const u8, pre: Self::Pre, h: usize) -> [int8x16_t; 8];
+
+    /// # Safety
+    /// The super-block's `Self::AB` bytes at `aux` are readable.
+    unsafe fn scales(aux: *const u8) -> Scales;
+}
+
+/// `tbl` indices that widen bytes `4i..4i + 4` into the low byte of four i32 lanes (255: zero).
+static WIDEN: [[u8; 16]; 4] = {
+    let mut t = [[255u8; 16]; 4];
+    let mut i = 0;
+    while i < 16 {
+        t[i / 4][4 * (i % 4)] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Bytes `4i..4i + 4` of `v` as i32 lanes, for `i` in 0..4.
+///
+/// # Safety
+/// None beyond NEON (reads the static).
+#[inline(always)]
+unsafe fn widen4(v: uint8x16_t, i: usize) -> uint32x4_t {
+    // SAFETY: WIDEN[i] holds 16 bytes (`i < 4`: the array index is checked).
+    let idx = unsafe { vld1q_u8(WIDEN[i].as_ptr()) };
+    vreinterpretq_u32_u8(vqtbl1q_u8(v, idx))
+}
+
+/// q4_k's and q5_k's 12 scale bytes (ggml's `get_scale_min_k4`) as eight scales and minimums.
+///
+/// # Safety
+/// 12 bytes at `aux` are readable.
+#[inline(always)]
+unsafe fn scales_k4(aux: *const u8) -> Scales {
+    // SAFETY: 12 readable bytes (the caller's contract).
+    let (a, b) = unsafe {
+        (
+            aux.cast::<u64>().read_unaligned(),
+            u64::from(aux.add(8).cast::<u32>().read_unaligned()),
+        )
+    };
+    // Bytes 0..4: scales 0..4, 4..8: minimums 0..4 (low 6 bits); scales and minimums 4..8 take
+    // bytes 8..12's low and high nibbles and, as bits 4 and 5, the top two bits of bytes 0..8.
+    let lo = a & 0x3F3F_3F3F_3F3F_3F3F;
+    let nib = (b & 0x0F0F_0F0F) | ((b << 28) & 0x0F0F_0F0F_0000_0000);
+    let hi = nib | ((a >> 2) & 0x3030_3030_3030_3030);
+    let v = vcombine_u8(vcreate_u8(lo), vcreate_u8(hi));
+    // SAFETY: NEON only.
+    let w = unsafe { [widen4(v, 0), widen4(v, 1), widen4(v, 2), widen4(v, 3)] };
+    let z = vdupq_n_s32(0);
+    Scales {
+        s: [
+            vreinterpretq_s32_u32(w[0]),
+            vreinterpretq_s32_u32(w[2]),
+            z,
+            z,
+        ],
+        m: [vcvtq_f32_u32(w[1]), vcvtq_f32_u32(w[3])],
+    }
+}
+
+/// The 16 bytes at `q + off`.
+///
+/// # Safety
+/// 16 bytes at `q + off` are readable.
+#[inline(always)]
+unsafe fn ld(q: *const u8, off: usize) -> uint8x16_t {
+    // SAFETY: the caller's contract.
+    unsafe { vld1q_u8(q.add(off)) }
+}
+
+/// Bytes as signed (no instruction).
+///
+/// # Safety
+/// None beyond NEON (baseline on aarch64).
+#[inline(always)]
+unsafe fn s8(v: uint8x16_t) -> int8x16_t {
+    vreinterpretq_s8_u8(v)
+}
+
+/// q4_k: 128 nibble bytes; bytes `32c..32c + 32` hold block `2c` in their low nibbles and block
+/// `2c + 1` in their high nibbles.
+impl Super for Q4K {
+    const SMALL: bool = true;
+    type Pre = ();
+
+    #[inline(always)]
+    unsafe fn pre(_: *const u8) {}
+
+    #[inline(always)]
+    unsafe fn half(q: *const u8, _: (), h: usize) -> [int8x16_t; 8] {
+        let m = vdupq_n_u8(15);
+        // SAFETY: bytes 64h..64h + 64 of the 128 (the caller's contract, h < 2).
+        let v = unsafe {
+            [
+                ld(q, 64 * h),
+                ld(q, 64 * h + 16),
+                ld(q, 64 * h + 32),
+                ld(q, 64 * h + 48),
+            ]
+        };
+        [
+            s8(vandq_u8(v[0], m)),
+            s8(vandq_u8(v[1], m)),
+            s8(vshrq_n_u8::<4>(v[0])),
+            s8(vshrq_n_u8::<4>(v[1])),
+            s8(vandq_u8(v[2], m)),
+            s8(vandq_u8(v[3], m)),
+            s8(vshrq_n_u8::<4>(v[2])),
+            s8(vshrq_n_u8::<4>(v[3])),
+        ]
+    }
+
+    #[inline(always)]
+    unsafe fn scales(aux: *const u8) -> Scales {
+        // SAFETY: the caller's contract (12 bytes).
+        unsafe { scales_k4(aux) }
+    }
+}
+
+/// q5_k: `qh` (32 bytes: bit `b` of byte `l` is block `b`'s element `l`'s fifth bit), then q4_k's
+/// 128 nibble bytes. Decoded as `q − 16` (see the module docs).
+impl Super for Q5K {
+    const SMALL: bool = true;
+    const LOW16: bool = true;
+    /// `qh` inverted: bit set where the element's fifth bit is clear.
+    type Pre = [uint8x16_t; 2];
+
+    #[inline(always)]
+    unsafe fn pre(q: *const u8) -> [uint8x16_t; 2] {
+        // SAFETY: bytes 0..32 (the caller's contract).
+        unsafe { [vmvnq_u8(ld(q, 0)), vmvnq_u8(ld(q, 16))] }
+    }
+
+    #[inline(always)]
+    unsafe fn half(q: *const u8, qh: [uint8x16_t; 2], h: usize) -> [int8x16_t; 8] {
+        let mut out = [vdupq_n_s8(0); 8];
+        for i in 0..2 {
+            let c = 2 * h + i;
+            let (lo_bit, hi_bit) = (vdupq_n_u8(1 << (2 * c)), vdupq_n_u8(2 << (2 * c)));
+            for v in 0..2 {
+                // SAFETY: nibble bytes 32c + 16v.. of the 128 after `qh` (the caller's contract).
+                let b = unsafe { ld(q, 32 + 32 * c + 16 * v) };
+                out[4 * i + v] = s8(vsliq_n_u8::<4>(b, vtstq_u8(qh[v], lo_bit)));
+                out[4 * i + 2 + v] =
+                    s8(vsliq_n_u8::<4>(vshrq_n_u8::<4>(b), vtstq_u8(qh[v], hi_bit)));
+            }
+        }
+        out
+    }
+
+    #[inline(always)]
+    unsafe fn scales(aux: *const u8) -> Scales {
+        // SAFETY: the caller's contract (12 bytes).
+        unsafe { scales_k4(aux) }
+    }
+}
+
+/// q6_k: `ql` (128 bytes) then `qh` (64); per half `n`, element `l`, `l + 32`, `l + 64`, `l + 96`
+/// (`l < 32`) take `ql[64n + l]`'s and `ql[64n + l + 32]`'s low, then high nibbles and
+/// `qh[32n + l]`'s bit pairs 0, 1, 2, 3. Decoded as `4·(q − 32)` (see the module docs).
+impl Super for Q6K {
+    const SUB16: bool = true;
+    const SMALL: bool = false;
+    const QUARTER: bool = true;
+    type Pre = ();
+
+    #[inline(always)]
+    unsafe fn pre(_: *const u8) {}
+
+    #[inline(always)]
+    unsafe fn half(q: *const u8, _: (), h: usize) -> [int8x16_t; 8] {
+        let (flip, high) = (vdupq_n_u8(0xAA), vdupq_n_u8(0xF0));
+        let mut out = [vdupq_n_s8(0); 8];
+        for g in 0..2 {
+            // SAFETY: ql bytes 64h + 16g.. and 64h + 32 + 16g.., qh bytes 128 + 32h + 16g.. (the
+            // caller's contract, h < 2).
+            let (a, b, qh) = unsafe {
+                (
+                    ld(q, 64 * h + 16 * g),
+                    ld(q, 64 * h + 32 + 16 * g),
+                    ld(q, 128 + 32 * h + 16 * g),
+                )
+            };
+            // Each 2-bit field's top bit flipped: `nibble | field << 4` becomes `q ^ 32`.
+            let f = veorq_u8(qh, flip);
+            let f2 = vshrq_n_u8::<2>(f);
+            // Element l: low nibble of a, field 0 (bits 0-1) to bits 6-7, nibble to bits 2-5.
+            out[g] = s8(vsliq_n_u8::<6>(vshlq_n_u8::<2>(a), f));
+            // Element l + 32: low nibble of b, field 1.
+            out[2 + g] = s8(vsliq_n_u8::<6>(vshlq_n_u8::<2>(b), f2));
+            // Element l + 64: high nibble of a, field 2 (moved to bits 6-7 by `shl #2`).
+            out[4 + g] = s8(vsriq_n_u8::<2>(vshlq_n_u8::<2>(f), vandq_u8(a, high)));
+            // Element l + 96: high nibble of b, field 3 (already at bits 6-7).
+            out[6 + g] = s8(vsriq_n_u8::<2>(f, vandq_u8(b, high)));
+        }
+        out
+    }
+
+    #[inline(always)]
+    unsafe fn scales(aux: *const u8) -> Scales {
+        // SAFETY: 16 readable bytes (the caller's contract).
+        let v = unsafe { vld1q_s8(aux.cast()) };
+        let (lo, hi) = (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
+        let z = vdupq_n_f32(0.0);
+        Scales {
+            s: [
+                vmovl_s16(vget_low_s16(lo)),
+                vmovl_high_s16(lo),
+                vmovl_s16(vget_low_s16(hi)),
+                vmovl_high_s16(hi),
+            ],
+            m: [z, z],
+        }
+    }
+}
+
+/// iq4_xs: block `j`'s 16 bytes at `16j` (low nibbles its elements 0..16, high 16..32) index
+/// IQ4's values; its scale `ls − 32` takes the nibble `j` of `scales_l` (bytes 2..6 of `aux`) and,
+/// as bits 4-5, the bit pair `j` of `scales_h` (bytes 0..2, little-endian).
+impl Super for Iq4Xs {
+    const SMALL: bool = false;
+    type Pre = ();
+
+    #[inline(always)]
+    unsafe fn pre(_: *const u8) {}
+
+    #[inline(always)]
+    unsafe fn half(q: *const u8, _: (), h: usize) -> [int8x16_t; 8] {
+        // SAFETY: NEON only.
+        let k = unsafe { iq4_values() };
+        let mut out = [vdupq_n_s8(0); 8];
+        for j in 0..4 {
+            // SAFETY: block 4h + j's 16 bytes (the caller's contract, h < 2).
+            let [lo, hi] = unsafe { load_iq4(q.add(64 * h + 16 * j), k) };
+            (out[2 * j], out[2 * j + 1]) = (lo, hi);
+        }
+        out
+    }
+
+    #[inline(always)]
+    unsafe fn scales(aux: *const u8) -> Scales {
+        // SAFETY: 6 readable bytes (the caller's contract).
+        let (sh, sl) = unsafe {
+            (
+                u64::from(aux.cast::<u16>().read_unaligned()),
+                u64::from(aux.add(2).cast::<u32>().read_unaligned()),
+            )
+        };
+        // Nibble j of `sl` and bit pair j of `sh` to byte j (spread by halves).
+        let mut x = sl;
+        x = (x | (x << 16)) & 0x0000_FFFF_0000_FFFF;
+        x = (x | (x << 8)) & 0x00FF_00FF_00FF_00FF;
+        x = (x | (x << 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+        let mut y = sh;
+        y = (y | (y << 24)) & 0x0000_00FF_0000_00FF;
+        y = (y | (y << 12)) & 0x000F_000F_000F_000F;
+        y = (y | (y << 6)) & 0x0303_0303_0303_0303;
+        let v = vcombine_u8(vcreate_u8(x | (y << 4)), vcreate_u8(0));
+        let off = vdupq_n_s32(32);
+        // SAFETY: NEON only.
+        let w = unsafe { [widen4(v, 0), widen4(v, 1)] };
+        let (z, zf) = (vdupq_n_s32(0), vdupq_n_f32(0.0));
+        Scales {
+            s: [
+                vsubq_s32(vreinterpretq_s32_u32(w[0]), off),
+                vsubq_s32(vreinterpretq_s32_u32(w[1]), off),
+                z,
+                z,
+            ],
+            m: [zf, zf],
+        }
+    }
+}
+
+/// A sub-block's integer dot as four i32 lanes whose sum is the dot.
+pub(super) trait KDot {
+    /// 16 elements.
+    ///
+    /// # Safety
+    /// The CPU has the implementor's features.
+    unsafe fn dot16(w: int8x16_t, x: int8x16_t) -> int32x4_t;
+
+    /// 32 elements; `small`: every `|w|` is at most 64.
+    ///
+    /// # Safety
+    /// The CPU has the implementor's features.
+    unsafe fn dot32(w: [int8x16_t; 2], x: [int8x16_t; 2], small: bool) -> int32x4_t;
+}
+
+/// Zeros for an `sdot` accumulator to start from, read from memory (see the module docs).
+static ZERO: [i32; 4] = [0; 4];
+
+impl KDot for Sdot {
+    #[inline(always)]
+    unsafe fn dot16(w: int8x16_t, x: int8x16_t) -> int32x4_t {
+        // SAFETY: ZERO holds 16 bytes; the CPU has dotprod (the caller's contract).
+        unsafe { sdot(load_fresh(ZERO.as_ptr()), w, x) }
+    }
+
+    #[inline(always)]
+    unsafe fn dot32(w: [int8x16_t; 2], x: [int8x16_t; 2], _: bool) -> int32x4_t {
+        // SAFETY: as `dot16`.
+        unsafe { sdot(sdot(load_fresh(ZERO.as_ptr()), w[0], x[0]), w[1], x[1]) }
+    }
+}
+
+/// `smull` and `smlal2` into i16 lanes (two products each: `|w·x| ≤ 128·127` and `x ≥ −127`, so
+/// their sum fits), four products (`smlal`, `smlal2` again) where `|w| ≤ 64`, then `saddlp` (and
+/// `sadalp`) into i32.
+impl KDot for Widen {
+    #[inline(always)]
+    unsafe fn dot16(w: int8x16_t, x: int8x16_t) -> int32x4_t {
+        vpaddlq_s16(vmlal_high_s8(
+            vmull_s8(vget_low_s8(w), vget_low_s8(x)),
+            w,
+            x,
+        ))
+    }
+
+    #[inline(always)]
+    unsafe fn dot32(w: [int8x16_t; 2], x: [int8x16_t; 2], small: bool) -> int32x4_t {
+        let p = vmlal_high_s8(vmull_s8(vget_low_s8(w[0]), vget_low_s8(x[0])), w[0], x[0]);
+        if small {
+            let p = vmlal_s8(p, vget_low_s8(w[1]), vget_low_s8(x[1]));
+            vpaddlq_s16(vmlal_high_s8(p, w[1], x[1]))
+        } else {
+            let q = vmlal_high_s8(vmull_s8(vget_low_s8(w[1]), vget_low_s8(x[1])), w[1], x[1]);
+            vpadalq_s16(vpaddlq_s16(p), q)
+        }
+    }
+}
+
+/// The four blocks' `A_j` of half `h` of a super-block (before the f32 scales): the dots of the
+/// decoded quants `w` with the activations `x`, per sub-block times its scale; `x16` is `16·sx` of
+/// the four blocks (q5_k).
+///
+/// # Safety
+/// The CPU has `D`'s features.
+#[inline(always)]
+unsafe fn half_sums<F: Super, D: KDot>(
+    w: &[int8x16_t; 8],
+    x: &[int8x16_t; 8],
+    sc: &Scales,
+    h: usize,
+    x16: int32x4_t,
+) -> int32x4_t {
+    // SAFETY: the CPU has D's features (the caller's contract).
+    unsafe {
+        if F::SUB16 {
+            let p: [int32x4_t; 8] = core::array::from_fn(|i| D::dot16(w[i], x[i]));
+            // Lane l of `lo`: sub-block 8h + l's dot (blocks 4h, 4h + 1), of `hi`: 8h + 4 + l.
+            let lo = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
+            let hi = vpaddq_s32(vpaddq_s32(p[4], p[5]), vpaddq_s32(p[6], p[7]));
+            vpaddq_s32(vmulq_s32(lo, sc.s[2 * h]), vmulq_s32(hi, sc.s[2 * h + 1]))
+        } else {
+            let p: [int32x4_t; 4] = core::array::from_fn(|i| {
+                D::dot32([w[2 * i], w[2 * i + 1]], [x[2 * i], x[2 * i + 1]], F::SMALL)
+            });
+            let d = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
+            let d = if F::LOW16 { vaddq_s32(d, x16) } else { d };
+            vmulq_s32(d, sc.s[h])
+        }
+    }
+}
+
+/// One f16 at `p` in lane 0 (the others zero) as f32.
+///
+/// # Safety
+/// 2 bytes at `p` are readable.
+#[inline(always)]
+unsafe fn f16_lane0(p: *const f16) -> float32x4_t {
+    // SAFETY: the caller's contract; `half::f16` is a `u16`.
+    let h = unsafe { vld1_lane_u16::<0>(p.cast(), vdup_n_u16(0)) };
+    vcvt_f32_f16(vreinterpret_f16_u16(h))
+}
+
+/// Rows `r..r + R` × tokens `t..t + T` of `yt` for a super-block format `F` with dots `D` (see the
+/// module docs).
+///
+/// # Safety
+/// The CPU has `D`'s features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`; the rows and tokens
+/// exist.
+#[inline(always)]
+unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize>(
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    yt: &mut [f32],
+    r: usize,
+    t: usize,
+) {
+    let (k, nsb) = (w.k, w.k / QK_K);
+    let nb = k / QK;
+    // Bounds-checked once per tile: each row's and token's planes from its first super-block.
+    let wq: [*const u8; R] = core::array::from_fn(|i| w.qs[(r + i) * nsb * F::QB..].as_ptr());
+    let wa: [*const u8; R] = core::array::from_fn(|i| w.aux[(r + i) * nsb * F::AB..].as_ptr());
+    let wd: [*const f16; R] = core::array::from_fn(|i| w.d[(r + i) * nsb..].as_ptr());
+    let wm: [*const f16; R] = core::array::from_fn(|i| match F::MIN {
+        true => w.m[(r + i) * nsb..].as_ptr(),
+        false => w.m.as_ptr(),
+    });
+    let xq: [*const i8; T] = core::array::from_fn(|j| x.qs[(t + j) * k..].as_ptr());
+    let xd: [*const f32; T] = core::array::from_fn(|j| x.d[(t + j) * nb..].as_ptr());
+    let xs: [*const i32; T] = core::array::from_fn(|j| x.sum[(t + j) * nb..].as_ptr());
+    let mut acc = [[vdupq_n_f32(0.0); T]; R];
+    // LOOP 0: super-blocks along k (a dependent chain per (row, token): the accumulators).
+    for sb in 0..nsb {
+        // Per token: the eight blocks' dx, and dx·sx (minimums) or 16·sx (q5_k).
+        let mut dx = [[vdupq_n_f32(0.0); 2]; T];
+        let mut dxsx = [[vdupq_n_f32(0.0); 2]; T];
+        let mut x16 = [[vdupq_n_s32(0); 2]; T];
+        for j in 0..T {
+            // SAFETY: blocks 8sb..8sb + 8 of token t + j exist (nsb super-blocks of 8).
+            let (d, s) = unsafe {
+                let (pd, ps) = (xd[j].add(8 * sb), xs[j].add(8 * sb));
+                (
+                    [vld1q_f32(pd), vld1q_f32(pd.add(4))],
+                    [vld1q_s32(ps), vld1q_s32(ps.add(4))],
+                )
+            };
+            dx[j] = d;
+            if F::MIN {
+                // Exact conversions: |sx| ≤ 32·127.
+                dxsx[j] = [
+                    vmulq_f32(d[0], vcvtq_f32_s32(s[0])),
+                    vmulq_f32(d[1], vcvtq_f32_s32(s[1])),
+                ];
+            }
+            if F::LOW16 {
+                x16[j] = [vshlq_n_s32::<4>(s[0]), vshlq_n_s32::<4>(s[1])];
+            }
+        }
+        for i in 0..R {
+            // SAFETY: super-block sb of row r + i exists: its quants, aux bytes, scale (and minimum).
+            let (q, sc, dw, pre) = unsafe {
+                let q = wq[i].add(sb * F::QB);
+                (
+                    q,
+                    F::scales(wa[i].add(sb * F::AB)),
+                    f16_lane0(wd[i].add(sb)),
+                    F::pre(q),
+                )
+            };
+            let mut f = [vdupq_n_f32(0.0); T];
+            // `h` selects the half's quants, activations and scales alike.
+            #[allow(clippy::needless_range_loop)]
+            for h in 0..2 {
+                // SAFETY: as above.
+                let wv = unsafe { F::half(q, pre, h) };
+                for j in 0..T {
+                    // SAFETY: elements 256sb + 128h.. of token t + j exist; the CPU has D's
+                    // features (the caller's contract).
+                    let a = unsafe {
+                        let p = xq[j].add(sb * QK_K + 128 * h);
+                        let xv: [int8x16_t; 8] = core::array::from_fn(|v| vld1q_s8(p.add(16 * v)));
+                        half_sums::<F, D>(&wv, &xv, &sc, h, x16[j][h])
+                    };
+                    let af = if F::QUARTER {
+                        vcvtq_n_f32_s32::<2>(a)
+                    } else {
+                        vcvtq_f32_s32(a)
+                    };
+                    f[j] = match h {
+                        0 => vmulq_f32(af, dx[j][0]),
+                        _ => vfmaq_f32(f[j], af, dx[j][1]),
+                    };
+                }
+            }
+            // SAFETY: super-block sb of row r + i has a minimum when F has them.
+            let dm = unsafe {
+                if F::MIN {
+                    f16_lane0(wm[i].add(sb))
+                } else {
+                    dw
+                }
+            };
+            for j in 0..T {
+                acc[i][j] = vfmaq_laneq_f32::<0>(acc[i][j], f[j], dw);
+                if F::MIN {
+                    let u = vmulq_f32(sc.m[0], dxsx[j][0]);
+                    let u = vfmaq_f32(u, sc.m[1], dxsx[j][1]);
+                    acc[i][j] = vfmsq_laneq_f32::<0>(acc[i][j], u, dm);
+                }
+            }
+        }
+    }
+    let n = x.n;
+    for (i, row) in acc.iter().enumerate() {
+        for (j, a) in row.iter().enumerate() {
+            yt[(r + i) * n + t + j] = vaddvq_f32(*a);
+        }
+    }
+}
+
+/// An ISA's entry into [`ktile`]: compiled with its target features.
+pub(super) trait KIsa {
+    /// # Safety
+    /// As [`ktile`].
+    unsafe fn ktile<F: Super, const R: usize, const T: usize>(
+        w: &QWeight<'_>,
+        x: &Q8ActsRef<'_>,
+        yt: &mut [f32],
+        r: usize,
+        t: usize,
+    );
+}
+
+/// Implements [`KIsa`] for `$isa`: [`ktile`] with the dots `$dot` under
+/// `#[target_feature(enable = $features)]`.
+macro_rules! kisa {
+    ($isa:ty, $features:literal, $dot:ty) => {
+        impl KIsa for $isa {
+            #[target_feature(enable = $features)]
+            unsafe fn ktile<F: Super, const R: usize, const T: usize>(
+                w: &QWeight<'_>,
+                x: &Q8ActsRef<'_>,
+                yt: &mut [f32],
+                r: usize,
+                t: usize,
+            ) {
+                // SAFETY: the caller's contract, which includes the features `$dot` needs.
+                unsafe { ktile::<F, $dot, R, T>(w, x, yt, r, t) }
+            }
+        }
+    };
+}
+
+kisa!(Neon, "neon", Widen);
+kisa!(Dotprod, "neon,dotprod", Sdot);
+
+/// The largest of `full`, 2 and 1 that is at most `left` (`left ≥ 1`).
+#[inline(always)]
+fn step(left: usize, full: usize) -> usize {
+    if left >= full {
+        full
+    } else if left >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Every row and token in tiles of `R × T`; tails take the largest of `R` (`T`), 2, 1 that fits.
+///
+/// # Safety
+/// The CPU has `I`'s features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`.
+unsafe fn kmatmul<F: Super, I: KIsa, const R: usize, const T: usize>(
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    yt: &mut [f32],
+) {
+    // LOOP 2: row tiles (independent: a caller may split rows across threads).
+    let mut r = 0;
+    while r < w.rows {
+        let rs = step(w.rows - r, R);
+        // LOOP 1: token tiles.
+        let mut t = 0;
+        while t < x.n {
+            let ts = step(x.n - t, T);
+            // SAFETY: rows r..r + rs and tokens t..t + ts exist; the rest is the caller's contract.
+            unsafe {
+                match (rs, ts) {
+                    (a, b) if a == R && b == T => I::ktile::<F, R, T>(w, x, yt, r, t),
+                    (a, 2) if a == R => I::ktile::<F, R, 2>(w, x, yt, r, t),
+                    (a, _) if a == R => I::ktile::<F, R, 1>(w, x, yt, r, t),
+                    (2, b) if b == T => I::ktile::<F, 2, T>(w, x, yt, r, t),
+                    (2, 2) => I::ktile::<F, 2, 2>(w, x, yt, r, t),
+                    (2, _) => I::ktile::<F, 2, 1>(w, x, yt, r, t),
+                    (_, b) if b == T => I::ktile::<F, 1, T>(w, x, yt, r, t),
+                    (_, 2) => I::ktile::<F, 1, 2>(w, x, yt, r, t),
+                    _ => I::ktile::<F, 1, 1>(w, x, yt, r, t),
+                }
+            }
+            t += ts;
+        }
+        r += rs;
+    }
+}
+
+/// The table entry of `I` for the super-block format `F`: [`crate::quant::kquant::matmul_q8`]'s
+/// contract and panics. Decode (one token) in 4 × 1 tiles, several tokens in 1 × 4.
+fn matmul_k<I: KIsa, F: Super>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    check_matmul_q(w, F::FORMAT, x, yt.len());
+    // SAFETY: only instantiated in the tables of `I` (see `table`), built after detection confirmed
+    // its features; `check_matmul_q` proved the plane lengths the kernel indexes.
+    unsafe {
+        if x.n == 1 {
+            kmatmul::<F, I, 4, 1>(w, x, yt)
+        } else {
+            kmatmul::<F, I, 1, 4>(w, x, yt)
+        }
+    }
+}
