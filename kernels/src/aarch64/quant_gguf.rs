@@ -20,41 +20,47 @@
 //!
 //! # Super-block formats (q4_k, q5_k, q6_k, iq4_xs): [`ktile`]
 //!
-//! A tile is `R` rows × `T` tokens (4 × 1 for decode: the rows share the activations' loads and
-//! `dx·sx`; 1 × 4 otherwise: each decoded half super-block serves four tokens). Per super-block:
+//! A tile is `R` rows × `T` tokens: 1 × 1 for decode, 1 × 4 otherwise (each decoded half
+//! super-block serves four tokens). Wider decode tiles cost more than they share: fully unrolled,
+//! two or four rows' super-blocks (120 instructions each) overflow the 32 vector registers and
+//! spill. What rows could share is computed once per call instead: per token and block, `dx·sx`
+//! (formats with minimums) and `16·sx` (q5_k), in chunks of [`CHUNK`] super-blocks
+//! ([`TokenTerms`]), each row's sum carried across chunks in `yt`. Per super-block and row:
 //!
-//! 1. *Scales* ([`Super::scales`]), once per row: q4_k's and q5_k's 12 packed bytes are unpacked by
-//!    shifts and masks in general registers (the integer pipes, which the vector-bound loop leaves
-//!    idle), moved into a vector by `fmov`/`ins`, and widened to i32 lanes by one `tbl` each (four
-//!    per row); the minimums become f32 (`ucvtf`). q6_k's sixteen i8 scales widen by `sxtl`;
-//!    iq4_xs's six bytes unpack in general registers, then `tbl` and `sub #32`.
+//! 1. *Scales* ([`Super::scales`]): q4_k's and q5_k's 12 packed bytes are unpacked by shifts and
+//!    masks in general registers (the integer pipes, which the vector-bound loop leaves idle),
+//!    moved into a vector by `fmov`/`ins`, and widened to i32 lanes by one `tbl` each; the minimums
+//!    become f32 (`ucvtf`). q6_k's sixteen i8 scales widen by `sxtl`; iq4_xs's six bytes unpack in
+//!    general registers, then `tbl` and `sub #32`.
 //! 2. *Quants* ([`Super::half`]), per half super-block (four blocks, eight vectors): q4_k `and`,
 //!    `ushr`; q5_k the q5_0 trick on its 32 shared high-bit bytes (inverted once per super-block,
-//!    `cmtst` against the block's bit, `sli #4`): `q − 16`, the dot then gains `16·sx`; q6_k packs
-//!    the nibble and its two high bits into one byte as `4·(q − 32)`: with `qh ^ 0xAA` (which flips
-//!    the top bit of every 2-bit field) the byte `nibble << 2 | field << 6` is the 6-bit value
-//!    `q ^ 32` shifted left by 2, whose two's complement is `q − 32` (`sli #6` for the low nibbles,
-//!    `and #0xf0` and `sri #2` for the high ones); the quarter is taken exactly by the fixed-point
-//!    `scvtf #2`. iq4_xs `tbl` as iq4_nl.
+//!    shifted per 64 elements, `cmtst` against the block's bit, `sli #4`): `q − 16`, the dot then
+//!    gains `16·sx`; q6_k packs the nibble and its two high bits into one byte as `4·(q − 32)`:
+//!    with `qh ^ 0xAA` (which flips the top bit of every 2-bit field) the byte
+//!    `nibble << 2 | field << 6` is the 6-bit value `q ^ 32` shifted left by 2, whose two's
+//!    complement is `q − 32` (`sli #6` for the low nibbles, `and #0xf0` and `sri #2` for the high
+//!    ones), and the fixed-point `scvtf #2` takes the quarter exactly. iq4_xs `tbl` as iq4_nl.
+//!    ([`super::asm`] holds `mvn` and `sri` wrappers: LLVM expands those intrinsics here.)
 //! 3. *Integer dots*: one i32 accumulator per sub-block (two `sdot` for 32 elements, one for 16),
 //!    started from zeros loaded from memory ([`load_fresh`]: a load port rather than a vector-pipe
 //!    `movi`); `addp` reduces them to one lane per sub-block and `mul` by the sub-block scales gives
 //!    the half's four `A_j` (16-element sub-blocks: one more `addp` adds each block's two).
 //! 4. *Scaling*: per row and token `acc += (Σ_h cvt(A_h)·dx_h)·dw` (`fmul`, `fmla`, and `fmla` by
-//!    element), and for the formats with minimums `acc −= (Σ_h mn_h·(dx·sx)_h)·dmin`, with `dx·sx`
-//!    per block computed once per token and super-block. Every `A_j` is below 2²⁴ in magnitude
-//!    (q4_k 63·32·15·127, q5_k 63·32·31·127, q6_k 2·128·16·32·127 exactly at the limit, iq4_xs
-//!    32·32·127·128), so its conversion is exact.
+//!    element), and for the formats with minimums `acc −= (Σ_h mn_h·(dx·sx)_h)·dmin`. Every `A_j`
+//!    is below 2²⁴ in magnitude (q4_k 63·32·15·127, q5_k 63·32·31·127, q6_k 2·128·16·32·127 just
+//!    under the limit, iq4_xs 32·32·127·128), so its conversion is exact; q4_k's (below 2²²) is
+//!    converted by [`MAGIC`] rather than by `scvtf`.
 //!
 //! At the end of a row the accumulator's four lanes are added. The result differs from the scalar
 //! spec's `(dw·dx)·A − (dmin·dx)·B` summed in block order only by f32 rounding: a few ulps per
 //! term, far inside the spec's `1e-5·Σ|term|`.
 
 use core::arch::aarch64::*;
+use core::mem::MaybeUninit;
 
 use half::f16;
 
-use super::asm::{load_fresh, sdot};
+use super::asm::{load_fresh, not, sdot, sri2};
 use super::dotprod::Dotprod;
 use super::neon::Neon;
 use super::quant_dotprod::Sdot;
@@ -219,6 +225,9 @@ pub(super) trait Super: Format {
     const LOW16: bool = false;
     /// The decoded values are `4·q` (q6_k): the dots convert with `scvtf #2`.
     const QUARTER: bool = false;
+    /// Every `A_j` is below 2²² in magnitude (q4_k: 63·32·15·127): `mla` adds it to the bits of
+    /// 1.5·2²³ and an `fsub` converts it, exactly (see [`MAGIC`]).
+    const MAGIC: bool = false;
 
     /// What the two halves share (q5_k's high bits).
     type Pre: Copy;
@@ -317,6 +326,7 @@ unsafe fn s8(v: uint8x16_t) -> int8x16_t {
 /// `2c + 1` in their high nibbles.
 impl Super for Q4K {
     const SMALL: bool = true;
+    const MAGIC: bool = true;
     type Pre = ();
 
     #[inline(always)]
@@ -364,21 +374,29 @@ impl Super for Q5K {
     #[inline(always)]
     unsafe fn pre(q: *const u8) -> [uint8x16_t; 2] {
         // SAFETY: bytes 0..32 (the caller's contract).
-        unsafe { [vmvnq_u8(ld(q, 0)), vmvnq_u8(ld(q, 16))] }
+        unsafe { [not(ld(q, 0)), not(ld(q, 16))] }
     }
 
     #[inline(always)]
     unsafe fn half(q: *const u8, qh: [uint8x16_t; 2], h: usize) -> [int8x16_t; 8] {
         let mut out = [vdupq_n_s8(0); 8];
+        // Two bit masks only (bits 2c and 2c + 1 shifted down to 0 and 1 per chunk c): eight
+        // constants would not stay in registers.
+        let (lo_bit, hi_bit) = (vdupq_n_u8(1), vdupq_n_u8(2));
         for i in 0..2 {
             let c = 2 * h + i;
-            let (lo_bit, hi_bit) = (vdupq_n_u8(1 << (2 * c)), vdupq_n_u8(2 << (2 * c)));
             for v in 0..2 {
                 // SAFETY: nibble bytes 32c + 16v.. of the 128 after `qh` (the caller's contract).
                 let b = unsafe { ld(q, 32 + 32 * c + 16 * v) };
-                out[4 * i + v] = s8(vsliq_n_u8::<4>(b, vtstq_u8(qh[v], lo_bit)));
+                let bits = match c {
+                    0 => qh[v],
+                    1 => vshrq_n_u8::<2>(qh[v]),
+                    2 => vshrq_n_u8::<4>(qh[v]),
+                    _ => vshrq_n_u8::<6>(qh[v]),
+                };
+                out[4 * i + v] = s8(vsliq_n_u8::<4>(b, vtstq_u8(bits, lo_bit)));
                 out[4 * i + 2 + v] =
-                    s8(vsliq_n_u8::<4>(vshrq_n_u8::<4>(b), vtstq_u8(qh[v], hi_bit)));
+                    s8(vsliq_n_u8::<4>(vshrq_n_u8::<4>(b), vtstq_u8(bits, hi_bit)));
             }
         }
         out
@@ -425,9 +443,9 @@ impl Super for Q6K {
             // Element l + 32: low nibble of b, field 1.
             out[2 + g] = s8(vsliq_n_u8::<6>(vshlq_n_u8::<2>(b), f2));
             // Element l + 64: high nibble of a, field 2 (moved to bits 6-7 by `shl #2`).
-            out[4 + g] = s8(vsriq_n_u8::<2>(vshlq_n_u8::<2>(f), vandq_u8(a, high)));
+            out[4 + g] = s8(sri2(vshlq_n_u8::<2>(f), vandq_u8(a, high)));
             // Element l + 96: high nibble of b, field 3 (already at bits 6-7).
-            out[6 + g] = s8(vsriq_n_u8::<2>(f, vandq_u8(b, high)));
+            out[6 + g] = s8(sri2(f, vandq_u8(b, high)));
         }
         out
     }
@@ -594,7 +612,60 @@ unsafe fn half_sums<F: Super, D: KDot>(
             });
             let d = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
             let d = if F::LOW16 { vaddq_s32(d, x16) } else { d };
-            vmulq_s32(d, sc.s[h])
+            if F::MAGIC {
+                vmlaq_s32(vdupq_n_s32(MAGIC), d, sc.s[h])
+            } else {
+                vmulq_s32(d, sc.s[h])
+            }
+        }
+    }
+}
+
+/// The bits of 1.5·2²³: an integer `v` with `|v| < 2²²` added to them gives the bits of the float
+/// `1.5·2²³ + v` (the mantissa's lower 23 bits hold `2²² + v`), from which an f32 subtraction
+/// takes `v` back exactly: an `add` (here folded into `mla`) and an `fsub` on either vector pipe
+/// instead of `scvtf`, which Neoverse N1 runs on one pipe only, at half rate.
+const MAGIC: i32 = 0x4B40_0000;
+
+/// Super-blocks per chunk of `k` (8192 elements), the span over which a token tile's per-block
+/// activation terms ([`TokenTerms`]) are computed once for every row.
+const CHUNK: usize = 32;
+
+/// Per token of a tile (at most 4) and per four blocks of a chunk: `dx·sx` (formats with
+/// minimums) and `16·sx` (q5_k), which a tile would otherwise compute again for every row.
+pub(super) struct TokenTerms {
+    dxsx: [[MaybeUninit<float32x4_t>; 2 * CHUNK]; 4],
+    x16: [[MaybeUninit<int32x4_t>; 2 * CHUNK]; 4],
+}
+
+impl TokenTerms {
+    fn new() -> TokenTerms {
+        TokenTerms {
+            dxsx: [[MaybeUninit::uninit(); 2 * CHUNK]; 4],
+            x16: [[MaybeUninit::uninit(); 2 * CHUNK]; 4],
+        }
+    }
+
+    /// The terms `F` reads of tokens `t..t + ts` (`ts ≤ 4`) and super-blocks `c0..c0 + cn`
+    /// (`cn ≤ CHUNK`).
+    fn fill<F: Super>(&mut self, x: &Q8ActsRef<'_>, t: usize, ts: usize, c0: usize, cn: usize) {
+        let nb = x.k / QK;
+        for j in 0..ts {
+            for q in 0..2 * cn {
+                let b = (t + j) * nb + 8 * c0 + 4 * q;
+                let (d, sx) = (&x.d[b..b + 4], &x.sum[b..b + 4]);
+                // SAFETY: four values in each slice; NEON is baseline on aarch64. Exact
+                // conversion: |sx| ≤ 32·127.
+                unsafe {
+                    let (d, sx) = (vld1q_f32(d.as_ptr()), vld1q_s32(sx.as_ptr()));
+                    if F::MIN {
+                        self.dxsx[j][q].write(vmulq_f32(d, vcvtq_f32_s32(sx)));
+                    }
+                    if F::LOW16 {
+                        self.x16[j][q].write(vshlq_n_s32::<4>(sx));
+                    }
+                }
+            }
         }
     }
 }
@@ -610,12 +681,38 @@ unsafe fn f16_lane0(p: *const f16) -> float32x4_t {
     vcvt_f32_f16(vreinterpret_f16_u16(h))
 }
 
-/// Rows `r..r + R` × tokens `t..t + T` of `yt` for a super-block format `F` with dots `D` (see the
-/// module docs).
+/// `$body` for `$i` = 0, 1, … below `$n` (at most 4), written out: LLVM's unroller leaves loops with
+/// bodies this large rolled, and a rolled row or token loop would index the accumulators in memory.
+macro_rules! unroll {
+    ($n:expr, $i:ident => $body:block) => {{
+        const { assert!($n <= 4) };
+        if 0 < $n {
+            let $i = 0;
+            $body
+        }
+        if 1 < $n {
+            let $i = 1;
+            $body
+        }
+        if 2 < $n {
+            let $i = 2;
+            $body
+        }
+        if 3 < $n {
+            let $i = 3;
+            $body
+        }
+    }};
+}
+
+/// Rows `r..r + R` × tokens `t..t + T` of `yt` over super-blocks `c0..c0 + cn` of a super-block
+/// format `F` with dots `D` (see the module docs): written if `c0 == 0`, else added to.
 ///
 /// # Safety
 /// The CPU has `D`'s features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`; the rows and tokens
-/// exist.
+/// exist, and so do the super-blocks; `terms` holds the tokens' terms of the chunk from `c0`
+/// (formats with minimums and q5_k).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize>(
     w: &QWeight<'_>,
@@ -623,49 +720,49 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize>(
     yt: &mut [f32],
     r: usize,
     t: usize,
+    c0: usize,
+    cn: usize,
+    terms: &TokenTerms,
 ) {
     let (k, nsb) = (w.k, w.k / QK_K);
     let nb = k / QK;
-    // Bounds-checked once per tile: each row's and token's planes from its first super-block.
-    let wq: [*const u8; R] = core::array::from_fn(|i| w.qs[(r + i) * nsb * F::QB..].as_ptr());
-    let wa: [*const u8; R] = core::array::from_fn(|i| w.aux[(r + i) * nsb * F::AB..].as_ptr());
-    let wd: [*const f16; R] = core::array::from_fn(|i| w.d[(r + i) * nsb..].as_ptr());
+    // Bounds-checked once per tile: each row's and token's planes from the chunk's first
+    // super-block.
+    let wq: [*const u8; R] =
+        core::array::from_fn(|i| w.qs[((r + i) * nsb + c0) * F::QB..].as_ptr());
+    let wa: [*const u8; R] =
+        core::array::from_fn(|i| w.aux[((r + i) * nsb + c0) * F::AB..].as_ptr());
+    let wd: [*const f16; R] = core::array::from_fn(|i| w.d[(r + i) * nsb + c0..].as_ptr());
     let wm: [*const f16; R] = core::array::from_fn(|i| match F::MIN {
-        true => w.m[(r + i) * nsb..].as_ptr(),
+        true => w.m[(r + i) * nsb + c0..].as_ptr(),
         false => w.m.as_ptr(),
     });
-    let xq: [*const i8; T] = core::array::from_fn(|j| x.qs[(t + j) * k..].as_ptr());
-    let xd: [*const f32; T] = core::array::from_fn(|j| x.d[(t + j) * nb..].as_ptr());
-    let xs: [*const i32; T] = core::array::from_fn(|j| x.sum[(t + j) * nb..].as_ptr());
+    let xq: [*const i8; T] = core::array::from_fn(|j| x.qs[(t + j) * k + c0 * QK_K..].as_ptr());
+    let xd: [*const f32; T] = core::array::from_fn(|j| x.d[(t + j) * nb + 8 * c0..].as_ptr());
+    let magic = vdupq_n_f32(1.5 * 8_388_608.0);
     let mut acc = [[vdupq_n_f32(0.0); T]; R];
-    // LOOP 0: super-blocks along k (a dependent chain per (row, token): the accumulators).
-    for sb in 0..nsb {
+    // LOOP 0: super-blocks along the chunk (a dependent chain per (row, token): the accumulators).
+    for sb in 0..cn {
         // Per token: the eight blocks' dx, and dx·sx (minimums) or 16·sx (q5_k).
         let mut dx = [[vdupq_n_f32(0.0); 2]; T];
         let mut dxsx = [[vdupq_n_f32(0.0); 2]; T];
         let mut x16 = [[vdupq_n_s32(0); 2]; T];
-        for j in 0..T {
-            // SAFETY: blocks 8sb..8sb + 8 of token t + j exist (nsb super-blocks of 8).
-            let (d, s) = unsafe {
-                let (pd, ps) = (xd[j].add(8 * sb), xs[j].add(8 * sb));
-                (
-                    [vld1q_f32(pd), vld1q_f32(pd.add(4))],
-                    [vld1q_s32(ps), vld1q_s32(ps.add(4))],
-                )
-            };
-            dx[j] = d;
-            if F::MIN {
-                // Exact conversions: |sx| ≤ 32·127.
-                dxsx[j] = [
-                    vmulq_f32(d[0], vcvtq_f32_s32(s[0])),
-                    vmulq_f32(d[1], vcvtq_f32_s32(s[1])),
-                ];
+        unroll!(T, j => {
+            // SAFETY: blocks 8sb..8sb + 8 of the chunk exist in token t + j; `terms` holds them.
+            unsafe {
+                let pd = xd[j].add(8 * sb);
+                dx[j] = [vld1q_f32(pd), vld1q_f32(pd.add(4))];
+                if F::MIN {
+                    let v = &terms.dxsx[j];
+                    dxsx[j] = [v[2 * sb].assume_init(), v[2 * sb + 1].assume_init()];
+                }
+                if F::LOW16 {
+                    let v = &terms.x16[j];
+                    x16[j] = [v[2 * sb].assume_init(), v[2 * sb + 1].assume_init()];
+                }
             }
-            if F::LOW16 {
-                x16[j] = [vshlq_n_s32::<4>(s[0]), vshlq_n_s32::<4>(s[1])];
-            }
-        }
-        for i in 0..R {
+        });
+        unroll!(R, i => {
             // SAFETY: super-block sb of row r + i exists: its quants, aux bytes, scale (and minimum).
             let (q, sc, dw, pre) = unsafe {
                 let q = wq[i].add(sb * F::QB);
@@ -677,21 +774,25 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize>(
                 )
             };
             let mut f = [vdupq_n_f32(0.0); T];
-            // `h` selects the half's quants, activations and scales alike.
-            #[allow(clippy::needless_range_loop)]
-            for h in 0..2 {
+            unroll!(2, h => {
                 // SAFETY: as above.
                 let wv = unsafe { F::half(q, pre, h) };
-                for j in 0..T {
-                    // SAFETY: elements 256sb + 128h.. of token t + j exist; the CPU has D's
-                    // features (the caller's contract).
+                unroll!(T, j => {
+                    // SAFETY: elements 256sb + 128h.. of the chunk exist in token t + j; the CPU
+                    // has D's features (the caller's contract).
                     let a = unsafe {
                         let p = xq[j].add(sb * QK_K + 128 * h);
-                        let xv: [int8x16_t; 8] = core::array::from_fn(|v| vld1q_s8(p.add(16 * v)));
+                        // Loaded afresh for each row: kept from the tile's first row, the 16
+                        // vectors of a super-block would crowd the registers and spill.
+                        let xv: [int8x16_t; 8] = core::array::from_fn(|v| {
+                            vreinterpretq_s8_s32(load_fresh(p.add(16 * v).cast()))
+                        });
                         half_sums::<F, D>(&wv, &xv, &sc, h, x16[j][h])
                     };
                     let af = if F::QUARTER {
                         vcvtq_n_f32_s32::<2>(a)
+                    } else if F::MAGIC {
+                        vsubq_f32(vreinterpretq_f32_s32(a), magic)
                     } else {
                         vcvtq_f32_s32(a)
                     };
@@ -699,8 +800,8 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize>(
                         0 => vmulq_f32(af, dx[j][0]),
                         _ => vfmaq_f32(f[j], af, dx[j][1]),
                     };
-                }
-            }
+                });
+            });
             // SAFETY: super-block sb of row r + i has a minimum when F has them.
             let dm = unsafe {
                 if F::MIN {
@@ -709,20 +810,21 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize>(
                     dw
                 }
             };
-            for j in 0..T {
+            unroll!(T, j => {
                 acc[i][j] = vfmaq_laneq_f32::<0>(acc[i][j], f[j], dw);
                 if F::MIN {
                     let u = vmulq_f32(sc.m[0], dxsx[j][0]);
                     let u = vfmaq_f32(u, sc.m[1], dxsx[j][1]);
                     acc[i][j] = vfmsq_laneq_f32::<0>(acc[i][j], u, dm);
                 }
-            }
-        }
+            });
+        });
     }
     let n = x.n;
     for (i, row) in acc.iter().enumerate() {
         for (j, a) in row.iter().enumerate() {
-            yt[(r + i) * n + t + j] = vaddvq_f32(*a);
+            let y = &mut yt[(r + i) * n + t + j];
+            *y = if c0 == 0 { 0.0 } else { *y } + vaddvq_f32(*a);
         }
     }
 }
@@ -731,12 +833,16 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize>(
 pub(super) trait KIsa {
     /// # Safety
     /// As [`ktile`].
+    #[allow(clippy::too_many_arguments)]
     unsafe fn ktile<F: Super, const R: usize, const T: usize>(
         w: &QWeight<'_>,
         x: &Q8ActsRef<'_>,
         yt: &mut [f32],
         r: usize,
         t: usize,
+        c0: usize,
+        cn: usize,
+        terms: &TokenTerms,
     );
 }
 
@@ -752,9 +858,12 @@ macro_rules! kisa {
                 yt: &mut [f32],
                 r: usize,
                 t: usize,
+                c0: usize,
+                cn: usize,
+                terms: &TokenTerms,
             ) {
                 // SAFETY: the caller's contract, which includes the features `$dot` needs.
-                unsafe { ktile::<F, $dot, R, T>(w, x, yt, r, t) }
+                unsafe { ktile::<F, $dot, R, T>(w, x, yt, r, t, c0, cn, terms) }
             }
         }
     };
@@ -778,49 +887,64 @@ fn step(left: usize, full: usize) -> usize {
 /// Every row and token in tiles of `R × T`; tails take the largest of `R` (`T`), 2, 1 that fits.
 ///
 /// # Safety
-/// The CPU has `I`'s features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`.
+/// The CPU has `I`'s features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`; `T ≤ 4`.
 unsafe fn kmatmul<F: Super, I: KIsa, const R: usize, const T: usize>(
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
     yt: &mut [f32],
 ) {
-    // LOOP 2: row tiles (independent: a caller may split rows across threads).
-    let mut r = 0;
-    while r < w.rows {
-        let rs = step(w.rows - r, R);
-        // LOOP 1: token tiles.
-        let mut t = 0;
-        while t < x.n {
-            let ts = step(x.n - t, T);
-            // SAFETY: rows r..r + rs and tokens t..t + ts exist; the rest is the caller's contract.
-            unsafe {
-                match (rs, ts) {
-                    (a, b) if a == R && b == T => I::ktile::<F, R, T>(w, x, yt, r, t),
-                    (a, 2) if a == R => I::ktile::<F, R, 2>(w, x, yt, r, t),
-                    (a, _) if a == R => I::ktile::<F, R, 1>(w, x, yt, r, t),
-                    (2, b) if b == T => I::ktile::<F, 2, T>(w, x, yt, r, t),
-                    (2, 2) => I::ktile::<F, 2, 2>(w, x, yt, r, t),
-                    (2, _) => I::ktile::<F, 2, 1>(w, x, yt, r, t),
-                    (_, b) if b == T => I::ktile::<F, 1, T>(w, x, yt, r, t),
-                    (_, 2) => I::ktile::<F, 1, 2>(w, x, yt, r, t),
-                    _ => I::ktile::<F, 1, 1>(w, x, yt, r, t),
-                }
+    let nsb = w.k / QK_K;
+    let mut terms = TokenTerms::new();
+    // LOOP 3: token tiles.
+    let mut t = 0;
+    while t < x.n {
+        let ts = step(x.n - t, T);
+        // LOOP 2: chunks of k, each row's sums carried in `yt`.
+        let mut c0 = 0;
+        while c0 < nsb {
+            let cn = CHUNK.min(nsb - c0);
+            if F::MIN || F::LOW16 {
+                terms.fill::<F>(x, t, ts, c0, cn);
             }
-            t += ts;
+            // LOOP 1: row tiles (independent: a caller may split rows across threads).
+            let mut r = 0;
+            while r < w.rows {
+                let rs = step(w.rows - r, R);
+                let tm = &terms;
+                // SAFETY: rows r..r + rs, tokens t..t + ts and super-blocks c0..c0 + cn exist, and
+                // `terms` holds the chunk's terms; the rest is the caller's contract.
+                unsafe {
+                    match (rs, ts) {
+                        (a, b) if a == R && b == T => {
+                            I::ktile::<F, R, T>(w, x, yt, r, t, c0, cn, tm)
+                        }
+                        (a, 2) if a == R => I::ktile::<F, R, 2>(w, x, yt, r, t, c0, cn, tm),
+                        (a, _) if a == R => I::ktile::<F, R, 1>(w, x, yt, r, t, c0, cn, tm),
+                        (2, b) if b == T => I::ktile::<F, 2, T>(w, x, yt, r, t, c0, cn, tm),
+                        (2, 2) => I::ktile::<F, 2, 2>(w, x, yt, r, t, c0, cn, tm),
+                        (2, _) => I::ktile::<F, 2, 1>(w, x, yt, r, t, c0, cn, tm),
+                        (_, b) if b == T => I::ktile::<F, 1, T>(w, x, yt, r, t, c0, cn, tm),
+                        (_, 2) => I::ktile::<F, 1, 2>(w, x, yt, r, t, c0, cn, tm),
+                        _ => I::ktile::<F, 1, 1>(w, x, yt, r, t, c0, cn, tm),
+                    }
+                }
+                r += rs;
+            }
+            c0 += cn;
         }
-        r += rs;
+        t += ts;
     }
 }
 
 /// The table entry of `I` for the super-block format `F`: [`crate::quant::kquant::matmul_q8`]'s
-/// contract and panics. Decode (one token) in 4 × 1 tiles, several tokens in 1 × 4.
+/// contract and panics. Decode (one token) in 1 × 1 tiles, several tokens in 1 × 4.
 fn matmul_k<I: KIsa, F: Super>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     check_matmul_q(w, F::FORMAT, x, yt.len());
     // SAFETY: only instantiated in the tables of `I` (see `table`), built after detection confirmed
     // its features; `check_matmul_q` proved the plane lengths the kernel indexes.
     unsafe {
         if x.n == 1 {
-            kmatmul::<F, I, 4, 1>(w, x, yt)
+            kmatmul::<F, I, 1, 1>(w, x, yt)
         } else {
             kmatmul::<F, I, 1, 4>(w, x, yt)
         }
