@@ -221,7 +221,7 @@ fn assert_close(
 
 /// The aarch64 kernels' tiles: decode (one token) in 4-row tiles with 1-, 2- and 3-row tails, and
 /// several tokens in 4-token tiles (super-block formats) or 2 × 2 tiles with their tails; rows as
-/// wide as a real model's (Qwen2.5-0.5B's 4864).
+/// wide as a real model's (Qwen2.5-0.5B's 4864) and wider than one chunk of the super-block kernels.
 #[test]
 fn gguf_formats_every_tile_shape() {
     let s = seed();
@@ -239,9 +239,12 @@ fn gguf_formats_every_tile_shape() {
     ];
     for kern in variants_under_test() {
         for format in QFormat::GGUF {
-            // Qwen2.5-0.5B's intermediate width: 19 super-blocks, 152 blocks.
+            // Qwen2.5-0.5B's intermediate width (19 super-blocks, 152 blocks), and rows longer
+            // than the super-block kernels' chunk of 8192 elements (33 super-blocks).
             let wide = 4864 / format.block_elems();
-            for (rows, blocks, n) in shapes.into_iter().chain([(5, wide, 1), (2, wide, 3)]) {
+            let long = 8448 / format.block_elems();
+            let more = [(5, wide, 1), (2, wide, 3), (3, long, 1), (2, long, 5)];
+            for (rows, blocks, n) in shapes.into_iter().chain(more) {
                 let k = blocks * format.block_elems();
                 let w = random_weight(&mut rng, format, rows, k);
                 let (_, a) = acts(&mut rng, n, k);
