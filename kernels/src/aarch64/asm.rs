@@ -52,9 +52,7 @@ pub(crate) fn sdot_lane<const L: i32>(acc: int32x4_t, a: int8x16_t, b: int8x16_t
 
 /// Sixteen bytes at `p`, loaded afresh at every call: for an accumulator's starting value that must
 /// come through a load port, not a vector-pipe `movi`/`mov` (the compiler would hoist a plain load
-/// of a constant out of the loop and copy the register each iteration instead), or for data that a
-/// tile reads once per row and should not keep in registers across its rows (the compiler would
-/// merge the rows' loads of one address into one, and spill). `p` need not be aligned.
+/// of a constant out of the loop and copy the register each iteration instead).
 ///
 /// # Safety
 /// `p..p + 16` is readable.

@@ -42,8 +42,9 @@
 //!    ones), and the fixed-point `scvtf #2` takes the quarter exactly. iq4_xs `tbl` as iq4_nl.
 //!    ([`super::asm`] holds `mvn` and `sri` wrappers: LLVM expands those intrinsics here.)
 //! 3. *Integer dots*: one i32 accumulator per sub-block (two `sdot` for 32 elements, one for 16),
-//!    started from zeros loaded from memory ([`load_fresh`]: a load port rather than a vector-pipe
-//!    `movi`); `addp` reduces them to one lane per sub-block and `mul` by the sub-block scales gives
+//!    started, for decode, from zeros loaded from memory ([`load_fresh`]: a load port rather than a
+//!    vector-pipe `movi`; several tokens load more activations and keep `movi`); `addp` reduces
+//!    them to one lane per sub-block and `mul` by the sub-block scales gives
 //!    the half's four `A_j` (16-element sub-blocks: one more `addp` adds each block's two).
 //! 4. *Scaling*: per row and token `acc += (Σ_h cvt(A_h)·dx_h)·dw` (`fmul`, `fmla`, and `fmla` by
 //!    element), and for the formats with minimums `acc −= (Σ_h mn_h·(dx·sx)_h)·dmin`. Every `A_j`
@@ -528,33 +529,50 @@ impl Super for Iq4Xs {
 
 /// A sub-block's integer dot as four i32 lanes whose sum is the dot.
 pub(super) trait KDot {
-    /// 16 elements.
+    /// 16 elements; `loaded`: an accumulator starts from zeros loaded from memory rather than from
+    /// `movi` (see [`zero`]).
     ///
     /// # Safety
     /// The CPU has the implementor's features.
-    unsafe fn dot16(w: int8x16_t, x: int8x16_t) -> int32x4_t;
+    unsafe fn dot16(w: int8x16_t, x: int8x16_t, loaded: bool) -> int32x4_t;
 
     /// 32 elements; `small`: every `|w|` is at most 64.
     ///
     /// # Safety
     /// The CPU has the implementor's features.
-    unsafe fn dot32(w: [int8x16_t; 2], x: [int8x16_t; 2], small: bool) -> int32x4_t;
+    unsafe fn dot32(w: [int8x16_t; 2], x: [int8x16_t; 2], small: bool, loaded: bool) -> int32x4_t;
 }
 
 /// Zeros for an `sdot` accumulator to start from, read from memory (see the module docs).
 static ZERO: [i32; 4] = [0; 4];
 
+/// An accumulator's start: zeros loaded (a load port) for decode, whose loop is bound by the vector
+/// pipes, or `movi` (a vector pipe) for several tokens, whose loop loads each token's activations
+/// and would be bound by the load ports instead.
+///
+/// # Safety
+/// None beyond NEON (reads the static).
+#[inline(always)]
+unsafe fn zero(loaded: bool) -> int32x4_t {
+    if loaded {
+        // SAFETY: ZERO holds 16 bytes.
+        unsafe { load_fresh(ZERO.as_ptr()) }
+    } else {
+        vdupq_n_s32(0)
+    }
+}
+
 impl KDot for Sdot {
     #[inline(always)]
-    unsafe fn dot16(w: int8x16_t, x: int8x16_t) -> int32x4_t {
-        // SAFETY: ZERO holds 16 bytes; the CPU has dotprod (the caller's contract).
-        unsafe { sdot(load_fresh(ZERO.as_ptr()), w, x) }
+    unsafe fn dot16(w: int8x16_t, x: int8x16_t, loaded: bool) -> int32x4_t {
+        // SAFETY: the CPU has dotprod (the caller's contract).
+        unsafe { sdot(zero(loaded), w, x) }
     }
 
     #[inline(always)]
-    unsafe fn dot32(w: [int8x16_t; 2], x: [int8x16_t; 2], _: bool) -> int32x4_t {
+    unsafe fn dot32(w: [int8x16_t; 2], x: [int8x16_t; 2], _: bool, loaded: bool) -> int32x4_t {
         // SAFETY: as `dot16`.
-        unsafe { sdot(sdot(load_fresh(ZERO.as_ptr()), w[0], x[0]), w[1], x[1]) }
+        unsafe { sdot(sdot(zero(loaded), w[0], x[0]), w[1], x[1]) }
     }
 }
 
@@ -563,7 +581,7 @@ impl KDot for Sdot {
 /// `sadalp`) into i32.
 impl KDot for Widen {
     #[inline(always)]
-    unsafe fn dot16(w: int8x16_t, x: int8x16_t) -> int32x4_t {
+    unsafe fn dot16(w: int8x16_t, x: int8x16_t, _: bool) -> int32x4_t {
         vpaddlq_s16(vmlal_high_s8(
             vmull_s8(vget_low_s8(w), vget_low_s8(x)),
             w,
@@ -572,7 +590,7 @@ impl KDot for Widen {
     }
 
     #[inline(always)]
-    unsafe fn dot32(w: [int8x16_t; 2], x: [int8x16_t; 2], small: bool) -> int32x4_t {
+    unsafe fn dot32(w: [int8x16_t; 2], x: [int8x16_t; 2], small: bool, _: bool) -> int32x4_t {
         let p = vmlal_high_s8(vmull_s8(vget_low_s8(w[0]), vget_low_s8(x[0])), w[0], x[0]);
         if small {
             let p = vmlal_s8(p, vget_low_s8(w[1]), vget_low_s8(x[1]));
@@ -586,7 +604,7 @@ impl KDot for Widen {
 
 /// The four blocks' `A_j` of half `h` of a super-block (before the f32 scales): the dots of the
 /// decoded quants `w` with the activations `x`, per sub-block times its scale; `x16` is `16·sx` of
-/// the four blocks (q5_k).
+/// the four blocks (q5_k); `loaded` as [`KDot::dot16`].
 ///
 /// # Safety
 /// The CPU has `D`'s features.
@@ -597,19 +615,35 @@ unsafe fn half_sums<F: Super, D: KDot>(
     sc: &Scales,
     h: usize,
     x16: int32x4_t,
+    loaded: bool,
 ) -> int32x4_t {
     // SAFETY: the CPU has D's features (the caller's contract).
     unsafe {
         if F::SUB16 {
-            let p: [int32x4_t; 8] = core::array::from_fn(|i| D::dot16(w[i], x[i]));
+            // Written out: `array::from_fn` and closures are not always inlined (nor then the
+            // `sdot`s in them), and a call here costs the loop.
+            let p = [
+                D::dot16(w[0], x[0], loaded),
+                D::dot16(w[1], x[1], loaded),
+                D::dot16(w[2], x[2], loaded),
+                D::dot16(w[3], x[3], loaded),
+                D::dot16(w[4], x[4], loaded),
+                D::dot16(w[5], x[5], loaded),
+                D::dot16(w[6], x[6], loaded),
+                D::dot16(w[7], x[7], loaded),
+            ];
             // Lane l of `lo`: sub-block 8h + l's dot (blocks 4h, 4h + 1), of `hi`: 8h + 4 + l.
             let lo = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
             let hi = vpaddq_s32(vpaddq_s32(p[4], p[5]), vpaddq_s32(p[6], p[7]));
             vpaddq_s32(vmulq_s32(lo, sc.s[2 * h]), vmulq_s32(hi, sc.s[2 * h + 1]))
         } else {
-            let p: [int32x4_t; 4] = core::array::from_fn(|i| {
-                D::dot32([w[2 * i], w[2 * i + 1]], [x[2 * i], x[2 * i + 1]], F::SMALL)
-            });
+            let sm = F::SMALL;
+            let p = [
+                D::dot32([w[0], w[1]], [x[0], x[1]], sm, loaded),
+                D::dot32([w[2], w[3]], [x[2], x[3]], sm, loaded),
+                D::dot32([w[4], w[5]], [x[4], x[5]], sm, loaded),
+                D::dot32([w[6], w[7]], [x[6], x[7]], sm, loaded),
+            ];
             let d = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
             let d = if F::LOW16 { vaddq_s32(d, x16) } else { d };
             if F::MAGIC {
@@ -667,6 +701,27 @@ impl TokenTerms {
                 }
             }
         }
+    }
+}
+
+/// The 128 bytes at `p` as eight vectors.
+///
+/// # Safety
+/// 128 bytes at `p` are readable.
+#[inline(always)]
+unsafe fn load8(p: *const i8) -> [int8x16_t; 8] {
+    // SAFETY: the caller's contract.
+    unsafe {
+        [
+            vld1q_s8(p),
+            vld1q_s8(p.add(16)),
+            vld1q_s8(p.add(32)),
+            vld1q_s8(p.add(48)),
+            vld1q_s8(p.add(64)),
+            vld1q_s8(p.add(80)),
+            vld1q_s8(p.add(96)),
+            vld1q_s8(p.add(112)),
+        ]
     }
 }
 
@@ -782,12 +837,8 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize>(
                     // has D's features (the caller's contract).
                     let a = unsafe {
                         let p = xq[j].add(sb * QK_K + 128 * h);
-                        // Loaded afresh for each row: kept from the tile's first row, the 16
-                        // vectors of a super-block would crowd the registers and spill.
-                        let xv: [int8x16_t; 8] = core::array::from_fn(|v| {
-                            vreinterpretq_s8_s32(load_fresh(p.add(16 * v).cast()))
-                        });
-                        half_sums::<F, D>(&wv, &xv, &sc, h, x16[j][h])
+                        let xv = load8(p);
+                        half_sums::<F, D>(&wv, &xv, &sc, h, x16[j][h], T == 1)
                     };
                     let af = if F::QUARTER {
                         vcvtq_n_f32_s32::<2>(a)
