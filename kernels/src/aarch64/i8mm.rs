@@ -10,6 +10,7 @@ pub(super) struct I8mm;
 /// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed its features.
 pub(crate) fn table() -> Kernels {
     let base = quantized::<I8mm>(Variant::NeonI8mm, super::dotprod::table());
-    // The super-block formats run dotprod's kernels (every i8mm CPU has dotprod).
+    // The super-block formats run dotprod's tile (every i8mm CPU has dotprod; `movi` starts instead
+    // of loaded zeros made Neoverse V1's decode loop slower by llvm-mca too).
     super::quant_gguf::table::<I8mm, super::dotprod::Dotprod>(base)
 }

@@ -3,7 +3,8 @@
 //!
 //! A block's accumulator starts from zeros loaded from memory ([`load_fresh`]): the decode tile is
 //! bound by the vector pipes, which a `movi #0` per block would take a slot of, while the load ports
-//! have room (Neoverse N1, llvm-mca: q4_0's loop from 3.79 to 3.29 cycles per block-row).
+//! have room (Neoverse N1, llvm-mca: q4_0's loop from 3.79 to 3.29 cycles per block-row); not for
+//! q8_0 ([`Blocks::ZERO_LOADED`]).
 
 use core::arch::aarch64::*;
 
@@ -21,9 +22,16 @@ pub(super) struct Sdot;
 
 impl BlockDot for Sdot {
     #[inline(always)]
-    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2]) -> int32x4_t {
+    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2], loaded: bool) -> int32x4_t {
         // SAFETY: the CPU has dotprod (the caller's contract); ZERO holds 16 bytes.
-        unsafe { sdot(sdot(load_fresh(ZERO.as_ptr()), w[0], x[0]), w[1], x[1]) }
+        unsafe {
+            let zero = if loaded {
+                load_fresh(ZERO.as_ptr())
+            } else {
+                vdupq_n_s32(0)
+            };
+            sdot(sdot(zero, w[0], x[0]), w[1], x[1])
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The GGUF formats of [`crate::quant::kquant`] on aarch64, in their planes as stored: plain NEON
 //! (`smull`/`smlal` into i16, `saddlp` into i32: the Raspberry Pi 4) and dotprod (`sdot`); i8mm
-//! CPUs run the dotprod kernels, and for several tokens `smmla` on the 32-element formats.
+//! CPUs run the `sdot` kernels too, and for several tokens `smmla` on the 32-element formats.
 //!
 //! Every variant computes the scalar spec's integers `A_j` (and `B_j`) exactly; only the f32
 //! operations are ordered and fused differently (see each part below).
@@ -647,7 +647,14 @@ unsafe fn half_sums<F: Super, D: KDot>(
             let d = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
             let d = if F::LOW16 { vaddq_s32(d, x16) } else { d };
             if F::MAGIC {
-                vmlaq_s32(vdupq_n_s32(MAGIC), d, sc.s[h])
+                // The start loaded (as the accumulators' zeros), not copied from a register by
+                // `mov`: `mla` overwrites it.
+                let start = if loaded {
+                    load_fresh(MAGIC4.as_ptr())
+                } else {
+                    vdupq_n_s32(MAGIC)
+                };
+                vmlaq_s32(start, d, sc.s[h])
             } else {
                 vmulq_s32(d, sc.s[h])
             }
@@ -660,6 +667,9 @@ unsafe fn half_sums<F: Super, D: KDot>(
 /// takes `v` back exactly: an `add` (here folded into `mla`) and an `fsub` on either vector pipe
 /// instead of `scvtf`, which Neoverse N1 runs on one pipe only, at half rate.
 const MAGIC: i32 = 0x4B40_0000;
+
+/// [`MAGIC`] in four lanes, for [`load_fresh`].
+static MAGIC4: [i32; 4] = [MAGIC; 4];
 
 /// Super-blocks per chunk of `k` (8192 elements), the span over which a token tile's per-block
 /// activation terms ([`TokenTerms`]) are computed once for every row.
@@ -761,7 +771,9 @@ macro_rules! unroll {
 }
 
 /// Rows `r..r + R` × tokens `t..t + T` of `yt` over super-blocks `c0..c0 + cn` of a super-block
-/// format `F` with dots `D` (see the module docs): written if `c0 == 0`, else added to.
+/// format `F` with dots `D` (see the module docs): written if `c0 == 0`, else added to. `LOADS`:
+/// a one-token tile starts its accumulators from loads (for cores whose vector pipes are the
+/// bottleneck; see [`zero`]).
 ///
 /// # Safety
 /// The CPU has `D`'s features; `check_matmul_q` accepted `w`, `x`, `yt` for `F`; the rows and tokens
@@ -769,7 +781,7 @@ macro_rules! unroll {
 /// (formats with minimums and q5_k).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize>(
+unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize, const LOADS: bool>(
     w: &QWeight<'_>,
     x: &Q8ActsRef<'_>,
     yt: &mut [f32],
@@ -838,7 +850,7 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize>(
                     let a = unsafe {
                         let p = xq[j].add(sb * QK_K + 128 * h);
                         let xv = load8(p);
-                        half_sums::<F, D>(&wv, &xv, &sc, h, x16[j][h], T == 1)
+                        half_sums::<F, D>(&wv, &xv, &sc, h, x16[j][h], LOADS && T == 1)
                     };
                     let af = if F::QUARTER {
                         vcvtq_n_f32_s32::<2>(a)
@@ -897,10 +909,10 @@ pub(super) trait KIsa {
     );
 }
 
-/// Implements [`KIsa`] for `$isa`: [`ktile`] with the dots `$dot` under
+/// Implements [`KIsa`] for `$isa`: [`ktile`] with the dots `$dot` and its `LOADS` under
 /// `#[target_feature(enable = $features)]`.
 macro_rules! kisa {
-    ($isa:ty, $features:literal, $dot:ty) => {
+    ($isa:ty, $features:literal, $dot:ty, $loads:literal) => {
         impl KIsa for $isa {
             #[target_feature(enable = $features)]
             unsafe fn ktile<F: Super, const R: usize, const T: usize>(
@@ -914,14 +926,14 @@ macro_rules! kisa {
                 terms: &TokenTerms,
             ) {
                 // SAFETY: the caller's contract, which includes the features `$dot` needs.
-                unsafe { ktile::<F, $dot, R, T>(w, x, yt, r, t, c0, cn, terms) }
+                unsafe { ktile::<F, $dot, R, T, $loads>(w, x, yt, r, t, c0, cn, terms) }
             }
         }
     };
 }
 
-kisa!(Neon, "neon", Widen);
-kisa!(Dotprod, "neon,dotprod", Sdot);
+kisa!(Neon, "neon", Widen, false);
+kisa!(Dotprod, "neon,dotprod", Sdot, true);
 
 /// The largest of `full`, 2 and 1 that is at most `left` (`left ≥ 1`).
 #[inline(always)]

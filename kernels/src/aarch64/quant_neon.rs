@@ -53,6 +53,12 @@ pub(super) trait Blocks: Format {
     /// stored; −16 for q5_1, whose 5-bit values load as `q − 16`). 0, 8 or −16.
     const OFFSET: i32 = 0;
 
+    /// Whether an `sdot` accumulator starts from zeros loaded from memory (a load port) rather than
+    /// from `movi` (a vector pipe): the 4-bit and 5-bit loops are bound by the vector pipes, q8_0's
+    /// (twice the weight loads, nothing to unpack) sooner by the load ports (llvm-mca, Kunpeng 920:
+    /// its whole call 8% slower with loaded zeros).
+    const ZERO_LOADED: bool = true;
+
     /// The block whose quants are at `p` and whose `aux` bytes are at `aux` as signed values:
     /// elements `0..16` and `16..32`.
     ///
@@ -62,6 +68,8 @@ pub(super) trait Blocks: Format {
 }
 
 impl Blocks for Q8_0 {
+    const ZERO_LOADED: bool = false;
+
     #[inline(always)]
     unsafe fn load(p: *const u8, _: *const u8) -> [int8x16_t; 2] {
         // SAFETY: 32 readable bytes (the caller's contract); `ld1` needs no alignment.
@@ -159,7 +167,10 @@ pub(super) trait Isums {
 pub(super) trait BlockDot {
     /// # Safety
     /// The CPU has the implementor's features.
-    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2]) -> int32x4_t;
+    ///
+    /// `loaded`: an accumulator that needs a start of zeros loads it from memory rather than
+    /// setting it by `movi` ([`Blocks::ZERO_LOADED`]).
+    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2], loaded: bool) -> int32x4_t;
 }
 
 /// [`Isums`] one block and one (row, token) pair at a time with `D`, four blocks reduced by `addp`.
@@ -234,7 +245,7 @@ impl<D: BlockDot> OneBlock for ByBlock<D> {
             let xv = unsafe { [vld1q_s8(p.add(b * QK)), vld1q_s8(p.add(b * QK + 16))] };
             for i in 0..R {
                 // SAFETY: the CPU has D's features (the caller's contract).
-                out[i][j] = unsafe { D::dot(wv[i], xv) };
+                out[i][j] = unsafe { D::dot(wv[i], xv, F::ZERO_LOADED) };
             }
         }
         out
@@ -297,7 +308,7 @@ pub(super) struct Widen;
 
 impl BlockDot for Widen {
     #[inline(always)]
-    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2]) -> int32x4_t {
+    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2], _: bool) -> int32x4_t {
         let mut acc = vdupq_n_s32(0);
         for h in 0..2 {
             acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w[h]), vget_low_s8(x[h])));
