@@ -71,7 +71,8 @@ class Kernel:
     `functions`: candidate symbols, the first one present wins (a generic that LLVM inlined into its
     caller is looked for in the caller). `select`: how to pick the loop among the function's innermost
     loops ('macs': most multiply-accumulates; 'rows=R': our quantized tile with R weight rows, told by
-    its R f16 scale conversions (2R for q4_1); 'no-mmla': most MACs without smmla; 'loops=0,2': the
+    its R f16 scale conversions (2R for the formats with minimums); 'no-mmla': most MACs without
+    smmla; 'nest': a super-block loop with loops inside, written out (see `up`, `trips`); 'loops=0,2': the
     vector loops with these indices in code order, each one a pass over the data; 'fcvtas': the
     quantizer's loop). `unit`: what one iteration's count is measured in.
     `rows`: weight rows one call covers (its whole-call overhead is paid once per that many rows).
