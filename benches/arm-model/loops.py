@@ -118,7 +118,8 @@ def count(insns: list[Insn], pred) -> int:
 def macs(insns: list[Insn], sve_bits: int = 128) -> dict[str, int]:
     """Multiply-accumulates per pass over `insns`: integer (i8 products) and f32.
 
-    sdot/udot/usdot: 16 per 128 bits; smmla/ummla/usmmla: 32; smull(2)/smlal(2) on bytes: 8;
+    sdot/udot/usdot: 16 per 128 bits; smmla/ummla/usmmla: 32; smull(2)/smlal(2) of bytes into
+    i16 lanes: 8;
     f32 fmla: 4 per 128 bits (by element too). SVE forms (z registers) scale with the vector length.
     """
     ints = floats = 0
@@ -128,7 +129,11 @@ def macs(insns: list[Insn], sve_bits: int = 128) -> dict[str, int]:
             ints += 16 * scale
         elif i.mnem in ("smmla", "ummla", "usmmla"):
             ints += 32 * scale
-        elif i.mnem in ("smull", "smull2", "umull", "umull2", "smlal", "smlal2") and ".8h" in i.ops:
+        elif i.mnem in ("smull", "smull2", "umull", "umull2", "smlal", "smlal2") and re.match(
+            r"v\d+\.8h", i.ops
+        ):
+            # Bytes into i16 lanes only: a long multiply of i16 lanes (`smull2 v.4s, v.8h, v.8h`,
+            # llama.cpp's K-quant minimums) multiplies no weights.
             ints += 8
         elif i.mnem == "fmla" and (".4s" in i.ops or (scale > 1 or i.ops.startswith("z"))):
             floats += 4 * scale
@@ -193,10 +198,33 @@ def to_asm(insns: list[Insn]) -> str:
             ops = TARGET_RE.sub(f".L{i.target:x}", ops, count=1)
         lines.append((i.addr, f"\t{i.mnem}\t{ops}".rstrip()))
     out = []
+    placed: set[int] = set()  # a flattened loop repeats addresses: each label once
     for addr, text in lines:
-        if addr in used:
+        if addr in used and addr not in placed:
             out.append(f".L{addr:x}:")
+            placed.add(addr)
         out.append(text)
     for addr in sorted(used - inside):
         out.append(f".L{addr:x}:")
     return "\n".join(out) + "\n"
+
+
+def flatten(fn: Function, loop: tuple[int, int], trip) -> list[Insn]:
+    """The body of `loop` with every loop nested in it written out `trip(inner)` times (recursively):
+    one pass over it as straight-line code, for a loop whose body holds loops of its own."""
+    inside = [l for l in fn.loops() if l != loop and loop[0] <= l[0] and l[1] <= loop[1]]
+    # Immediate children: not inside another loop that is inside `loop`.
+    children = sorted(
+        l for l in inside
+        if not any(m != l and m[0] <= l[0] and l[1] <= m[1] for m in inside)
+    )
+    out: list[Insn] = []
+    n = loop[0]
+    for c in children:
+        if c[0] < n:  # overlaps a child already written out (two branches back to one target)
+            continue
+        out += fn.insns[n : c[0]]
+        out += flatten(fn, c, trip) * trip(c)
+        n = c[1] + 1
+    out += fn.insns[n : loop[1] + 1]
+    return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import loops
 import mca
-from targets import BLOCK_BYTES, Kernel
+from targets import BLOCK_BYTES, MIN_FORMATS, Kernel
 
 # glibc's memcpy for a few bytes (our tails copy 2 to 12): about a dozen instructions with one
 # branch; charged as a fixed cost, since the call leaves the binary we disassemble.
@@ -81,12 +81,59 @@ def _select(k: Kernel, fn: loops.Function, sve_bits: int) -> list[tuple[int, int
     cands = [l for l in inner if _units(k, body(l), sve_bits) > 0]
     if k.select == "no-mmla":
         cands = [l for l in cands if not any("mmla" in i.mnem for i in body(l))]
+    if k.select == "nest":
+        loop = _nest(k, fn, sve_bits)
+        return [loop] if loop else []
     if k.select.startswith("rows="):
-        r = int(k.select[5:]) * (2 if k.fmt == "q4_1" else 1)
+        r = int(k.select[5:]) * (2 if k.fmt in MIN_FORMATS else 1)
         cands = [l for l in cands if loops.count(body(l), lambda i: i.mnem in ("fcvtl", "fcvtl2")) == r]
     if not cands:
         return []
     return [max(cands, key=lambda l: _units(k, body(l), sve_bits))]
+
+
+def _nest(k: Kernel, fn: loops.Function, sve_bits: int) -> tuple[int, int] | None:
+    """The super-block loop of a 'nest' kernel: `k.up` loops above the smallest loop with the most
+    MACs."""
+    ls = fn.loops()
+    if not ls:
+        return None
+    mac = lambda l: loops.macs(fn.insns[l[0] : l[1] + 1], sve_bits)["int"]  # noqa: E731
+    most = max(mac(l) for l in ls)
+    if most == 0:
+        return None
+    loop = min((l for l in ls if mac(l) == most), key=lambda l: l[1] - l[0])
+    for _ in range(k.up):
+        loop = fn.enclosing(loop)
+        if loop is None:
+            return None
+    return loop
+
+
+def _nest_trip(k: Kernel, fn: loops.Function, outer: tuple[int, int], sve_bits: int):
+    """Trip counts for loops.flatten: the loops that hold the most MACs take `k.trips` by depth below
+    `outer`, every other loop `k.side`."""
+    mac = lambda l: loops.macs(fn.insns[l[0] : l[1] + 1], sve_bits)["int"]  # noqa: E731
+    most = max(mac(l) for l in fn.loops())
+
+    def depth(l):
+        return sum(1 for m in fn.loops() if m != l and outer[0] <= m[0] and m[1] <= outer[1]
+                   and m[0] <= l[0] and l[1] <= m[1] and m != outer)
+
+    def trip(l):
+        d = depth(l)
+        if mac(l) == most and d < len(k.trips):
+            return k.trips[d]
+        return k.side
+
+    return trip
+
+
+def body_of(k: Kernel, fn: loops.Function, loop: tuple[int, int], sve_bits: int) -> list:
+    """What one iteration of `loop` runs: its instructions, nested loops written out ('nest')."""
+    if k.select == "nest":
+        return loops.flatten(fn, loop, _nest_trip(k, fn, loop, sve_bits))
+    return fn.insns[loop[0] : loop[1] + 1]
 
 
 def _overhead(fn, loop, funcs, mcpu, keep):
@@ -135,7 +182,7 @@ def measure(k: Kernel, funcs: dict, mcpu: str, sve_bits: int = 128,
     units = insns = 0
     bottlenecks = []
     for n, loop in enumerate(chosen):
-        body = fn.insns[loop[0] : loop[1] + 1]
+        body = body_of(k, fn, loop, sve_bits)
         asm = loops.to_asm(body)
         keep = None
         if keep_dir:

@@ -105,8 +105,7 @@ def predict(ms, chip: Chip, engine: str, model: str, fmt: str, ctx: int) -> dict
             return pick(ms, engine, "matvec", f, mcpu, variant=targets.our_variant(chip))
         m = pick(ms, engine, "matvec", f, mcpu, name=targets.llama_matvec(chip, f), chip=chip.name)
         if m is None:  # not vectorized for this chip: vec_dot is what runs then
-            m = pick(ms, engine, "matvec", f, mcpu, name=f"ggml_vec_dot_{f}_q8_{f[-1]}",
-                     chip=chip.name)
+            m = pick(ms, engine, "matvec", f, mcpu, name=targets.llama_vec_dot(f), chip=chip.name)
         return m
 
     body, head = matvec(fmt), matvec(head_fmt)
@@ -159,7 +158,10 @@ def kernel_row(m: measure.Measured) -> dict:
         "function": m.function, "note": m.note,
     }
     if k.op == "matvec":
-        row["call_bytes_per_cycle_k576"] = round(m.call_bytes_per_cycle(576), 2)
+        # The whole call at SmolLM2's k = 576, or for the 256-element formats at Llama-3.2-1B's 2048.
+        call_k = 2048 if k.fmt in targets.KQUANTS else 576
+        row["call_k"] = call_k
+        row[f"call_bytes_per_cycle_k{call_k}"] = round(m.call_bytes_per_cycle(call_k), 2)
         row["call_overhead_cycles"] = round(m.overhead_cycles or 0, 1)
         row["memcpy_calls"] = m.memcpy_calls
     return row
@@ -169,10 +171,10 @@ def table(rows: list[dict]) -> str:
     lines = []
     ks = [r for r in rows if r["op"] != "decode_token"]
     lines.append(f"{'chip':<28} {'engine':<9} {'op':<17} {'fmt':<10} {'kernel':<34} "
-                 f"{'cyc/unit':>9} {'B/cyc':>6} {'B/cyc@576':>9}  bottleneck")
+                 f"{'cyc/unit':>9} {'B/cyc':>6} {'B/cyc@k':>9}  bottleneck")
     for r in ks:
         bpc = f"{r['bytes_per_cycle']:.2f}" if r["bytes_per_cycle"] else "-"
-        call = r.get("call_bytes_per_cycle_k576")
+        call = r.get(f"call_bytes_per_cycle_k{r.get('call_k', 576)}")
         lines.append(f"{r['chip']:<28} {r['engine']:<9} {r['op']:<17} {r['format'] or '-':<10} "
                      f"{r['kernel'][:34]:<34} {r['cycles_per_unit']:>9.3f} {bpc:>6} "
                      f"{(f'{call:.2f}' if call else '-'):>9}  {r['bottleneck'][:60]}")

@@ -9,8 +9,17 @@ from dataclasses import dataclass
 # hold 16 or 32 quant bytes plus an f16 scale, and an f16 minimum for q4_1; ggml's block structs
 # have the same sizes, and its repacked x4/x8 blocks the same bytes per row-block).
 BLOCK_BYTES = {"q4_0": 18, "q4_0_rows8": 18, "q4_1": 20, "q4_1_rows8": 20, "q8_0": 34,
-               "q8_0_rows8": 34}
+               "q8_0_rows8": 34,
+               # The GGUF formats (kernels/src/quant/kquant.rs): a super-block's bytes / 8.
+               "q5_0": 22, "q5_1": 24, "iq4_nl": 18, "q4_k": 18, "q5_k": 22, "q6_k": 26.25,
+               "iq4_xs": 17}
 FORMATS = ("q4_0", "q8_0", "q4_1")
+# GGUF formats with 32-element blocks, which run the tiles of q4_0 (quant_neon.rs) with their own
+# block loads, and the super-block formats with a tile of their own (quant_gguf.rs).
+GGUF32 = ("q5_0", "q5_1", "iq4_nl")
+KQUANTS = ("q4_k", "q5_k", "q6_k", "iq4_xs")
+# Formats with a minimum per block (or super-block): twice the f16 conversions per row.
+MIN_FORMATS = ("q4_1", "q5_1", "q4_k", "q5_k")
 # Formats of the whole-token predictions: q4_0, q8_0 and q4_1 in the rows8 layout
 # (kernels/src/quant/rows8.rs) are rows of their own, so both layouts show side by side (a rows8
 # model's q8_0 output matrix is rows8 too).
@@ -22,22 +31,37 @@ NEON = f"{OURS_CRATE}::aarch64::neon::Neon"
 DOTPROD = f"{OURS_CRATE}::aarch64::dotprod::Dotprod"
 I8MM = f"{OURS_CRATE}::aarch64::i8mm::I8mm"
 ISA = f"{OURS_CRATE}::aarch64::quant_neon::Isa"
-FMT_TYPE = {"q4_0": "Q4_0", "q4_1": "Q4_1", "q8_0": "Q8_0"}
+GGUF = f"{OURS_CRATE}::aarch64::quant_gguf"
+KISA = f"{GGUF}::KIsa"
+FMT_TYPE = {"q4_0": f"{OURS_CRATE}::simd::Q4_0", "q4_1": f"{OURS_CRATE}::simd::Q4_1",
+            "q8_0": f"{OURS_CRATE}::simd::Q8_0", "q5_0": f"{GGUF}::Q5_0",
+            "q5_1": f"{GGUF}::Q5_1", "iq4_nl": f"{GGUF}::Iq4Nl", "q4_k": f"{GGUF}::Q4K",
+            "q5_k": f"{GGUF}::Q5K", "q6_k": f"{GGUF}::Q6K", "iq4_xs": f"{GGUF}::Iq4Xs"}
 
 
 def tile_fn(isa: str, fmt: str, rows: int, tokens: int) -> str:
-    return f"<{isa} as {ISA}>::tile::<{OURS_CRATE}::simd::{FMT_TYPE[fmt]}, {rows}, {tokens}>"
+    return f"<{isa} as {ISA}>::tile::<{FMT_TYPE[fmt]}, {rows}, {tokens}>"
 
 
 def neon_entry(fmt: str) -> str:
-    return f"{OURS_CRATE}::simd::matmul_q::<{NEON}, {OURS_CRATE}::simd::{FMT_TYPE[fmt]}>"
+    return f"{OURS_CRATE}::simd::matmul_q::<{NEON}, {FMT_TYPE[fmt]}>"
 
 
 def neon_by_block(fmt: str) -> str:
     """Where LLVM puts plain NEON's tiles when `matmul_q` has several callers (q4_0's also serves
     the rows8 fallback)."""
-    return (f"{OURS_CRATE}::aarch64::quant_neon::matmul_by_block::<{OURS_CRATE}::simd::"
-            f"{FMT_TYPE[fmt]}, {NEON}>")
+    return f"{OURS_CRATE}::aarch64::quant_neon::matmul_by_block::<{FMT_TYPE[fmt]}, {NEON}>"
+
+
+def ktile_fn(isa: str, fmt: str, rows: int, tokens: int) -> str:
+    """The super-block formats' tile (quant_gguf.rs), and where LLVM may inline it."""
+    return f"<{isa} as {KISA}>::ktile::<{FMT_TYPE[fmt]}, {rows}, {tokens}>"
+
+
+def kquant_callers(isa: str, fmt: str, rows: int, tokens: int) -> list[str]:
+    return [ktile_fn(isa, fmt, rows, tokens),
+            f"{GGUF}::kmatmul::<{FMT_TYPE[fmt]}, {isa}, {rows}, {tokens}>",
+            f"{GGUF}::matmul_k::<{isa}, {FMT_TYPE[fmt]}>"]
 
 
 @dataclass
@@ -47,7 +71,8 @@ class Kernel:
     `functions`: candidate symbols, the first one present wins (a generic that LLVM inlined into its
     caller is looked for in the caller). `select`: how to pick the loop among the function's innermost
     loops ('macs': most multiply-accumulates; 'rows=R': our quantized tile with R weight rows, told by
-    its R f16 scale conversions (2R for q4_1); 'no-mmla': most MACs without smmla; 'loops=0,2': the
+    its R f16 scale conversions (2R for the formats with minimums); 'no-mmla': most MACs without
+    smmla; 'nest': a super-block loop with loops inside, written out (see `up`, `trips`); 'loops=0,2': the
     vector loops with these indices in code order, each one a pass over the data; 'fcvtas': the
     quantizer's loop). `unit`: what one iteration's count is measured in.
     `rows`: weight rows one call covers (its whole-call overhead is paid once per that many rows).
@@ -62,11 +87,17 @@ class Kernel:
     select: str
     unit: str  # 'block' (32-weight block-rows, per token), 'mac' (f32 MACs), 'elem' (f32 elements)
     rows: int = 1
+    # select 'nest' (llama.cpp's K-quant gemv, whose super-block loop holds loops of its own): the
+    # super-block loop is `up` loops above the smallest loop with the most MACs; the loops on the
+    # way down to it run `trips` times each (outermost first), every other loop inside `side` times.
+    up: int = 1
+    trips: tuple[int, ...] = ()
+    side: int = 1
 
 
 def ours() -> list[Kernel]:
     ks = []
-    for fmt in FORMATS:
+    for fmt in FORMATS + GGUF32:
         q = f"matmul_{fmt}_q8"
         # Decode (one token): 4 × 1 tiles; i8mm decode runs the dotprod tiles (quant_i8mm.rs).
         ks.append(Kernel("edgeinfer", "matvec", fmt, q, "neon",
@@ -81,6 +112,15 @@ def ours() -> list[Kernel]:
                          [tile_fn(DOTPROD, fmt, 2, 2)], "rows=2", "block", 2))
         ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, "neon_i8mm",
                          [tile_fn(I8MM, fmt, 4, 2)], "macs", "block", 4))
+    # The super-block formats: decode in 1 × 1 tiles, prefill in 1 × 4 (tokens) tiles; the
+    # super-block loop is the hot loop (everything inside it unrolled). i8mm runs the dotprod tile.
+    for fmt in KQUANTS:
+        q = f"matmul_{fmt}_q8"
+        for v, isa in (("neon", NEON), ("neon_dotprod", DOTPROD), ("neon_i8mm", DOTPROD)):
+            ks.append(Kernel("edgeinfer", "matvec", fmt, q, v, kquant_callers(isa, fmt, 1, 1),
+                             "macs", "block", 1))
+            ks.append(Kernel("edgeinfer", "matmul_tile", fmt, q, v,
+                             kquant_callers(isa, fmt, 1, 4), "macs", "block", 1))
     # q4_0, q8_0 and q4_1 in the rows8 layout: kernels of their own (dotprod; i8mm runs them too), 8
     # rows per pass; its 16 sdot per block count as 8 block-rows (each row's 32 weights are taken
     # by two sdot, one of them shared with the row it pairs with). Plain NEON reorders the rows into
@@ -118,6 +158,18 @@ def llamacpp() -> list[Kernel]:
         Kernel("llama.cpp", "matvec", "q4_1", "ggml_vec_dot_q4_1_q8_1", None,
                ["ggml_vec_dot_q4_1_q8_1"], "no-mmla", "block", 1),
     ]
+    # The GGUF formats: the one-row dots (q8_K activations for the K-quants: 256 per scale), and
+    # the gemv kernels on weights repacked at load (q4_K, q5_K, q6_K in 8 rows, iq4_nl in 4).
+    for fmt in GGUF32 + KQUANTS:
+        f = llama_vec_dot(fmt)
+        ks.append(Kernel("llama.cpp", "matvec", fmt, f, None, [f], "no-mmla", "block", 1))
+    ks.append(Kernel("llama.cpp", "matvec", "iq4_nl", "ggml_gemv_iq4_nl_4x4_q8_0", None,
+                     ["ggml_gemv_iq4_nl_4x4_q8_0"], "macs", "block", 4))
+    for fmt, up, trips, side in (("q4_K", 1, (4,), 2), ("q5_K", 1, (4,), 2), ("q6_K", 2, (2, 4), 1)):
+        for t in ("8x4", "8x8"):
+            g = f"ggml_gemv_{fmt}_{t}_q8_K"
+            ks.append(Kernel("llama.cpp", "matvec", fmt.lower(), g, None, [g], "nest", "block", 8,
+                             up=up, trips=trips, side=side))
     for fmt, tiles in (("q4_0", ("4x4", "4x8", "8x8")), ("q8_0", ("4x4", "4x8"))):
         for t in tiles:
             rows = int(t.split("x")[0])
@@ -174,6 +226,14 @@ def our_variant(chip: Chip) -> str:
     return "neon_dotprod" if chip.dotprod else "neon"
 
 
+def llama_vec_dot(fmt: str) -> str:
+    """llama.cpp's one-row dot for `fmt` (its activations: q8_1 for q4_1 and q5_1, q8_K for the
+    256-element formats, q8_0 otherwise)."""
+    name = fmt[:-1] + "K" if fmt.endswith("_k") else fmt
+    acts = {"q4_1": "q8_1", "q5_1": "q8_1"}.get(fmt, "q8_K" if fmt in KQUANTS else "q8_0")
+    return f"ggml_vec_dot_{name}_{acts}"
+
+
 def llama_matvec(chip: Chip, fmt: str) -> str:
     """The kernel llama.cpp runs for a weight matrix (repack.cpp's ggml_repack_get_optimal_repack_type:
     rows are multiples of 4 in every model here)."""
@@ -191,4 +251,8 @@ def llama_matvec(chip: Chip, fmt: str) -> str:
         if chip.dotprod:
             return "ggml_gemv_q8_0_4x4_q8_0"
         return "ggml_vec_dot_q8_0_q8_0"
-    return "ggml_vec_dot_q4_1_q8_1"
+    if fmt in ("q4_k", "q5_k", "q6_k") and chip.dotprod:  # rows a multiple of 8
+        return f"ggml_gemv_{fmt[:2]}_K_{'8x8' if chip.i8mm else '8x4'}_q8_K"
+    if fmt == "iq4_nl" and chip.dotprod:
+        return "ggml_gemv_iq4_nl_4x4_q8_0"
+    return llama_vec_dot(fmt)

@@ -198,6 +198,116 @@ fn gguf_formats_every_variant_matches_scalar() {
     }
 }
 
+/// `got` (one variant's output) against the scalar spec's `want` within `1e-5 · Σ |w·x|`.
+fn assert_close(
+    what: &str,
+    w: &QPlanes,
+    x: &edgeinfer_kernels::quant::Q8ActsRef<'_>,
+    got: &[f32],
+    want: &[f32],
+) {
+    for (i, ((&g, &e), &(_, mag))) in got.iter().zip(want).zip(&exact(w, x)).enumerate() {
+        let bound = 1e-5 * mag + 1e-30;
+        assert!(
+            (f64::from(g) - f64::from(e)).abs() <= bound,
+            "{what} {} [{}, {}] n={} output {i}: {g:e} vs scalar {e:e} (bound {bound:e})",
+            w.format,
+            w.rows,
+            w.k,
+            x.n
+        );
+    }
+}
+
+/// The aarch64 kernels' tiles: decode (one token) in 4-row tiles with 1-, 2- and 3-row tails, and
+/// several tokens in 4-token tiles (super-block formats) or 2 × 2 tiles with their tails; rows as
+/// wide as a real model's (Qwen2.5-0.5B's 4864) and wider than one chunk of the super-block kernels.
+#[test]
+fn gguf_formats_every_tile_shape() {
+    let s = seed();
+    let mut rng = Rng::new(s ^ 0x7113);
+    let shapes = [
+        (4, 1, 1),
+        (5, 2, 1),
+        (6, 1, 1),
+        (7, 3, 1),
+        (9, 1, 1),
+        (1, 2, 5),
+        (2, 1, 6),
+        (3, 1, 8),
+        (4, 2, 9),
+    ];
+    for kern in variants_under_test() {
+        for format in QFormat::GGUF {
+            // Qwen2.5-0.5B's intermediate width (19 super-blocks, 152 blocks), and rows longer
+            // than the super-block kernels' chunk of 8192 elements (33 super-blocks).
+            let wide = 4864 / format.block_elems();
+            let long = 8448 / format.block_elems();
+            let more = [(5, wide, 1), (2, wide, 3), (3, long, 1), (2, long, 5)];
+            for (rows, blocks, n) in shapes.into_iter().chain(more) {
+                let k = blocks * format.block_elems();
+                let w = random_weight(&mut rng, format, rows, k);
+                let (_, a) = acts(&mut rng, n, k);
+                let x = a.as_ref();
+                let mut want = vec![f32::NAN; rows * n];
+                kquant::matmul_q8(&w.view(), &x, &mut want);
+                let mut got = vec![f32::NAN; rows * n];
+                (kern.matmul_q(format))(&w.view(), &x, &mut got);
+                assert_close(&format!("{} seed {s}", kern.variant), &w, &x, &got, &want);
+            }
+        }
+    }
+}
+
+/// Extreme blocks: every quant and `aux` byte the same (all zeros, all ones, 0x80, alternating
+/// bits), so that every quant and sub-block scale takes its largest magnitude somewhere (q6_k's
+/// scale −128 with `q − 32 = −32`, q4_k's and q5_k's 63, iq4's ±127 values), against activations
+/// of ±127 everywhere (one sign, or alternating): the integer sums reach their bounds (i16 lanes of
+/// plain NEON, `A` up to 2²⁴) and must stay exact.
+#[test]
+fn gguf_formats_extreme_blocks() {
+    let (rows, n) = (5, 3);
+    for kern in variants_under_test() {
+        for format in QFormat::GGUF {
+            let k = 2 * format.block_elems();
+            for byte in [0x00u8, 0xFF, 0x80, 0x55, 0xAA, 0x0F] {
+                let nb = rows * k / format.block_elems();
+                let w = QPlanes {
+                    format,
+                    rows,
+                    k,
+                    qs: vec![byte; nb * format.qs_bytes_per_block()],
+                    aux: vec![byte; nb * format.aux_bytes_per_block()],
+                    d: vec![half::f16::from_f32(0.5); nb],
+                    m: if format.has_min() {
+                        vec![half::f16::from_f32(-0.25); nb]
+                    } else {
+                        Vec::new()
+                    },
+                };
+                for pattern in 0..3 {
+                    let x: Vec<f32> = (0..n * k)
+                        .map(|i| match pattern {
+                            0 => 1.0,
+                            1 => -1.0,
+                            _ => [1.0, -1.0][i % 2],
+                        })
+                        .collect();
+                    let mut a = Q8Acts::new(n, k);
+                    quantize_acts(&Kernels::SCALAR, &x, n, k, &mut a);
+                    let x = a.as_ref();
+                    let mut want = vec![f32::NAN; rows * n];
+                    kquant::matmul_q8(&w.view(), &x, &mut want);
+                    let mut got = vec![f32::NAN; rows * n];
+                    (kern.matmul_q(format))(&w.view(), &x, &mut got);
+                    let what = format!("{} bytes {byte:#04x} acts {pattern}", kern.variant);
+                    assert_close(&what, &w, &x, &got, &want);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gguf_formats_refuse_bad_shapes() {
     for format in QFormat::GGUF {

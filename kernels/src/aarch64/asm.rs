@@ -1,13 +1,14 @@
 //! The `asm!` wrappers for the integer dot-product instructions whose intrinsics (`vdotq_s32`,
-//! `vmmlaq_s32`) are not stable on our toolchain. Every one of them lives here, so there is one file to
-//! review and one file to delete once the intrinsics stabilise.
+//! `vmmlaq_s32`) are not stable on our toolchain, and for the few instructions whose stable
+//! intrinsic LLVM rewrites into longer sequences ([`sri2`], [`not`]). Every one of them lives here, so there
+//! is one file to review.
 //!
 //! Each wrapper is a safe `#[target_feature]` function: calling it from code without the feature needs
 //! `unsafe`, and the caller's `// SAFETY:` says why the CPU has it (in practice: only the tables built
 //! after detection reach these kernels). `#[inline]` lets LLVM fold them into callers that enable the
 //! same features; the assembler accepts `sdot`/`smmla` only in such functions.
 
-use core::arch::aarch64::{int32x4_t, int8x16_t};
+use core::arch::aarch64::{int32x4_t, int8x16_t, uint8x16_t};
 use core::arch::asm;
 
 /// `sdot`: `acc[i] + Σ_{j<4} a[4i+j]·b[4i+j]` for each of the four i32 lanes (Armv8.2 dotprod).
@@ -88,4 +89,41 @@ pub(crate) fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         );
     }
     acc
+}
+
+/// `sri #2` on bytes: `(b >> 2) | (a & 0xC0)`, one instruction. `vsriq_n_u8::<2>` is stable, but
+/// LLVM expands it into `ushr`, two `and` and `orr` when it can see that the bits `a` keeps come from
+/// a shift (q6_k's decoding), which costs three more vector instructions each time.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn sri2(a: uint8x16_t, b: uint8x16_t) -> uint8x16_t {
+    let mut a = a;
+    // SAFETY: register-only arithmetic; NEON is baseline on aarch64 and enabled here.
+    unsafe {
+        asm!(
+            "sri {a:v}.16b, {b:v}.16b, #2",
+            a = inout(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    a
+}
+
+/// `mvn`: every bit of `a` inverted. `vmvnq_u8` is stable, but LLVM folds it into the `cmtst`s that
+/// test the result against single bits, turning each `cmtst` into `and` and `cmeq` (q5_k's high
+/// bits: eight more vector instructions per super-block); behind `asm!` it stays one `mvn`.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn not(a: uint8x16_t) -> uint8x16_t {
+    let mut a = a;
+    // SAFETY: register-only arithmetic; NEON is baseline on aarch64 and enabled here.
+    unsafe {
+        asm!(
+            "mvn {a:v}.16b, {a:v}.16b",
+            a = inout(vreg) a,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    a
 }

@@ -1,5 +1,5 @@
-//! NEON + dotprod (`sdot`) kernels: the quantized products of [`super::quant_dotprod`], the rest
-//! plain NEON's.
+//! NEON + dotprod (`sdot`) kernels: the quantized products of [`super::quant_dotprod`] (and of
+//! [`super::quant_gguf`] for the GGUF formats), the rest plain NEON's.
 
 use crate::dispatch::{Kernels, Variant};
 use crate::simd::quantized;
@@ -9,5 +9,6 @@ pub(super) struct Dotprod;
 
 /// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed its features.
 pub(crate) fn table() -> Kernels {
-    quantized::<Dotprod>(Variant::NeonDotprod, super::neon::table())
+    let base = quantized::<Dotprod>(Variant::NeonDotprod, super::neon::table());
+    super::quant_gguf::table::<Dotprod, Dotprod>(base)
 }

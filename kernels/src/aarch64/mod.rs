@@ -5,6 +5,7 @@ pub(super) mod dotprod;
 pub(super) mod i8mm;
 pub(super) mod neon;
 mod quant_dotprod;
+mod quant_gguf;
 mod quant_i8mm;
 mod quant_neon;
 mod quant_rows8;

@@ -1,5 +1,6 @@
 //! Plain NEON (Armv8.0 Advanced SIMD): the vectors and loads of [`crate::simd`]'s kernels, the
-//! activation quantizer, and the quantized products of [`super::quant_neon`].
+//! activation quantizer, and the quantized products of [`super::quant_neon`] and, for the GGUF
+//! formats, [`super::quant_gguf`].
 //!
 //! A dense step is a pair of 4-lane vectors (low and high half of 8 elements), so that even a
 //! one-token tile has 8 independent FMA chains; 4 rows × 2 tokens take 4×2×2 accumulators + 8 weight
@@ -28,7 +29,8 @@ pub(super) struct Neon;
 /// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed NEON (always present
 /// on aarch64 Linux), which is what makes the table's safe entries sound.
 pub(crate) fn table() -> Kernels {
-    table_of::<Neon>(Variant::Neon, activations::<Neon>(Kernels::SCALAR))
+    let base = table_of::<Neon>(Variant::Neon, activations::<Neon>(Kernels::SCALAR));
+    super::quant_gguf::table::<Neon, Neon>(base)
 }
 
 entries!(Neon, "neon", 2);

@@ -107,12 +107,12 @@ impl OneBlock for Mmla {
     ) -> Dots<R, T> {
         let mut wz = [[vdupq_n_s8(0); 4]; R];
         for (ip, wz) in wz.iter_mut().take(R / 2).enumerate() {
-            let off = b * F::QB;
+            let (off, aoff) = (b * F::QB, b * F::AB);
             // SAFETY: block b exists in every row of the t (the caller's contract).
             *wz = unsafe {
                 pair(
-                    F::load(t.wq[2 * ip].add(off)),
-                    F::load(t.wq[2 * ip + 1].add(off)),
+                    F::load(t.wq[2 * ip].add(off), t.wa[2 * ip].add(aoff)),
+                    F::load(t.wq[2 * ip + 1].add(off), t.wa[2 * ip + 1].add(aoff)),
                 )
             };
         }

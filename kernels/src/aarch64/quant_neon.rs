@@ -9,12 +9,13 @@
 //! 1. *Integer dots* ([`Isums`]): for every (row, token) pair of the tile, one `int32x4` whose lane `q`
 //!    is block `b+q`'s exact dot `Σ qw·qx` (q4 nibbles unpacked to `i8` as stored, `0..=15`; for
 //!    q4_0, whose weights are `q − 8`, step 2 subtracts `8·sx` from the dot once per block, which is
-//!    exact and saves two vector subtractions per block and row). Plain NEON multiplies with `smull`
+//!    exact and saves two vector subtractions per block and row; q5_1's values load as `q − 16` and
+//!    step 2 adds `16·sx`, see [`super::quant_gguf`]). Plain NEON multiplies with `smull`
 //!    into i16 (any i8 product fits) and adds pairs into i32 with `sadalp`; dotprod uses `sdot`; i8mm
 //!    `smmla` (see the sibling modules).
-//! 2. *Scaling*: the four dots (for q4_0 less `8·sx`) convert exactly to f32
+//! 2. *Scaling*: the four dots (for q4_0 less `8·sx`, for q5_1 plus `16·sx`) convert exactly to f32
 //!    (`|idot| ≤ 32·128·127 < 2²⁴`) and are fused into an f32 accumulator per pair as
-//!    `idot · (dw·dx)`, plus `(m) · (dx·sx)` for q4_1.
+//!    `idot · (dw·dx)`, plus `(m) · (dx·sx)` for q4_1 and q5_1.
 //! 3. At the end of the row, the accumulator's four lanes are added: `yt` differs from the scalar
 //!    result only in the order of the f32 additions and the fused multiply-adds.
 //!
@@ -44,20 +45,33 @@ const GROUP: usize = 4;
 
 /// A weight format as the tile code sees it: how one block's quants become 32 signed bytes.
 pub(super) trait Blocks: Format {
-    /// Whether [`Blocks::load`] returns the stored values `q` of a format whose weights are `q − 8`
-    /// (q4_0): the tile then subtracts `8·sx` from each block's integer dot.
-    const OFFSET: bool = false;
+    /// Bytes of the `aux` plane per block (high bits; 0 for most formats).
+    const AB: usize = Self::FORMAT.aux_bytes_per_block();
 
-    /// The block at `p` as signed values: elements `0..16` and `16..32`.
+    /// `o` where [`Blocks::load`] returns the values `v` of a format whose weights are `v − o`: the
+    /// tile then subtracts `o·sx` from each block's integer dot (8 for q4_0, whose nibbles load as
+    /// stored; −16 for q5_1, whose 5-bit values load as `q − 16`). 0, 8 or −16.
+    const OFFSET: i32 = 0;
+
+    /// Whether an `sdot` accumulator starts from zeros loaded from memory (a load port) rather than
+    /// from `movi` (a vector pipe): the 4-bit and 5-bit loops are bound by the vector pipes, q8_0's
+    /// (twice the weight loads, nothing to unpack) sooner by the load ports (llvm-mca, Kunpeng 920:
+    /// its whole call 8% slower with loaded zeros).
+    const ZERO_LOADED: bool = true;
+
+    /// The block whose quants are at `p` and whose `aux` bytes are at `aux` as signed values:
+    /// elements `0..16` and `16..32`.
     ///
     /// # Safety
-    /// `p..p + Self::QB` must be readable.
-    unsafe fn load(p: *const u8) -> [int8x16_t; 2];
+    /// `p..p + Self::QB` and `aux..aux + Self::AB` must be readable.
+    unsafe fn load(p: *const u8, aux: *const u8) -> [int8x16_t; 2];
 }
 
 impl Blocks for Q8_0 {
+    const ZERO_LOADED: bool = false;
+
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> [int8x16_t; 2] {
+    unsafe fn load(p: *const u8, _: *const u8) -> [int8x16_t; 2] {
         // SAFETY: 32 readable bytes (the caller's contract); `ld1` needs no alignment.
         unsafe { [vld1q_s8(p.cast()), vld1q_s8(p.add(16).cast())] }
     }
@@ -65,7 +79,7 @@ impl Blocks for Q8_0 {
 
 /// Low nibbles are elements 0..16, high nibbles 16..32 (the format's nibble order), as `0..=15`.
 #[inline(always)]
-unsafe fn load_nibbles(p: *const u8) -> [int8x16_t; 2] {
+pub(super) unsafe fn load_nibbles(p: *const u8) -> [int8x16_t; 2] {
     // SAFETY: 16 readable bytes (the caller's contract).
     let v = unsafe { vld1q_u8(p) };
     [
@@ -77,10 +91,10 @@ unsafe fn load_nibbles(p: *const u8) -> [int8x16_t; 2] {
 /// The stored nibbles `0..=15`, not `q − 8`: the tile takes q4_0's `− 8` once per block as
 /// `idot − 8·sx` (with the activations' block sums), exactly, instead of per element.
 impl Blocks for Q4_0 {
-    const OFFSET: bool = true;
+    const OFFSET: i32 = 8;
 
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> [int8x16_t; 2] {
+    unsafe fn load(p: *const u8, _: *const u8) -> [int8x16_t; 2] {
         // SAFETY: 16 readable bytes (the caller's contract).
         unsafe { load_nibbles(p) }
     }
@@ -88,7 +102,7 @@ impl Blocks for Q4_0 {
 
 impl Blocks for Q4_1 {
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> [int8x16_t; 2] {
+    unsafe fn load(p: *const u8, _: *const u8) -> [int8x16_t; 2] {
         // SAFETY: 16 readable bytes (the caller's contract).
         unsafe { load_nibbles(p) }
     }
@@ -98,6 +112,8 @@ impl Blocks for Q4_1 {
 /// each activation plane (all at block 0).
 pub(super) struct Tile<const R: usize, const T: usize> {
     pub wq: [*const u8; R],
+    /// Each row's `aux` bytes (dangling, never read, for a format without them).
+    pub wa: [*const u8; R],
     pub wd: [*const f16; R],
     /// Unused (dangling) unless the format has minimums.
     pub wm: [*const f16; R],
@@ -112,9 +128,11 @@ impl<const R: usize, const T: usize> Tile<R, T> {
     #[inline(always)]
     fn new(w: &QWeight<'_>, x: &Q8ActsRef<'_>, r: usize, t: usize) -> Tile<R, T> {
         let (nb, rb) = (w.blocks_per_row(), w.row_bytes());
+        let ab = nb * w.format.aux_bytes_per_block();
         let has_min = w.format.has_min();
         Tile {
             wq: core::array::from_fn(|i| w.qs[(r + i) * rb..].as_ptr()),
+            wa: core::array::from_fn(|i| w.aux[(r + i) * ab..].as_ptr()),
             wd: core::array::from_fn(|i| w.d[(r + i) * nb..].as_ptr()),
             wm: core::array::from_fn(|i| {
                 if has_min {
@@ -149,7 +167,10 @@ pub(super) trait Isums {
 pub(super) trait BlockDot {
     /// # Safety
     /// The CPU has the implementor's features.
-    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2]) -> int32x4_t;
+    ///
+    /// `loaded`: an accumulator that needs a start of zeros loads it from memory rather than
+    /// setting it by `movi` ([`Blocks::ZERO_LOADED`]).
+    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2], loaded: bool) -> int32x4_t;
 }
 
 /// [`Isums`] one block and one (row, token) pair at a time with `D`, four blocks reduced by `addp`.
@@ -214,9 +235,9 @@ impl<D: BlockDot> OneBlock for ByBlock<D> {
         b: usize,
     ) -> Dots<R, T> {
         let mut wv = [[vdupq_n_s8(0); 2]; R];
-        for (v, p) in wv.iter_mut().zip(t.wq) {
+        for ((v, p), a) in wv.iter_mut().zip(t.wq).zip(t.wa) {
             // SAFETY: block b of this row exists (the caller's contract).
-            *v = unsafe { F::load(p.add(b * F::QB)) };
+            *v = unsafe { F::load(p.add(b * F::QB), a.add(b * F::AB)) };
         }
         let mut out = [[vdupq_n_s32(0); T]; R];
         for (j, p) in t.xq.into_iter().enumerate() {
@@ -224,7 +245,7 @@ impl<D: BlockDot> OneBlock for ByBlock<D> {
             let xv = unsafe { [vld1q_s8(p.add(b * QK)), vld1q_s8(p.add(b * QK + 16))] };
             for i in 0..R {
                 // SAFETY: the CPU has D's features (the caller's contract).
-                out[i][j] = unsafe { D::dot(wv[i], xv) };
+                out[i][j] = unsafe { D::dot(wv[i], xv, F::ZERO_LOADED) };
             }
         }
         out
@@ -287,7 +308,7 @@ pub(super) struct Widen;
 
 impl BlockDot for Widen {
     #[inline(always)]
-    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2]) -> int32x4_t {
+    unsafe fn dot(w: [int8x16_t; 2], x: [int8x16_t; 2], _: bool) -> int32x4_t {
         let mut acc = vdupq_n_s32(0);
         for h in 0..2 {
             acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w[h]), vget_low_s8(x[h])));
@@ -412,25 +433,25 @@ unsafe fn group<F: Blocks, I: Isums, const R: usize, const T: usize>(
     for j in 0..T {
         // SAFETY: blocks b..b+g of every token have a scale and a sum.
         let (dx, sx) = unsafe {
-            let sx = if F::MIN || F::OFFSET {
+            let sx = if F::MIN || F::OFFSET != 0 {
                 load_group(tl.xs[j].add(b), g, vld1q_s32)
             } else {
                 vdupq_n_s32(0)
             };
             (load_group(tl.xd[j].add(b), g, vld1q_f32), sx)
         };
-        // Both exact: block sums are below 2²⁴ in magnitude (32·127), and so is `idot − 8·sx`.
+        // Both exact: block sums are below 2²⁴ in magnitude (32·127), and so is `idot − o·sx`.
         let dxsx = if F::MIN {
             vmulq_f32(dx, vcvtq_f32_s32(sx))
         } else {
             dx
         };
-        let sx8 = vshlq_n_s32::<3>(sx);
         for i in 0..R {
-            let idot = if F::OFFSET {
-                vsubq_s32(dots[i][j], sx8)
-            } else {
-                dots[i][j]
+            let idot = match F::OFFSET {
+                0 => dots[i][j],
+                8 => vsubq_s32(dots[i][j], vshlq_n_s32::<3>(sx)),
+                -16 => vaddq_s32(dots[i][j], vshlq_n_s32::<4>(sx)),
+                _ => unreachable!("Blocks::OFFSET is 0, 8 or -16"),
             };
             let a = vfmaq_f32(acc[i][j], vcvtq_f32_s32(idot), vmulq_f32(dw[i], dx));
             acc[i][j] = if F::MIN { vfmaq_f32(a, dm[i], dxsx) } else { a };
