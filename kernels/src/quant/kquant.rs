@@ -285,7 +285,7 @@ pub(super) fn dequantize_row(w: &QWeight<'_>, r: usize, out: &mut [f32]) {
 }
 
 /// `yt[r·n + t] = Σ_j w[r, j]·x[t, j]` for the GGUF formats (see the [module docs](self)): the
-/// scalar reference, and for now every variant's kernel.
+/// scalar reference, and the kernel of every variant without its own (the x86 variants have theirs).
 pub fn matmul_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     assert!(
         !w.format.is_basic(),

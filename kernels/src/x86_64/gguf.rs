@@ -74,7 +74,9 @@ pub(super) struct Acts {
     pub s16: *const i16,
 }
 
-/// A weight format's group operations on the x86 variant `I`.
+/// A weight format's group operations on the x86 variant `I`. Implementations are
+/// `#[inline(always)]` without features of their own, so they compile into `I`'s [`Entry`] with its
+/// features (see [`crate::simd`]); the group's decoded vectors then stay in registers where they fit.
 pub(super) trait Group<I>: Format {
     /// Whether [`Group::dot`] reads [`Acts::s16`].
     const S16: bool = false;

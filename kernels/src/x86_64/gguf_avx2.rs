@@ -228,8 +228,7 @@ macro_rules! k4_group {
         impl Group<Avx2> for $t {
             type W = W32;
 
-            #[inline]
-            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn load(qs: *const u8, aux: *const u8, d: *const f16, m: *const f16) -> W32 {
                 let m4 = _mm256_set1_epi8(0x0f);
                 // SAFETY: one super-block at each pointer (the caller's contract).
@@ -261,8 +260,7 @@ macro_rules! k4_group {
                 }
             }
 
-            #[inline]
-            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn dot(w: &W32, x: &Acts, acc: __m256) -> __m256 {
                 let one = [_mm256_set1_epi16(1); 8];
                 // SAFETY: one group at x (the caller's contract). |sc·dot| <= 63·32·31·127 and
@@ -284,8 +282,7 @@ impl Group<Avx2> for Iq4Xs {
     type W = W32;
 
     /// Activation block `j`: the nibbles of quant bytes `16j..16j+16` as table values.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline(always)]
     unsafe fn load(qs: *const u8, aux: *const u8, d: *const f16, _: *const f16) -> W32 {
         // SAFETY: one super-block at each pointer (the caller's contract).
         unsafe {
@@ -299,8 +296,7 @@ impl Group<Avx2> for Iq4Xs {
         }
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline(always)]
     unsafe fn dot(w: &W32, x: &Acts, acc: __m256) -> __m256 {
         // SAFETY: one group at x. |(sc − 32)·dot| <= 32·32·127·127 < 2²⁴: exact in f32.
         unsafe {
@@ -316,8 +312,7 @@ macro_rules! small_group {
         impl Group<Avx2> for $t {
             type W = W32;
 
-            #[inline]
-            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn load($qs: *const u8, $aux: *const u8, d: *const f16, m: *const f16) -> W32 {
                 // SAFETY: eight blocks at each pointer the format reads (the caller's contract).
                 unsafe {
@@ -335,8 +330,7 @@ macro_rules! small_group {
                 }
             }
 
-            #[inline]
-            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn dot(w: &W32, x: &Acts, acc: __m256) -> __m256 {
                 let one = [_mm256_set1_epi16(1); 8];
                 // SAFETY: one group at x (the caller's contract).
@@ -376,8 +370,7 @@ macro_rules! sub16_group {
             const S16: bool = true;
             type W = W16;
 
-            #[inline]
-            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn load($qs: *const u8, $aux: *const u8, d: *const f16, m: *const f16) -> W16 {
                 // SAFETY: one super-block at each pointer the format reads (the caller's contract).
                 unsafe {
@@ -397,8 +390,7 @@ macro_rules! sub16_group {
                 }
             }
 
-            #[inline]
-            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn dot(w: &W16, x: &Acts, acc: __m256) -> __m256 {
                 // SAFETY: one group and its 16-element sums at x (the caller's contract).
                 unsafe {

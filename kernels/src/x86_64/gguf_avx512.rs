@@ -164,8 +164,7 @@ macro_rules! k4_group {
         impl Group<Avx512> for $t {
             type W = Z32;
 
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn load(qs: *const u8, aux: *const u8, d: *const f16, m: *const f16) -> Z32 {
                 let (m4, shift) = (_mm512_set1_epi8(0x0f), halves(0, 4));
                 // SAFETY: one super-block at each pointer (the caller's contract).
@@ -198,8 +197,7 @@ macro_rules! k4_group {
                 }
             }
 
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn dot(w: &Z32, x: &Acts, acc: __m256) -> __m256 {
                 // SAFETY: one group at x (the caller's contract). |sc·dot| and |mn·Σx| are below
                 // 2²⁴ (see the AVX2 kernel), so the f32 products are the exact integers.
@@ -223,8 +221,7 @@ macro_rules! nibble_group {
         impl Group<Avx512> for $t {
             type W = Z32;
 
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn load(qs: *const u8, aux: *const u8, d: *const f16, m: *const f16) -> Z32 {
                 let f = <$t as Format>::FORMAT;
                 // SAFETY: one group at each pointer the format reads (the caller's contract).
@@ -258,8 +255,7 @@ macro_rules! nibble_group {
                 }
             }
 
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn dot(w: &Z32, x: &Acts, acc: __m256) -> __m256 {
                 // SAFETY: one group at x (the caller's contract).
                 unsafe {
@@ -296,8 +292,7 @@ macro_rules! sub16_group {
             const S16: bool = true;
             type W = Z16;
 
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn load($qs: *const u8, $aux: *const u8, d: *const f16, m: *const f16) -> Z16 {
                 // SAFETY: one super-block at each pointer the format reads (the caller's contract).
                 unsafe {
@@ -316,8 +311,7 @@ macro_rules! sub16_group {
                 }
             }
 
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            #[inline(always)]
             unsafe fn dot(w: &Z16, x: &Acts, acc: __m256) -> __m256 {
                 // SAFETY: one group and its 16-element sums at x (the caller's contract).
                 unsafe {
