@@ -380,30 +380,38 @@ unsafe fn tail_group<I, F: Group<I>, const T: usize>(
     }
 }
 
-/// q4_k's and q5_k's twelve scale bytes at `p` as eight 6-bit scales and eight minimums (byte `j` of
-/// each u64 is sub-block `j`'s; ggml's `get_scale_min_k4` for every `j` at once).
+/// q4_k's and q5_k's twelve scale bytes at `p` as their eight 6-bit scales and eight minimums, as
+/// f32 lanes (ggml's `get_scale_min_k4` for every sub-block at once). With the bytes as u32 words
+/// `a0, a1, a2`: scales 0..4 are `a0 & 0x3f`, minimums 0..4 `a1 & 0x3f`; scales 4..8 take their low
+/// four bits from `a2`'s low nibbles and the top two from `a0`'s top bits, minimums 4..8 from
+/// `a2`'s high nibbles and `a1`'s top bits.
 ///
 /// # Safety
-/// Twelve bytes readable at `p`.
+/// Twelve bytes readable at `p`; AVX2 present.
 #[inline(always)]
-pub(super) unsafe fn k4_scales(p: *const u8) -> (u64, u64) {
-    // SAFETY: as required of the caller.
-    let [a0, a1, a2] = unsafe { [0, 4, 8].map(|i| p.add(i).cast::<u32>().read_unaligned()) };
-    let sc_lo = a0 & 0x3f3f_3f3f;
-    let mn_lo = a1 & 0x3f3f_3f3f;
-    // Sub-blocks 4..8: low four bits from bytes 8..12, the top two from the top bits of bytes 0..8.
-    let sc_hi = (a2 & 0x0f0f_0f0f) | ((a0 >> 2) & 0x3030_3030);
-    let mn_hi = ((a2 >> 4) & 0x0f0f_0f0f) | ((a1 >> 2) & 0x3030_3030);
+pub(super) unsafe fn k4_scales(p: *const u8) -> (__m256, __m256) {
+    // SAFETY: as required of the caller (8 + 4 bytes).
+    let (a01, a2) = unsafe {
+        (
+            _mm_loadl_epi64(p.cast()),
+            _mm_cvtsi32_si128(p.add(8).cast::<i32>().read_unaligned()),
+        )
+    };
+    let t = _mm_unpacklo_epi64(a01, a2); // [a0, a1, a2, 0]
+                                         // y = [a0, a2, a1, a2 >> 4], z = [·, a0 >> 2, ·, a1 >> 2]: then bytes 0..8 are the scales and
+                                         // 8..16 the minimums, each `(y & low) | (z & high)`.
+    let y = _mm_srlv_epi32(
+        _mm_shuffle_epi32::<0b10_01_10_00>(t),
+        _mm_setr_epi32(0, 0, 0, 4),
+    );
+    let z = _mm_srli_epi32::<2>(_mm_shuffle_epi32::<0b01_01_00_00>(t));
+    let low = _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f);
+    let high = _mm_setr_epi32(0, 0x3030_3030, 0, 0x3030_3030);
+    let r = _mm_or_si128(_mm_and_si128(y, low), _mm_and_si128(z, high));
     (
-        u64::from(sc_lo) | u64::from(sc_hi) << 32,
-        u64::from(mn_lo) | u64::from(mn_hi) << 32,
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(r)),
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(r, r))),
     )
-}
-
-/// The eight bytes of `v` as f32 lanes (byte `j` in lane `j`).
-#[inline(always)]
-pub(super) unsafe fn u8x8_ps(v: u64) -> __m256 {
-    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v as i64)))
 }
 
 /// q3_k's twelve scale bytes at `p` as its sixteen scales less 32 (`i8`, sub-block order): low

@@ -21,8 +21,8 @@ use half::f16;
 
 use super::avx2::Avx2;
 use super::gguf::{
-    acc_terms, f16_splat, f16x8, gguf_entry, iq4xs_scales, k4_scales, q3k_scales, u8x8_ps, Acts,
-    Group, Iq4Nl, Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q5_0, Q5_1, Q6K,
+    acc_terms, f16_splat, f16x8, gguf_entry, iq4xs_scales, k4_scales, q3k_scales, Acts, Group,
+    Iq4Nl, Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q5_0, Q5_1, Q6K,
 };
 use crate::quant::kquant::IQ4_NL_VALUES;
 
@@ -86,10 +86,12 @@ unsafe fn xq(x: &Acts, j: usize) -> __m256i {
 /// As [`xq`].
 #[inline(always)]
 unsafe fn udots(q: &[__m256i; 8], s: &[__m256i; 8], x: &Acts) -> __m256i {
-    // SAFETY: as required of the caller.
-    sum8(core::array::from_fn(|j| unsafe {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], xq(x, j)), s[j])
-    }))
+    let mut p = [_mm256_setzero_si256(); 8];
+    for (j, p) in p.iter_mut().enumerate() {
+        // SAFETY: as required of the caller.
+        *p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], unsafe { xq(x, j) }), s[j]);
+    }
+    sum8(p)
 }
 
 /// Eight exact dots of signed quants (`−127..=127`) with the activations.
@@ -99,14 +101,16 @@ unsafe fn udots(q: &[__m256i; 8], s: &[__m256i; 8], x: &Acts) -> __m256i {
 #[inline(always)]
 unsafe fn sdots(q: &[__m256i; 8], x: &Acts) -> __m256i {
     let one = _mm256_set1_epi16(1);
-    // SAFETY: as required of the caller.
-    sum8(core::array::from_fn(|j| unsafe {
-        let v = xq(x, j);
-        _mm256_madd_epi16(
+    let mut p = [_mm256_setzero_si256(); 8];
+    for (j, p) in p.iter_mut().enumerate() {
+        // SAFETY: as required of the caller.
+        let v = unsafe { xq(x, j) };
+        *p = _mm256_madd_epi16(
             _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(q[j], v)),
             one,
-        )
-    }))
+        );
+    }
+    sum8(p)
 }
 
 /// The 16 bytes at `p` as a 32-element block: low nibbles (elements 0..16), then high nibbles.
@@ -176,10 +180,12 @@ unsafe fn scale_pairs(s: __m128i) -> [__m256i; 8] {
         s,
         _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15),
     ));
-    core::array::from_fn(|j| {
+    let mut pairs = [_mm256_setzero_si256(); 8];
+    for (j, p) in pairs.iter_mut().enumerate() {
         let word = (2 * j as i16) | ((2 * j as i16 + 1) << 8);
-        _mm256_shuffle_epi8(e, _mm256_set1_epi16(word))
-    })
+        *p = _mm256_shuffle_epi8(e, _mm256_set1_epi16(word));
+    }
+    pairs
 }
 
 /// The IQ4 values of the nibbles in `v`.
@@ -252,8 +258,8 @@ macro_rules! k4_group {
                     let (sc, mn) = k4_scales(aux);
                     W32 {
                         q: v,
-                        sc: u8x8_ps(sc),
-                        mn: u8x8_ps(mn),
+                        sc,
+                        mn,
                         d: f16_splat(d),
                         dm: f16_splat(m),
                     }
@@ -286,8 +292,12 @@ impl Group<Avx2> for Iq4Xs {
     unsafe fn load(qs: *const u8, aux: *const u8, d: *const f16, _: *const f16) -> W32 {
         // SAFETY: one super-block at each pointer (the caller's contract).
         unsafe {
+            let mut q = [_mm256_setzero_si256(); 8];
+            for (j, q) in q.iter_mut().enumerate() {
+                *q = iq4_lookup(nibbles32(qs.add(16 * j)));
+            }
             W32 {
-                q: core::array::from_fn(|j| iq4_lookup(nibbles32(qs.add(16 * j)))),
+                q,
                 sc: iq4xs_scales(aux),
                 mn: _mm256_setzero_ps(),
                 d: f16_splat(d),
@@ -316,8 +326,12 @@ macro_rules! small_group {
             unsafe fn load($qs: *const u8, $aux: *const u8, d: *const f16, m: *const f16) -> W32 {
                 // SAFETY: eight blocks at each pointer the format reads (the caller's contract).
                 unsafe {
+                    let mut q = [_mm256_setzero_si256(); 8];
+                    for ($j, q) in q.iter_mut().enumerate() {
+                        *q = $quants;
+                    }
                     W32 {
-                        q: core::array::from_fn(|$j| $quants),
+                        q,
                         sc: _mm256_setzero_ps(),
                         mn: _mm256_setzero_ps(),
                         d: f16x8(d),
@@ -419,13 +433,21 @@ sub16_group!(Q6K, Some(5), |qs, aux| {
         let a = _mm256_loadu_si256(qs.add(64 * n).cast());
         let b = _mm256_loadu_si256(qs.add(64 * n + 32).cast());
         let h = _mm256_loadu_si256(qs.add(128 + 32 * n).cast());
-        let hi = |v: __m256i| _mm256_and_si256(v, m30);
-        q[4 * n] = _mm256_or_si256(_mm256_and_si256(a, m4), hi(_mm256_slli_epi16::<4>(h)));
-        q[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(b, m4), hi(_mm256_slli_epi16::<2>(h)));
-        q[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(a), m4), hi(h));
+        q[4 * n] = _mm256_or_si256(
+            _mm256_and_si256(a, m4),
+            _mm256_and_si256(_mm256_slli_epi16::<4>(h), m30),
+        );
+        q[4 * n + 1] = _mm256_or_si256(
+            _mm256_and_si256(b, m4),
+            _mm256_and_si256(_mm256_slli_epi16::<2>(h), m30),
+        );
+        q[4 * n + 2] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(a), m4),
+            _mm256_and_si256(h, m30),
+        );
         q[4 * n + 3] = _mm256_or_si256(
             _mm256_and_si256(_mm256_srli_epi16::<4>(b), m4),
-            hi(_mm256_srli_epi16::<2>(h)),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(h), m30),
         );
     }
     (q, _mm_loadu_si128(aux.cast()), _mm_setzero_si128())

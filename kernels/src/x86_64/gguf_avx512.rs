@@ -23,8 +23,8 @@ use half::f16;
 
 use super::avx512::Avx512;
 use super::gguf::{
-    acc_terms, f16_splat, f16x8, gguf_entry, iq4xs_scales, k4_scales, q3k_scales, u8x8_ps, Acts,
-    Group, Iq4Nl, Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q5_0, Q5_1, Q6K,
+    acc_terms, f16_splat, f16x8, gguf_entry, iq4xs_scales, k4_scales, q3k_scales, Acts, Group,
+    Iq4Nl, Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q5_0, Q5_1, Q6K,
 };
 use super::quant_avx512::reduce_lanes;
 use crate::quant::kquant::IQ4_NL_VALUES;
@@ -64,10 +64,13 @@ pub(super) struct Z16 {
 #[inline(always)]
 unsafe fn dots16(q: &[__m512i; 4], x: &Acts) -> __m512i {
     let z = _mm512_setzero_si512();
-    // SAFETY: as required of the caller; `loadu` has no alignment requirement.
-    reduce_lanes(core::array::from_fn(|c| unsafe {
-        _mm512_dpbusd_epi32(z, q[c], _mm512_loadu_si512(x.q.add(64 * c).cast()))
-    }))
+    let mut v = [z; 4];
+    for (c, v) in v.iter_mut().enumerate() {
+        // SAFETY: as required of the caller; `loadu` has no alignment requirement.
+        let xc = unsafe { _mm512_loadu_si512(x.q.add(64 * c).cast()) };
+        *v = _mm512_dpbusd_epi32(z, q[c], xc);
+    }
+    reduce_lanes(v)
 }
 
 /// Sums of adjacent lanes: sixteen sub-block values to eight activation blocks'.
@@ -174,23 +177,22 @@ macro_rules! k4_group {
                     } else {
                         (_mm512_setzero_si512(), qs)
                     };
-                    let v = core::array::from_fn(|c| {
-                        let v = _mm512_and_si512(
+                    let mut v = [_mm512_setzero_si512(); 4];
+                    for (c, v) in v.iter_mut().enumerate() {
+                        *v = _mm512_and_si512(
                             _mm512_srlv_epi16(both_halves(q.add(32 * c)), shift),
                             m4,
                         );
                         if $qh {
                             let high = _mm512_test_epi8_mask(hb, bit_halves(2 * c, 2 * c + 1));
-                            _mm512_mask_add_epi8(v, high, v, _mm512_set1_epi8(16))
-                        } else {
-                            v
+                            *v = _mm512_mask_add_epi8(*v, high, *v, _mm512_set1_epi8(16));
                         }
-                    });
+                    }
                     let (sc, mn) = k4_scales(aux);
                     Z32 {
                         q: v,
-                        sc: u8x8_ps(sc),
-                        mn: u8x8_ps(mn),
+                        sc,
+                        mn,
                         d: f16_splat(d),
                         dm: f16_splat(m),
                     }
@@ -226,17 +228,18 @@ macro_rules! nibble_group {
                 let f = <$t as Format>::FORMAT;
                 // SAFETY: one group at each pointer the format reads (the caller's contract).
                 unsafe {
-                    let q = core::array::from_fn(|c| {
+                    let mut q = [_mm512_setzero_si512(); 4];
+                    for (c, q) in q.iter_mut().enumerate() {
                         let v = nibbles64(qs.add(32 * c));
-                        match f {
+                        *q = match f {
                             QFormat::Q5_0 | QFormat::Q5_1 => {
                                 // Two blocks' qh: bit e is element e of the pair's 64.
                                 let high = aux.add(8 * c).cast::<u64>().read_unaligned();
                                 _mm512_mask_add_epi8(v, high, v, _mm512_set1_epi8(16))
                             }
                             _ => iq4_lookup(v),
-                        }
-                    });
+                        };
+                    }
                     let (sc, d) = match f {
                         QFormat::Iq4Xs => (iq4xs_scales(aux), f16_splat(d)),
                         _ => (_mm256_setzero_ps(), f16x8(d)),
@@ -343,14 +346,13 @@ sub16_group!(Q6K, Some(5), |qs, aux| {
     for n in 0..2 {
         let l = _mm512_loadu_si512(qs.add(64 * n).cast());
         let h = both_halves(qs.add(128 + 32 * n));
-        let hi = |v: __m512i| _mm512_and_si512(v, m30);
         q[2 * n] = _mm512_or_si512(
             _mm512_and_si512(l, m4),
-            hi(_mm512_sllv_epi16(h, halves(4, 2))),
+            _mm512_and_si512(_mm512_sllv_epi16(h, halves(4, 2)), m30),
         );
         q[2 * n + 1] = _mm512_or_si512(
             _mm512_and_si512(_mm512_srli_epi16::<4>(l), m4),
-            hi(_mm512_srlv_epi16(h, halves(0, 2))),
+            _mm512_and_si512(_mm512_srlv_epi16(h, halves(0, 2)), m30),
         );
     }
     (q, _mm_loadu_si128(aux.cast()), _mm_setzero_si128())
