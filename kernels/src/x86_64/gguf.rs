@@ -42,7 +42,7 @@ const TC: usize = 8;
 /// of stack.
 const KC: usize = 8192;
 /// How far ahead decode prefetches the quant planes, in bytes.
-const PF_BYTES: usize = 4096;
+pub(super) const PF_BYTES: usize = 4096;
 
 macro_rules! formats {
     ($($t:ident = $f:ident),+) => {$(
@@ -93,6 +93,15 @@ pub(super) trait Group<I>: Format {
     /// # Safety
     /// `x`'s pointers readable for one group; the CPU has `I`'s features.
     unsafe fn dot(w: &Self::W, x: &Acts, acc: __m256) -> __m256;
+    /// A whole one-token product (`x.n == 1`) of the format's own, where it has one: whether it
+    /// wrote `yt` (else the driver below does).
+    ///
+    /// # Safety
+    /// As [`matmul`], with `x.n == 1`.
+    #[inline(always)]
+    unsafe fn one_token(_w: &QWeight<'_>, _x: &Q8ActsRef<'_>, _yt: &mut [f32]) -> bool {
+        false
+    }
 }
 
 /// An x86 variant's `#[target_feature]` entry into [`matmul`] (implemented by [`gguf_entry`]).
@@ -205,6 +214,10 @@ pub(super) unsafe fn f16x8(p: *const f16) -> __m256 {
 #[inline(always)]
 pub(super) unsafe fn matmul<I, F: Group<I>>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     let (n, k) = (x.n, w.k);
+    // SAFETY: the caller's contract, and one token.
+    if n == 1 && unsafe { F::one_token(w, x, yt) } {
+        return;
+    }
     // The 16-element sums of a token chunk's column chunk, written below before any group reads
     // them (and only for the formats that read them).
     let mut s16 = MaybeUninit::<[i16; TC * KC / 16]>::uninit();

@@ -28,8 +28,10 @@ use super::gguf::{
 };
 use super::quant_avx512::reduce_lanes;
 use crate::quant::kquant::IQ4_NL_VALUES;
-use crate::quant::QFormat;
+use crate::quant::{Q8ActsRef, QFormat, QWeight};
 use crate::simd::Format;
+
+mod k4_decode;
 
 gguf_entry!(Avx512, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
 
@@ -208,6 +210,12 @@ macro_rules! k4_group {
                     let b = _mm256_mul_ps(_mm256_cvtepi32_ps(sums(x)), w.mn);
                     acc_terms::<Self>(acc, w.d, w.dm, dx(x), a, b)
                 }
+            }
+
+            #[inline(always)]
+            unsafe fn one_token(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) -> bool {
+                // SAFETY: the caller's contract.
+                unsafe { k4_decode::one_token::<Self, $qh>(w, x, yt) }
             }
         }
     };
