@@ -301,6 +301,44 @@ fn gguf_formats_extreme_values_match_scalar() {
     }
 }
 
+/// A 32-element format's partial last group reads past the row's end (into the next row's blocks)
+/// where the planes go on; whatever it reads there must add nothing, even infinite and NaN scales.
+#[test]
+fn gguf_formats_partial_groups_ignore_the_next_row() {
+    let s = seed();
+    let mut rng = Rng::new(s ^ 0x7a11);
+    for kern in variants_under_test() {
+        for format in QFormat::GGUF.into_iter().filter(|f| f.block_elems() == QK) {
+            let (rows, k, n) = (3, 9 * QK, 2);
+            let mut w = random_weight(&mut rng, format, rows, k);
+            let nb = k / QK;
+            for (i, v) in [half::f16::INFINITY, half::f16::NAN]
+                .into_iter()
+                .enumerate()
+            {
+                w.d[(i + 1) * nb..(i + 2) * nb].fill(v);
+                if format.has_min() {
+                    w.m[(i + 1) * nb..(i + 2) * nb].fill(v);
+                }
+            }
+            let (_, a) = acts(&mut rng, n, k);
+            let mut want = vec![f32::NAN; rows * n];
+            kquant::matmul_q8(&w.view(), &a.as_ref(), &mut want);
+            let mut got = vec![f32::NAN; rows * n];
+            (kern.matmul_q(format))(&w.view(), &a.as_ref(), &mut got);
+            let x = a.as_ref();
+            for (t, &(_, mag)) in exact(&w, &x).iter().enumerate().take(n) {
+                let (g, e) = (got[t], want[t]);
+                assert!(
+                    g.is_finite() && (f64::from(g) - f64::from(e)).abs() <= 1e-5 * mag + 1e-30,
+                    "{} {format} row 0 token {t}: {g:e} vs scalar {e:e}; seed {s}",
+                    kern.variant
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn gguf_formats_refuse_bad_shapes() {
     for format in QFormat::GGUF {

@@ -222,6 +222,10 @@ pub(super) unsafe fn matmul<I, F: Group<I>>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, 
     // them (and only for the formats that read them).
     let mut s16 = MaybeUninit::<[i16; TC * KC / 16]>::uninit();
     let s16 = s16.as_mut_ptr().cast::<i16>();
+    // The chunks' partial last groups (32-element formats), written below before any row reads
+    // them (and only where there is one).
+    let mut xtail = MaybeUninit::<[XTail; TC]>::uninit();
+    let xtail = xtail.as_mut_ptr().cast::<XTail>();
     // LOOP 3: token chunks.
     for t0 in (0..n).step_by(TC) {
         let tn = TC.min(n - t0);
@@ -239,6 +243,20 @@ pub(super) unsafe fn matmul<I, F: Group<I>>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, 
                     }
                 }
             }
+            // A 32-element format's partial last group: each token's columns, zero-padded to a
+            // whole group, once for all rows.
+            let tail = cl % GROUP / QK;
+            if tail > 0 {
+                for t in 0..tn {
+                    let e = (t0 + t) * k + c0 + cl - tail * QK;
+                    let mut xt = XTail::ZERO;
+                    xt.q[..tail * QK].copy_from_slice(&x.qs[e..][..tail * QK]);
+                    xt.d[..tail].copy_from_slice(&x.d[e / QK..][..tail]);
+                    xt.sum[..tail].copy_from_slice(&x.sum[e / QK..][..tail]);
+                    // SAFETY: t < tn <= TC: inside the buffer.
+                    unsafe { xtail.add(t).write(xt) };
+                }
+            }
             let chunk = Chunk {
                 t0,
                 tn,
@@ -246,6 +264,7 @@ pub(super) unsafe fn matmul<I, F: Group<I>>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, 
                 cl,
                 first: c0 == 0,
                 s16,
+                xtail,
             };
             // SAFETY: the caller's contract; the chunk lies inside the shapes (loop bounds).
             unsafe {
@@ -260,7 +279,8 @@ pub(super) unsafe fn matmul<I, F: Group<I>>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, 
 }
 
 /// Tokens `t0..t0+tn` and columns `c0..c0+cl` of a product, `s16` their 16-element sums (token `t`
-/// at `t·KC/16`); `first` when the outputs are written rather than added to.
+/// at `t·KC/16`), `xtail` their partial last groups (32-element formats); `first` when the outputs
+/// are written rather than added to.
 struct Chunk {
     t0: usize,
     tn: usize,
@@ -268,6 +288,23 @@ struct Chunk {
     cl: usize,
     first: bool,
     s16: *const i16,
+    xtail: *const XTail,
+}
+
+/// One token's columns of a partial last group, zero past the row's end.
+#[derive(Clone, Copy)]
+struct XTail {
+    q: [i8; GROUP],
+    d: [f32; 8],
+    sum: [i32; 8],
+}
+
+impl XTail {
+    const ZERO: XTail = XTail {
+        q: [0; GROUP],
+        d: [0.0; 8],
+        sum: [0; 8],
+    };
 }
 
 /// Every row of one chunk, `T` tokens at most (`T = 1`: decode).
@@ -331,8 +368,9 @@ unsafe fn rows<I, F: Group<I>, const T: usize>(
             }
         }
         if tail > 0 {
-            // SAFETY: the tail's blocks of row r lie inside the planes, its columns inside x.
-            unsafe { tail_group::<I, F, T>(w, x, c, b0 + groups * per, groups, tail, &mut acc) };
+            // SAFETY: the tail's blocks of row r lie inside the planes; the chunk's `xtail` holds
+            // its tokens' columns.
+            unsafe { tail_group::<I, F, T>(w, c, b0 + groups * per, tail, &mut acc) };
         }
         for (t, &a) in acc.iter().enumerate().take(tn) {
             let y = &mut yt[r * n + c.t0 + t];
@@ -342,19 +380,18 @@ unsafe fn rows<I, F: Group<I>, const T: usize>(
     }
 }
 
-/// A row's last, partial group (`tail` < 8 blocks of a 32-element format from block `b`, columns
-/// from group `g` of the chunk): the blocks and the tokens' columns copied into zeroed buffers, so
-/// the padding is zero weights and scales against zero activations and adds nothing.
+/// A row's last, partial group: `tail` (< 8) blocks of a 32-element format from block `b`. The
+/// group is read whole where the planes go on (into the next row's blocks), else from a zero-padded
+/// copy, with the scales of the blocks past the row's end zero either way, against the tokens'
+/// zero-padded columns: the padding adds exact zeros, whatever the bytes it reads.
 ///
 /// # Safety
-/// As [`rows`]; blocks `b..b+tail` exist, and group `g` of the chunk has `32·tail` columns.
+/// As [`rows`]; blocks `b..b+tail` exist, and `c.xtail` holds the chunk's tokens' tails.
 #[inline(always)]
 unsafe fn tail_group<I, F: Group<I>, const T: usize>(
     w: &QWeight<'_>,
-    x: &Q8ActsRef<'_>,
     c: &Chunk,
     b: usize,
-    g: usize,
     tail: usize,
     acc: &mut [__m256; T],
 ) {
@@ -363,29 +400,39 @@ unsafe fn tail_group<I, F: Group<I>, const T: usize>(
     let f = F::FORMAT;
     let (qb, ab) = (F::QB, f.aux_bytes_per_block());
     debug_assert!(f.block_elems() == QK && qb <= MAX_QB && ab <= MAX_AB && tail < 8);
-    let mut qs = [0u8; 8 * MAX_QB];
-    let mut aux = [0u8; 8 * MAX_AB];
     let (mut d, mut m) = ([f16::ZERO; 8], [f16::ZERO; 8]);
-    qs[..tail * qb].copy_from_slice(&w.qs[b * qb..][..tail * qb]);
-    aux[..tail * ab].copy_from_slice(&w.aux[b * ab..][..tail * ab]);
-    d[..tail].copy_from_slice(&w.d[b..b + tail]);
-    if F::MIN {
-        m[..tail].copy_from_slice(&w.m[b..b + tail]);
+    for i in 0..tail {
+        d[i] = w.d[b + i];
+        if F::MIN {
+            m[i] = w.m[b + i];
+        }
     }
-    // SAFETY: the buffers hold a whole group.
-    let wv = unsafe { F::load(qs.as_ptr(), aux.as_ptr(), d.as_ptr(), m.as_ptr()) };
-    let k = x.k;
+    let wv = if b + 8 <= w.d.len() {
+        // SAFETY: blocks b..b+8 lie inside the planes (qs, aux and d hold the same blocks).
+        unsafe {
+            F::load(
+                w.qs.as_ptr().add(b * qb),
+                w.aux.as_ptr().wrapping_add(b * ab),
+                d.as_ptr(),
+                m.as_ptr(),
+            )
+        }
+    } else {
+        let mut qs = [0u8; 8 * MAX_QB];
+        let mut aux = [0u8; 8 * MAX_AB];
+        qs[..tail * qb].copy_from_slice(&w.qs[b * qb..][..tail * qb]);
+        aux[..tail * ab].copy_from_slice(&w.aux[b * ab..][..tail * ab]);
+        // SAFETY: the buffers hold a whole group.
+        unsafe { F::load(qs.as_ptr(), aux.as_ptr(), d.as_ptr(), m.as_ptr()) }
+    };
     let tn = if T == 1 { 1 } else { c.tn };
     for (t, acc) in acc.iter_mut().enumerate().take(tn) {
-        let e = (c.t0 + t) * k + c.c0 + g * GROUP;
-        let (mut xq, mut xd, mut xs) = ([0i8; GROUP], [0f32; 8], [0i32; 8]);
-        xq[..tail * QK].copy_from_slice(&x.qs[e..][..tail * QK]);
-        xd[..tail].copy_from_slice(&x.d[e / QK..][..tail]);
-        xs[..tail].copy_from_slice(&x.sum[e / QK..][..tail]);
+        // SAFETY: token t < tn of the chunk's tails.
+        let xt = unsafe { &*c.xtail.add(t) };
         let a = Acts {
-            q: xq.as_ptr(),
-            d: xd.as_ptr(),
-            sum: xs.as_ptr(),
+            q: xt.q.as_ptr(),
+            d: xt.d.as_ptr(),
+            sum: xt.sum.as_ptr(),
             s16: core::ptr::null(),
         };
         // SAFETY: the buffers hold a whole group (32-element formats read no 16-element sums).
