@@ -15,13 +15,15 @@
 //! ```text
 //! LOOP 3: token chunks of TC       (n = 1 takes a one-token instantiation: acc stays in a register)
 //!  LOOP 2: column chunks of KC      (rows past the first chunk add to yt)
-//!   prepare the chunk's 16-element activation sums (q2_k, q3_k, q6_k only)
+//!   prepare the chunk's 16-element activation sums (q2_k, q3_k, q6_k only) and its tokens'
+//!   zero-padded partial last group (32-element formats whose rows end inside a group)
 //!   LOOP 1: rows                    (independent: par.rs splits these across threads)
 //!    LOOP 0: groups                 (decode the group once, then dot it with every token)
 //! ```
 //!
 //! Decode (one token) is a single stream through the weight planes, prefetched [`PF_BYTES`] ahead;
-//! several tokens decode each group once per chunk of [`TC`] tokens.
+//! several tokens decode each group once per chunk of [`TC`] tokens. A format may take one token
+//! its own way instead ([`Group::one_token`]: AVX-512's q4_k and q5_k).
 
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
