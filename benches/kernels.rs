@@ -5,6 +5,10 @@
 //! (see the kernels crate docs for the naming), variant `candle` for candle-core, and the token count
 //! in the shape (one token is decode, the same kernel as prefill):
 //! - `matmul_<fmt>_q8`: a q8_0/q4_0/q4_1 weight against 1 (decode), 64 and 512 tokens (prefill).
+//! - `matmul_<fmt>_q8` for the GGUF formats (q5_0 … iq4_xs, kept as stored): 1 and 64 tokens, on
+//!   [`GGUF_SHAPES`] (the K-quants only where `k` is a multiple of 256). The weights are candle's
+//!   quantization split into our planes, so both sides read the same blocks; candle has no IQ4
+//!   quantizer, so iq4_nl and iq4_xs get random planes and no candle peer.
 //! - `matmul_f32`, `matmul_f16`: the dense kernels on the SmolLM2 shapes, one token (no candle peer).
 //!
 //! Shapes: SmolLM2-135M 576×576, 1536×576, 576×1536, 49152×576 (lm_head); Qwen2.5-0.5B 4864×896,
@@ -43,7 +47,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use edgeinfer_kernels::quant::{self, scalar as qscalar, Q8Acts, QFormat, QWeight, QK};
-use edgeinfer_kernels::testing::Rng;
+use edgeinfer_kernels::testing::{QPlanes, Rng};
 use edgeinfer_kernels::{Kernels, Variant};
 use half::f16;
 
@@ -58,6 +62,22 @@ const QUANT_SHAPES: [(usize, usize); 8] = [
     (5632, 2048),
     (1000, 608),
 ];
+
+/// `(rows, cols)` of the GGUF-format weights: SmolLM2-135M's down projection (576×1536), its
+/// gate/up and attention shapes (1536×576, 576×576; 32-element formats only: 576 is not a multiple of
+/// 256), a 768-column stand-in for K-quants on SmolLM2's width, Qwen2.5-0.5B's down projection and
+/// TinyLlama's gate/up.
+const GGUF_SHAPES: [(usize, usize); 6] = [
+    (576, 1536),
+    (1536, 768),
+    (1536, 576),
+    (576, 576),
+    (896, 4864),
+    (5632, 2048),
+];
+
+/// Token counts of the GGUF formats: decode, and one prefill length.
+const GGUF_TOKENS: [usize; 2] = [1, 64];
 
 /// SmolLM2-135M's shapes, for the dense kernels.
 const DENSE_SHAPES: [(usize, usize); 4] = [(576, 576), (1536, 576), (576, 1536), (49152, 576)];
@@ -82,6 +102,7 @@ fn main() {
         .map(|v| Kernels::new(v).expect("available variant"))
         .collect();
     quantized(&mut c, &variants);
+    gguf(&mut c, &variants);
     dense(&mut c, &variants);
     c.final_summary();
 }
@@ -157,12 +178,23 @@ fn ours(kern: &Kernels, w: &QWeight<'_>, x: &[f32], n: usize, acts: &mut Q8Acts,
 /// Our best variant's output against candle's, so the two sides are known to compute one product.
 /// The two differ only in rounding (candle keeps q8 activation scales in f16, we keep them in f32).
 fn check_against_candle(kern: &Kernels, p: &QPair, x: &[f32], n: usize, xt: &Tensor) {
-    let (w, rows) = (p.weight(), p.rows);
-    let mut acts = Q8Acts::new(n, p.k);
+    check_candle(kern, &p.weight(), &p.candle, x, n, xt);
+}
+
+/// [`check_against_candle`] for any of our weights and candle's `QMatMul` of the same blocks.
+fn check_candle(
+    kern: &Kernels,
+    w: &QWeight<'_>,
+    candle: &QMatMul,
+    x: &[f32],
+    n: usize,
+    xt: &Tensor,
+) {
+    let rows = w.rows;
+    let mut acts = Q8Acts::new(n, w.k);
     let mut yt = vec![0.0f32; rows * n];
-    ours(kern, &w, x, n, &mut acts, &mut yt);
-    let theirs: Vec<f32> = p
-        .candle
+    ours(kern, w, x, n, &mut acts, &mut yt);
+    let theirs: Vec<f32> = candle
         .forward(xt)
         .and_then(|y| y.flatten_all())
         .and_then(|y| y.to_vec1())
@@ -174,8 +206,8 @@ fn check_against_candle(kern: &Kernels, p: &QPair, x: &[f32], n: usize, xt: &Ten
             assert!(
                 (a - b).abs() <= 2e-2 * scale,
                 "{} {rows}x{} n={n}: row {r} token {t}: ours {a} vs candle {b} (max |y| {scale})",
-                p.format,
-                p.k
+                w.format,
+                w.k
             );
         }
     }
@@ -229,6 +261,94 @@ fn quantized(c: &mut Criterion, variants: &[Kernels]) {
                 group.bench_function(BenchmarkId::new("candle", &shape), |b| {
                     b.iter(|| black_box(p.candle.forward(black_box(&xt)).expect("forward")))
                 });
+            }
+            group.finish();
+        }
+    }
+}
+
+/// candle's quantizer for a GGUF format, where it has one.
+fn candle_dtype(format: QFormat) -> Option<GgmlDType> {
+    Some(match format {
+        QFormat::Q5_0 => GgmlDType::Q5_0,
+        QFormat::Q5_1 => GgmlDType::Q5_1,
+        QFormat::Q2K => GgmlDType::Q2K,
+        QFormat::Q3K => GgmlDType::Q3K,
+        QFormat::Q4K => GgmlDType::Q4K,
+        QFormat::Q5K => GgmlDType::Q5K,
+        QFormat::Q6K => GgmlDType::Q6K,
+        _ => return None,
+    })
+}
+
+/// A GGUF-format weight as our planes, and candle's `QMatMul` of the same blocks where candle can
+/// quantize the format (else random planes).
+fn gguf_pair(rng: &mut Rng, format: QFormat, rows: usize, k: usize) -> (QPlanes, Option<QMatMul>) {
+    let Some(dtype) = candle_dtype(format) else {
+        return (QPlanes::random(rng, format, rows, k, 0.05, 0.02), None);
+    };
+    let w = rng.vec(rows * k, 1.0);
+    let t = Tensor::from_slice(&w, (rows, k), &Device::Cpu).expect("weight tensor");
+    let qt = QTensor::quantize(&t, dtype).expect("candle quantize");
+    let mut p = QPlanes {
+        format,
+        rows,
+        k,
+        qs: Vec::new(),
+        aux: Vec::new(),
+        d: Vec::new(),
+        m: Vec::new(),
+    };
+    let blocks = qt.data().expect("candle blocks");
+    quant::kquant::split_ggml_blocks(format, &blocks, &mut p.qs, &mut p.aux, &mut p.d, &mut p.m);
+    let candle = QMatMul::from_qtensor(qt).expect("candle QMatMul");
+    (p, Some(candle))
+}
+
+/// The GGUF formats' groups (see the module docs).
+fn gguf(c: &mut Criterion, variants: &[Kernels]) {
+    let best = *variants.last().expect("scalar is always available");
+    for &n in &GGUF_TOKENS {
+        for format in QFormat::GGUF {
+            let group_name = format!("matmul_{format}_q8");
+            if !group_may_run(&group_name) {
+                continue;
+            }
+            let mut group = c.benchmark_group(&group_name);
+            if n > 1 {
+                group.sampling_mode(SamplingMode::Flat);
+            }
+            for &(rows, k) in &GGUF_SHAPES {
+                if k % format.block_elems() != 0 {
+                    continue;
+                }
+                let mut rng = Rng::new(0x9_9f ^ (rows * 131 + k) as u64);
+                let (p, candle) = gguf_pair(&mut rng, format, rows, k);
+                let w = p.view();
+                let x = rng.vec(n * k, 1.0);
+                let xt = Tensor::from_slice(&x, (n, k), &Device::Cpu).expect("input tensor");
+                if let Some(candle) = &candle {
+                    check_candle(&best, &w, candle, &x, n, &xt);
+                }
+                let shape = shape_id(rows, k, n);
+                let bytes = p.qs.len() + p.aux.len() + 2 * (p.d.len() + p.m.len());
+                group.throughput(Throughput::Bytes(bytes as u64));
+                let mut acts = Q8Acts::new(n, k);
+                let mut yt = vec![0.0f32; rows * n];
+                for kern in variants {
+                    let id = BenchmarkId::new(kern.variant.name(), &shape);
+                    group.bench_function(id, |b| {
+                        b.iter(|| {
+                            ours(kern, &w, black_box(&x), n, &mut acts, &mut yt);
+                            black_box(&yt);
+                        })
+                    });
+                }
+                if let Some(candle) = &candle {
+                    group.bench_function(BenchmarkId::new("candle", &shape), |b| {
+                        b.iter(|| black_box(candle.forward(black_box(&xt)).expect("forward")))
+                    });
+                }
             }
             group.finish();
         }

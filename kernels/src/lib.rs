@@ -18,8 +18,8 @@
 //!   dense tiles, the element-wise kernels, the checked table entries and the table builder;
 //! - `x86_64/`, `aarch64/`: per ISA, its vectors and loads (a few instructions each) and its
 //!   quantized block dots, plus the quantized tile drivers each architecture's ISAs share
-//!   (`x86_64/qtile.rs` and `qstream.rs`, `aarch64/quant_neon.rs`). Private: reachable only through
-//!   a [`Kernels`] table.
+//!   (`x86_64/qtile.rs` and `qstream.rs`, `aarch64/quant_neon.rs`; the GGUF formats' on x86:
+//!   `x86_64/gguf.rs`). Private: reachable only through a [`Kernels`] table.
 //!
 //! # Names
 //!

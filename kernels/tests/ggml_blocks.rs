@@ -151,6 +151,55 @@ fn gguf_formats_product_matches_f64_math() {
     }
 }
 
+/// `kern`'s product of `w` and `a` against the scalar spec within `1e-5 · Σ |w·x|`, with every
+/// plane and the activations `off` elements from their allocations (unaligned).
+fn check_against_scalar(kern: &Kernels, w: &QPlanes, a: &Q8Acts, off: usize, what: &str) {
+    let (format, rows, k, n) = (w.format, w.rows, w.k, a.as_ref().n);
+    let mut want = vec![f32::NAN; rows * n];
+    kquant::matmul_q8(&w.view(), &a.as_ref(), &mut want);
+    let (qs, aux) = (Unaligned::new(&w.qs, off), Unaligned::new(&w.aux, off));
+    let (d, m) = (Unaligned::new(&w.d, off), Unaligned::new(&w.m, off));
+    let view = QWeight::with_aux(format, rows, k, qs.get(), aux.get(), d.get(), m.get())
+        .expect("valid planes");
+    let xq = Unaligned::new(a.as_ref().qs, off);
+    let xd = Unaligned::new(a.as_ref().d, off);
+    let xs = Unaligned::new(a.as_ref().sum, off);
+    let x = edgeinfer_kernels::quant::Q8ActsRef {
+        qs: xq.get(),
+        d: xd.get(),
+        sum: xs.get(),
+        ..a.as_ref()
+    };
+    let mut got = vec![f32::NAN; rows * n];
+    (kern.matmul_q(format))(&view, &x, &mut got);
+    for (i, ((&g, &e), &(_, mag))) in got.iter().zip(&want).zip(&exact(w, &x)).enumerate() {
+        let bound = 1e-5 * mag + 1e-30;
+        assert!(
+            (f64::from(g) - f64::from(e)).abs() <= bound,
+            "{} {format} [{rows}, {k}] n={n} output {i} (row {}, token {}): {g:e} vs scalar {e:e} \
+             (bound {bound:e}); {what}",
+            kern.variant,
+            i / n,
+            i % n
+        );
+    }
+}
+
+/// Shapes `(rows, blocks per row, tokens)` for the SIMD kernels' paths: a whole group of eight
+/// 32-element blocks, a group and a partial one, SmolLM2's 576 and a K-quant's 1536 columns, more
+/// tokens than a token chunk (8) and two chunks with a remainder, rows past a 16-row task.
+const KERNEL_SHAPES: [(usize, usize, usize); 9] = [
+    (1, 8, 1),
+    (3, 9, 1),
+    (2, 18, 1),
+    (33, 6, 1),
+    (4, 3, 9),
+    (3, 17, 17),
+    (19, 2, 8),
+    (2, 16, 2),
+    (1, 15, 3),
+];
+
 /// Every variant's kernel of every GGUF format against the scalar spec within `1e-5 · Σ |w·x|`,
 /// with every plane and the activations offset from their allocations (unaligned).
 #[test]
@@ -160,39 +209,131 @@ fn gguf_formats_every_variant_matches_scalar() {
     let mut rng = Rng::new(s ^ 0x5eed);
     for kern in variants_under_test() {
         for format in QFormat::GGUF {
-            for (rows, blocks, n) in SHAPES {
+            for (rows, blocks, n) in SHAPES.into_iter().chain(KERNEL_SHAPES) {
                 let k = blocks * format.block_elems();
                 let w = random_weight(&mut rng, format, rows, k);
                 let (_, a) = acts(&mut rng, n, k);
-                let mut want = vec![f32::NAN; rows * n];
-                kquant::matmul_q8(&w.view(), &a.as_ref(), &mut want);
                 let off = 1 + rng.below(15);
-                let (qs, aux) = (Unaligned::new(&w.qs, off), Unaligned::new(&w.aux, off));
-                let (d, m) = (Unaligned::new(&w.d, off), Unaligned::new(&w.m, off));
-                let view =
-                    QWeight::with_aux(format, rows, k, qs.get(), aux.get(), d.get(), m.get())
-                        .expect("valid planes");
-                let xq = Unaligned::new(a.as_ref().qs, off);
-                let xd = Unaligned::new(a.as_ref().d, off);
-                let xs = Unaligned::new(a.as_ref().sum, off);
-                let x = edgeinfer_kernels::quant::Q8ActsRef {
-                    qs: xq.get(),
-                    d: xd.get(),
-                    sum: xs.get(),
-                    ..a.as_ref()
-                };
-                let mut got = vec![f32::NAN; rows * n];
-                (kern.matmul_q(format))(&view, &x, &mut got);
-                for (i, ((&g, &e), &(_, mag))) in
-                    got.iter().zip(&want).zip(&exact(&w, &x)).enumerate()
-                {
-                    let bound = 1e-5 * mag + 1e-30;
-                    assert!(
-                        (f64::from(g) - f64::from(e)).abs() <= bound,
-                        "{} {format} [{rows}, {k}] n={n} output {i}: {g:e} vs scalar {e:e} (bound {bound:e}); seed {s}",
-                        kern.variant
-                    );
+                check_against_scalar(&kern, &w, &a, off, &format!("seed {s}"));
+            }
+        }
+    }
+}
+
+/// Rows longer than the kernels' column chunk (8192): the chunks' sums add up, and a 32-element
+/// format's row ends in a partial group.
+#[test]
+fn gguf_formats_long_rows_match_scalar() {
+    let s = seed();
+    let mut rng = Rng::new(s ^ 0x10_9e);
+    for kern in variants_under_test() {
+        for format in QFormat::GGUF {
+            let k = match format.block_elems() {
+                QK => 8192 + 13 * QK,
+                b => 8192 + 2 * b,
+            };
+            for n in [1, 3] {
+                let w = random_weight(&mut rng, format, 3, k);
+                let (_, a) = acts(&mut rng, n, k);
+                check_against_scalar(&kern, &w, &a, 1 + rng.below(15), &format!("seed {s}"));
+            }
+        }
+    }
+}
+
+/// Whether the quant of token `t`, column `j` is negative.
+type Sign = fn(usize, usize) -> bool;
+
+/// Activations of `n` tokens whose quants are all ±127: `sign(t, j)` picks each one's sign.
+fn extreme_acts(n: usize, k: usize, sign: Sign) -> Q8Acts {
+    let x: Vec<f32> = (0..n * k)
+        .map(|i| if sign(i / k, i % k) { -1.0 } else { 1.0 })
+        .collect();
+    let mut a = Q8Acts::new(n, k);
+    quantize_acts(&Kernels::SCALAR, &x, n, k, &mut a);
+    a
+}
+
+/// Extremes: every quant and scale bit set (or clear) against activations of ±127 (all one sign,
+/// alternating, in runs of 16), so every integer sum is as large as it gets, plus zero and
+/// negative f16 scales.
+#[test]
+fn gguf_formats_extreme_values_match_scalar() {
+    let s = seed();
+    let mut rng = Rng::new(s ^ 0xe87e);
+    let signs: [(&str, Sign); 4] = [
+        ("x = +127", |_, _| false),
+        ("x = -127", |_, _| true),
+        ("x = ±127 alternating", |t, j| (t + j) % 2 == 1),
+        ("x = ±127 in runs of 16", |_, j| j / 16 % 2 == 1),
+    ];
+    for kern in variants_under_test() {
+        for format in QFormat::GGUF {
+            let rows = 5;
+            let k = 3 * format.block_elems().max(256);
+            for byte in [0xff, 0x00, 0x55, 0xaa] {
+                for (d, m) in [(0.5, 0.25), (-3.0, 2.0), (0.0, 0.0), (0.0, -1.0)] {
+                    let mut w = random_weight(&mut rng, format, rows, k);
+                    w.qs.fill(byte);
+                    w.aux.fill(byte);
+                    w.d.fill(half::f16::from_f32(d));
+                    w.m.fill(half::f16::from_f32(m));
+                    for (name, sign) in signs {
+                        // One token (decode kernels) and two.
+                        for n in [1, 2] {
+                            let a = extreme_acts(n, k, sign);
+                            let what = format!("bytes {byte:#x}, d {d}, m {m}, {name}");
+                            check_against_scalar(&kern, &w, &a, 1 + rng.below(15), &what);
+                        }
+                    }
                 }
+            }
+            // Random quants with some blocks' scales zero.
+            let mut w = random_weight(&mut rng, format, rows, k);
+            for (i, d) in w.d.iter_mut().enumerate() {
+                if i % 3 == 1 {
+                    *d = half::f16::ZERO;
+                }
+            }
+            let (_, a) = acts(&mut rng, 2, k);
+            check_against_scalar(&kern, &w, &a, 1, &format!("zero scales; seed {s}"));
+        }
+    }
+}
+
+/// A 32-element format's partial last group reads past the row's end (into the next row's blocks)
+/// where the planes go on; whatever it reads there must add nothing, even infinite and NaN scales.
+#[test]
+fn gguf_formats_partial_groups_ignore_the_next_row() {
+    let s = seed();
+    let mut rng = Rng::new(s ^ 0x7a11);
+    for kern in variants_under_test() {
+        for format in QFormat::GGUF.into_iter().filter(|f| f.block_elems() == QK) {
+            let (rows, k, n) = (3, 9 * QK, 2);
+            let mut w = random_weight(&mut rng, format, rows, k);
+            let nb = k / QK;
+            for (i, v) in [half::f16::INFINITY, half::f16::NAN]
+                .into_iter()
+                .enumerate()
+            {
+                w.d[(i + 1) * nb..(i + 2) * nb].fill(v);
+                if format.has_min() {
+                    w.m[(i + 1) * nb..(i + 2) * nb].fill(v);
+                }
+            }
+            let (_, a) = acts(&mut rng, n, k);
+            let mut want = vec![f32::NAN; rows * n];
+            kquant::matmul_q8(&w.view(), &a.as_ref(), &mut want);
+            let mut got = vec![f32::NAN; rows * n];
+            (kern.matmul_q(format))(&w.view(), &a.as_ref(), &mut got);
+            let x = a.as_ref();
+            for (t, &(_, mag)) in exact(&w, &x).iter().enumerate().take(n) {
+                let (g, e) = (got[t], want[t]);
+                assert!(
+                    g.is_finite() && (f64::from(g) - f64::from(e)).abs() <= 1e-5 * mag + 1e-30,
+                    "{} {format} row 0 token {t}: {g:e} vs scalar {e:e}; seed {s}",
+                    kern.variant
+                );
             }
         }
     }

@@ -18,7 +18,8 @@ pub(super) struct Avx2;
 /// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed AVX2, FMA and F16C,
 /// which is what makes the table's safe entries sound.
 pub(crate) fn table() -> Kernels {
-    table_of::<Avx2>(Variant::Avx2, activations::<Avx2>(Kernels::SCALAR))
+    let base = table_of::<Avx2>(Variant::Avx2, activations::<Avx2>(Kernels::SCALAR));
+    super::gguf::table::<Avx2>(base)
 }
 
 entries!(Avx2, "avx2,fma,f16c", 2);

@@ -19,12 +19,13 @@ pub(super) struct Avx512;
 /// Only called by [`Kernels::new`]/[`Kernels::detect`] after detection confirmed AVX-512 F/BW/VL/VNNI
 /// and AVX2/FMA/F16C, which is what makes the table's safe entries sound.
 pub(crate) fn table() -> Kernels {
-    Kernels {
+    let base = Kernels {
         matmul_tokens_q8_0_q8: Some(matmul_tokens_q::<Q8_0>),
         matmul_tokens_q4_0_q8: Some(matmul_tokens_q::<Q4_0>),
         matmul_tokens_q4_1_q8: Some(matmul_tokens_q::<Q4_1>),
         ..table_of::<Avx512>(Variant::Avx512Vnni, super::avx2::table())
-    }
+    };
+    super::gguf::table::<Avx512>(base)
 }
 
 entries!(Avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", 4);

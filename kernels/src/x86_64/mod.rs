@@ -2,12 +2,17 @@
 //!
 //! The quantized products of both variants share their drivers: [`qtile`] (tiles of rows × tokens,
 //! eight-block groups) and [`qstream`] (one token as one stream of blocks); each variant supplies its
-//! loads and block dots ([`quant_avx2`], [`quant_avx512`]).
+//! loads and block dots ([`quant_avx2`], [`quant_avx512`]). The GGUF formats (q5_0 … iq4_xs) have a
+//! driver of their own, [`gguf`] (one 256-element group decoded once per row and token chunk), with
+//! each variant's group decodes and dots ([`gguf_avx2`], [`gguf_avx512`]).
 
 use core::arch::x86_64::*;
 
 pub(super) mod avx2;
 pub(super) mod avx512;
+mod gguf;
+mod gguf_avx2;
+mod gguf_avx512;
 mod qstream;
 mod qtile;
 mod quant_avx2;

@@ -395,7 +395,7 @@ unsafe fn load64<const MASKED: bool>(p: *const u8, bytes: usize, c: usize) -> __
 /// order.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn reduce_lanes(v: [__m512i; 4]) -> __m512i {
+pub(super) fn reduce_lanes(v: [__m512i; 4]) -> __m512i {
     let s01 = _mm512_add_epi32(
         _mm512_unpacklo_epi32(v[0], v[1]),
         _mm512_unpackhi_epi32(v[0], v[1]),
