@@ -344,16 +344,7 @@ pub fn quantize_checkpoint(
         true => QLayout::Rows8,
         false => QLayout::RowSplit,
     };
-    let mut config_json = quantized_config(&config_text, &config_path, opts.format, layout)?;
-    if opts.recipe == Recipe::Medium {
-        // The mixture's name (`q4_k_m`), not only its base format.
-        let base = format!("\"format\": \"{}\"", opts.format.name());
-        config_json = config_json.replacen(
-            &base,
-            &format!("\"format\": \"{}_m\"", opts.format.name()),
-            1,
-        );
-    }
+    let config_json = quantized_config(&config_text, &config_path, opts, layout)?;
 
     let entries: Vec<Entry> = weights.iter().map(|w| w.entry.clone()).collect();
     // The input is dense (quantized matrices were refused above), so every entry is one input tensor.
@@ -464,7 +455,7 @@ fn input_error(
 fn quantized_config(
     text: &str,
     path: &Path,
-    format: QFormat,
+    opts: &QuantizeOptions,
     layout: QLayout,
 ) -> Result<String, QuantizeError> {
     let mut json: serde_json::Value =
@@ -476,10 +467,12 @@ fn quantized_config(
         path: path.to_path_buf(),
         reason: "top level is not an object".into(),
     })?;
-    obj.insert(
-        "quantization_config".into(),
-        quantization_config(format, layout),
-    );
+    let mut q = quantization_config(opts.format, layout);
+    if opts.recipe == Recipe::Medium {
+        // The mixture's name (`q4_k_m`), not only its base format.
+        q["format"] = format!("{}_m", opts.format.name()).into();
+    }
+    obj.insert("quantization_config".into(), q);
     let text = serde_json::to_string_pretty(&json).map_err(|e| QuantizeError::Config {
         path: path.to_path_buf(),
         reason: e.to_string(),

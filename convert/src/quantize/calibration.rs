@@ -113,7 +113,7 @@ impl<'a> Calibrator<'a> {
             self.factors.retain(|s, _| s.0 >= site.0);
             let h = self.hessians.remove(&site).expect("measured above");
             let k = (h.len() as f64).sqrt() as usize;
-            self.keep_diagonal(site, &h, k);
+            self.keep_diagonal(site, diagonal(&h, k));
             let mut h: Vec<f64> = h.into_iter().map(f64::from).collect();
             let u = self.pool.install(|| gptq::inverse_factor(&mut h, k, DAMP));
             self.factors.insert(site, u);
@@ -129,19 +129,17 @@ impl<'a> Calibrator<'a> {
             if !self.hessians.contains_key(&site) {
                 self.measure(site)?;
             }
-            let h = self.hessians.get(&site).expect("measured above");
+            let h = &self.hessians[&site];
             let k = (h.len() as f64).sqrt() as usize;
-            let h = h.clone();
-            self.keep_diagonal(site, &h, k);
+            let diag = diagonal(h, k);
+            self.keep_diagonal(site, diag);
         }
         Ok(&self.diagonals[&site])
     }
 
-    fn keep_diagonal(&mut self, site: Site, h: &[f32], k: usize) {
+    fn keep_diagonal(&mut self, site: Site, diag: Vec<f32>) {
         self.diagonals.retain(|s, _| s.0 >= site.0);
-        self.diagonals
-            .entry(site)
-            .or_insert_with(|| (0..k).map(|j| h[j * k + j]).collect());
+        self.diagonals.entry(site).or_insert(diag);
     }
 
     /// One pass over the text, measuring every site of layers `site.0 ..` (as many as the budget
@@ -199,6 +197,11 @@ impl<'a> Calibrator<'a> {
         }
         Ok(())
     }
+}
+
+/// The diagonal of the `k × k` row-major `h`.
+fn diagonal(h: &[f32], k: usize) -> Vec<f32> {
+    (0..k).map(|j| h[j * k + j]).collect()
 }
 
 /// A calibration failure for the input checkpoint `dir`.

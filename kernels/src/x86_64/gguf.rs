@@ -76,6 +76,28 @@ pub(super) struct Acts {
     pub s16: *const i16,
 }
 
+impl Acts {
+    /// The eight block sums, as lanes.
+    ///
+    /// # Safety
+    /// Eight sums readable at `sum`; AVX present (inlined into a variant's entry).
+    #[inline(always)]
+    pub unsafe fn sums(&self) -> __m256i {
+        // SAFETY: as required of the caller.
+        unsafe { _mm256_loadu_si256(self.sum.cast()) }
+    }
+
+    /// The eight block scales, as lanes.
+    ///
+    /// # Safety
+    /// Eight scales readable at `d`; AVX present (inlined into a variant's entry).
+    #[inline(always)]
+    pub unsafe fn dx(&self) -> __m256 {
+        // SAFETY: as required of the caller.
+        unsafe { _mm256_loadu_ps(self.d) }
+    }
+}
+
 /// A weight format's group operations on the x86 variant `I`. Implementations are
 /// `#[inline(always)]` without features of their own, so they compile into `I`'s [`Entry`] with its
 /// features (see [`crate::simd`]); the group's decoded vectors then stay in registers where they fit.

@@ -196,26 +196,6 @@ unsafe fn iq4_lookup(v: __m256i) -> __m256i {
     _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(t), v)
 }
 
-/// The block sums of a group, as lanes.
-///
-/// # Safety
-/// Eight sums readable at `x.sum`; AVX present.
-#[inline(always)]
-unsafe fn sums(x: &Acts) -> __m256i {
-    // SAFETY: as required of the caller.
-    unsafe { _mm256_loadu_si256(x.sum.cast()) }
-}
-
-/// The block scales of a group.
-///
-/// # Safety
-/// Eight scales readable at `x.d`; AVX present.
-#[inline(always)]
-unsafe fn dx(x: &Acts) -> __m256 {
-    // SAFETY: as required of the caller.
-    unsafe { _mm256_loadu_ps(x.d) }
-}
-
 /// `Σ_h s[h]·S[h]` over each activation block's two sub-blocks: the 16-element sums of `x` against
 /// sixteen i16 weights.
 ///
@@ -273,8 +253,8 @@ macro_rules! k4_group {
                 // |mn·Σx| <= 63·32·127: below 2²⁴, so both f32 products are the exact integers.
                 unsafe {
                     let a = _mm256_mul_ps(_mm256_cvtepi32_ps(udots(&w.q, &one, x)), w.sc);
-                    let b = _mm256_mul_ps(_mm256_cvtepi32_ps(sums(x)), w.mn);
-                    acc_terms::<Self>(acc, w.d, w.dm, dx(x), a, b)
+                    let b = _mm256_mul_ps(_mm256_cvtepi32_ps(x.sums()), w.mn);
+                    acc_terms::<Self>(acc, w.d, w.dm, x.dx(), a, b)
                 }
             }
         }
@@ -311,7 +291,7 @@ impl Group<Avx2> for Iq4Xs {
         // SAFETY: one group at x. |(sc − 32)·dot| <= 32·32·127·127 < 2²⁴: exact in f32.
         unsafe {
             let a = _mm256_mul_ps(_mm256_cvtepi32_ps(sdots(&w.q, x)), w.sc);
-            acc_terms::<Self>(acc, w.d, w.dm, dx(x), a, _mm256_setzero_ps())
+            acc_terms::<Self>(acc, w.d, w.dm, x.dx(), a, _mm256_setzero_ps())
         }
     }
 }
@@ -352,14 +332,17 @@ macro_rules! small_group {
                     let (a, b) = match <$t as crate::simd::Format>::FORMAT {
                         // The quants as stored are q + 16.
                         crate::quant::QFormat::Q5_0 => (
-                            _mm256_sub_epi32(udots(&w.q, &one, x), _mm256_slli_epi32::<4>(sums(x))),
-                            sums(x),
+                            _mm256_sub_epi32(
+                                udots(&w.q, &one, x),
+                                _mm256_slli_epi32::<4>(x.sums()),
+                            ),
+                            x.sums(),
                         ),
-                        crate::quant::QFormat::Q5_1 => (udots(&w.q, &one, x), sums(x)),
-                        _ => (sdots(&w.q, x), sums(x)),
+                        crate::quant::QFormat::Q5_1 => (udots(&w.q, &one, x), x.sums()),
+                        _ => (sdots(&w.q, x), x.sums()),
                     };
                     let (a, b) = (_mm256_cvtepi32_ps(a), _mm256_cvtepi32_ps(b));
-                    acc_terms::<Self>(acc, w.d, w.dm, dx(x), a, b)
+                    acc_terms::<Self>(acc, w.d, w.dm, x.dx(), a, b)
                 }
             }
         }
@@ -417,7 +400,7 @@ macro_rules! sub16_group {
                         true => _mm256_cvtepi32_ps(sub_sums(x, w.mn)),
                         false => _mm256_setzero_ps(),
                     };
-                    acc_terms::<Self>(acc, w.d, w.dm, dx(x), _mm256_cvtepi32_ps(a), b)
+                    acc_terms::<Self>(acc, w.d, w.dm, x.dx(), _mm256_cvtepi32_ps(a), b)
                 }
             }
         }

@@ -133,26 +133,6 @@ unsafe fn iq4_lookup(v: __m512i) -> __m512i {
     _mm512_shuffle_epi8(_mm512_broadcast_i32x4(t), v)
 }
 
-/// The block sums of a group.
-///
-/// # Safety
-/// Eight sums readable at `x.sum`.
-#[inline(always)]
-unsafe fn sums(x: &Acts) -> __m256i {
-    // SAFETY: as required of the caller.
-    unsafe { _mm256_loadu_si256(x.sum.cast()) }
-}
-
-/// The block scales of a group.
-///
-/// # Safety
-/// Eight scales readable at `x.d`.
-#[inline(always)]
-unsafe fn dx(x: &Acts) -> __m256 {
-    // SAFETY: as required of the caller.
-    unsafe { _mm256_loadu_ps(x.d) }
-}
-
 /// The sixteen 16-element sums of a group.
 ///
 /// # Safety
@@ -207,8 +187,8 @@ macro_rules! k4_group {
                 // 2²⁴ (see the AVX2 kernel), so the f32 products are the exact integers.
                 unsafe {
                     let a = _mm256_mul_ps(_mm256_cvtepi32_ps(pairs8(dots16(&w.q, x))), w.sc);
-                    let b = _mm256_mul_ps(_mm256_cvtepi32_ps(sums(x)), w.mn);
-                    acc_terms::<Self>(acc, w.d, w.dm, dx(x), a, b)
+                    let b = _mm256_mul_ps(_mm256_cvtepi32_ps(x.sums()), w.mn);
+                    acc_terms::<Self>(acc, w.d, w.dm, x.dx(), a, b)
                 }
             }
 
@@ -271,7 +251,7 @@ macro_rules! nibble_group {
                 // SAFETY: one group at x (the caller's contract).
                 unsafe {
                     let dots = pairs8(dots16(&w.q, x));
-                    let sx = sums(x);
+                    let sx = x.sums();
                     // The quants as multiplied exceed the values by 16 (q5_0), 128 (IQ4).
                     let a = match <$t as Format>::FORMAT {
                         QFormat::Q5_0 => _mm256_sub_epi32(dots, _mm256_slli_epi32::<4>(sx)),
@@ -283,7 +263,7 @@ macro_rules! nibble_group {
                         // |(sc − 32)·dot| < 2²⁴: exact.
                         a = _mm256_mul_ps(a, w.sc);
                     }
-                    acc_terms::<Self>(acc, w.d, w.dm, dx(x), a, _mm256_cvtepi32_ps(sx))
+                    acc_terms::<Self>(acc, w.d, w.dm, x.dx(), a, _mm256_cvtepi32_ps(sx))
                 }
             }
         }
@@ -339,7 +319,7 @@ macro_rules! sub16_group {
                         true => _mm256_cvtepi32_ps(_mm256_madd_epi16(s16(x), w.mn)),
                         false => _mm256_setzero_ps(),
                     };
-                    acc_terms::<Self>(acc, w.d, w.dm, dx(x), a, b)
+                    acc_terms::<Self>(acc, w.d, w.dm, x.dx(), a, b)
                 }
             }
         }
