@@ -26,12 +26,14 @@ use super::gguf::{
     acc_terms, f16_splat, f16x8, gguf_entry, iq4xs_scales, k4_scales, q3k_scales, Acts, Group,
     Iq4Nl, Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q5_0, Q5_1, Q6K,
 };
+use super::qstream::{Units, PREP};
 use super::quant_avx512::reduce_lanes;
 use crate::quant::kquant::IQ4_NL_VALUES;
-use crate::quant::{Q8ActsRef, QFormat, QWeight};
+use crate::quant::{Q8ActsRef, QFormat, QWeight, QK};
 use crate::simd::Format;
 
 mod k4_decode;
+mod stream32;
 
 gguf_entry!(Avx512, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
 
@@ -206,10 +208,27 @@ k4_group!(Q5K, true);
 
 /// The formats with 16 quant bytes per 32 elements: q5_0, q5_1, iq4_nl (eight blocks per group,
 /// block scales per lane) and iq4_xs (one super-block, a scale per activation block).
+/// q5_0, q5_1, iq4_nl take one token through the q4 stream ([`stream32`]) where the row fits its
+/// prepared activations.
+macro_rules! stream_one_token {
+    (stream) => {
+        #[inline(always)]
+        unsafe fn one_token(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) -> bool {
+            if w.k / QK > PREP {
+                return false;
+            }
+            // SAFETY: the caller's contract, and the row length checked above.
+            unsafe { <Avx512 as Units>::decode::<Self>(w, x, yt) };
+            true
+        }
+    };
+}
+
 macro_rules! nibble_group {
-    ($t:ty) => {
+    ($t:ty $(, $stream:ident)?) => {
         impl Group<Avx512> for $t {
             type W = Z32;
+            $(stream_one_token!($stream);)?
 
             #[inline(always)]
             unsafe fn load(qs: *const u8, aux: *const u8, d: *const f16, m: *const f16) -> Z32 {
@@ -270,9 +289,9 @@ macro_rules! nibble_group {
     };
 }
 
-nibble_group!(Q5_0);
-nibble_group!(Q5_1);
-nibble_group!(Iq4Nl);
+nibble_group!(Q5_0, stream);
+nibble_group!(Q5_1, stream);
+nibble_group!(Iq4Nl, stream);
 nibble_group!(Iq4Xs);
 
 /// q2_k, q3_k and q6_k: unsigned quants, sub-block scales (i8) and (q2_k) minimums, and the offset

@@ -18,8 +18,8 @@ use core::mem::MaybeUninit;
 
 use half::f16;
 
-use super::qtile::Fmt;
-use crate::quant::{Q8ActsRef, QFormat, QWeight, QK};
+use crate::quant::{Q8ActsRef, QWeight, QK};
+use crate::simd::Format;
 
 /// Most activation blocks a decode call prepares on the stack (16 KiB of quants); longer rows take
 /// the decode tiles.
@@ -67,8 +67,12 @@ pub(super) trait Units: Sized {
     unsafe fn decode<F: Stream<Self>>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]);
 }
 
-/// A weight format's decode operations on the x86 variant `I`.
-pub(super) trait Stream<I: Units>: Fmt<I> {
+/// A weight format's decode operations on the x86 variant `I`: a format with one f16 scale per
+/// 32-element block (and a minimum where [`Format::MIN`]), its quants in the `qs` plane and, where it
+/// has them, its high bits in the `aux` plane (q5_0, q5_1).
+pub(super) trait Stream<I: Units>: Format {
+    /// `Some(s)`: [`Stream::unit_dots`] exceeds `Σ w·x` by `Σx << s` per block.
+    const SHIFT: Option<i32>;
     /// How far ahead decode prefetches the quants, in bytes, and whether as non-temporal (measured on
     /// the SmolLM2-135M shapes streamed from memory, on Zen 4). Non-temporal applies on AMD CPUs
     /// only: on an Intel Xeon (2026-12-07) the NTA hint made q8_0 decode 1.4× slower than T0.
@@ -80,13 +84,20 @@ pub(super) trait Stream<I: Units>: Fmt<I> {
     /// # Safety
     /// `UNIT·32` bytes at `a` readable and writable, 64-byte aligned; the CPU has `I`'s features.
     unsafe fn prep_unit(a: *mut u8);
-    /// The dots of `blocks` consecutive weight blocks at `w` (all `UNIT` unless `MASKED`, then
-    /// `1..UNIT`) against one unit prepared by [`Stream::prep_unit`] at `a`, plus `Σx << SHIFT`
-    /// (lane = block; lanes past `blocks` unspecified).
+    /// The dots of `blocks` consecutive weight blocks at `w` (quants) and `aux` (their high bits, if
+    /// the format has any) (all `UNIT` unless `MASKED`, then `1..UNIT`) against one unit prepared by
+    /// [`Stream::prep_unit`] at `a`, plus `Σx << SHIFT` (lane = block; lanes past `blocks`
+    /// unspecified).
     ///
     /// # Safety
-    /// `blocks·QB` bytes at `w` and the prepared unit at `a` readable; the CPU has `I`'s features.
-    unsafe fn unit_dots<const MASKED: bool>(w: *const u8, blocks: usize, a: *const u8) -> I::I;
+    /// `blocks·QB` bytes at `w`, `blocks` blocks' aux bytes at `aux` and the prepared unit at `a`
+    /// readable; the CPU has `I`'s features.
+    unsafe fn unit_dots<const MASKED: bool>(
+        w: *const u8,
+        aux: *const u8,
+        blocks: usize,
+        a: *const u8,
+    ) -> I::I;
 }
 
 /// Implements [`Units::decode`] (inside an `impl Units`) with `#[target_feature(enable = $features)]`.
@@ -131,6 +142,7 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
     };
     let len = seg * nb; // blocks per segment
     let units = len.div_ceil(I::UNIT);
+    let ab = F::FORMAT.aux_bytes_per_block();
     let padded = units * I::UNIT;
 
     // Prepared activations: quants (64-byte aligned), scales, and the per-block offset terms.
@@ -160,8 +172,8 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
         // One period of scales and offsets, then its copies.
         for (b, (&d, &s)) in x.d[..nb].iter().zip(&x.sum[..nb]).enumerate() {
             *dx.add(b) = d;
-            match (F::FORMAT, F::SHIFT) {
-                (QFormat::Q4_1, _) => *dxs.add(b) = d * s as f32,
+            match (F::MIN, F::SHIFT) {
+                (true, _) => *dxs.add(b) = d * s as f32,
                 (_, Some(shift)) => *off.add(b) = s << shift,
                 (_, None) => *off.add(b) = 0,
             }
@@ -184,6 +196,7 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
         let blocks = rs * nb;
         let b0 = r * nb;
         let wq = w.qs[b0 * F::QB..(b0 + blocks) * F::QB].as_ptr();
+        let wa = w.aux[b0 * ab..(b0 + blocks) * ab].as_ptr();
         let wd = w.d[b0..b0 + blocks].as_ptr();
         let wm = if F::MIN {
             w.m[b0..b0 + blocks].as_ptr()
@@ -196,6 +209,7 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
             let b = u * I::UNIT;
             prefetch::<I, F>(
                 wq.wrapping_add(b * F::QB),
+                wa.wrapping_add(b * ab),
                 wd.wrapping_add(b),
                 wm.wrapping_add(b),
                 nta,
@@ -203,7 +217,7 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
             // SAFETY: blocks b..b+UNIT lie inside the segment (the slices above) and inside the
             // prepared buffers (b + UNIT <= padded).
             unsafe {
-                let t = unit::<I, F, false>(wq, wd, wm, b, I::UNIT, aq, dx, off, dxs);
+                let t = unit::<I, F, false>(wq, wa, wd, wm, b, I::UNIT, aq, dx, off, dxs);
                 I::store(terms.add(b), t);
             }
         }
@@ -211,7 +225,7 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
             let b = full * I::UNIT;
             // SAFETY: as above, with the `blocks − b` blocks left (masked loads).
             unsafe {
-                let t = unit::<I, F, true>(wq, wd, wm, b, blocks - b, aq, dx, off, dxs);
+                let t = unit::<I, F, true>(wq, wa, wd, wm, b, blocks - b, aq, dx, off, dxs);
                 I::store(terms.add(b), t);
             }
         }
@@ -224,10 +238,16 @@ pub(super) unsafe fn decode<I: Units, F: Stream<I>>(
 }
 
 /// Prefetches the cache lines [`Stream::PF_BYTES`] of quants ahead of the unit at `wq` (and its
-/// scales, minimums, the same number of blocks ahead), non-temporal when `nta`. Prefetches never
-/// fault, so the addresses may run past the planes.
+/// high bits, scales, minimums, the same number of blocks ahead), non-temporal when `nta`.
+/// Prefetches never fault, so the addresses may run past the planes.
 #[inline(always)]
-fn prefetch<I: Units, F: Stream<I>>(wq: *const u8, wd: *const f16, wm: *const f16, nta: bool) {
+fn prefetch<I: Units, F: Stream<I>>(
+    wq: *const u8,
+    wa: *const u8,
+    wd: *const f16,
+    wm: *const f16,
+    nta: bool,
+) {
     let ahead = F::PF_BYTES / F::QB; // blocks
     let line = |p: *const i8| {
         // SAFETY: a prefetch is a hint that never faults; SSE is baseline on x86_64.
@@ -242,22 +262,28 @@ fn prefetch<I: Units, F: Stream<I>>(wq: *const u8, wd: *const f16, wm: *const f1
     for l in 0..I::UNIT * F::QB / 64 {
         line(wq.wrapping_add(F::PF_BYTES + 64 * l).cast());
     }
+    let ab = F::FORMAT.aux_bytes_per_block();
+    for l in 0..(I::UNIT * ab).div_ceil(64) {
+        line(wa.wrapping_add(ahead * ab + 64 * l).cast());
+    }
     line(wd.wrapping_add(ahead).cast());
     if F::MIN {
         line(wm.wrapping_add(ahead).cast());
     }
 }
 
-/// `Σ_b (dw·dx)·(idot − off)` (q4_1: `(dw·dx)·idot + m·(dx·Σx)`) of the unit at block `b` of a
-/// segment, lane = block (lanes past `blocks` unspecified).
+/// `Σ_b (dw·dx)·(idot − off)` (with a minimum: `(dw·dx)·idot + m·(dx·Σx)`) of the unit at block `b`
+/// of a segment, lane = block (lanes past `blocks` unspecified).
 ///
 /// # Safety
-/// `blocks` (`UNIT` unless `MASKED`) weight blocks at `wq`, `wd`, `wm` (q4_1) from block `b` readable;
+/// `blocks` (`UNIT` unless `MASKED`) weight blocks at `wq`, `wa`, `wd`, `wm` (with a minimum) from
+/// block `b` readable;
 /// the unit at `b` of the prepared buffers `a`, `dx`, `off`, `dxs`; the CPU has `I`'s features.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn unit<I: Units, F: Stream<I>, const MASKED: bool>(
     wq: *const u8,
+    wa: *const u8,
     wd: *const f16,
     wm: *const f16,
     b: usize,
@@ -269,7 +295,8 @@ unsafe fn unit<I: Units, F: Stream<I>, const MASKED: bool>(
 ) -> I::F {
     // SAFETY: as required of the caller; masked-off scales are not read.
     unsafe {
-        let idot = F::unit_dots::<MASKED>(wq.add(b * F::QB), blocks, a.add(b * QK));
+        let ab = F::FORMAT.aux_bytes_per_block();
+        let idot = F::unit_dots::<MASKED>(wq.add(b * F::QB), wa.add(b * ab), blocks, a.add(b * QK));
         let dw = I::f16s::<MASKED>(wd.add(b), blocks);
         let s = I::mul(dw, I::f32s(dx.add(b)));
         if F::MIN {

@@ -26,7 +26,7 @@ use super::qtile::{self, tile_entries, Fmt, Loads, G};
 use crate::quant::{Q8ActsRef, QWeight, QK};
 use crate::simd::{intrinsics, MatmulQ, MatmulRows8, QuantizeQ8, Q4_0, Q4_1, Q8_0};
 
-impl<F: Stream<Avx2>> MatmulQ<F> for Avx2 {
+impl<F: Stream<Avx2> + Fmt<Avx2>> MatmulQ<F> for Avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn matmul_q(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
         // SAFETY: the caller's contract (and `decode`'s one token and `k/32 <= PREP` are checked here).
@@ -141,6 +141,7 @@ impl Units for Avx2 {
 macro_rules! stream {
     ($t:ty, $pf_bytes:expr, $pf_nta:expr) => {
         impl Stream<Avx2> for $t {
+            const SHIFT: Option<i32> = <Self as Fmt<Avx2>>::SHIFT;
             const PF_BYTES: usize = $pf_bytes;
             const PF_NTA: bool = $pf_nta;
 
@@ -157,6 +158,7 @@ macro_rules! stream {
             #[inline(always)]
             unsafe fn unit_dots<const MASKED: bool>(
                 w: *const u8,
+                _aux: *const u8,
                 blocks: usize,
                 a: *const u8,
             ) -> __m256i {

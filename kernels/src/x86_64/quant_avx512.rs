@@ -295,6 +295,7 @@ macro_rules! q4_fmt {
         }
 
         impl Stream<Avx512> for $t {
+            const SHIFT: Option<i32> = $shift;
             const PF_BYTES: usize = 12288;
             const PF_NTA: bool = false;
 
@@ -302,6 +303,7 @@ macro_rules! q4_fmt {
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
             unsafe fn unit_dots<const MASKED: bool>(
                 w: *const u8,
+                _aux: *const u8,
                 blocks: usize,
                 a: *const u8,
             ) -> __m512i {
@@ -328,24 +330,8 @@ macro_rules! q4_fmt {
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
             unsafe fn prep_unit(a: *mut u8) {
-                let a = a.cast::<__m512i>();
-                for j in 0..4 {
-                    // SAFETY: as required of the caller.
-                    unsafe {
-                        let (c0, c1) = (
-                            _mm512_loadu_si512(a.add(2 * j).cast()),
-                            _mm512_loadu_si512(a.add(2 * j + 1).cast()),
-                        );
-                        _mm512_storeu_si512(
-                            a.add(2 * j).cast(),
-                            _mm512_shuffle_i64x2::<0x88>(c0, c1),
-                        );
-                        _mm512_storeu_si512(
-                            a.add(2 * j + 1).cast(),
-                            _mm512_shuffle_i64x2::<0xdd>(c0, c1),
-                        );
-                    }
-                }
+                // SAFETY: the caller's contract.
+                unsafe { prep_q4_unit(a) }
             }
         }
 
@@ -368,13 +354,37 @@ macro_rules! q4_fmt {
 q4_fmt!(Q4_0, Some(3));
 q4_fmt!(Q4_1, None);
 
+/// Rearranges one unit of sixteen activation blocks in place for the q4-shaped formats' unit dots:
+/// per pair of vectors (blocks 4j..4j+4), [elements 0..16 of each], [16..32 of each].
+///
+/// # Safety
+/// 512 bytes at `a` readable and writable; AVX-512 F present.
+#[inline(always)]
+pub(super) unsafe fn prep_q4_unit(a: *mut u8) {
+    let a = a.cast::<__m512i>();
+    for j in 0..4 {
+        // SAFETY: as required of the caller.
+        unsafe {
+            let (c0, c1) = (
+                _mm512_loadu_si512(a.add(2 * j).cast()),
+                _mm512_loadu_si512(a.add(2 * j + 1).cast()),
+            );
+            _mm512_storeu_si512(a.add(2 * j).cast(), _mm512_shuffle_i64x2::<0x88>(c0, c1));
+            _mm512_storeu_si512(
+                a.add(2 * j + 1).cast(),
+                _mm512_shuffle_i64x2::<0xdd>(c0, c1),
+            );
+        }
+    }
+}
+
 /// 64-byte vector `c` of the `bytes` bytes at `p`: a plain load unless `MASKED`, then zero past the end.
 ///
 /// # Safety
 /// `bytes` bytes at `p` readable (all `64·(c+1)` of them unless `MASKED`); AVX-512 BW present.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn load64<const MASKED: bool>(p: *const u8, bytes: usize, c: usize) -> __m512i {
+pub(super) unsafe fn load64<const MASKED: bool>(p: *const u8, bytes: usize, c: usize) -> __m512i {
     // SAFETY: as required of the caller; masked-off bytes are not read.
     unsafe {
         if MASKED {
