@@ -11,6 +11,8 @@ use super::*;
 
 /// The block formats kept as stored (every ggml type edgeinfer reads), bit-exact.
 mod blocks;
+/// Q4_K_M, Q5_K_M, Q6_K and IQ4_NL files of every architecture, run as stored.
+mod mixtures;
 
 const HIDDEN: usize = 8;
 const HEADS: usize = 2;

@@ -156,7 +156,7 @@ fn candle_f32(path: &std::path::Path, name: &str) -> Vec<f32> {
         .unwrap()
 }
 
-fn load(out: &std::path::Path) -> edgeinfer_models::Llama {
+pub(super) fn load(out: &std::path::Path) -> edgeinfer_models::Llama {
     let ckpt = edgeinfer::loader::Checkpoint::open(out).unwrap();
     let cfg = edgeinfer_models::Config::from_json(
         &std::fs::read_to_string(out.join("config.json")).unwrap(),
@@ -224,7 +224,7 @@ fn synthetic_k_quants_keep_blocks() {
 
 /// A GGUF written by hand (types candle-core cannot write): `metadata` and `tensors` as
 /// `(name, shape outermost first, ggml type id, bytes)`, data aligned to 32 bytes.
-fn write_gguf(
+pub(super) fn write_gguf(
     path: &Path,
     metadata: &[(&String, &crate::import::gguf_file::Value)],
     tensors: &[(String, Vec<usize>, u32, Vec<u8>)],
