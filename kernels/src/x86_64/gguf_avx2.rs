@@ -24,7 +24,9 @@ use super::gguf::{
     acc_terms, f16_splat, f16x8, gguf_entry, iq4xs_scales, k4_scales, q3k_scales, Acts, Group,
     Iq4Nl, Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q5_0, Q5_1, Q6K,
 };
+use super::qstream::{Stream, Units, PREP};
 use crate::quant::kquant::IQ4_NL_VALUES;
+use crate::quant::{Q8ActsRef, QWeight, QK};
 
 gguf_entry!(Avx2, "avx2,fma,f16c");
 
@@ -302,6 +304,18 @@ macro_rules! small_group {
         impl Group<Avx2> for $t {
             type W = W32;
 
+            /// One token through the stream ([`stream_group`]) where the row fits its prepared
+            /// activations.
+            #[inline(always)]
+            unsafe fn one_token(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) -> bool {
+                if w.k / QK > PREP {
+                    return false;
+                }
+                // SAFETY: the caller's contract, and the row length checked above.
+                unsafe { <Avx2 as Units>::decode::<Self>(w, x, yt) };
+                true
+            }
+
             #[inline(always)]
             unsafe fn load($qs: *const u8, $aux: *const u8, d: *const f16, m: *const f16) -> W32 {
                 // SAFETY: eight blocks at each pointer the format reads (the caller's contract).
@@ -349,15 +363,79 @@ macro_rules! small_group {
     };
 }
 
-small_group!(Q5_0, |qs, aux, j| _mm256_or_si256(
-    nibbles32(qs.add(16 * j)),
-    bits32(aux.add(4 * j))
-));
-small_group!(Q5_1, |qs, aux, j| _mm256_or_si256(
-    nibbles32(qs.add(16 * j)),
-    bits32(aux.add(4 * j))
-));
-small_group!(Iq4Nl, |qs, _aux, j| iq4_lookup(nibbles32(qs.add(16 * j))));
+/// Block `j` of q5_0 or q5_1 at `qs`, `aux`: `q`, 0..=31.
+///
+/// # Safety
+/// Block `j`'s bytes readable at `qs` and `aux`; AVX2 present.
+#[inline(always)]
+unsafe fn q5_block(qs: *const u8, aux: *const u8, j: usize) -> __m256i {
+    // SAFETY: as required of the caller.
+    unsafe { _mm256_or_si256(nibbles32(qs.add(16 * j)), bits32(aux.add(4 * j))) }
+}
+
+/// Block `j` of iq4_nl at `qs`: its table values.
+///
+/// # Safety
+/// Block `j`'s bytes readable at `qs`; AVX2 present.
+#[inline(always)]
+unsafe fn iq4_nl_block(qs: *const u8, j: usize) -> __m256i {
+    // SAFETY: as required of the caller.
+    unsafe { iq4_lookup(nibbles32(qs.add(16 * j))) }
+}
+
+small_group!(Q5_0, |qs, aux, j| q5_block(qs, aux, j));
+small_group!(Q5_1, |qs, aux, j| q5_block(qs, aux, j));
+small_group!(Iq4Nl, |qs, _aux, j| iq4_nl_block(qs, j));
+
+/// One token of q5_0, q5_1 and iq4_nl through the x86 stream ([`super::qstream`]): units of one
+/// group of eight blocks read front to back across rows (a 576-column row's eighteen blocks are no
+/// partial group), against the activations in their own order, with the group kernel's dots.
+macro_rules! stream_group {
+    ($t:ty, $shift:expr, |$qs:ident, $aux:ident, $j:ident| $quants:expr) => {
+        impl Stream<Avx2> for $t {
+            const SHIFT: Option<i32> = $shift;
+            const PF_BYTES: usize = 12288;
+            const PF_NTA: bool = false;
+
+            /// The dots read the activations as they are.
+            #[inline(always)]
+            unsafe fn prep_unit(_a: *mut u8) {}
+
+            #[inline(always)]
+            unsafe fn unit_dots<const MASKED: bool>(
+                $qs: *const u8,
+                $aux: *const u8,
+                blocks: usize,
+                a: *const u8,
+            ) -> __m256i {
+                let mut q = [_mm256_setzero_si256(); 8];
+                for ($j, q) in q.iter_mut().enumerate() {
+                    if !MASKED || $j < blocks {
+                        // SAFETY: block j < blocks lies inside the caller's range.
+                        *q = unsafe { $quants };
+                    }
+                }
+                let x = Acts {
+                    q: a.cast(),
+                    d: core::ptr::null(),
+                    sum: core::ptr::null(),
+                    s16: core::ptr::null(),
+                };
+                // SAFETY: one unit of activations at `a` (the caller's contract).
+                unsafe {
+                    match <$t as crate::simd::Format>::FORMAT {
+                        crate::quant::QFormat::Iq4Nl => sdots(&q, &x),
+                        _ => udots(&q, &[_mm256_set1_epi16(1); 8], &x),
+                    }
+                }
+            }
+        }
+    };
+}
+
+stream_group!(Q5_0, Some(4), |qs, aux, j| q5_block(qs, aux, j));
+stream_group!(Q5_1, None, |qs, aux, j| q5_block(qs, aux, j));
+stream_group!(Iq4Nl, None, |qs, _aux, j| iq4_nl_block(qs, j));
 
 /// q2_k, q3_k and q6_k: unsigned quants per activation block ([`W16::q`]), their sub-block scales
 /// as i8 (q2_k: and minimums), and the offset the quants carry (`A = dot − off·Σ_h s_h·S_h`).
