@@ -14,8 +14,9 @@
 //! time keep eight weight vectors, eight dot chains and eight accumulators in registers. The
 //! repacking is paid once per row tile and chunk, against `n` tokens of products.
 //!
-//! The 16-element halves' offsets and minimums need each token's sums over the first half of every
-//! block: computed once per call (a heap buffer: only these formats, and only for several tokens).
+//! The 16-element halves' offsets and minimums need each token's sums over both halves of every
+//! block: computed once per call, times the offset (a heap buffer: only these formats, and only
+//! for several tokens), so that a tile subtracts a broadcast from memory.
 
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
@@ -52,12 +53,16 @@ pub(in crate::x86_64) unsafe fn matmul<F: Format, const TM: bool>(
     yt: &mut [f32],
 ) {
     let (rows, n, nb) = (w.rows, x.n, w.k / QK);
-    // Each token's sums over the first 16 elements of its blocks (formats with 16-element parts).
-    let lo16: Vec<i32> = if parts(F::FORMAT) == 2 {
+    // Each token's sums over the 16-element halves of its blocks (formats with two parts), times
+    // the format's offset where it has one (then that is all the tiles need of them).
+    let o = match off(F::FORMAT) {
+        0 => 1,
+        o => o,
+    };
+    let s16: Vec<i32> = if parts(F::FORMAT) == 2 {
         x.qs[..n * w.k]
             .chunks_exact(16)
-            .step_by(2)
-            .map(|q| q.iter().map(|&v| i32::from(v)).sum())
+            .map(|q| o * q.iter().map(|&v| i32::from(v)).sum::<i32>())
             .collect()
     } else {
         Vec::new()
@@ -106,19 +111,19 @@ pub(in crate::x86_64) unsafe fn matmul<F: Format, const TM: bool>(
             let mut t0 = 0;
             while t0 + PT <= n {
                 // SAFETY: tokens t0..t0+PT exist; the chunk was repacked above.
-                unsafe { tile::<F, PT, TM>(x, &lo16, &at, t0, bufs, yt, &mut pf) };
+                unsafe { tile::<F, PT, TM>(x, &s16, &at, t0, bufs, yt, &mut pf) };
                 t0 += PT;
             }
             // SAFETY: as above, for the n − t0 < PT tokens left.
             unsafe {
                 match n - t0 {
-                    1 => tile::<F, 1, TM>(x, &lo16, &at, t0, bufs, yt, &mut pf),
-                    2 => tile::<F, 2, TM>(x, &lo16, &at, t0, bufs, yt, &mut pf),
-                    3 => tile::<F, 3, TM>(x, &lo16, &at, t0, bufs, yt, &mut pf),
-                    4 => tile::<F, 4, TM>(x, &lo16, &at, t0, bufs, yt, &mut pf),
-                    5 => tile::<F, 5, TM>(x, &lo16, &at, t0, bufs, yt, &mut pf),
-                    6 => tile::<F, 6, TM>(x, &lo16, &at, t0, bufs, yt, &mut pf),
-                    7 => tile::<F, 7, TM>(x, &lo16, &at, t0, bufs, yt, &mut pf),
+                    1 => tile::<F, 1, TM>(x, &s16, &at, t0, bufs, yt, &mut pf),
+                    2 => tile::<F, 2, TM>(x, &s16, &at, t0, bufs, yt, &mut pf),
+                    3 => tile::<F, 3, TM>(x, &s16, &at, t0, bufs, yt, &mut pf),
+                    4 => tile::<F, 4, TM>(x, &s16, &at, t0, bufs, yt, &mut pf),
+                    5 => tile::<F, 5, TM>(x, &s16, &at, t0, bufs, yt, &mut pf),
+                    6 => tile::<F, 6, TM>(x, &s16, &at, t0, bufs, yt, &mut pf),
+                    7 => tile::<F, 7, TM>(x, &s16, &at, t0, bufs, yt, &mut pf),
                     _ => {}
                 }
             }
@@ -234,7 +239,8 @@ impl Ahead {
 
 /// Tokens `t0..t0+T` against the repacked chunk `at` (`bufs`: quants, scales, minimums as
 /// [`Out`] lays them out): stores (`at.first`) or adds the sums into `yt` (row-major, or
-/// token-major with `TM`). `lo16` holds every token's first-half sums for the two-part formats.
+/// token-major with `TM`). `s16` holds every token's sums over the halves of its blocks, times the
+/// format's offset where it has one, for the two-part formats.
 ///
 /// # Safety
 /// The tokens and blocks exist in `x`; the chunk was repacked by [`repack::repack`] for this `at`;
@@ -243,7 +249,7 @@ impl Ahead {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile<F: Format, const T: usize, const TM: bool>(
     x: &Q8ActsRef<'_>,
-    lo16: &[i32],
+    s16: &[i32],
     at: &At,
     t0: usize,
     (wq, wd, wm): (*const __m512i, *const __m512, *const __m512),
@@ -257,9 +263,9 @@ unsafe fn tile<F: Format, const T: usize, const TM: bool>(
         core::array::from_fn(|t| x.qs[((t0 + t) * nb + c0) * QK..].as_ptr().cast());
     let xd: [*const f32; T] = core::array::from_fn(|t| x.d[(t0 + t) * nb + c0..].as_ptr());
     let xs: [*const i32; T] = core::array::from_fn(|t| x.sum[(t0 + t) * nb + c0..].as_ptr());
-    let xl: [*const i32; T] = core::array::from_fn(|t| {
+    let xh: [*const i32; T] = core::array::from_fn(|t| {
         if p == 2 {
-            lo16[(t0 + t) * nb + c0..].as_ptr()
+            s16[2 * ((t0 + t) * nb + c0)..].as_ptr()
         } else {
             core::ptr::null()
         }
@@ -283,14 +289,15 @@ unsafe fn tile<F: Format, const T: usize, const TM: bool>(
                 let dw = wd.add(p * b + h).read();
                 for t in 0..T {
                     let dx = *xd[t].add(b);
-                    let sx = match (p, h) {
-                        (1, _) => *xs[t].add(b),
-                        (_, 0) => *xl[t].add(b),
-                        _ => *xs[t].add(b) - *xl[t].add(b),
+                    // The part's activation sum (two parts: times the offset, if any).
+                    let sx = match p {
+                        1 => *xs[t].add(b),
+                        _ => *xh[t].add(2 * b + h),
                     };
-                    let id = match o {
-                        0 => idot[t],
-                        _ => _mm512_sub_epi32(idot[t], _mm512_set1_epi32(o * sx)),
+                    let id = match (o, p) {
+                        (0, _) => idot[t],
+                        (_, 1) => _mm512_sub_epi32(idot[t], _mm512_set1_epi32(o * sx)),
+                        _ => _mm512_sub_epi32(idot[t], _mm512_set1_epi32(sx)),
                     };
                     let sc = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
                     acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(id), acc[t]);
