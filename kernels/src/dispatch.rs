@@ -138,6 +138,15 @@ pub struct Kernels {
     pub matmul_tokens_q8_0_q8: Option<QMatmulFn>,
     pub matmul_tokens_q4_0_q8: Option<QMatmulFn>,
     pub matmul_tokens_q4_1_q8: Option<QMatmulFn>,
+    pub matmul_tokens_q5_0_q8: Option<QMatmulFn>,
+    pub matmul_tokens_q5_1_q8: Option<QMatmulFn>,
+    pub matmul_tokens_iq4_nl_q8: Option<QMatmulFn>,
+    pub matmul_tokens_q2_k_q8: Option<QMatmulFn>,
+    pub matmul_tokens_q3_k_q8: Option<QMatmulFn>,
+    pub matmul_tokens_q4_k_q8: Option<QMatmulFn>,
+    pub matmul_tokens_q5_k_q8: Option<QMatmulFn>,
+    pub matmul_tokens_q6_k_q8: Option<QMatmulFn>,
+    pub matmul_tokens_iq4_xs_q8: Option<QMatmulFn>,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -183,6 +192,15 @@ impl Kernels {
         matmul_tokens_q8_0_q8: None,
         matmul_tokens_q4_0_q8: None,
         matmul_tokens_q4_1_q8: None,
+        matmul_tokens_q5_0_q8: None,
+        matmul_tokens_q5_1_q8: None,
+        matmul_tokens_iq4_nl_q8: None,
+        matmul_tokens_q2_k_q8: None,
+        matmul_tokens_q3_k_q8: None,
+        matmul_tokens_q4_k_q8: None,
+        matmul_tokens_q5_k_q8: None,
+        matmul_tokens_q6_k_q8: None,
+        matmul_tokens_iq4_xs_q8: None,
     };
 
     /// The product kernel for weights in `format`: `matmul_<format>_q8`.
@@ -224,7 +242,15 @@ impl Kernels {
             QFormat::Q8_0 => self.matmul_tokens_q8_0_q8,
             QFormat::Q4_0 => self.matmul_tokens_q4_0_q8,
             QFormat::Q4_1 => self.matmul_tokens_q4_1_q8,
-            _ => None,
+            QFormat::Q5_0 => self.matmul_tokens_q5_0_q8,
+            QFormat::Q5_1 => self.matmul_tokens_q5_1_q8,
+            QFormat::Iq4Nl => self.matmul_tokens_iq4_nl_q8,
+            QFormat::Q2K => self.matmul_tokens_q2_k_q8,
+            QFormat::Q3K => self.matmul_tokens_q3_k_q8,
+            QFormat::Q4K => self.matmul_tokens_q4_k_q8,
+            QFormat::Q5K => self.matmul_tokens_q5_k_q8,
+            QFormat::Q6K => self.matmul_tokens_q6_k_q8,
+            QFormat::Iq4Xs => self.matmul_tokens_iq4_xs_q8,
         }
     }
 

@@ -187,8 +187,13 @@ fn check_against_scalar(kern: &Kernels, w: &QPlanes, a: &Q8Acts, off: usize, wha
 
 /// Shapes `(rows, blocks per row, tokens)` for the SIMD kernels' paths: a whole group of eight
 /// 32-element blocks, a group and a partial one, SmolLM2's 576 and a K-quant's 1536 columns, more
-/// tokens than a token chunk (8) and two chunks with a remainder, rows past a 16-row task.
-const KERNEL_SHAPES: [(usize, usize, usize); 9] = [
+/// tokens than a token chunk (8) and two chunks with a remainder, rows past a 16-row task; for
+/// AVX-512's prefill kernel (eight tokens or more) a whole 16-row tile, two and a 1-row tail, and
+/// token tiles of 8 with remainders.
+const KERNEL_SHAPES: [(usize, usize, usize); 12] = [
+    (16, 1, 16),
+    (33, 9, 8),
+    (17, 3, 23),
     (1, 8, 1),
     (3, 9, 1),
     (2, 18, 1),
@@ -232,8 +237,9 @@ fn gguf_formats_long_rows_match_scalar() {
                 QK => 8192 + 13 * QK,
                 b => 8192 + 2 * b,
             };
-            for n in [1, 3] {
-                let w = random_weight(&mut rng, format, 3, k);
+            // One token, a few (group driver), and a prefill tile with a remainder.
+            for (rows, n) in [(3, 1), (3, 3), (17, 9)] {
+                let w = random_weight(&mut rng, format, rows, k);
                 let (_, a) = acts(&mut rng, n, k);
                 check_against_scalar(&kern, &w, &a, 1 + rng.below(15), &format!("seed {s}"));
             }
@@ -279,8 +285,8 @@ fn gguf_formats_extreme_values_match_scalar() {
                     w.d.fill(half::f16::from_f32(d));
                     w.m.fill(half::f16::from_f32(m));
                     for (name, sign) in signs {
-                        // One token (decode kernels) and two.
-                        for n in [1, 2] {
+                        // One token (decode kernels), two, and nine (prefill).
+                        for n in [1, 2, 9] {
                             let a = extreme_acts(n, k, sign);
                             let what = format!("bytes {byte:#x}, d {d}, m {m}, {name}");
                             check_against_scalar(&kern, &w, &a, 1 + rng.below(15), &what);
@@ -295,8 +301,10 @@ fn gguf_formats_extreme_values_match_scalar() {
                     *d = half::f16::ZERO;
                 }
             }
-            let (_, a) = acts(&mut rng, 2, k);
-            check_against_scalar(&kern, &w, &a, 1, &format!("zero scales; seed {s}"));
+            for n in [2, 9] {
+                let (_, a) = acts(&mut rng, n, k);
+                check_against_scalar(&kern, &w, &a, 1, &format!("zero scales; seed {s}"));
+            }
         }
     }
 }
@@ -407,9 +415,12 @@ fn gguf_formats_every_tile_shape() {
 /// plain NEON, `A` up to 2²⁴) and must stay exact.
 #[test]
 fn gguf_formats_extreme_blocks() {
-    let (rows, n) = (5, 3);
     for kern in variants_under_test() {
-        for format in QFormat::GGUF {
+        // A few tokens (group driver), and a prefill tile with a remainder.
+        for (format, (rows, n)) in QFormat::GGUF
+            .into_iter()
+            .flat_map(|f| [(f, (5, 3)), (f, (17, 9))])
+        {
             let k = 2 * format.block_elems();
             for byte in [0x00u8, 0xFF, 0x80, 0x55, 0xAA, 0x0F] {
                 let nb = rows * k / format.block_elems();

@@ -7,7 +7,8 @@ use core::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::quant_avx512::matmul_tokens_q;
+use super::gguf::{Iq4Nl, Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q5_0, Q5_1, Q6K};
+use super::quant_avx512::{matmul_gguf, matmul_tokens_gguf, matmul_tokens_q};
 use crate::dispatch::{Kernels, Variant};
 use crate::simd::dense::{Elem, Lanes};
 use crate::simd::vector::Vector;
@@ -25,7 +26,28 @@ pub(crate) fn table() -> Kernels {
         matmul_tokens_q4_1_q8: Some(matmul_tokens_q::<Q4_1>),
         ..table_of::<Avx512>(Variant::Avx512Vnni, super::avx2::table())
     };
-    super::gguf::table::<Avx512>(base)
+    // The GGUF formats: the group driver, but several tokens through the prefill kernel.
+    Kernels {
+        matmul_q5_0_q8: matmul_gguf::<Q5_0>,
+        matmul_q5_1_q8: matmul_gguf::<Q5_1>,
+        matmul_iq4_nl_q8: matmul_gguf::<Iq4Nl>,
+        matmul_q2_k_q8: matmul_gguf::<Q2K>,
+        matmul_q3_k_q8: matmul_gguf::<Q3K>,
+        matmul_q4_k_q8: matmul_gguf::<Q4K>,
+        matmul_q5_k_q8: matmul_gguf::<Q5K>,
+        matmul_q6_k_q8: matmul_gguf::<Q6K>,
+        matmul_iq4_xs_q8: matmul_gguf::<Iq4Xs>,
+        matmul_tokens_q5_0_q8: Some(matmul_tokens_gguf::<Q5_0>),
+        matmul_tokens_q5_1_q8: Some(matmul_tokens_gguf::<Q5_1>),
+        matmul_tokens_iq4_nl_q8: Some(matmul_tokens_gguf::<Iq4Nl>),
+        matmul_tokens_q2_k_q8: Some(matmul_tokens_gguf::<Q2K>),
+        matmul_tokens_q3_k_q8: Some(matmul_tokens_gguf::<Q3K>),
+        matmul_tokens_q4_k_q8: Some(matmul_tokens_gguf::<Q4K>),
+        matmul_tokens_q5_k_q8: Some(matmul_tokens_gguf::<Q5K>),
+        matmul_tokens_q6_k_q8: Some(matmul_tokens_gguf::<Q6K>),
+        matmul_tokens_iq4_xs_q8: Some(matmul_tokens_gguf::<Iq4Xs>),
+        ..super::gguf::table::<Avx512>(base)
+    }
 }
 
 entries!(Avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", 4);

@@ -23,6 +23,7 @@ use half::f16;
 
 use super::avx2::Avx2;
 use super::avx512::Avx512;
+use super::gguf::{Entry, Group};
 use super::qstream::{decode_entry, Stream, Units, PREP};
 use super::qtile::{self, tile_entries, Fmt, Loads};
 use crate::quant::scalar::check_matmul_q;
@@ -66,6 +67,39 @@ pub(super) fn matmul_tokens_q<F: Fmt<Avx512> + OneToken>(
     }
     for t in 0..x.n {
         matmul_q::<Avx512, F>(w, &x.tokens(t..t + 1), &mut y[t * w.rows..(t + 1) * w.rows]);
+    }
+}
+
+/// The table entry for a GGUF format's product ([`crate::quant::kquant::matmul_q8`]'s contract):
+/// several tokens through the prefill kernel when there are enough of them, else the group driver
+/// ([`super::gguf`]).
+pub(super) fn matmul_gguf<F: Group<Avx512>>(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
+    check_matmul_q(w, F::FORMAT, x, yt.len());
+    // SAFETY: only instantiated in the AVX-512 VNNI table (features confirmed); `check_matmul_q`
+    // proved the plane lengths both kernels read, and `suits` holds for the prefill kernel.
+    unsafe {
+        if prefill::suits(w, x.n) {
+            prefill::matmul::<F, false>(w, x, yt)
+        } else {
+            <Avx512 as Entry>::gguf::<F>(w, x, yt)
+        }
+    }
+}
+
+/// Token-major version of [`matmul_gguf`] (see [`matmul_tokens_q`]).
+pub(super) fn matmul_tokens_gguf<F: Group<Avx512>>(
+    w: &QWeight<'_>,
+    x: &Q8ActsRef<'_>,
+    y: &mut [f32],
+) {
+    check_matmul_q(w, F::FORMAT, x, y.len());
+    if prefill::suits(w, x.n) {
+        // SAFETY: as in `matmul_gguf`.
+        unsafe { prefill::matmul::<F, true>(w, x, y) };
+        return;
+    }
+    for t in 0..x.n {
+        matmul_gguf::<F>(w, &x.tokens(t..t + 1), &mut y[t * w.rows..(t + 1) * w.rows]);
     }
 }
 
