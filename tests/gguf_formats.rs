@@ -155,6 +155,68 @@ fn tiny_models_in_every_gguf_format_run() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// Where a row cannot hold a format's blocks (SmolLM2's 576-wide rows, not a multiple of 256), the
+/// matrix takes llama.cpp's fallback of 32-element blocks (q4_k: q4_1 instead of q5_0), and the
+/// embedding the output format of its family.
+#[test]
+fn fallbacks_for_rows_a_super_block_does_not_fit() {
+    use edgeinfer_convert::quantize::{fitting_format, output_format};
+    use QFormat::*;
+    for (asked, fallback) in [
+        (Q2K, Q4_0),
+        (Q3K, Q4_0),
+        (Q4K, Q4_1),
+        (Q5K, Q5_1),
+        (Q6K, Q8_0),
+        (Iq4Xs, Iq4Nl),
+        (Q5_0, Q5_0),
+        (Q5_1, Q5_1),
+        (Iq4Nl, Iq4Nl),
+    ] {
+        assert_eq!(fitting_format(asked, 576), fallback, "{asked}");
+        assert_eq!(fitting_format(asked, 1536), asked, "{asked}");
+    }
+    for f in [Q5_0, Q5_1, Iq4Nl, Q4_0] {
+        assert_eq!(output_format(f), Q8_0, "{f}");
+    }
+    for f in [Q2K, Q3K, Q4K, Q5K, Iq4Xs] {
+        assert_eq!(output_format(f), Q6K, "{f}");
+    }
+}
+
+/// q4_k_m where the narrow rows fall back on q4_1 (hidden 64, as SmolLM2's 576): a value
+/// projection that cannot hold q6_k keeps q4_1 (not q8_0), and the down projections are upgraded
+/// in llama.cpp's layer order only while the layers' matrices stay within 4.9 bits per weight:
+/// here the first layer's alone (4.843 bits before, 4.884 after).
+#[test]
+fn q4_k_m_upgrades_within_its_budget() {
+    use edgeinfer_convert::quantize::{quantize_checkpoint, QuantizeOptions};
+    let root = temp_dir("gguf-q4km-budget");
+    let src = root.join("f32");
+    let t = TinyLlama {
+        hidden: 64,
+        intermediate: 1024,
+        layers: 16,
+        ..shape()
+    };
+    t.write(&src);
+    let out = root.join("q4_k_m");
+    let opts = QuantizeOptions::from_type_name("q4_k_m").unwrap();
+    let s = quantize_checkpoint(&src, &out, &opts, &mut |_| {}).unwrap();
+    let want: BTreeMap<String, usize> = [("q4_1", 6 * 16), ("q4_k", 15), ("q6_k", 1), ("q8_0", 1)]
+        .into_iter()
+        .map(|(f, n)| (f.to_string(), n))
+        .collect();
+    assert_eq!(s.formats, want);
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let key = |n: &str| edgeinfer_models::matrix::format_key(n);
+    assert_eq!(meta[&key("model.layers.0.mlp.down_proj.weight")], "q6_k");
+    assert_eq!(meta[&key("model.layers.0.self_attn.v_proj.weight")], "q4_1");
+    std::fs::remove_dir_all(&root).ok();
+}
+
 /// `infer quantize` to the GGUF formats it writes: q4_k_m puts the value and down projections of
 /// llama.cpp's "more bits" layers and the (tied) embedding in q6_k, the rest in q4_k; each
 /// uniform format writes every matrix in it; every result loads and keeps the F32 model's logits
@@ -171,7 +233,10 @@ fn quantize_writes_gguf_formats_and_mixtures() {
     t.write(&src);
     let (prompt, decode) = ([1u32, 5, 9, 13, 40, 2], [7u32, 11]);
     let reference = our_logits(&src, &prompt, &decode, &Kernels::SCALAR, 1, KvDType::F32);
-    for name in ["q4_k_m", "q5_k_m", "q4_k", "q5_k", "q6_k", "iq4_nl"] {
+    for name in [
+        "q4_k_m", "q5_k_m", "q4_k", "q5_k", "q6_k", "iq4_nl", "q5_0", "q5_1", "q2_k", "q3_k",
+        "iq4_xs",
+    ] {
         let out = root.join(name);
         let opts = QuantizeOptions::from_type_name(name).unwrap();
         let s = quantize_checkpoint(&src, &out, &opts, &mut |_| {}).unwrap();
@@ -203,7 +268,13 @@ fn quantize_writes_gguf_formats_and_mixtures() {
         let got = our_logits(&out, &prompt, &decode, &Kernels::SCALAR, 1, KvDType::F32);
         let cos = worst_cosine(&got, &reference);
         println!("{name}: {:?}; worst cosine against F32 {cos:.5}", s.formats);
-        assert!(cos > 0.99, "{name}: worst cosine {cos}");
+        // Two and three bits per weight of random weights move the logits further.
+        let bar = match name {
+            "q2_k" => 0.9,
+            "q3_k" => 0.97,
+            _ => 0.99,
+        };
+        assert!(cos > bar, "{name}: worst cosine {cos}");
     }
     // q4_k_m on the layers of the more-bits rule: 0 of 8 (first eighth), 7 (last), and 3, 6.
     assert_eq!(

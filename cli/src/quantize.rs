@@ -1,4 +1,4 @@
-//! `infer quantize`: an F32/F16/BF16 checkpoint directory → the same model with q8_0/q4_0/q4_1 matrices.
+//! `infer quantize`: an F32/F16/BF16 checkpoint directory → the same model with quantized matrices.
 
 use std::path::PathBuf;
 
@@ -13,11 +13,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Args)]
 #[command(
     after_help = "Quantized: every 2-D matmul weight (q/k/v/o_proj, gate/up/down_proj), the token embedding \
-and an untied lm_head (the embedding and lm_head in q8_0 under q4_0/q4_1).\n\
-Rounding: every block on its own (q4_0 with a least-squares scale search). With --calibration FILE the \
-layers' matrices and an untied lm_head are rounded GPTQ-style instead: the input model runs over the text, and \
-each rounding error is compensated in the weights of the row not yet rounded so that the matrix's products \
-with those activations change least (ordinary q8_0/q4_0/q4_1 blocks either way). Give it text like what the \
+and an untied lm_head (the embedding and lm_head in q8_0 under the 32-element 4- and 5-bit formats, q6_k under \
+the 256-element ones).\n\
+Rounding: every block on its own (q4_0 with a least-squares scale search; the GGUF formats by weighted least \
+squares). With --calibration FILE the input model runs over the text: q8_0/q4_0/q4_1 are rounded GPTQ-style \
+(each rounding error is compensated in the weights of the row not yet rounded so that the matrix's products \
+with those activations change least), the GGUF formats weigh each column's error by its activations' mean \
+square (an importance matrix); ordinary blocks either way. Give it text like what the \
 model will see, at least ~10,000 tokens (~40 KB of English); paragraphs separated by blank lines run as \
 separate sequences. Too little text makes it worse than plain rounding.\n\
 Kept in F32: the RMSNorm weights (a few KB; each scales one channel of every activation, so their error \
@@ -32,15 +34,16 @@ pub struct QuantizeArgs {
     in_dir: PathBuf,
     /// Output directory (created if missing; files of the same names are replaced atomically).
     out_dir: PathBuf,
-    /// Format of the quantized matrices: q8_0 (8.5 bits/weight), q4_0 (4.5), q4_1 (5), q4_k (4.5),
-    /// q5_k (5.5), q6_k (6.56), iq4_nl (4.5), or the mixtures q4_k_m / q5_k_m (q4_k / q5_k with
-    /// the value and down projections of about a third of the layers in q6_k). A K-quant needs
-    /// rows that are a multiple of 256: other matrices fall back on q4_1 (for q4_k) or q8_0 (q5_k,
-    /// q6_k). See docs/formats.md.
+    /// Format of the quantized matrices: q8_0 (8.5 bits/weight), q4_0 (4.5), q4_1 (5), q5_0 (5.5),
+    /// q5_1 (6), iq4_nl (4.5), q2_k (2.63), q3_k (3.44), q4_k (4.5), q5_k (5.5), q6_k (6.56),
+    /// iq4_xs (4.25), or the mixtures q4_k_m / q5_k_m (q4_k / q5_k with the value and down
+    /// projections of about a third of the layers in q6_k). A 256-element format needs rows that
+    /// are a multiple of 256: other matrices fall back on q4_0 (q2_k, q3_k), q4_1 (q4_k), q5_1
+    /// (q5_k), q8_0 (q6_k) or iq4_nl (iq4_xs). See docs/formats.md.
     #[arg(long = "type", value_parser = parse_type)]
     format: QuantizeOptions,
-    /// Store the matrices whose name contains PATTERN as TYPE (q8_0, q4_0, q4_1, f32, f16, bf16)
-    /// instead; repeatable, the first matching flag wins. E.g. `--tensor-type mlp.down_proj=q8_0`,
+    /// Store the matrices whose name contains PATTERN as TYPE (any format of --type, f32, f16,
+    /// bf16) instead; repeatable, the first matching flag wins. E.g. `--tensor-type mlp.down_proj=q8_0`,
     /// `--tensor-type layers.0.=f16` (a dense matrix multiplies f32 activations, not 8-bit ones).
     #[arg(long = "tensor-type", value_name = "PATTERN=TYPE")]
     tensor_type: Vec<TensorOverride>,
@@ -65,7 +68,8 @@ pub fn parse_layout(s: &str) -> Result<QLayout> {
 }
 
 fn parse_type(s: &str) -> Result<QuantizeOptions> {
-    const EXPECTED: &str = "q8_0, q4_0, q4_1, q4_k, q5_k, q6_k, iq4_nl, q4_k_m or q5_k_m";
+    const EXPECTED: &str =
+        "q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, q4_k_m or q5_k_m";
     match QuantizeOptions::from_type_name(s) {
         Some(o) if writable(o.format) => Ok(o),
         Some(o) => Err(anyhow!(
@@ -123,7 +127,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     }
     match s.calibration_tokens {
         Some(n) => println!(
-            "rounding: calibrated on {n} tokens of text (GPTQ for q8_0, q4_0, q4_1; importance weights for the K-quants and iq4_nl)"
+            "rounding: calibrated on {n} tokens of text (GPTQ for q8_0, q4_0, q4_1; importance weights for the GGUF formats)"
         ),
         None => println!("rounding: every block on its own (--calibration FILE for GPTQ)"),
     }

@@ -46,10 +46,15 @@ use safetensors::Dtype;
 
 use crate::store::{self, Data, Entry, QPlanes, Staging, StoreError, StoredAs, WEIGHTS_FILE};
 use calibration::{Calibrator, Site};
+pub use recipe::{
+    fitting_format, medium_budget, medium_upgrades, more_bits, output_format, Recipe,
+};
 
 mod calibration;
 pub mod gptq;
+mod iq4;
 pub mod kquants;
+mod recipe;
 pub mod search;
 
 /// How to quantize.
@@ -69,38 +74,8 @@ pub struct QuantizeOptions {
     pub recipe: Recipe,
 }
 
-/// Which matrices get which format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Recipe {
-    /// Every layer matrix in `format` (the embedding and an untied lm_head as [`output_format`]).
-    #[default]
-    Uniform,
-    /// llama.cpp's `_M` mixtures (`q4_k_m`, `q5_k_m` with `format` q4_k, q5_k): the value
-    /// projection and the down projection of the first and last eighth of the layers and of every
-    /// third layer between them ([`more_bits`]) in q6_k, the rest in `format`.
-    Medium,
-}
-
-/// Whether layer `i` of `n` gets more bits under [`Recipe::Medium`]: llama.cpp's rule (the first
-/// and last eighth of the layers, and every third one between).
-pub fn more_bits(i: usize, n: usize) -> bool {
-    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
-}
-
-/// The format a `[rows, k]` matrix gets when `format` is asked for: `format` when `k` is a whole
-/// number of its blocks, else the nearest format whose 32-element blocks fit (as llama.cpp falls
-/// back, except q4_k, which falls back on q4_1 at 5 bits where llama.cpp takes q5_0 at 5.5).
-pub fn fitting_format(format: QFormat, k: usize) -> QFormat {
-    if k.is_multiple_of(format.block_elems()) {
-        return format;
-    }
-    match format {
-        QFormat::Q4K => QFormat::Q4_1,
-        QFormat::Q5K | QFormat::Q6K => QFormat::Q8_0,
-        QFormat::Iq4Xs => QFormat::Iq4Nl,
-        other => other,
-    }
-}
+/// The formats `infer quantize` writes, for messages.
+pub const WRITABLE: &str = "q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs";
 
 /// Formats `infer quantize` writes.
 pub fn writable(format: QFormat) -> bool {
@@ -198,13 +173,13 @@ impl std::str::FromStr for TensorOverride {
         let to = match StoreType::from_name(to) {
             Some(StoreType::Quant(f)) if !writable(f) => {
                 return Err(format!(
-                    "`{s}`: `infer quantize` does not write {f} yet (expected q8_0, q4_0, q4_1, q4_k, q5_k, q6_k, iq4_nl, f32, f16 or bf16)"
+                    "`{s}`: `infer quantize` does not write {f} yet (expected {WRITABLE}, f32, f16 or bf16)"
                 ))
             }
             Some(t) => t,
             None => {
                 return Err(format!(
-                    "`{s}`: unknown type `{to}` (expected q8_0, q4_0, q4_1, q4_k, q5_k, q6_k, iq4_nl, f32, f16 or bf16)"
+                    "`{s}`: unknown type `{to}` (expected {WRITABLE}, f32, f16 or bf16)"
                 ))
             }
         };
@@ -276,7 +251,7 @@ pub enum QuantizeError {
     #[error("{}: calibration: {reason}", path.display())]
     Calibration { path: PathBuf, reason: String },
     /// A format `infer quantize` does not write yet (the GGUF formats are kept when importing).
-    #[error("cannot quantize to {format}: `infer quantize` writes q8_0, q4_0, q4_1, q4_k, q5_k, q6_k and iq4_nl (a GGUF in {format} keeps it on `infer import`)")]
+    #[error("cannot quantize to {format}: `infer quantize` writes {WRITABLE} (a GGUF in {format} keeps it on `infer import`)")]
     UnsupportedFormat { format: QFormat },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -677,14 +652,18 @@ fn plan(
     let outer = output_format(format);
     let layers = llama.layers.len();
     // Under `Recipe::Medium`, the value and down projections of some layers in q6_k.
-    let more = |i: usize| match opts.recipe {
-        Recipe::Medium if more_bits(i, layers) => QFormat::Q6K,
-        _ => format,
+    let upgrades = match opts.recipe {
+        Recipe::Medium => medium_upgrades(llama, format),
+        Recipe::Uniform => vec![[false; 2]; layers],
+    };
+    let more = |i: usize, slot: usize| match upgrades[i][slot] {
+        true => QFormat::Q6K,
+        false => format,
     };
     let mut out = vec![matrix(&llama.embed, outer, None)?];
     for (i, l) in llama.layers.iter().enumerate() {
         out.push(norm(&l.attn_norm));
-        for (m, f) in [(&l.wq, format), (&l.wk, format), (&l.wv, more(i))] {
+        for (m, f) in [(&l.wq, format), (&l.wk, format), (&l.wv, more(i, 0))] {
             out.push(matrix(m, f, Some((i, TapSite::Qkv)))?);
         }
         // Qwen2's q/k/v biases and Qwen3's per-head q/k norms: vectors, kept F32 like the norms.
@@ -699,7 +678,7 @@ fn plan(
         for m in [&l.w_gate, &l.w_up] {
             out.push(matrix(m, format, Some((i, TapSite::GateUp)))?);
         }
-        out.push(matrix(&l.w_down, more(i), Some((i, TapSite::Down)))?);
+        out.push(matrix(&l.w_down, more(i, 1), Some((i, TapSite::Down)))?);
     }
     out.push(norm(&llama.norm));
     if let Some(head) = &llama.lm_head {
@@ -714,17 +693,6 @@ fn plan(
         });
     }
     Ok(out)
-}
-
-/// Format of the embedding and lm_head for a checkpoint quantized to `format`: q8_0 under the
-/// 32-element 4-bit formats, q6_k under the K-quants (as llama.cpp's output tensor), else `format`
-/// (then [`fitting_format`] for the shape).
-pub fn output_format(format: QFormat) -> QFormat {
-    match format {
-        QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Iq4Nl => QFormat::Q8_0,
-        QFormat::Q4K | QFormat::Q5K => QFormat::Q6K,
-        other => other,
-    }
 }
 
 /// Importance weights from `diag H`: each column's share, floored at a thousandth of the mean so
