@@ -72,11 +72,14 @@ use crate::quant::scalar::check_matmul_q;
 use crate::quant::{Q8ActsRef, QFormat, QWeight, QK, QK_K};
 use crate::simd::{matmul_q, Format, MatmulQ};
 
+mod k23;
 mod superblock;
 
 pub(super) struct Q5_0;
 pub(super) struct Q5_1;
 pub(super) struct Iq4Nl;
+pub(super) struct Q2K;
+pub(super) struct Q3K;
 pub(super) struct Q4K;
 pub(super) struct Q5K;
 pub(super) struct Q6K;
@@ -89,11 +92,12 @@ macro_rules! formats {
         }
     )+};
 }
-formats!(Q5_0 => QFormat::Q5_0, Q5_1 => QFormat::Q5_1, Iq4Nl => QFormat::Iq4Nl, Q4K => QFormat::Q4K,
-    Q5K => QFormat::Q5K, Q6K => QFormat::Q6K, Iq4Xs => QFormat::Iq4Xs);
+formats!(Q5_0 => QFormat::Q5_0, Q5_1 => QFormat::Q5_1, Iq4Nl => QFormat::Iq4Nl, Q2K => QFormat::Q2K,
+    Q3K => QFormat::Q3K, Q4K => QFormat::Q4K, Q5K => QFormat::Q5K, Q6K => QFormat::Q6K,
+    Iq4Xs => QFormat::Iq4Xs);
 
 /// `base` with the GGUF formats' products: the 32-element formats by `B`'s tiles, the super-block
-/// formats by `K`'s. q2_k and q3_k keep `base`'s entries (the scalar spec).
+/// formats by `K`'s.
 ///
 /// Only for ISAs whose features detection confirmed (called from the variants' `table()`s).
 pub(super) fn table<B, K>(base: Kernels) -> Kernels
@@ -105,6 +109,8 @@ where
         matmul_q5_0_q8: matmul_q::<B, Q5_0>,
         matmul_q5_1_q8: matmul_q::<B, Q5_1>,
         matmul_iq4_nl_q8: matmul_q::<B, Iq4Nl>,
+        matmul_q2_k_q8: matmul_k::<K, Q2K>,
+        matmul_q3_k_q8: matmul_k::<K, Q3K>,
         matmul_q4_k_q8: matmul_k::<K, Q4K>,
         matmul_q5_k_q8: matmul_k::<K, Q5K>,
         matmul_q6_k_q8: matmul_k::<K, Q6K>,
@@ -357,16 +363,17 @@ static MAGIC4: [i32; 4] = [MAGIC; 4];
 const CHUNK: usize = 32;
 
 /// Per token of a tile (at most 4) and per four blocks of a chunk: `dx·sx` (formats with
-/// minimums) and `16·sx` (q5_k), which a tile would otherwise compute again for every row.
+/// minimums; q2_k: per four 16-element sub-blocks, `dx·sx` of each sub-block's 16 elements) and
+/// `16·sx` (q5_k), which a tile would otherwise compute again for every row.
 pub(super) struct TokenTerms {
-    dxsx: [[MaybeUninit<float32x4_t>; 2 * CHUNK]; 4],
+    dxsx: [[MaybeUninit<float32x4_t>; 4 * CHUNK]; 4],
     x16: [[MaybeUninit<int32x4_t>; 2 * CHUNK]; 4],
 }
 
 impl TokenTerms {
     fn new() -> TokenTerms {
         TokenTerms {
-            dxsx: [[MaybeUninit::uninit(); 2 * CHUNK]; 4],
+            dxsx: [[MaybeUninit::uninit(); 4 * CHUNK]; 4],
             x16: [[MaybeUninit::uninit(); 2 * CHUNK]; 4],
         }
     }
@@ -375,6 +382,9 @@ impl TokenTerms {
     /// (`cn ≤ CHUNK`).
     fn fill<F: Super>(&mut self, x: &Q8ActsRef<'_>, t: usize, ts: usize, c0: usize, cn: usize) {
         let nb = x.k / QK;
+        if F::MIN16 {
+            return self.fill16(x, t, ts, c0, cn);
+        }
         for j in 0..ts {
             for q in 0..2 * cn {
                 let b = (t + j) * nb + 8 * c0 + 4 * q;
@@ -389,6 +399,32 @@ impl TokenTerms {
                     if F::LOW16 {
                         self.x16[j][q].write(vshlq_n_s32::<4>(sx));
                     }
+                }
+            }
+        }
+    }
+
+    /// [`TokenTerms::fill`] for minimums per 16 elements: lane `l` of `dxsx[j][q]` is `dx·sx` of
+    /// sub-block `4q + l` of the chunk (its block's `dx`, the sum of its 16 quants).
+    fn fill16(&mut self, x: &Q8ActsRef<'_>, t: usize, ts: usize, c0: usize, cn: usize) {
+        let (k, nb) = (x.k, x.k / QK);
+        for j in 0..ts {
+            for q in 0..4 * cn {
+                // Blocks 2q and 2q + 1 of the chunk.
+                let b = (t + j) * nb + 8 * c0 + 2 * q;
+                let (d, qs) = (&x.d[b..b + 2], &x.qs[(t + j) * k + (8 * c0 + 2 * q) * QK..][..64]);
+                // SAFETY: two scales and 64 quants in the slices; NEON is baseline on aarch64.
+                // Exact conversion: |sx| ≤ 16·127.
+                unsafe {
+                    let p = qs.as_ptr();
+                    let s: [int32x4_t; 4] = core::array::from_fn(|i| {
+                        vpaddlq_s16(vpaddlq_s8(vld1q_s8(p.add(16 * i))))
+                    });
+                    let sx = vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+                    let d = vld1_f32(d.as_ptr());
+                    // [d0, d0, d1, d1]
+                    let d = vzip1q_f32(vcombine_f32(d, d), vcombine_f32(d, d));
+                    self.dxsx[j][q].write(vmulq_f32(d, vcvtq_f32_s32(sx)));
                 }
             }
         }
@@ -493,16 +529,25 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize, const LOADS: 
     for sb in 0..cn {
         // Per token: the eight blocks' dx, and dx·sx (minimums) or 16·sx (q5_k).
         let mut dx = [[vdupq_n_f32(0.0); 2]; T];
-        let mut dxsx = [[vdupq_n_f32(0.0); 2]; T];
+        let mut dxsx = [[vdupq_n_f32(0.0); 4]; T];
         let mut x16 = [[vdupq_n_s32(0); 2]; T];
         unroll!(T, j => {
             // SAFETY: blocks 8sb..8sb + 8 of the chunk exist in token t + j; `terms` holds them.
             unsafe {
                 let pd = xd[j].add(8 * sb);
                 dx[j] = [vld1q_f32(pd), vld1q_f32(pd.add(4))];
-                if F::MIN {
+                if F::MIN16 {
+                    let v = &terms.dxsx[j][4 * sb..4 * sb + 4];
+                    dxsx[j] = [
+                        v[0].assume_init(),
+                        v[1].assume_init(),
+                        v[2].assume_init(),
+                        v[3].assume_init(),
+                    ];
+                } else if F::MIN {
                     let v = &terms.dxsx[j];
-                    dxsx[j] = [v[2 * sb].assume_init(), v[2 * sb + 1].assume_init()];
+                    dxsx[j][0] = v[2 * sb].assume_init();
+                    dxsx[j][1] = v[2 * sb + 1].assume_init();
                 }
                 if F::LOW16 {
                     let v = &terms.x16[j];
@@ -558,7 +603,11 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize, const LOADS: 
                 acc[i][j] = vfmaq_laneq_f32::<0>(acc[i][j], f[j], dw);
                 if F::MIN {
                     let u = vmulq_f32(sc.m[0], dxsx[j][0]);
-                    let u = vfmaq_f32(u, sc.m[1], dxsx[j][1]);
+                    let mut u = vfmaq_f32(u, sc.m[1], dxsx[j][1]);
+                    if F::MIN16 {
+                        u = vfmaq_f32(u, sc.m[2], dxsx[j][2]);
+                        u = vfmaq_f32(u, sc.m[3], dxsx[j][3]);
+                    }
                     acc[i][j] = vfmsq_laneq_f32::<0>(acc[i][j], u, dm);
                 }
             });
