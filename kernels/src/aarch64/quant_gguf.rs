@@ -18,7 +18,7 @@
 //!   after the spread (the high nibbles need a `ushr` first). That is q5_0's value; q5_1's `q` is
 //!   `(q − 16) + 16`, so its tile adds `16·sx` (the activations' block sum) to the block's dot.
 //!
-//! # Super-block formats (q4_k, q5_k, q6_k, iq4_xs): [`ktile`]
+//! # Super-block formats (q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs): [`ktile`]
 //!
 //! A tile is `R` rows × `T` tokens: 1 × 1 for decode, 1 × 4 otherwise (each decoded half
 //! super-block serves four tokens). Wider decode tiles cost more than they share: fully unrolled,
@@ -31,7 +31,9 @@
 //!    masks in general registers (the integer pipes, which the vector-bound loop leaves idle),
 //!    moved into a vector by `fmov`/`ins`, and widened to i32 lanes by one `tbl` each; the minimums
 //!    become f32 (`ucvtf`). q6_k's sixteen i8 scales widen by `sxtl`; iq4_xs's six bytes unpack in
-//!    general registers, then `tbl` and `sub #32`.
+//!    general registers, then `tbl` and `sub #32`; q3_k's twelve bytes likewise, then `sub #32` in
+//!    bytes and `sxtl`; q2_k's sixteen bytes split by `and`/`ushr #4` into scales and minimums,
+//!    widened by `uxtl`.
 //! 2. *Quants* ([`Super::half`]), per half super-block (four blocks, eight vectors): q4_k `and`,
 //!    `ushr`; q5_k the q5_0 trick on its 32 shared high-bit bytes (inverted once per super-block,
 //!    shifted per 64 elements, `cmtst` against the block's bit, `sli #4`): `q − 16`, the dot then
@@ -40,17 +42,22 @@
 //!    `nibble << 2 | field << 6` is the 6-bit value `q ^ 32` shifted left by 2, whose two's
 //!    complement is `q − 32` (`sli #6` for the low nibbles, `and #0xf0` and `sri #2` for the high
 //!    ones), and the fixed-point `scvtf #2` takes the quarter exactly. iq4_xs `tbl` as iq4_nl.
+//!    q2_k `ushr`, `and #3`; q3_k the q5 trick on `hmask` with `sli #2`: `q − 4` where the high
+//!    bit is clear (see [`k23`]).
 //!    ([`super::asm`] holds `mvn` and `sri` wrappers: LLVM expands those intrinsics here.)
 //! 3. *Integer dots*: one i32 accumulator per sub-block (two `sdot` for 32 elements, one for 16),
 //!    started, for decode, from zeros loaded from memory ([`load_fresh`]: a load port rather than a
 //!    vector-pipe `movi`; several tokens load more activations and keep `movi`); `addp` reduces
 //!    them to one lane per sub-block and `mul` by the sub-block scales gives
 //!    the half's four `A_j` (16-element sub-blocks: one more `addp` adds each block's two).
+//!    q2_k's minimums sit per 16 elements, so its `B` needs the activations' 16-element sums, which
+//!    [`TokenTerms`] computes once per call as `dx·sx` per sub-block (four vectors per super-block
+//!    and token rather than two); the minimum term is then as for q4_k, over sixteen lanes.
 //! 4. *Scaling*: per row and token `acc += (Σ_h cvt(A_h)·dx_h)·dw` (`fmul`, `fmla`, and `fmla` by
 //!    element), and for the formats with minimums `acc −= (Σ_h mn_h·(dx·sx)_h)·dmin`. Every `A_j`
 //!    is below 2²⁴ in magnitude (q4_k 63·32·15·127, q5_k 63·32·31·127, q6_k 2·128·16·32·127 just
-//!    under the limit, iq4_xs 32·32·127·128), so its conversion is exact; q4_k's (below 2²²) is
-//!    converted by [`MAGIC`] rather than by `scvtf`.
+//!    under the limit, iq4_xs 32·32·127·128, q2_k 2·15·16·3·127, q3_k 2·32·16·4·128), so its
+//!    conversion is exact; q4_k's (below 2²²) is converted by [`MAGIC`] rather than by `scvtf`.
 //!
 //! At the end of a row the accumulator's four lanes are added. The result differs from the scalar
 //! spec's `(dw·dx)·A − (dmin·dx)·B` summed in block order only by f32 rounding: a few ulps per
