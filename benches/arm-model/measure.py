@@ -81,6 +81,15 @@ def _select(k: Kernel, fn: loops.Function, sve_bits: int) -> list[tuple[int, int
     cands = [l for l in inner if _units(k, body(l), sve_bits) > 0]
     if k.select == "no-mmla":
         cands = [l for l in cands if not any("mmla" in i.mnem for i in body(l))]
+    if k.select == "sve-switch":
+        # SVE builds switch on the vector length to one `sdot` loop per length, in code order (128
+        # bits, then 256): the MAC count cannot tell them apart (both count their z-register `sdot`
+        # at the chip's length, which doubles the 128-bit loop's on a 256-bit chip), the order can.
+        # `smmla` loops (two rows at once) are not the one-row dot; a NEON build has one loop.
+        cands = [l for l in cands if not any("mmla" in i.mnem for i in body(l))]
+        sve = sorted(l for l in cands if any(i.ops.startswith("z") for i in body(l)))
+        if sve:
+            return sve[1:2] if sve_bits >= 256 and len(sve) > 1 else sve[:1]
     if k.select == "nest":
         loop = _nest(k, fn, sve_bits)
         return [loop] if loop else []

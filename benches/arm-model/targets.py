@@ -11,15 +11,15 @@ from dataclasses import dataclass
 BLOCK_BYTES = {"q4_0": 18, "q4_0_rows8": 18, "q4_1": 20, "q4_1_rows8": 20, "q8_0": 34,
                "q8_0_rows8": 34,
                # The GGUF formats (kernels/src/quant/kquant.rs): a super-block's bytes / 8.
-               "q5_0": 22, "q5_1": 24, "iq4_nl": 18, "q4_k": 18, "q5_k": 22, "q6_k": 26.25,
-               "iq4_xs": 17}
+               "q5_0": 22, "q5_1": 24, "iq4_nl": 18, "q2_k": 10.5, "q3_k": 13.75, "q4_k": 18,
+               "q5_k": 22, "q6_k": 26.25, "iq4_xs": 17}
 FORMATS = ("q4_0", "q8_0", "q4_1")
 # GGUF formats with 32-element blocks, which run the tiles of q4_0 (quant_neon.rs) with their own
 # block loads, and the super-block formats with a tile of their own (quant_gguf.rs).
 GGUF32 = ("q5_0", "q5_1", "iq4_nl")
-KQUANTS = ("q4_k", "q5_k", "q6_k", "iq4_xs")
+KQUANTS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs")
 # Formats with a minimum per block (or super-block): twice the f16 conversions per row.
-MIN_FORMATS = ("q4_1", "q5_1", "q4_k", "q5_k")
+MIN_FORMATS = ("q4_1", "q5_1", "q2_k", "q4_k", "q5_k")
 # Formats of the whole-token predictions: q4_0, q8_0 and q4_1 in the rows8 layout
 # (kernels/src/quant/rows8.rs) are rows of their own, so both layouts show side by side (a rows8
 # model's q8_0 output matrix is rows8 too).
@@ -35,7 +35,8 @@ GGUF = f"{OURS_CRATE}::aarch64::quant_gguf"
 KISA = f"{GGUF}::KIsa"
 FMT_TYPE = {"q4_0": f"{OURS_CRATE}::simd::Q4_0", "q4_1": f"{OURS_CRATE}::simd::Q4_1",
             "q8_0": f"{OURS_CRATE}::simd::Q8_0", "q5_0": f"{GGUF}::Q5_0",
-            "q5_1": f"{GGUF}::Q5_1", "iq4_nl": f"{GGUF}::Iq4Nl", "q4_k": f"{GGUF}::Q4K",
+            "q5_1": f"{GGUF}::Q5_1", "iq4_nl": f"{GGUF}::Iq4Nl", "q2_k": f"{GGUF}::Q2K",
+            "q3_k": f"{GGUF}::Q3K", "q4_k": f"{GGUF}::Q4K",
             "q5_k": f"{GGUF}::Q5K", "q6_k": f"{GGUF}::Q6K", "iq4_xs": f"{GGUF}::Iq4Xs"}
 
 
@@ -72,7 +73,8 @@ class Kernel:
     caller is looked for in the caller). `select`: how to pick the loop among the function's innermost
     loops ('macs': most multiply-accumulates; 'rows=R': our quantized tile with R weight rows, told by
     its R f16 scale conversions (2R for the formats with minimums); 'no-mmla': most MACs without
-    smmla; 'nest': a super-block loop with loops inside, written out (see `up`, `trips`); 'loops=0,2': the
+    smmla; 'sve-switch': of loops one per SVE vector length, the chip's, by code order; 'nest': a
+    super-block loop with loops inside, written out (see `up`, `trips`); 'loops=0,2': the
     vector loops with these indices in code order, each one a pass over the data; 'fcvtas': the
     quantizer's loop). `unit`: what one iteration's count is measured in.
     `rows`: weight rows one call covers (its whole-call overhead is paid once per that many rows).
@@ -162,7 +164,10 @@ def llamacpp() -> list[Kernel]:
     # the gemv kernels on weights repacked at load (q4_K, q5_K, q6_K in 8 rows, iq4_nl in 4).
     for fmt in GGUF32 + KQUANTS:
         f = llama_vec_dot(fmt)
-        ks.append(Kernel("llama.cpp", "matvec", fmt, f, None, [f], "no-mmla", "block", 1))
+        # The SVE builds of q2_K, q3_K, q4_K and q6_K switch on the vector length to one loop per
+        # length: 128 bits first, then 256 (see `sve-switch` in measure.py).
+        sel = "sve-switch" if fmt in ("q2_k", "q3_k", "q4_k", "q6_k") else "no-mmla"
+        ks.append(Kernel("llama.cpp", "matvec", fmt, f, None, [f], sel, "block", 1))
     ks.append(Kernel("llama.cpp", "matvec", "iq4_nl", "ggml_gemv_iq4_nl_4x4_q8_0", None,
                      ["ggml_gemv_iq4_nl_4x4_q8_0"], "macs", "block", 4))
     for fmt, up, trips, side in (("q4_K", 1, (4,), 2), ("q5_K", 1, (4,), 2), ("q6_K", 2, (2, 4), 1)):

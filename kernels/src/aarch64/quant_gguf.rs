@@ -18,7 +18,7 @@
 //!   after the spread (the high nibbles need a `ushr` first). That is q5_0's value; q5_1's `q` is
 //!   `(q − 16) + 16`, so its tile adds `16·sx` (the activations' block sum) to the block's dot.
 //!
-//! # Super-block formats (q4_k, q5_k, q6_k, iq4_xs): [`ktile`]
+//! # Super-block formats (q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs): [`ktile`]
 //!
 //! A tile is `R` rows × `T` tokens: 1 × 1 for decode, 1 × 4 otherwise (each decoded half
 //! super-block serves four tokens). Wider decode tiles cost more than they share: fully unrolled,
@@ -31,7 +31,9 @@
 //!    masks in general registers (the integer pipes, which the vector-bound loop leaves idle),
 //!    moved into a vector by `fmov`/`ins`, and widened to i32 lanes by one `tbl` each; the minimums
 //!    become f32 (`ucvtf`). q6_k's sixteen i8 scales widen by `sxtl`; iq4_xs's six bytes unpack in
-//!    general registers, then `tbl` and `sub #32`.
+//!    general registers, then `tbl` and `sub #32`; q3_k's twelve bytes likewise, then `sub #32` in
+//!    bytes and `sxtl`; q2_k's sixteen bytes split by `and`/`ushr #4` into scales and minimums,
+//!    widened by `uxtl`.
 //! 2. *Quants* ([`Super::half`]), per half super-block (four blocks, eight vectors): q4_k `and`,
 //!    `ushr`; q5_k the q5_0 trick on its 32 shared high-bit bytes (inverted once per super-block,
 //!    shifted per 64 elements, `cmtst` against the block's bit, `sli #4`): `q − 16`, the dot then
@@ -40,17 +42,22 @@
 //!    `nibble << 2 | field << 6` is the 6-bit value `q ^ 32` shifted left by 2, whose two's
 //!    complement is `q − 32` (`sli #6` for the low nibbles, `and #0xf0` and `sri #2` for the high
 //!    ones), and the fixed-point `scvtf #2` takes the quarter exactly. iq4_xs `tbl` as iq4_nl.
+//!    q2_k `ushr`, `and #3`; q3_k the q5 trick on `hmask` with `sli #2`: `q − 4` where the high
+//!    bit is clear (see [`k23`]).
 //!    ([`super::asm`] holds `mvn` and `sri` wrappers: LLVM expands those intrinsics here.)
 //! 3. *Integer dots*: one i32 accumulator per sub-block (two `sdot` for 32 elements, one for 16),
 //!    started, for decode, from zeros loaded from memory ([`load_fresh`]: a load port rather than a
 //!    vector-pipe `movi`; several tokens load more activations and keep `movi`); `addp` reduces
 //!    them to one lane per sub-block and `mul` by the sub-block scales gives
 //!    the half's four `A_j` (16-element sub-blocks: one more `addp` adds each block's two).
+//!    q2_k's minimums sit per 16 elements, so its `B` needs the activations' 16-element sums, which
+//!    [`TokenTerms`] computes once per call as `dx·sx` per sub-block (four vectors per super-block
+//!    and token rather than two); the minimum term is then as for q4_k, over sixteen lanes.
 //! 4. *Scaling*: per row and token `acc += (Σ_h cvt(A_h)·dx_h)·dw` (`fmul`, `fmla`, and `fmla` by
 //!    element), and for the formats with minimums `acc −= (Σ_h mn_h·(dx·sx)_h)·dmin`. Every `A_j`
 //!    is below 2²⁴ in magnitude (q4_k 63·32·15·127, q5_k 63·32·31·127, q6_k 2·128·16·32·127 just
-//!    under the limit, iq4_xs 32·32·127·128), so its conversion is exact; q4_k's (below 2²²) is
-//!    converted by [`MAGIC`] rather than by `scvtf`.
+//!    under the limit, iq4_xs 32·32·127·128, q2_k 2·15·16·3·127, q3_k 2·32·16·4·128), so its
+//!    conversion is exact; q4_k's (below 2²²) is converted by [`MAGIC`] rather than by `scvtf`.
 //!
 //! At the end of a row the accumulator's four lanes are added. The result differs from the scalar
 //! spec's `(dw·dx)·A − (dmin·dx)·B` summed in block order only by f32 rounding: a few ulps per
@@ -72,11 +79,14 @@ use crate::quant::scalar::check_matmul_q;
 use crate::quant::{Q8ActsRef, QFormat, QWeight, QK, QK_K};
 use crate::simd::{matmul_q, Format, MatmulQ};
 
+mod k23;
 mod superblock;
 
 pub(super) struct Q5_0;
 pub(super) struct Q5_1;
 pub(super) struct Iq4Nl;
+pub(super) struct Q2K;
+pub(super) struct Q3K;
 pub(super) struct Q4K;
 pub(super) struct Q5K;
 pub(super) struct Q6K;
@@ -89,11 +99,12 @@ macro_rules! formats {
         }
     )+};
 }
-formats!(Q5_0 => QFormat::Q5_0, Q5_1 => QFormat::Q5_1, Iq4Nl => QFormat::Iq4Nl, Q4K => QFormat::Q4K,
-    Q5K => QFormat::Q5K, Q6K => QFormat::Q6K, Iq4Xs => QFormat::Iq4Xs);
+formats!(Q5_0 => QFormat::Q5_0, Q5_1 => QFormat::Q5_1, Iq4Nl => QFormat::Iq4Nl, Q2K => QFormat::Q2K,
+    Q3K => QFormat::Q3K, Q4K => QFormat::Q4K, Q5K => QFormat::Q5K, Q6K => QFormat::Q6K,
+    Iq4Xs => QFormat::Iq4Xs);
 
 /// `base` with the GGUF formats' products: the 32-element formats by `B`'s tiles, the super-block
-/// formats by `K`'s. q2_k and q3_k keep `base`'s entries (the scalar spec).
+/// formats by `K`'s.
 ///
 /// Only for ISAs whose features detection confirmed (called from the variants' `table()`s).
 pub(super) fn table<B, K>(base: Kernels) -> Kernels
@@ -105,6 +116,8 @@ where
         matmul_q5_0_q8: matmul_q::<B, Q5_0>,
         matmul_q5_1_q8: matmul_q::<B, Q5_1>,
         matmul_iq4_nl_q8: matmul_q::<B, Iq4Nl>,
+        matmul_q2_k_q8: matmul_k::<K, Q2K>,
+        matmul_q3_k_q8: matmul_k::<K, Q3K>,
         matmul_q4_k_q8: matmul_k::<K, Q4K>,
         matmul_q5_k_q8: matmul_k::<K, Q5K>,
         matmul_q6_k_q8: matmul_k::<K, Q6K>,
@@ -357,16 +370,17 @@ static MAGIC4: [i32; 4] = [MAGIC; 4];
 const CHUNK: usize = 32;
 
 /// Per token of a tile (at most 4) and per four blocks of a chunk: `dx·sx` (formats with
-/// minimums) and `16·sx` (q5_k), which a tile would otherwise compute again for every row.
+/// minimums; q2_k: per four 16-element sub-blocks, `dx·sx` of each sub-block's 16 elements) and
+/// `16·sx` (q5_k), which a tile would otherwise compute again for every row.
 pub(super) struct TokenTerms {
-    dxsx: [[MaybeUninit<float32x4_t>; 2 * CHUNK]; 4],
+    dxsx: [[MaybeUninit<float32x4_t>; 4 * CHUNK]; 4],
     x16: [[MaybeUninit<int32x4_t>; 2 * CHUNK]; 4],
 }
 
 impl TokenTerms {
     fn new() -> TokenTerms {
         TokenTerms {
-            dxsx: [[MaybeUninit::uninit(); 2 * CHUNK]; 4],
+            dxsx: [[MaybeUninit::uninit(); 4 * CHUNK]; 4],
             x16: [[MaybeUninit::uninit(); 2 * CHUNK]; 4],
         }
     }
@@ -375,6 +389,9 @@ impl TokenTerms {
     /// (`cn ≤ CHUNK`).
     fn fill<F: Super>(&mut self, x: &Q8ActsRef<'_>, t: usize, ts: usize, c0: usize, cn: usize) {
         let nb = x.k / QK;
+        if F::MIN16 {
+            return self.fill16(x, t, ts, c0, cn);
+        }
         for j in 0..ts {
             for q in 0..2 * cn {
                 let b = (t + j) * nb + 8 * c0 + 4 * q;
@@ -389,6 +406,32 @@ impl TokenTerms {
                     if F::LOW16 {
                         self.x16[j][q].write(vshlq_n_s32::<4>(sx));
                     }
+                }
+            }
+        }
+    }
+
+    /// [`TokenTerms::fill`] for minimums per 16 elements: lane `l` of `dxsx[j][q]` is `dx·sx` of
+    /// sub-block `4q + l` of the chunk (its block's `dx`, the sum of its 16 quants).
+    fn fill16(&mut self, x: &Q8ActsRef<'_>, t: usize, ts: usize, c0: usize, cn: usize) {
+        let (k, nb) = (x.k, x.k / QK);
+        for j in 0..ts {
+            for q in 0..4 * cn {
+                // Blocks 2q and 2q + 1 of the chunk.
+                let b = (t + j) * nb + 8 * c0 + 2 * q;
+                let (d, qs) = (&x.d[b..b + 2], &x.qs[(t + j) * k + (8 * c0 + 2 * q) * QK..][..64]);
+                // SAFETY: two scales and 64 quants in the slices; NEON is baseline on aarch64.
+                // Exact conversion: |sx| ≤ 16·127.
+                unsafe {
+                    let p = qs.as_ptr();
+                    let s: [int32x4_t; 4] = core::array::from_fn(|i| {
+                        vpaddlq_s16(vpaddlq_s8(vld1q_s8(p.add(16 * i))))
+                    });
+                    let sx = vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+                    let d = vld1_f32(d.as_ptr());
+                    // [d0, d0, d1, d1]
+                    let d = vzip1q_f32(vcombine_f32(d, d), vcombine_f32(d, d));
+                    self.dxsx[j][q].write(vmulq_f32(d, vcvtq_f32_s32(sx)));
                 }
             }
         }
@@ -493,16 +536,25 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize, const LOADS: 
     for sb in 0..cn {
         // Per token: the eight blocks' dx, and dx·sx (minimums) or 16·sx (q5_k).
         let mut dx = [[vdupq_n_f32(0.0); 2]; T];
-        let mut dxsx = [[vdupq_n_f32(0.0); 2]; T];
+        let mut dxsx = [[vdupq_n_f32(0.0); 4]; T];
         let mut x16 = [[vdupq_n_s32(0); 2]; T];
         unroll!(T, j => {
             // SAFETY: blocks 8sb..8sb + 8 of the chunk exist in token t + j; `terms` holds them.
             unsafe {
                 let pd = xd[j].add(8 * sb);
                 dx[j] = [vld1q_f32(pd), vld1q_f32(pd.add(4))];
-                if F::MIN {
+                if F::MIN16 {
+                    let v = &terms.dxsx[j][4 * sb..4 * sb + 4];
+                    dxsx[j] = [
+                        v[0].assume_init(),
+                        v[1].assume_init(),
+                        v[2].assume_init(),
+                        v[3].assume_init(),
+                    ];
+                } else if F::MIN {
                     let v = &terms.dxsx[j];
-                    dxsx[j] = [v[2 * sb].assume_init(), v[2 * sb + 1].assume_init()];
+                    dxsx[j][0] = v[2 * sb].assume_init();
+                    dxsx[j][1] = v[2 * sb + 1].assume_init();
                 }
                 if F::LOW16 {
                     let v = &terms.x16[j];
@@ -558,7 +610,11 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize, const LOADS: 
                 acc[i][j] = vfmaq_laneq_f32::<0>(acc[i][j], f[j], dw);
                 if F::MIN {
                     let u = vmulq_f32(sc.m[0], dxsx[j][0]);
-                    let u = vfmaq_f32(u, sc.m[1], dxsx[j][1]);
+                    let mut u = vfmaq_f32(u, sc.m[1], dxsx[j][1]);
+                    if F::MIN16 {
+                        u = vfmaq_f32(u, sc.m[2], dxsx[j][2]);
+                        u = vfmaq_f32(u, sc.m[3], dxsx[j][3]);
+                    }
                     acc[i][j] = vfmsq_laneq_f32::<0>(acc[i][j], u, dm);
                 }
             });

@@ -286,8 +286,7 @@ pub(super) fn dequantize_row(w: &QWeight<'_>, r: usize, out: &mut [f32]) {
 
 /// `yt[r·n + t] = Σ_j w[r, j]·x[t, j]` for the GGUF formats (see the [module docs](self)): the
 /// scalar reference, and the kernel of the variants without one of their own for the format (the
-/// x86 variants have their own for every format; the aarch64 ones for every format but q2_k and
-/// q3_k).
+/// x86 and aarch64 variants have their own for every format).
 pub fn matmul_q8(w: &QWeight<'_>, x: &Q8ActsRef<'_>, yt: &mut [f32]) {
     assert!(
         !w.format.is_basic(),

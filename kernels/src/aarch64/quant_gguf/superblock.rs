@@ -1,5 +1,6 @@
-//! How [`super::ktile`] sees each super-block format (q4_k, q5_k, q6_k, iq4_xs): its quants per
-//! half super-block and its sub-block scales (see the [parent module](super) for the tricks).
+//! How [`super::ktile`] sees each super-block format (q4_k, q5_k, q6_k, iq4_xs; q2_k and q3_k in
+//! [`super::k23`]): its quants per half super-block and its sub-block scales (see the
+//! [parent module](super) for the tricks).
 
 use core::arch::aarch64::*;
 
@@ -13,16 +14,20 @@ pub(in crate::aarch64) struct Scales {
     /// Lane `l` of `s[i]`: sub-block `4i + l`'s scale (16 sub-blocks for [`Super::SUB16`], else 8 in
     /// `s[0]`, `s[1]`).
     pub(super) s: [int32x4_t; 4],
-    /// Lane `l` of `m[i]`: block `4i + l`'s minimum (formats with `dmin`).
-    pub(super) m: [float32x4_t; 2],
+    /// Lane `l` of `m[i]`: block `4i + l`'s minimum (formats with `dmin`; `m[0]`, `m[1]`), or
+    /// sub-block `4i + l`'s ([`Super::MIN16`]).
+    pub(super) m: [float32x4_t; 4],
 }
 
 /// A super-block format (256 elements, eight blocks of 32) as [`super::ktile`] sees it.
 pub(in crate::aarch64) trait Super: Format {
     /// Bytes of the `aux` plane per super-block.
     const AB: usize = Self::FORMAT.aux_bytes_per_block();
-    /// Scales per 16 elements (q6_k) rather than per 32.
+    /// Scales per 16 elements (q2_k, q3_k, q6_k) rather than per 32.
     const SUB16: bool = false;
+    /// Minimums per 16 elements (q2_k): the tile scales them by the activations' 16-element sums
+    /// ([`super::TokenTerms`]) rather than by the per-block ones.
+    const MIN16: bool = false;
     /// Every decoded value is within ±64, so plain NEON may add four products in an i16 lane.
     const SMALL: bool;
     /// The decoded values are `q − 16` (q5_k): each block's dot gains `16·sx` before its scale.
@@ -95,7 +100,7 @@ unsafe fn scales_k4(aux: *const u8) -> Scales {
     let v = vcombine_u8(vcreate_u8(lo), vcreate_u8(hi));
     // SAFETY: NEON only.
     let w = unsafe { [widen4(v, 0), widen4(v, 1), widen4(v, 2), widen4(v, 3)] };
-    let z = vdupq_n_s32(0);
+    let (z, zf) = (vdupq_n_s32(0), vdupq_n_f32(0.0));
     Scales {
         s: [
             vreinterpretq_s32_u32(w[0]),
@@ -103,7 +108,7 @@ unsafe fn scales_k4(aux: *const u8) -> Scales {
             z,
             z,
         ],
-        m: [vcvtq_f32_u32(w[1]), vcvtq_f32_u32(w[3])],
+        m: [vcvtq_f32_u32(w[1]), vcvtq_f32_u32(w[3]), zf, zf],
     }
 }
 
@@ -112,7 +117,7 @@ unsafe fn scales_k4(aux: *const u8) -> Scales {
 /// # Safety
 /// 16 bytes at `q + off` are readable.
 #[inline(always)]
-unsafe fn ld(q: *const u8, off: usize) -> uint8x16_t {
+pub(super) unsafe fn ld(q: *const u8, off: usize) -> uint8x16_t {
     // SAFETY: the caller's contract.
     unsafe { vld1q_u8(q.add(off)) }
 }
@@ -122,7 +127,7 @@ unsafe fn ld(q: *const u8, off: usize) -> uint8x16_t {
 /// # Safety
 /// None beyond NEON (baseline on aarch64).
 #[inline(always)]
-unsafe fn s8(v: uint8x16_t) -> int8x16_t {
+pub(super) unsafe fn s8(v: uint8x16_t) -> int8x16_t {
     vreinterpretq_s8_u8(v)
 }
 
@@ -267,7 +272,7 @@ impl Super for Q6K {
                 vmovl_s16(vget_low_s16(hi)),
                 vmovl_high_s16(hi),
             ],
-            m: [z, z],
+            m: [z, z, z, z],
         }
     }
 }
@@ -325,7 +330,7 @@ impl Super for Iq4Xs {
                 z,
                 z,
             ],
-            m: [zf, zf],
+            m: [zf, zf, zf, zf],
         }
     }
 }
