@@ -33,7 +33,7 @@
 //!    become f32 (`ucvtf`). q6_k's sixteen i8 scales widen by `sxtl`; iq4_xs's six bytes unpack in
 //!    general registers, then `tbl` and `sub #32`; q3_k's twelve bytes likewise, then `sub #32` in
 //!    bytes and `sxtl`; q2_k's sixteen bytes split by `and`/`ushr #4` into scales and minimums,
-//!    widened by `uxtl`.
+//!    the scales shifted by `ushl` (see 2.), widened by `uxtl`.
 //! 2. *Quants* ([`Super::half`]), per half super-block (four blocks, eight vectors): q4_k `and`,
 //!    `ushr`; q5_k the q5_0 trick on its 32 shared high-bit bytes (inverted once per super-block,
 //!    shifted per 64 elements, `cmtst` against the block's bit, `sli #4`): `q − 16`, the dot then
@@ -42,8 +42,10 @@
 //!    `nibble << 2 | field << 6` is the 6-bit value `q ^ 32` shifted left by 2, whose two's
 //!    complement is `q − 32` (`sli #6` for the low nibbles, `and #0xf0` and `sri #2` for the high
 //!    ones), and the fixed-point `scvtf #2` takes the quarter exactly. iq4_xs `tbl` as iq4_nl.
-//!    q2_k `ushr`, `and #3`; q3_k the q5 trick on `hmask` with `sli #2`: `q − 4` where the high
-//!    bit is clear (see [`k23`]).
+//!    q2_k one `and` per 16 elements for its fields 0-2 (`4^j·q`, made up for by shifting its
+//!    scales: the dots come out as `16·A`, and `scvtf #4` takes the sixteenth exactly), `ushr #6`
+//!    for field 3; q3_k the q5 trick on `hmask` with `sli #2`: `q − 4` where the high bit is clear
+//!    (see [`k23`]).
 //!    ([`super::asm`] holds `mvn` and `sri` wrappers: LLVM expands those intrinsics here.)
 //! 3. *Integer dots*: one i32 accumulator per sub-block (two `sdot` for 32 elements, one for 16),
 //!    started, for decode, from zeros loaded from memory ([`load_fresh`]: a load port rather than a
@@ -56,7 +58,7 @@
 //! 4. *Scaling*: per row and token `acc += (Σ_h cvt(A_h)·dx_h)·dw` (`fmul`, `fmla`, and `fmla` by
 //!    element), and for the formats with minimums `acc −= (Σ_h mn_h·(dx·sx)_h)·dmin`. Every `A_j`
 //!    is below 2²⁴ in magnitude (q4_k 63·32·15·127, q5_k 63·32·31·127, q6_k 2·128·16·32·127 just
-//!    under the limit, iq4_xs 32·32·127·128, q2_k 2·15·16·3·127, q3_k 2·32·16·4·128), so its
+//!    under the limit, iq4_xs 32·32·127·128, q2_k 16·2·15·16·3·127, q3_k 2·32·16·4·128), so its
 //!    conversion is exact; q4_k's (below 2²²) is converted by [`MAGIC`] rather than by `scvtf`.
 //!
 //! At the end of a row the accumulator's four lanes are added. The result differs from the scalar
@@ -419,14 +421,16 @@ impl TokenTerms {
             for q in 0..4 * cn {
                 // Blocks 2q and 2q + 1 of the chunk.
                 let b = (t + j) * nb + 8 * c0 + 2 * q;
-                let (d, qs) = (&x.d[b..b + 2], &x.qs[(t + j) * k + (8 * c0 + 2 * q) * QK..][..64]);
+                let (d, qs) = (
+                    &x.d[b..b + 2],
+                    &x.qs[(t + j) * k + (8 * c0 + 2 * q) * QK..][..64],
+                );
                 // SAFETY: two scales and 64 quants in the slices; NEON is baseline on aarch64.
                 // Exact conversion: |sx| ≤ 16·127.
                 unsafe {
                     let p = qs.as_ptr();
-                    let s: [int32x4_t; 4] = core::array::from_fn(|i| {
-                        vpaddlq_s16(vpaddlq_s8(vld1q_s8(p.add(16 * i))))
-                    });
+                    let s: [int32x4_t; 4] =
+                        core::array::from_fn(|i| vpaddlq_s16(vpaddlq_s8(vld1q_s8(p.add(16 * i)))));
                     let sx = vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
                     let d = vld1_f32(d.as_ptr());
                     // [d0, d0, d1, d1]
@@ -587,6 +591,8 @@ unsafe fn ktile<F: Super, D: KDot, const R: usize, const T: usize, const LOADS: 
                     };
                     let af = if F::QUARTER {
                         vcvtq_n_f32_s32::<2>(a)
+                    } else if F::SIXTEENTH {
+                        vcvtq_n_f32_s32::<4>(a)
                     } else if F::MAGIC {
                         vsubq_f32(vreinterpretq_f32_s32(a), magic)
                     } else {

@@ -37,14 +37,22 @@ unsafe fn widen_s8(v: int8x16_t) -> [int32x4_t; 4] {
     ]
 }
 
+/// Left shifts of q2_k's sixteen scales (sub-block `i` in byte `i`) that make every sub-block's
+/// product `16·s·dot`: the quants of `j = 1, 2` are taken in place (`and #0x0c`, `and #0x30`:
+/// `4·q`, `16·q`), those of `j = 0, 3` as `q`. Sub-block `8n + 2j + v` has `j = (i / 2) % 4`.
+static SHIFT16: [i8; 16] = [4, 4, 2, 2, 0, 0, 4, 4, 4, 4, 2, 2, 0, 0, 4, 4];
+
 /// q2_k: 64 quant bytes; element `128n + 32j + l` (`l < 32`) is bits `2j..2j + 2` of byte
 /// `32n + l`, in sub-block `8n + 2j + l/16`. `aux`: per sub-block a byte, scale in the low nibble,
-/// minimum in the high one. The quants are `0..=3`, taken as they are (the minimums are the tile's
-/// [`Super::MIN16`] term).
+/// minimum in the high one. The quants are `0..=3` (the minimums are the tile's [`Super::MIN16`]
+/// term), taken as `4^j·q` by one `and` where that fits in a byte (`j < 3`; `j = 3` is one `ushr`),
+/// so the sub-block scales are shifted to make every product `16·s·dot` (below 2²⁴: exact), and
+/// `scvtf #4` converts it: one shift of the scale bytes instead of four `ushr` per half.
 impl Super for Q2K {
     const SUB16: bool = true;
     const MIN16: bool = true;
     const SMALL: bool = true;
+    const SIXTEENTH: bool = true;
     type Pre = ();
 
     #[inline(always)]
@@ -52,18 +60,18 @@ impl Super for Q2K {
 
     #[inline(always)]
     unsafe fn half(q: *const u8, _: (), h: usize) -> [int8x16_t; 8] {
-        let m = vdupq_n_u8(3);
+        let (m0, m1, m2) = (vdupq_n_u8(0x03), vdupq_n_u8(0x0C), vdupq_n_u8(0x30));
         // SAFETY: bytes 32h..32h + 32 of the 64 (the caller's contract, h < 2).
         let v = unsafe { [ld(q, 32 * h), ld(q, 32 * h + 16)] };
         // SAFETY: reinterpretations only.
         unsafe {
             [
-                s8(vandq_u8(v[0], m)),
-                s8(vandq_u8(v[1], m)),
-                s8(vandq_u8(vshrq_n_u8::<2>(v[0]), m)),
-                s8(vandq_u8(vshrq_n_u8::<2>(v[1]), m)),
-                s8(vandq_u8(vshrq_n_u8::<4>(v[0]), m)),
-                s8(vandq_u8(vshrq_n_u8::<4>(v[1]), m)),
+                s8(vandq_u8(v[0], m0)),
+                s8(vandq_u8(v[1], m0)),
+                s8(vandq_u8(v[0], m1)),
+                s8(vandq_u8(v[1], m1)),
+                s8(vandq_u8(v[0], m2)),
+                s8(vandq_u8(v[1], m2)),
                 s8(vshrq_n_u8::<6>(v[0])),
                 s8(vshrq_n_u8::<6>(v[1])),
             ]
@@ -72,11 +80,13 @@ impl Super for Q2K {
 
     #[inline(always)]
     unsafe fn scales(aux: *const u8) -> Scales {
-        // SAFETY: 16 readable bytes (the caller's contract).
-        let v = unsafe { vld1q_u8(aux) };
+        // SAFETY: 16 readable bytes (the caller's contract); SHIFT16 holds 16.
+        let (v, shift) = unsafe { (vld1q_u8(aux), vld1q_s8(SHIFT16.as_ptr())) };
         let mn = widen_u8(vshrq_n_u8::<4>(v));
+        // At most 15 << 4 = 240: still a byte.
+        let s = vshlq_u8(vandq_u8(v, vdupq_n_u8(15)), shift);
         Scales {
-            s: widen_u8(vandq_u8(v, vdupq_n_u8(15))),
+            s: widen_u8(s),
             m: [
                 vcvtq_f32_s32(mn[0]),
                 vcvtq_f32_s32(mn[1]),

@@ -34,6 +34,8 @@ pub(in crate::aarch64) trait Super: Format {
     const LOW16: bool = false;
     /// The decoded values are `4·q` (q6_k): the dots convert with `scvtf #2`.
     const QUARTER: bool = false;
+    /// The `A_j` come out as `16·A_j` (q2_k, see [`super::k23`]): they convert with `scvtf #4`.
+    const SIXTEENTH: bool = false;
     /// Every `A_j` is below 2²² in magnitude (q4_k: 63·32·15·127): `mla` adds it to the bits of
     /// 1.5·2²³ and an `fsub` converts it, exactly (see [`super::MAGIC`]).
     const MAGIC: bool = false;
