@@ -26,6 +26,7 @@
 #![deny(unsafe_code)]
 
 pub mod chat;
+pub mod constraint;
 pub mod sampler;
 pub mod tokenizer;
 
@@ -37,6 +38,7 @@ pub mod request;
 pub mod session;
 
 pub use chat::Message;
+pub use constraint::Constraint;
 pub use edgeinfer_kernels::quant::ActQuant;
 pub use edgeinfer_models::state::KvDType;
 pub use error::{Error, Result};

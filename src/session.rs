@@ -9,6 +9,7 @@ use edgeinfer_models::state::{KvDType, StateOptions};
 use edgeinfer_models::{Logits, State};
 
 use crate::chat::Message;
+use crate::constraint::Constraint;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerConfig};
@@ -95,6 +96,8 @@ pub struct GenerateOptions {
     /// Stop when this flag becomes true (checked like `deadline`): [`FinishReason::Cancelled`]. Another
     /// thread sets it, e.g. when the client of a streaming request goes away.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// What the text must match ([`Constraint`]); `None`: free text.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateOptions {
@@ -106,6 +109,7 @@ impl Default for GenerateOptions {
             stop_at_eos: true,
             deadline: None,
             cancel: None,
+            constraint: None,
         }
     }
 }
@@ -392,6 +396,12 @@ impl Session {
             return Err(Error::PromptTooLong {
                 tokens: ids.len(),
                 ctx: self.ctx(),
+            });
+        }
+        if let Some(c) = &opts.constraint {
+            return Err(Error::Options {
+                field: "constraint",
+                reason: format!("`{}` constraints are not supported yet", c.kind()),
             });
         }
         let vocab = self.model.config().vocab_size;

@@ -42,7 +42,7 @@ enum Command {
     /// Convert a GGUF file (Llama family) into a Hugging Face checkpoint directory.
     #[cfg(feature = "import")]
     Import(import::ImportArgs),
-    /// Quantize an F32/F16/BF16 checkpoint directory to q8_0, q4_0 or q4_1.
+    /// Quantize an F32/F16/BF16 checkpoint directory (q8_0, q4_0, q4_1, the GGUF block formats, q4_k_m/q5_k_m).
     Quantize(quantize::QuantizeArgs),
     /// Show a model's tensors, kernels and memory needs.
     Inspect(inspect::InspectArgs),
