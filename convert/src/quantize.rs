@@ -75,7 +75,8 @@ pub struct QuantizeOptions {
 }
 
 /// The formats `infer quantize` writes, for messages.
-pub const WRITABLE: &str = "q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs";
+pub const WRITABLE: &str =
+    "q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs";
 
 /// Formats `infer quantize` writes.
 pub fn writable(format: QFormat) -> bool {

@@ -56,7 +56,13 @@ fn round_trips_are_close() {
     ] {
         assert!(of(f) < bound, "{f}: {err:?}");
     }
-    let ordered = [QFormat::Q2K, QFormat::Q3K, QFormat::Q4K, QFormat::Q5K, QFormat::Q6K];
+    let ordered = [
+        QFormat::Q2K,
+        QFormat::Q3K,
+        QFormat::Q4K,
+        QFormat::Q5K,
+        QFormat::Q6K,
+    ];
     for pair in ordered.windows(2) {
         assert!(of(pair[1]) < of(pair[0]), "{pair:?}: {err:?}");
     }
@@ -126,10 +132,15 @@ fn structured_rows_round_trip() {
             "sub-block constants",
             (0..k).map(|j| ((j / 16) % 7) as f32 * 0.1 - 0.3).collect(),
         ),
-        ("ramp", (0..k).map(|j| (j % 37) as f32 / 37.0 - 0.4).collect()),
+        (
+            "ramp",
+            (0..k).map(|j| (j % 37) as f32 / 37.0 - 0.4).collect(),
+        ),
         (
             "spikes",
-            (0..k).map(|j| if j % 97 == 5 { 3.0 } else { 0.0 }).collect(),
+            (0..k)
+                .map(|j| if j % 97 == 5 { 3.0 } else { 0.0 })
+                .collect(),
         ),
         (
             "alternating",
@@ -139,7 +150,9 @@ fn structured_rows_round_trip() {
         ),
         (
             "large",
-            (0..k).map(|j| ((j * 7919) % 113) as f32 * 50.0 - 2500.0).collect(),
+            (0..k)
+                .map(|j| ((j * 7919) % 113) as f32 * 50.0 - 2500.0)
+                .collect(),
         ),
     ];
     for f in FORMATS {
