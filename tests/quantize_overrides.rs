@@ -92,10 +92,13 @@ fn override_syntax_errors_say_what_is_expected() {
         ("down_proj", "PATTERN=TYPE"),
         ("=q8_0", "pattern"),
         ("down_proj=q5_x", "unknown type `q5_x`"),
-        ("down_proj=q3_k", "does not write q3_k yet"),
     ] {
         let e = spec.parse::<TensorOverride>().unwrap_err();
         assert!(e.contains(says), "{spec}: {e}");
     }
     assert!("mlp.down_proj=F16".parse::<TensorOverride>().is_ok());
+    // Every GGUF block format is written now.
+    for to in ["q2_k", "q3_k", "q5_0", "q5_1", "iq4_xs"] {
+        assert!(format!("down_proj={to}").parse::<TensorOverride>().is_ok(), "{to}");
+    }
 }
