@@ -353,8 +353,7 @@ impl GenerateRequest {
             ("frequency_penalty", self.frequency_penalty),
         ] {
             match penalty {
-                None => {}
-                Some(p) if p == 0.0 => {}
+                None | Some(0.0) => {}
                 Some(p) if !(-2.0..=2.0).contains(&p) => {
                     return Err(RequestError::invalid(
                         name,
@@ -425,6 +424,13 @@ fn logprobs(
     let max = MAX_TOP_LOGPROBS as u64;
     let n = match (logprobs, top) {
         (None | Some(Logprobs::Flag(false)), None) => return Ok(None),
+        // The FaaS answer ({text, finish_reason, usage, timings}) has no place for them.
+        (_, _) if kind == PromptKind::Either => {
+            return Err(RequestError::invalid(
+                "logprobs",
+                "log-probabilities are returned by the OpenAI endpoints only",
+            ))
+        }
         (None | Some(Logprobs::Flag(false)), Some(_)) => {
             return Err(RequestError::invalid(
                 "top_logprobs",
@@ -830,6 +836,8 @@ mod tests {
         let text = job(r#"{"prompt":"a","logprobs":3}"#, PromptKind::Text).unwrap();
         assert_eq!(text.logprobs, Some(3));
         let e = job(r#"{"prompt":"a","logprobs":true}"#, PromptKind::Text).unwrap_err();
+        assert_eq!(e.param, Some("logprobs"));
+        let e = job(r#"{"prompt":"a","logprobs":2}"#, PromptKind::Either).unwrap_err();
         assert_eq!(e.param, Some("logprobs"));
     }
 
