@@ -752,3 +752,26 @@ fn unsupported_fields_are_refused_by_name_and_the_chat_page_is_served() {
     assert_eq!(status, 200);
     assert!(page.contains("/v1/chat/completions") && page.contains("json_object"));
 }
+
+#[test]
+fn a_chunked_body_over_the_limit_gets_413_while_it_is_read() {
+    use std::io::Write;
+    let Some(server) = Server::start_with(&["--max-body-bytes", "1000"]) else {
+        return;
+    };
+    let addr = server.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    // No Content-Length: the limit is found by the extractor while the body is read.
+    write!(
+        conn,
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = format!("{{\"prompt\": \"{}\"}}", "a".repeat(3000));
+    write!(conn, "{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len()).unwrap();
+    let mut reply = String::new();
+    let _ = conn.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("request_too_large"), "{reply}");
+}
