@@ -86,6 +86,12 @@ pub(crate) async fn embeddings(State(app): State<Arc<App>>, body: Bytes) -> Resp
     if let Some((param, msg)) = problem {
         return app.refuse(&ctx, RequestError::invalid(param, msg));
     }
+    let Ok(_permit) = app.embed_permits.acquire().await else {
+        let e = edgeinfer::Error::PoolBusy {
+            max_sessions: app.pool.max_sessions(),
+        };
+        return app.fail(&ctx, &e);
+    };
     let worker = app.clone();
     let result = tokio::task::spawn_blocking(move || {
         let model = worker.pool.model();

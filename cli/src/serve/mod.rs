@@ -103,6 +103,9 @@ pub(crate) struct App {
     model_name: String,
     /// When the model was loaded, in Unix seconds (`/v1/models`' `created`).
     created: u64,
+    /// Embedding requests running at once, at most `--sessions` (each has a state of its own), so a
+    /// flood of them waits instead of growing memory.
+    embed_permits: tokio::sync::Semaphore,
     metrics: Metrics,
     next_id: AtomicU64,
     timeout: Option<Duration>,
@@ -145,6 +148,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        embed_permits: tokio::sync::Semaphore::new(args.sessions.max(1)),
         metrics: Metrics::default(),
         next_id: AtomicU64::new(1),
         timeout: (args.timeout_ms > 0).then(|| Duration::from_millis(args.timeout_ms)),
