@@ -589,9 +589,10 @@ pub fn error_code(err: &Error) -> (&'static str, u16) {
         Error::PromptTooLong { .. } => ("context_length_exceeded", 400),
         Error::EmptyPrompt => ("invalid_request", 400),
         Error::PoolBusy { .. } => ("busy", 503),
-        // A request option the generation cannot honour (e.g. a constraint kind not built yet).
+        // A request option the generation cannot honour: a constraint kind not built yet, or
+        // log-probabilities that cannot follow this request's sampling (see `crate::logprobs`).
         Error::Options {
-            field: "constraint",
+            field: "constraint" | "logprobs",
             ..
         } => ("invalid_request", 400),
         _ => ("internal_error", 500),
