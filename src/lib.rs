@@ -27,11 +27,13 @@
 
 pub mod chat;
 pub mod constraint;
+pub mod embed;
 pub mod sampler;
 pub mod tokenizer;
 
 pub mod error;
 pub mod loader;
+pub mod logprobs;
 pub mod model;
 pub mod pool;
 pub mod request;

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::chat::Message;
+use crate::constraint::Constraint;
 use crate::error::Error;
+use crate::logprobs::MAX_TOP_LOGPROBS;
 use crate::sampler::SamplerConfig;
 use crate::session::{GenerateOptions, Generation, Prompt};
 
@@ -29,7 +31,8 @@ pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
 pub const MESSAGE_OVERHEAD_BYTES: usize = 16;
 
 /// A generation request as it arrives; every field optional until [`GenerateRequest::into_job`].
-/// Unknown fields (OpenAI's `model`, `user`, …) are ignored.
+/// Fields that change nothing here ([`IGNORED_FIELDS`]: OpenAI's `model`, `user`, …) are accepted;
+/// any other field is refused by name (see [`check_rest`]) rather than silently not done.
 #[derive(Clone, Debug, Default)]
 pub struct GenerateRequest {
     pub prompt: Option<String>,
@@ -47,6 +50,49 @@ pub struct GenerateRequest {
     pub stream: bool,
     /// Completions wanted; only 1 is supported.
     pub n: Option<u64>,
+    /// Chat: `true` to return each token's log-probability; completions: how many alternatives to
+    /// list per token (OpenAI's legacy integer form).
+    pub logprobs: Option<Logprobs>,
+    /// Chat: alternatives listed per token (0..=20), with `logprobs: true`.
+    pub top_logprobs: Option<u64>,
+    /// OpenAI's penalties on tokens already generated; only 0 is supported for now.
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {name, schema, strict}}`.
+    pub response_format: Option<ResponseFormat>,
+    /// Tool (function) definitions: parsed, refused until tool calling exists.
+    pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
+}
+
+/// `logprobs`: a flag (chat) or a count of alternatives (completions).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Logprobs {
+    Flag(bool),
+    Count(u64),
+}
+
+/// OpenAI's `response_format`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+/// `response_format.json_schema`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct JsonSchemaFormat {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub schema: Option<Value>,
+    /// OpenAI's strict mode; a constrained generation always follows the schema exactly.
+    #[serde(default)]
+    pub strict: Option<bool>,
 }
 
 /// One message of a conversation.
@@ -77,6 +123,9 @@ pub struct Job {
     pub prompt: JobPrompt,
     pub options: GenerateOptions,
     pub stream: bool,
+    /// Log-probabilities wanted: how many alternatives per token (up to
+    /// [`crate::logprobs::MAX_TOP_LOGPROBS`]); `None`: no log-probabilities.
+    pub logprobs: Option<usize>,
 }
 
 impl Job {
@@ -173,7 +222,15 @@ impl GenerateRequest {
             stop: field(&mut obj, "stop")?,
             stream: field(&mut obj, "stream")?.unwrap_or(false),
             n: field(&mut obj, "n")?,
+            logprobs: field(&mut obj, "logprobs")?,
+            top_logprobs: field(&mut obj, "top_logprobs")?,
+            presence_penalty: field(&mut obj, "presence_penalty")?,
+            frequency_penalty: field(&mut obj, "frequency_penalty")?,
+            response_format: field(&mut obj, "response_format")?,
+            tools: field(&mut obj, "tools")?,
+            tool_choice: field(&mut obj, "tool_choice")?,
         })
+        .and_then(|r| check_rest(obj).map(|()| r))
     }
 
     /// Checks every field against `limits` and turns the request into a [`Job`].
@@ -291,17 +348,193 @@ impl GenerateRequest {
                 format!("stop strings must be 1 to {MAX_STOP_BYTES} bytes"),
             ));
         }
+        for (name, penalty) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            match penalty {
+                None | Some(0.0) => {}
+                Some(p) if !(-2.0..=2.0).contains(&p) => {
+                    return Err(RequestError::invalid(
+                        name,
+                        format!("{name} {p} is outside [-2, 2]"),
+                    ))
+                }
+                Some(_) => {
+                    return Err(RequestError::invalid(
+                        name,
+                        format!("`{name}` other than 0 is not supported yet"),
+                    ))
+                }
+            }
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(RequestError::invalid(
+                "tools",
+                "`tools` (tool calling) is not supported by this server yet",
+            ));
+        }
+        match &self.tool_choice {
+            None => {}
+            Some(Value::String(c)) if c == "none" || c == "auto" => {}
+            Some(_) => {
+                return Err(RequestError::invalid(
+                    "tool_choice",
+                    "`tool_choice` needs `tools`, which this server does not support yet",
+                ))
+            }
+        }
+        let logprobs = logprobs(kind, self.logprobs, self.top_logprobs)?;
+        let constraint =
+            match self.response_format {
+                None | Some(ResponseFormat::Text) => None,
+                Some(ResponseFormat::JsonObject) => Some(Constraint::JsonObject),
+                Some(ResponseFormat::JsonSchema { json_schema }) => match json_schema.schema {
+                    Some(schema) if schema.is_object() || schema.is_boolean() => {
+                        Some(Constraint::JsonSchema(schema))
+                    }
+                    _ => return Err(RequestError::invalid(
+                        "response_format",
+                        "`response_format.json_schema.schema` must be a JSON Schema (an object)",
+                    )),
+                },
+            };
         Ok(Job {
             prompt,
             options: GenerateOptions {
                 max_tokens,
                 sampler,
                 stop,
+                constraint,
                 ..GenerateOptions::default()
             },
             stream: self.stream,
+            logprobs,
         })
     }
+}
+
+/// How many alternatives per token a request wants with its log-probabilities, if it wants them:
+/// chat's `logprobs: true` with `top_logprobs`, or the completions' integer `logprobs`.
+fn logprobs(
+    kind: PromptKind,
+    logprobs: Option<Logprobs>,
+    top: Option<u64>,
+) -> Result<Option<usize>, RequestError> {
+    let max = MAX_TOP_LOGPROBS as u64;
+    let n = match (logprobs, top) {
+        (None | Some(Logprobs::Flag(false)), None) => return Ok(None),
+        // The FaaS answer ({text, finish_reason, usage, timings}) has no place for them.
+        (_, _) if kind == PromptKind::Either => {
+            return Err(RequestError::invalid(
+                "logprobs",
+                "log-probabilities are returned by the OpenAI endpoints only",
+            ))
+        }
+        (None | Some(Logprobs::Flag(false)), Some(_)) => {
+            return Err(RequestError::invalid(
+                "top_logprobs",
+                "`top_logprobs` needs `logprobs: true`",
+            ))
+        }
+        (Some(Logprobs::Flag(true)), top) if kind != PromptKind::Text => top.unwrap_or(0),
+        (Some(Logprobs::Count(n)), None) if kind != PromptKind::Chat => n,
+        (Some(Logprobs::Count(_)), _) if kind == PromptKind::Chat => {
+            return Err(RequestError::invalid(
+                "logprobs",
+                "chat completions take `logprobs: true` and `top_logprobs: n`",
+            ))
+        }
+        (Some(_), _) => {
+            return Err(RequestError::invalid(
+                "logprobs",
+                "completions take `logprobs: n`, the alternatives to list per token",
+            ))
+        }
+    };
+    if n > max {
+        let param = if top.is_some() {
+            "top_logprobs"
+        } else {
+            "logprobs"
+        };
+        return Err(RequestError::invalid(
+            param,
+            format!("at most {max} alternatives per token"),
+        ));
+    }
+    Ok(Some(n as usize))
+}
+
+/// Fields OpenAI clients may send that change nothing here, accepted and ignored: the model name
+/// (there is one model), end-user ids and storage/tier hints, `stream_options` (the last streamed
+/// chunk always carries the usage).
+pub const IGNORED_FIELDS: &[&str] = &[
+    "model",
+    "user",
+    "stream_options",
+    "store",
+    "metadata",
+    "service_tier",
+    // Only meaningful with `tools`, which are refused.
+    "parallel_tool_calls",
+];
+
+/// OpenAI fields this server does not implement, refused with the field as `param` unless given
+/// their default (harmless) value.
+const UNSUPPORTED_FIELDS: &[&str] = &[
+    "logit_bias",
+    "echo",
+    "best_of",
+    "suffix",
+    "functions",
+    "function_call",
+    "modalities",
+    "audio",
+    "prediction",
+    "reasoning_effort",
+    "web_search_options",
+];
+
+/// Refuses what is left of a request after its known fields were taken: a field we do not implement
+/// is named in `param` (so clients show it), an unknown one (a typo) in the message. Defaults that
+/// OpenAI clients send explicitly (`echo: false`, `best_of: 1`, `logit_bias: {}`,
+/// `functions: []`) are accepted.
+fn check_rest(obj: Map<String, Value>) -> Result<(), RequestError> {
+    let mut unknown = Vec::new();
+    for (name, value) in &obj {
+        if IGNORED_FIELDS.contains(&name.as_str()) {
+            continue;
+        }
+        let harmless = match (name.as_str(), value) {
+            (_, Value::Null) => true,
+            ("echo", Value::Bool(false)) => true,
+            ("best_of", v) => v.as_u64() == Some(1),
+            ("logit_bias", Value::Object(m)) => m.is_empty(),
+            ("functions", Value::Array(a)) => a.is_empty(),
+            _ => false,
+        };
+        if harmless {
+            continue;
+        }
+        match UNSUPPORTED_FIELDS.iter().find(|f| **f == name.as_str()) {
+            Some(f) => {
+                return Err(RequestError::invalid(
+                    f,
+                    format!("`{f}` is not supported by this server"),
+                ))
+            }
+            None => unknown.push(format!("`{name}`")),
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(RequestError {
+        code: "invalid_request",
+        param: None,
+        message: format!("unknown field(s) {}", unknown.join(", ")),
+    })
 }
 
 /// Field `name` of `obj` as a `T`; absent or null is `None`.
@@ -356,6 +589,12 @@ pub fn error_code(err: &Error) -> (&'static str, u16) {
         Error::PromptTooLong { .. } => ("context_length_exceeded", 400),
         Error::EmptyPrompt => ("invalid_request", 400),
         Error::PoolBusy { .. } => ("busy", 503),
+        // A request option the generation cannot honour: a constraint kind not built yet, or
+        // log-probabilities that cannot follow this request's sampling (see `crate::logprobs`).
+        Error::Options {
+            field: "constraint" | "logprobs",
+            ..
+        } => ("invalid_request", 400),
         _ => ("internal_error", 500),
     }
 }
@@ -539,6 +778,109 @@ mod tests {
         }
         let e = job(r#"{"prompt":"a"}"#, PromptKind::Chat).unwrap_err();
         assert_eq!(e.param, Some("prompt"));
+    }
+
+    #[test]
+    fn refuses_fields_it_does_not_implement_by_name() {
+        let ok = r#"{"prompt":"a","model":"m","user":"u","stream_options":{"include_usage":true},
+                     "echo":false,"best_of":1,"logit_bias":{},"tools":[],"n":1}"#;
+        assert!(job(ok, PromptKind::Either).is_ok());
+        for (body, param) in [
+            (r#"{"prompt":"a","echo":true}"#, "echo"),
+            (r#"{"prompt":"a","logit_bias":{"1":5}}"#, "logit_bias"),
+            (r#"{"prompt":"a","best_of":3}"#, "best_of"),
+            (r#"{"prompt":"a","suffix":"z"}"#, "suffix"),
+        ] {
+            let e = job(body, PromptKind::Either).unwrap_err();
+            assert_eq!((e.code, e.param), ("invalid_request", Some(param)), "{e}");
+            assert!(e.message.contains(param), "{e}");
+        }
+        let e = job(
+            r#"{"messages":[{"role":"user","content":"a"}],"tools":[{"type":"function"}],
+                "parallel_tool_calls":true}"#,
+            PromptKind::Chat,
+        )
+        .unwrap_err();
+        assert_eq!(e.param, Some("tools"), "{e}");
+        let e = job(r#"{"prompt":"a","presence_penalty":0.5}"#, PromptKind::Text).unwrap_err();
+        assert_eq!(e.param, Some("presence_penalty"), "{e}");
+        assert!(job(r#"{"prompt":"a","frequency_penalty":0}"#, PromptKind::Text).is_ok());
+        let e = job(r#"{"prompt":"a","temprature":0.5}"#, PromptKind::Either).unwrap_err();
+        assert_eq!((e.code, e.param), ("invalid_request", None), "{e}");
+        assert!(e.message.contains("`temprature`"), "{e}");
+    }
+
+    #[test]
+    fn logprobs_take_each_api_form() {
+        let chat = |extra: &str| {
+            job(
+                &format!(r#"{{"messages":[{{"role":"user","content":"a"}}]{extra}}}"#),
+                PromptKind::Chat,
+            )
+        };
+        assert_eq!(chat("").unwrap().logprobs, None);
+        assert_eq!(chat(r#","logprobs":true"#).unwrap().logprobs, Some(0));
+        assert_eq!(
+            chat(r#","logprobs":true,"top_logprobs":5"#)
+                .unwrap()
+                .logprobs,
+            Some(5)
+        );
+        assert_eq!(chat(r#","logprobs":false"#).unwrap().logprobs, None);
+        for (extra, param) in [
+            (r#","top_logprobs":2"#, "top_logprobs"),
+            (r#","logprobs":true,"top_logprobs":21"#, "top_logprobs"),
+            (r#","logprobs":3"#, "logprobs"),
+        ] {
+            assert_eq!(chat(extra).unwrap_err().param, Some(param), "{extra}");
+        }
+        let text = job(r#"{"prompt":"a","logprobs":3}"#, PromptKind::Text).unwrap();
+        assert_eq!(text.logprobs, Some(3));
+        let e = job(r#"{"prompt":"a","logprobs":true}"#, PromptKind::Text).unwrap_err();
+        assert_eq!(e.param, Some("logprobs"));
+        let e = job(r#"{"prompt":"a","logprobs":2}"#, PromptKind::Either).unwrap_err();
+        assert_eq!(e.param, Some("logprobs"));
+    }
+
+    #[test]
+    fn response_format_becomes_a_constraint() {
+        let with = |rf: &str| {
+            job(
+                &format!(r#"{{"prompt":"a","response_format":{rf}}}"#),
+                PromptKind::Text,
+            )
+        };
+        assert!(with(r#"{"type":"text"}"#)
+            .unwrap()
+            .options
+            .constraint
+            .is_none());
+        assert!(matches!(
+            with(r#"{"type":"json_object"}"#)
+                .unwrap()
+                .options
+                .constraint,
+            Some(Constraint::JsonObject)
+        ));
+        let schema = r#"{"type":"json_schema","json_schema":{"name":"x","strict":true,
+                         "schema":{"type":"object","properties":{"a":{"type":"integer"}}}}}"#;
+        match with(schema).unwrap().options.constraint {
+            Some(Constraint::JsonSchema(s)) => {
+                assert_eq!(s["properties"]["a"]["type"], "integer")
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"type":"yaml"}"#,
+            r#"{"type":"json_schema"}"#,
+            r#"{"type":"json_schema","json_schema":{"name":"x"}}"#,
+        ] {
+            assert_eq!(
+                with(bad).unwrap_err().param,
+                Some("response_format"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

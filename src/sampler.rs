@@ -8,6 +8,8 @@
 //! seed gives the same tokens on every platform for the same logits (the platform `exp` may differ
 //! in the last ulp between libms).
 
+pub mod penalties;
+
 use std::cmp::Ordering;
 
 #[derive(Clone, Debug, PartialEq)]

@@ -43,6 +43,8 @@ impl Server {
             .args(["--sessions", "4", "--threads", "1", "--log-format", "json"])
             .args(extra)
             .env_remove("FC_SERVER_PORT")
+            .env_remove("FC_FUNCTION_NAME")
+            .env_remove("EDGEINFER_API_KEY")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -443,4 +445,333 @@ fn fc_port_comes_from_the_environment_and_all_interfaces_are_bound() {
     let local = format!("http://127.0.0.1:{port}/health");
     let resp = server.agent.get(&local).call().unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[test]
+fn an_api_key_guards_every_route_but_health() {
+    let Some(server) = Server::start_with(&["--api-key", "sk-test-1", "--max-body-bytes", "4000"])
+    else {
+        return;
+    };
+    let body = json!({"prompt": "Hi", "max_tokens": 1}).to_string();
+    for (headers, status) in [
+        (vec![], 401),
+        (vec![("authorization", "Bearer sk-test-2")], 401),
+        (vec![("authorization", "Bearer sk-test")], 401),
+        (vec![("authorization", "sk-test-1")], 401),
+        (vec![("authorization", "Bearer sk-test-1")], 200),
+    ] {
+        for path in ["/v1/completions", "/invoke"] {
+            let (got, v) = server.post(path, &body, &headers);
+            assert_eq!(got, status, "{path} {headers:?}: {v}");
+            if status == 401 {
+                assert_eq!(v["error"]["code"], "invalid_api_key", "{v}");
+            }
+        }
+    }
+    let metrics = server.agent.get(&format!("{}/metrics", server.base)).call();
+    assert!(matches!(metrics, Err(ureq::Error::Status(401, _))));
+    assert_eq!(server.get("/health").0, 200);
+
+    // Over the body limit: 413 in OpenAI's error shape, key or not checked first.
+    let big = json!({"prompt": "a".repeat(5000)}).to_string();
+    let auth = [("authorization", "Bearer sk-test-1")];
+    let (status, v) = server.post("/v1/completions", &big, &auth);
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["error"]["code"], "request_too_large", "{v}");
+    let (status, _) = server.post("/v1/completions", &body, &auth);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn function_compute_routes_need_no_key_under_function_compute() {
+    let Some(server) = Server::spawn(
+        &["--port", "0"],
+        &["--api-key", "sk-test-1"],
+        &[("FC_FUNCTION_NAME", "edgeinfer")],
+    ) else {
+        return;
+    };
+    assert!(
+        server.base.starts_with("http://0.0.0.0:"),
+        "{}",
+        server.base
+    );
+    let body = json!({"prompt": "Hi", "max_tokens": 1}).to_string();
+    assert_eq!(server.post("/invoke", &body, &[]).0, 200);
+    assert_eq!(server.post("/v1/completions", &body, &[]).0, 401);
+}
+
+#[test]
+fn the_default_host_is_loopback_outside_function_compute() {
+    let Some(server) = Server::spawn(&["--port", "0"], &[], &[]) else {
+        return;
+    };
+    assert!(
+        server.base.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+}
+
+#[test]
+fn models_lists_the_served_model_under_its_answer_name() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let (status, text) = server.get("/v1/models");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["object"], "list", "{v}");
+    let m = &v["data"][0];
+    assert_eq!(m["object"], "model");
+    assert_eq!(m["owned_by"], "edgeinfer");
+    assert!(m["created"].as_u64().unwrap() > 1_600_000_000);
+    let body = json!({"prompt": "Hi", "max_tokens": 1});
+    let (_, answer) = server.post("/v1/completions", &body.to_string(), &[]);
+    assert_eq!(m["id"], answer["model"], "{v} {answer}");
+}
+
+/// Log-probabilities of the raw logits of each step, as a session observing the same greedy
+/// generation (same model options as the server: one thread, q8 activations) computes them.
+fn reference_logprobs(prompt: &str, max_tokens: usize) -> Vec<(u32, f64, Vec<f64>)> {
+    use edgeinfer::{GenerateOptions, Model, ModelOptions, Prompt, SamplerConfig, SessionOptions};
+    let dir = common::real_model_dir().unwrap();
+    let opts = ModelOptions {
+        threads: Some(1),
+        kernels: None,
+    };
+    let model = Model::load_with(&dir, &opts).unwrap();
+    let mut session = model
+        .session(SessionOptions {
+            ctx: 256,
+            ..SessionOptions::default()
+        })
+        .unwrap();
+    let gen_opts = GenerateOptions {
+        max_tokens,
+        sampler: SamplerConfig::greedy(),
+        ..GenerateOptions::default()
+    };
+    let mut steps: Vec<Vec<f64>> = Vec::new();
+    let g = session
+        .generate_observed(
+            &Prompt::Text(prompt),
+            &gen_opts,
+            |_| true,
+            |logits| {
+                let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l)) as f64;
+                let z: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+                steps.push(logits.iter().map(|&l| l as f64 - max - z.ln()).collect());
+            },
+        )
+        .unwrap();
+    g.tokens
+        .iter()
+        .zip(steps)
+        .map(|(&t, lp)| (t, lp[t as usize], lp))
+        .collect()
+}
+
+#[test]
+fn logprobs_are_the_log_softmax_of_the_sampled_logits() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let prompt = "The capital of France is";
+    let expected = reference_logprobs(prompt, 5);
+    // Completions (legacy shape), whole.
+    let body = json!({"prompt": prompt, "max_tokens": 5, "temperature": 0, "logprobs": 3});
+    let (status, v) = server.post("/v1/completions", &body.to_string(), &[]);
+    assert_eq!(status, 200, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    let got = lp["token_logprobs"].as_array().unwrap();
+    assert_eq!(got.len(), expected.len(), "{v}");
+    for (g, (_, want, _)) in got.iter().zip(&expected) {
+        assert!((g.as_f64().unwrap() - want).abs() < 1e-4, "{g} vs {want}");
+    }
+    let text: String = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(text, v["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 3);
+    assert_eq!(lp["text_offset"][0], 0);
+
+    // Chat shape, whole and streamed. (A second request with the same prompt recomputes only its
+    // last prompt token, from the prefix cache, so its logits differ in the last bits from the first
+    // one's: the two are compared with their own text, not with each other.)
+    let messages = json!([{"role": "user", "content": "What is the capital of France?"}]);
+    let body = json!({"messages": messages, "max_tokens": 6, "temperature": 0,
+                      "logprobs": true, "top_logprobs": 2});
+    let (status, whole) = server.post("/v1/chat/completions", &body.to_string(), &[]);
+    assert_eq!(status, 200, "{whole}");
+    let content = whole["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert_eq!(content.len(), 6, "{whole}");
+    for t in content {
+        let top = t["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2, "{t}");
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(top[0]["token"], t["token"], "{t}");
+        assert!(
+            (top[0]["logprob"].as_f64().unwrap() - t["logprob"].as_f64().unwrap()).abs() < 1e-6
+        );
+        let bytes: Vec<u8> = t["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            t["token"].as_str().unwrap()
+        );
+    }
+    let mut body = body;
+    body["stream"] = json!(true);
+    let resp = server
+        .agent
+        .post(&format!("{}/v1/chat/completions", server.base))
+        .send_string(&body.to_string())
+        .unwrap();
+    let mut streamed = Vec::new();
+    let mut streamed_text = String::new();
+    for line in BufReader::new(resp.into_reader()).lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        streamed_text.push_str(
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or(""),
+        );
+        if let Some(c) = chunk["choices"][0]["logprobs"]["content"].as_array() {
+            streamed.extend(c.iter().cloned());
+        }
+    }
+    assert_eq!(streamed.len(), 6);
+    let tokens: String = streamed
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens, streamed_text);
+    for t in &streamed {
+        assert_eq!(t["top_logprobs"][0]["token"], t["token"], "{t}");
+    }
+    let whole_text: String = content
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        whole_text,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn embeddings_are_unit_vectors_that_tell_texts_apart() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let body = json!({"input": ["The cat sat on the mat.", "A cat is sitting on a mat.",
+                                "Quarterly revenue grew by four percent."], "model": "x"});
+    let (status, v) = server.post("/v1/embeddings", &body.to_string(), &[]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "list");
+    let vecs: Vec<Vec<f64>> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert_eq!(d["object"], "embedding");
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(vecs.len(), 3);
+    assert_eq!(vecs[0].len(), 576);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    for e in &vecs {
+        assert!((dot(e, e) - 1.0).abs() < 1e-4);
+    }
+    assert!(dot(&vecs[0], &vecs[1]) > dot(&vecs[0], &vecs[2]), "{v}");
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 10);
+    // One string, base64 (what the official clients ask for): the same floats.
+    let body = json!({"input": "The cat sat on the mat.", "encoding_format": "base64"});
+    let (status, b) = server.post("/v1/embeddings", &body.to_string(), &[]);
+    assert_eq!(status, 200, "{b}");
+    assert!(b["data"][0]["embedding"].as_str().unwrap().len() > 3000);
+    for bad in [
+        json!({"input": []}),
+        json!({"input": ""}),
+        json!({"input": "a", "foo": 1}),
+    ] {
+        let (status, e) = server.post("/v1/embeddings", &bad.to_string(), &[]);
+        assert_eq!(status, 400, "{bad}: {e}");
+    }
+}
+
+#[test]
+fn unsupported_fields_are_refused_by_name_and_the_chat_page_is_served() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "logit_bias": {"1": 3}});
+    let (status, v) = server.post("/v1/chat/completions", &body.to_string(), &[]);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "logit_bias", "{v}");
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1,
+                      "n": 1, "user": "u", "stream_options": {"include_usage": true}});
+    let (status, v) = server.post("/v1/chat/completions", &body.to_string(), &[]);
+    assert_eq!(status, 200, "{v}");
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}],
+                      "response_format": {"type": "json_object"}});
+    let (status, v) = server.post("/v1/chat/completions", &body.to_string(), &[]);
+    assert_eq!(status, 400, "until constrained decoding lands: {v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("json_object"),
+        "{v}"
+    );
+    let (status, page) = server.get("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("/v1/chat/completions") && page.contains("json_object"));
+}
+
+#[test]
+fn a_chunked_body_over_the_limit_gets_413_while_it_is_read() {
+    use std::io::Write;
+    let Some(server) = Server::start_with(&["--max-body-bytes", "1000"]) else {
+        return;
+    };
+    let addr = server.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    // No Content-Length: the limit is found by the extractor while the body is read.
+    write!(
+        conn,
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = format!("{{\"prompt\": \"{}\"}}", "a".repeat(3000));
+    write!(conn, "{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len()).unwrap();
+    let mut reply = String::new();
+    let _ = conn.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("request_too_large"), "{reply}");
 }

@@ -1,11 +1,14 @@
 //! `infer serve`: one HTTP server that is both an Alibaba Function Compute custom runtime
 //! (`POST /initialize`, `POST /invoke`) and a local OpenAI-compatible server (`POST /v1/completions`,
-//! `POST /v1/chat/completions` with SSE streaming, `GET /health`, Prometheus `GET /metrics`).
+//! `POST /v1/chat/completions` with SSE streaming, `GET /v1/models`, `POST /v1/embeddings`,
+//! `GET /health`, Prometheus `GET /metrics`, and a chat page at `GET /`).
 //!
 //! The model is loaded once; requests run on sessions of a [`SessionPool`] (at most `--sessions` at
 //! once, the rest wait), each generation on tokio's blocking pool so the server keeps answering.
 //! One log line per request (JSON unless stdout is a terminal).
 
+mod embeddings;
+mod guard;
 mod metrics;
 mod openai;
 
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,9 +43,21 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free port; the address is printed to stderr).
     #[arg(long, env = "FC_SERVER_PORT", default_value_t = 9000)]
     port: u16,
-    /// Address to bind.
-    #[arg(long, default_value = "0.0.0.0")]
-    host: String,
+    /// Address to bind [default: 127.0.0.1; 0.0.0.0 under Function Compute, i.e. when
+    /// FC_SERVER_PORT or FC_FUNCTION_NAME is set].
+    #[arg(long)]
+    host: Option<String>,
+    /// Require `Authorization: Bearer <key>` on every route but GET /health and GET / (and, under
+    /// Function Compute, /initialize and /invoke, which the platform guards); else 401.
+    #[arg(long = "api-key", env = "EDGEINFER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Largest request body in bytes; a larger one is refused with 413.
+    #[arg(
+        long = "max-body-bytes",
+        env = "EDGEINFER_MAX_BODY_BYTES",
+        default_value_t = 1 << 20
+    )]
+    max_body_bytes: usize,
     /// Context size of each session in tokens [default: the model's, at most 4096].
     #[arg(
         short = 'c',
@@ -86,6 +101,11 @@ pub(crate) struct App {
     pool: SessionPool,
     limits: Limits,
     model_name: String,
+    /// When the model was loaded, in Unix seconds (`/v1/models`' `created`).
+    created: u64,
+    /// Embedding requests running at once, at most `--sessions` (each has a state of its own), so a
+    /// flood of them waits instead of growing memory.
+    embed_permits: tokio::sync::Semaphore,
     metrics: Metrics,
     next_id: AtomicU64,
     timeout: Option<Duration>,
@@ -125,6 +145,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         pool,
         model_name,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        embed_permits: tokio::sync::Semaphore::new(args.sessions.max(1)),
         metrics: Metrics::default(),
         next_id: AtomicU64::new(1),
         timeout: (args.timeout_ms > 0).then(|| Duration::from_millis(args.timeout_ms)),
@@ -134,18 +158,47 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(app, &args.host, args.port))
+    let function_compute = under_function_compute();
+    let host = args.host.clone().unwrap_or_else(|| {
+        // The platform reaches the container from outside; anywhere else, listen only locally
+        // unless asked (an open port would serve the model to the whole network).
+        if function_compute {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        }
+        .to_string()
+    });
+    let guard = Arc::new(guard::Guard {
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        function_compute,
+        max_body_bytes: args.max_body_bytes,
+    });
+    runtime.block_on(serve(app, guard, &host, args.port))
 }
 
-async fn serve(app: Arc<App>, host: &str, port: u16) -> Result<()> {
+/// Function Compute's custom runtime sets these in the container.
+fn under_function_compute() -> bool {
+    ["FC_SERVER_PORT", "FC_FUNCTION_NAME"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+async fn serve(app: Arc<App>, guard: Arc<guard::Guard>, host: &str, port: u16) -> Result<()> {
+    let max_body = guard.max_body_bytes;
     let router = Router::new()
         .route("/initialize", post(initialize))
         .route("/invoke", post(invoke))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/", get(chat_page))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .with_state(app.clone());
+        .with_state(app.clone())
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check));
     let listener = tokio::net::TcpListener::bind((host, port))
         .await
         .with_context(|| format!("binding {host}:{port}"))?;
@@ -232,6 +285,11 @@ async fn invoke(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
     response
 }
 
+/// The chat page: static HTML that streams answers from /v1/chat/completions in the browser.
+async fn chat_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("chat.html"))
+}
+
 async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     let stats = app.pool.stats();
     Json(json!({
@@ -257,6 +315,14 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// A generation thread that panicked or was cancelled, as an error.
+fn thread_failed(join: tokio::task::JoinError) -> edgeinfer::Error {
+    edgeinfer::Error::Options {
+        field: "generation",
+        reason: format!("the generation thread failed: {join}"),
+    }
 }
 
 fn fc_request_id(headers: &HeaderMap) -> Option<String> {
@@ -291,12 +357,7 @@ impl App {
             app.pool.generate(&job.prompt(), &job.options, |_| true)
         })
         .await
-        .unwrap_or_else(|join| {
-            Err(edgeinfer::Error::Options {
-                field: "generation",
-                reason: format!("the generation thread failed: {join}"),
-            })
-        })
+        .unwrap_or_else(|join| Err(thread_failed(join)))
     }
 
     /// A refused request: 400 with the error body.

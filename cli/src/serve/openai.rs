@@ -13,8 +13,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use edgeinfer::logprobs::{generate_with_logprobs, TokenLogprob};
 use edgeinfer::request::{error_json, usage, Job, PromptKind};
-use edgeinfer::Generation;
+use edgeinfer::{Generation, Model};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -43,6 +44,19 @@ pub(crate) async fn chat_completions(
     respond(app, Api::Chat, &headers, &body).await
 }
 
+/// `GET /v1/models`: the one model served, under the name the answers' `model` field gives.
+pub(crate) async fn models(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": app.model_name,
+            "object": "model",
+            "created": app.created,
+            "owned_by": "edgeinfer",
+        }],
+    }))
+}
+
 async fn respond(app: Arc<App>, api: Api, headers: &HeaderMap, body: &[u8]) -> Response {
     let id = headers
         .get("x-request-id")
@@ -56,19 +70,43 @@ async fn respond(app: Arc<App>, api: Api, headers: &HeaderMap, body: &[u8]) -> R
     if job.stream {
         return stream(app, api, ctx, job).await;
     }
-    match app.generate(job).await {
-        Ok(g) => {
+    let result = match job.logprobs {
+        None => app.generate(job).await.map(|g| (g, None)),
+        Some(_) => {
+            let worker = app.clone();
+            tokio::task::spawn_blocking(move || worker.generate_logprobs(&job, |_, _| true))
+                .await
+                .unwrap_or_else(|join| Err(super::thread_failed(join)))
+                .map(|(g, lp)| (g, Some(lp)))
+        }
+    };
+    match result {
+        Ok((g, lp)) => {
             app.finish(&ctx, 200, Some(&g), None);
             let out = Out::new(api, &ctx, &app);
-            Json(out.whole(&g)).into_response()
+            Json(out.whole(&g, lp.as_deref())).into_response()
         }
         Err(e) => app.fail(&ctx, &e),
     }
 }
 
+impl App {
+    /// Generates `job` (which wants log-probabilities) on this thread, `on_text` as for
+    /// [`generate_with_logprobs`].
+    fn generate_logprobs(
+        &self,
+        job: &Job,
+        on_text: impl FnMut(&str, Vec<TokenLogprob>) -> bool,
+    ) -> edgeinfer::Result<(Generation, Vec<TokenLogprob>)> {
+        let top = job.logprobs.unwrap_or(0);
+        generate_with_logprobs(&self.pool, &job.prompt(), &job.options, top, on_text)
+    }
+}
+
 /// What the generation thread sends to the response stream.
 enum Piece {
-    Text(String),
+    /// A piece of text and the log-probabilities of the tokens drawn for it, if asked for.
+    Text(String, Option<Vec<TokenLogprob>>),
     Done(edgeinfer::Result<Generation>),
 }
 
@@ -81,9 +119,18 @@ async fn stream(app: Arc<App>, api: Api, ctx: RequestCtx, job: Job) -> Response 
     let worker = app.clone();
     let worker_ctx = ctx.clone();
     tokio::task::spawn_blocking(move || {
-        let result = worker.pool.generate(&job.prompt(), &job.options, |text| {
-            tx.blocking_send(Piece::Text(text.to_string())).is_ok()
-        });
+        let result = match job.logprobs {
+            None => worker.pool.generate(&job.prompt(), &job.options, |text| {
+                tx.blocking_send(Piece::Text(text.to_string(), None))
+                    .is_ok()
+            }),
+            Some(_) => worker
+                .generate_logprobs(&job, |text, lp| {
+                    tx.blocking_send(Piece::Text(text.to_string(), Some(lp)))
+                        .is_ok()
+                })
+                .map(|(g, _)| g),
+        };
         match &result {
             Ok(g) => worker.finish(&worker_ctx, 200, Some(g), None),
             Err(e) => {
@@ -112,6 +159,7 @@ async fn stream(app: Arc<App>, api: Api, ctx: RequestCtx, job: Job) -> Response 
         pending: VecDeque::from([first]),
         queued: VecDeque::new(),
         done: false,
+        token_bytes: 0,
     };
     let events = futures_util::stream::unfold(state, |mut s| async move {
         let event = s.next_event().await?;
@@ -130,6 +178,8 @@ struct StreamState {
     /// Events ready to send.
     queued: VecDeque<Event>,
     done: bool,
+    /// Bytes of the tokens streamed so far (completions' `text_offset`).
+    token_bytes: usize,
 }
 
 impl StreamState {
@@ -146,13 +196,21 @@ impl StreamState {
                 None => self.rx.recv().await?,
             };
             match piece {
-                Piece::Text(text) => {
-                    let chunk = self.out.chunk(&text, None, None);
+                Piece::Text(text, lp) => {
+                    let lp = lp.as_deref().map(|lp| {
+                        let at = self.token_bytes;
+                        self.token_bytes += lp
+                            .iter()
+                            .map(|t| self.out.token(t.token).1.len())
+                            .sum::<usize>();
+                        (lp, at)
+                    });
+                    let chunk = self.out.chunk(&text, lp, None, None);
                     self.queued
                         .push_back(Event::default().data(chunk.to_string()));
                 }
                 Piece::Done(Ok(g)) => {
-                    let last = self.out.chunk("", Some(&g), Some(usage_json(&g)));
+                    let last = self.out.chunk("", None, Some(&g), Some(usage_json(&g)));
                     self.queued
                         .push_back(Event::default().data(last.to_string()));
                     self.queued.push_back(Event::default().data("[DONE]"));
@@ -175,6 +233,8 @@ struct Out {
     id: String,
     created: u64,
     model: String,
+    /// For the tokens' text in log-probabilities.
+    llm: Arc<Model>,
 }
 
 impl Out {
@@ -192,19 +252,79 @@ impl Out {
             id: format!("{prefix}-{}", ctx.id),
             created,
             model: app.model_name.clone(),
+            llm: app.pool.model().clone(),
         }
     }
 
-    fn whole(&self, g: &Generation) -> Value {
+    /// A token as OpenAI shows it: its text (lossy where a token is part of a UTF-8 character) and
+    /// its exact bytes.
+    fn token(&self, id: u32) -> (String, &[u8]) {
+        let bytes = self.llm.tokenizer().token_bytes(id).unwrap_or_default();
+        (String::from_utf8_lossy(bytes).into_owned(), bytes)
+    }
+
+    /// `choices[].logprobs` for `tokens`, in the shape of this API; `text_offset` (completions) counts
+    /// from `offset`, the bytes of text before them.
+    fn logprobs(&self, tokens: &[TokenLogprob], offset: usize) -> Value {
+        match self.api {
+            Api::Chat => {
+                let content: Vec<Value> = tokens
+                    .iter()
+                    .map(|t| {
+                        let (text, bytes) = self.token(t.token);
+                        let top: Vec<Value> = t
+                            .top
+                            .iter()
+                            .map(|&(id, lp)| {
+                                let (text, bytes) = self.token(id);
+                                json!({"token": text, "logprob": lp, "bytes": bytes})
+                            })
+                            .collect();
+                        json!({"token": text, "logprob": t.logprob, "bytes": bytes,
+                               "top_logprobs": top})
+                    })
+                    .collect();
+                json!({"content": content, "refusal": null})
+            }
+            Api::Completions => {
+                let mut texts = Vec::with_capacity(tokens.len());
+                let mut offsets = Vec::with_capacity(tokens.len());
+                let mut at = offset;
+                for t in tokens {
+                    let (text, bytes) = self.token(t.token);
+                    offsets.push(at);
+                    at += bytes.len();
+                    texts.push(text);
+                }
+                let lps: Vec<f32> = tokens.iter().map(|t| t.logprob).collect();
+                let tops: Vec<Value> = tokens
+                    .iter()
+                    .map(|t| {
+                        let top: serde_json::Map<String, Value> = t
+                            .top
+                            .iter()
+                            .map(|&(id, lp)| (self.token(id).0, json!(lp)))
+                            .collect();
+                        Value::Object(top)
+                    })
+                    .collect();
+                json!({"tokens": texts, "token_logprobs": lps, "top_logprobs": tops,
+                       "text_offset": offsets})
+            }
+        }
+    }
+
+    fn whole(&self, g: &Generation, lp: Option<&[TokenLogprob]>) -> Value {
         let reason = g.finish_reason.as_str();
+        let logprobs = lp.map_or(Value::Null, |lp| self.logprobs(lp, 0));
         let choice = match self.api {
             Api::Completions => {
-                json!({"index": 0, "text": g.text, "logprobs": null, "finish_reason": reason})
+                json!({"index": 0, "text": g.text, "logprobs": logprobs, "finish_reason": reason})
             }
             Api::Chat => json!({
                 "index": 0,
                 "message": {"role": "assistant", "content": g.text},
-                "logprobs": null,
+                "logprobs": logprobs,
                 "finish_reason": reason,
             }),
         };
@@ -218,17 +338,26 @@ impl Out {
         })
     }
 
-    /// A streamed chunk: a piece of text, or (with `g`) the last one with the finish reason.
-    fn chunk(&self, text: &str, g: Option<&Generation>, usage: Option<Value>) -> Value {
+    /// A streamed chunk: a piece of text (with its tokens' log-probabilities if asked for, and the
+    /// bytes of the tokens before them), or (with `g`) the last one with the finish reason.
+    fn chunk(
+        &self,
+        text: &str,
+        lp: Option<(&[TokenLogprob], usize)>,
+        g: Option<&Generation>,
+        usage: Option<Value>,
+    ) -> Value {
         let reason = g.map(|g| g.finish_reason.as_str());
+        let logprobs = lp.map_or(Value::Null, |(lp, at)| self.logprobs(lp, at));
         let choice = match self.api {
             Api::Completions => {
-                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason})
+                json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason})
             }
             Api::Chat if g.is_some() => json!({"index": 0, "delta": {}, "finish_reason": reason}),
             Api::Chat => json!({
                 "index": 0,
                 "delta": {"role": "assistant", "content": text},
+                "logprobs": logprobs,
                 "finish_reason": null,
             }),
         };
