@@ -99,6 +99,9 @@ fn override_syntax_errors_say_what_is_expected() {
     assert!("mlp.down_proj=F16".parse::<TensorOverride>().is_ok());
     // Every GGUF block format is written now.
     for to in ["q2_k", "q3_k", "q5_0", "q5_1", "iq4_xs"] {
-        assert!(format!("down_proj={to}").parse::<TensorOverride>().is_ok(), "{to}");
+        assert!(
+            format!("down_proj={to}").parse::<TensorOverride>().is_ok(),
+            "{to}"
+        );
     }
 }
