@@ -234,12 +234,24 @@ impl Parser {
     }
 
     fn postfix(&mut self, item: String) -> Result<String, String> {
+        // A group from `item` is already parenthesized; anything else gets parentheses before an
+        // operator applies to it (a postfixed item counts as anything else).
+        let mut grouped = item.starts_with('(');
         let mut item = item;
+        let wrap = |item: &str, grouped: &mut bool| {
+            let w = if *grouped {
+                item.to_string()
+            } else {
+                format!("({item})")
+            };
+            *grouped = false;
+            w
+        };
         loop {
             match self.peek() {
                 Some(op @ ('*' | '+' | '?')) => {
                     self.pos += 1;
-                    item = format!("({item}){op}");
+                    item = format!("{}{op}", wrap(&item, &mut grouped));
                 }
                 Some('{') => {
                     self.pos += 1;
@@ -257,7 +269,7 @@ impl Parser {
                     if !self.eat('}') {
                         return Err(self.error("expected `}`"));
                     }
-                    item = format!("({item}){rep}");
+                    item = format!("{}{rep}", wrap(&item, &mut grouped));
                 }
                 _ => return Ok(item),
             }
