@@ -143,7 +143,12 @@ impl Grammars {
                 }
             }
         }
-        let trie = TokTrie::from(&TokRxInfo::new(vocab, first_eos), &words).with_eos_tokens(&eos);
+        // toktrie asserts its invariants; our checks above should meet them, but a tokenizer is
+        // input we do not control, so a failed assert is an error, not a dead thread.
+        let trie = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            TokTrie::from(&TokRxInfo::new(vocab, first_eos), &words).with_eos_tokens(&eos)
+        }))
+        .map_err(|_| refuse("the tokenizer's tokens do not make a valid token trie".into()))?;
         // Greedy (non-canonical) tokenization: llguidance then never forces tokens on its own,
         // it only masks; our loop samples every token.
         let env: TokEnv = Arc::new(ApproximateTokEnv::new(trie));
