@@ -630,9 +630,11 @@ mod tests {
         )
         .unwrap();
         let out = t.render(&[Message::new("user", "q\"é\n")], false).unwrap();
+        // Keys in insertion order, as Python's dicts (serde_json's `preserve_order`, which
+        // llguidance turns on): a message prints `role` before `content`, as in transformers.
         assert_eq!(
             out,
-            "{\"content\": \"q\\\"é\\n\", \"role\": \"user\"}|[\n  {\n    \"content\": \"q\\\"é\\n\",\n    \"role\": \"user\"\n  }\n]|{\"a\": \"<é>\", \"b\": [1, 2.5, null, true]}"
+            "{\"role\": \"user\", \"content\": \"q\\\"é\\n\"}|[\n  {\n    \"role\": \"user\",\n    \"content\": \"q\\\"é\\n\"\n  }\n]|{\"a\": \"<é>\", \"b\": [1, 2.5, null, true]}"
         );
     }
 

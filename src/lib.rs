@@ -40,7 +40,7 @@ pub mod request;
 pub mod session;
 
 pub use chat::Message;
-pub use constraint::Constraint;
+pub use constraint::{Constraint, Grammars, Guide};
 pub use edgeinfer_kernels::quant::ActQuant;
 pub use edgeinfer_models::state::KvDType;
 pub use error::{Error, Result};

@@ -1,12 +1,13 @@
 //! [`Model`]: a model directory loaded once and shared by any number of sessions.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use edgeinfer_kernels::Kernels;
 use edgeinfer_models::{Config, Llama, ModelError};
 
+use crate::constraint::Grammars;
 use crate::error::{io, Error, Result};
 use crate::loader::{Checkpoint, WeightsAccess};
 use crate::session::{Session, SessionOptions};
@@ -34,6 +35,9 @@ pub struct Model {
     pub(crate) pool: Option<rayon::ThreadPool>,
     eos_ids: Vec<u32>,
     load_time: Duration,
+    /// The token trie and compiled constraints, built on the first constrained generation (a
+    /// model that never sees one never pays for it).
+    grammars: OnceLock<Result<Grammars, String>>,
 }
 
 impl Model {
@@ -107,6 +111,7 @@ impl Model {
             pool,
             eos_ids,
             load_time: start.elapsed(),
+            grammars: OnceLock::new(),
         }))
     }
 
@@ -152,6 +157,24 @@ impl Model {
     /// Token ids that end generation (config.json, generation_config.json and the tokenizer's EOS).
     pub fn eos_ids(&self) -> &[u32] {
         &self.eos_ids
+    }
+
+    /// The constraint compiler, built once (see [`crate::constraint`]).
+    pub(crate) fn grammars(&self) -> Result<&Grammars> {
+        self.grammars
+            .get_or_init(|| {
+                Grammars::new(&self.tokenizer, self.llama.config.vocab_size, &self.eos_ids).map_err(
+                    |e| match e {
+                        Error::Options { reason, .. } => reason,
+                        e => e.to_string(),
+                    },
+                )
+            })
+            .as_ref()
+            .map_err(|reason| Error::Options {
+                field: "constraint",
+                reason: reason.clone(),
+            })
     }
 
     /// Wall time `load` took.

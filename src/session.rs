@@ -96,7 +96,12 @@ pub struct GenerateOptions {
     /// Stop when this flag becomes true (checked like `deadline`): [`FinishReason::Cancelled`]. Another
     /// thread sets it, e.g. when the client of a streaming request goes away.
     pub cancel: Option<Arc<AtomicBool>>,
-    /// What the text must match ([`Constraint`]); `None`: free text.
+    /// What the text must match ([`Constraint`]); `None`: free text. With one, generation ends
+    /// with [`FinishReason::Stop`] only where the text is complete (at the end-of-sequence token
+    /// the constraint then allows, whatever `stop_at_eos` says, or when nothing may follow), so a
+    /// `stop` text always matches; `max_tokens` or a full context ends it with `length`, maybe
+    /// unfinished. `stop` strings cannot be combined with it ([`Error::Options`] naming `stop`);
+    /// a constraint that does not compile is [`Error::Options`] naming `constraint`.
     pub constraint: Option<Constraint>,
 }
 
@@ -166,6 +171,9 @@ pub struct Timings {
     pub decode_ms: f64,
     /// From the start of `generate` to the first generated token.
     pub ttft_ms: f64,
+    /// Time spent in the constraint (masks and matcher updates; part of `decode_ms` but for the
+    /// first token's mask); 0 without one.
+    pub constraint_ms: f64,
 }
 
 impl Timings {
@@ -398,12 +406,22 @@ impl Session {
                 ctx: self.ctx(),
             });
         }
-        if let Some(c) = &opts.constraint {
-            return Err(Error::Options {
-                field: "constraint",
-                reason: format!("`{}` constraints are not supported yet", c.kind()),
-            });
-        }
+        let mut guide = match &opts.constraint {
+            Some(c) => {
+                if !opts.stop.is_empty() {
+                    // A stop string would cut the text where the constraint may not end it.
+                    return Err(Error::Options {
+                        field: "stop",
+                        reason: format!(
+                            "stop strings cannot be combined with a `{}` constraint: the constraint decides where the text ends",
+                            c.kind()
+                        ),
+                    });
+                }
+                Some(self.model.grammars()?.matcher(c)?)
+            }
+            None => None,
+        };
         let vocab = self.model.config().vocab_size;
         let mut sampler = Sampler::new(opts.sampler.clone(), vocab)?;
 
@@ -436,6 +454,7 @@ impl Session {
         let mut generated = Vec::with_capacity(opts.max_tokens.min(self.ctx()));
         let mut finish = FinishReason::Length;
         let mut ttft_ms = 0.0;
+        let mut constraint_ms = 0.0;
         let t_decode = Instant::now();
         let mut decode_start = t_decode;
         while generated.len() < opts.max_tokens {
@@ -443,17 +462,32 @@ impl Session {
                 let vocab = self.model.config().vocab_size;
                 let logits = &mut self.state.logits_mut()[..vocab];
                 on_logits(logits);
+                // Disallowed tokens go to -inf before the sampler sees the logits, so its penalty,
+                // top-k, temperature, top-p and min-p all work on the allowed tokens alone.
+                if let Some(g) = &mut guide {
+                    let t = Instant::now();
+                    g.mask(logits)?;
+                    constraint_ms += ms(t);
+                }
                 sampler.sample(logits, &self.tokens)
             };
             if generated.is_empty() {
                 ttft_ms = ms(start);
                 decode_start = Instant::now();
             }
-            if opts.stop_at_eos && model.eos_ids().contains(&token) {
+            let eos = model.eos_ids().contains(&token);
+            // Under a constraint the mask allows EOS only where the text is complete, and a
+            // complete text ends there whatever `stop_at_eos` says.
+            if eos && (opts.stop_at_eos || guide.is_some()) {
                 finish = FinishReason::Stop;
                 break;
             }
             generated.push(token);
+            if let Some(g) = &mut guide {
+                let t = Instant::now();
+                g.commit(token)?;
+                constraint_ms += ms(t);
+            }
             if let Some(piece) = stream.push(tok, token) {
                 if out.push(piece, &mut on_text) {
                     finish = if out.cancelled {
@@ -463,6 +497,11 @@ impl Session {
                     };
                     break;
                 }
+            }
+            // The text is complete and nothing may follow: done, without spending a step on EOS.
+            if guide.as_ref().is_some_and(|g| g.is_done()) {
+                finish = FinishReason::Stop;
+                break;
             }
             if generated.len() >= opts.max_tokens {
                 break;
@@ -501,6 +540,7 @@ impl Session {
             prefill_ms,
             decode_ms,
             ttft_ms,
+            constraint_ms,
         };
         Ok(Generation {
             text: out.text,

@@ -424,6 +424,18 @@ impl Tokenizer {
         self.table.get(id)
     }
 
+    /// Ids of the added tokens (`added_tokens` in tokenizer.json: the chat markers, EOS and the
+    /// like), in no particular order. Constrained decoding keeps them out of the text it matches.
+    pub fn added_token_ids(&self) -> Vec<u32> {
+        match &self.bpe {
+            Some(bpe) => bpe.added_sorted.clone(),
+            None => self
+                .inner()
+                .map(|t| t.get_added_tokens_decoder().keys().copied().collect())
+                .unwrap_or_default(),
+        }
+    }
+
     pub fn bos_token(&self) -> Option<&str> {
         self.bos_token.as_deref()
     }

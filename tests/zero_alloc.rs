@@ -1,6 +1,7 @@
 //! Decoding a token allocates nothing: a counting global allocator watches `Session::step`, the
 //! sampler (greedy and filtered random) and the streaming detokenizer over 32 steps after a warm-up,
-//! for dense weights and for q8_0 weights with one- and two-pass activations.
+//! for dense weights and for q8_0 weights with one- and two-pass activations. A second test counts
+//! (without requiring zero) what a JSON Schema constraint's masks allocate inside llguidance.
 //!
 //! Counting is per thread and switched on only around the measured loop, so the test harness and
 //! other tests never disturb the count. The model runs with one thread, so all work is on this one.
@@ -194,4 +195,61 @@ fn decode_steps_do_not_allocate() {
             std::hint::black_box(text_bytes);
         }
     }
+}
+
+/// Not a zero: what a JSON Schema constraint adds per decode step on the real model. Applying the
+/// mask to the logits allocates nothing on our side, but llguidance's `compute_mask` returns a new
+/// bit set and allocates inside its parser; this prints the count (docs/constrained.md quotes it)
+/// and checks only that it stays bounded, so a regression to per-token recompilation shows.
+#[test]
+fn constrained_steps_allocate_only_in_llguidance() {
+    let Some(dir) = common::real_model_dir() else {
+        return;
+    };
+    let model = Model::load_with(
+        &dir,
+        &ModelOptions {
+            threads: Some(1),
+            kernels: None,
+        },
+    )
+    .unwrap();
+    let tok = model.tokenizer();
+    let grammars =
+        edgeinfer::Grammars::new(tok, model.config().vocab_size, model.eos_ids()).unwrap();
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}}},
+        "required": ["name", "age", "tags"]
+    });
+    let c = edgeinfer::Constraint::JsonSchema(schema);
+    let text =
+        r#"{"name": "Ada Lovelace", "age": 36, "tags": ["mathematician", "writer", "analyst"]}"#;
+    let ids = tok.encode(text, false).unwrap();
+    let mut logits = vec![0.0f32; model.config().vocab_size];
+    // Warm-up pass: the shared lexer builds its states once.
+    let mut guide = grammars.matcher(&c).unwrap();
+    for &id in &ids {
+        guide.mask(&mut logits).unwrap();
+        guide.commit(id).unwrap();
+    }
+    let mut guide = grammars.matcher(&c).unwrap();
+    let (_, counts) = measure(|| {
+        for &id in &ids {
+            guide.mask(&mut logits).unwrap();
+            guide.commit(id).unwrap();
+        }
+    });
+    let per_token = counts.allocs as f64 / ids.len() as f64;
+    eprintln!(
+        "constrained steps: {} tokens, {} allocations, {} reallocations, {} frees ({per_token:.1} allocations per token, all inside llguidance)",
+        ids.len(),
+        counts.allocs,
+        counts.reallocs,
+        counts.deallocs
+    );
+    assert!(
+        per_token < 200.0,
+        "{per_token} allocations per constrained token"
+    );
 }

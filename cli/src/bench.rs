@@ -15,6 +15,8 @@ use anyhow::{bail, Result};
 use clap::Args;
 use edgeinfer::{ActQuant, Model, ModelOptions, SessionOptions};
 
+mod constrained;
+
 #[derive(Args)]
 pub struct BenchArgs {
     /// Model directory.
@@ -62,6 +64,19 @@ pub struct BenchArgs {
     /// Print a JSON list of records with llama-bench's field names.
     #[arg(long)]
     json: bool,
+    /// Also measure a JSON Schema constraint: greedy chat decoding of the first --n-gen tokens
+    /// with and without it (alternating, -r runs each), its time per token, and its masks alone
+    /// per tokenizer (see --mask-tokenizer). Tables go to stderr with --json.
+    #[arg(long = "json-schema", value_name = "FILE")]
+    json_schema: Option<PathBuf>,
+    /// With --json-schema: also time the masks with the tokenizer in DIR (tokenizer.json, and
+    /// tokenizer_config.json for its EOS), e.g. a Qwen2 one; repeatable.
+    #[arg(long = "mask-tokenizer", value_name = "DIR", requires = "json_schema")]
+    mask_tokenizer: Vec<PathBuf>,
+    /// Logit rows for --mask-tokenizer (a model's vocab_size, e.g. 151936 for Qwen2, above the
+    /// tokenizer's 151,665 ids) [default: the tokenizer's ids].
+    #[arg(long = "mask-vocab", requires = "mask_tokenizer")]
+    mask_vocab: Option<usize>,
 }
 
 struct Record {
@@ -147,6 +162,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 });
                 report(&records, &model, args.json, args.acts);
             }
+        }
+        if let Some(schema) = &args.json_schema {
+            let n_gen = args.n_gen.iter().copied().find(|&n| n > 0).unwrap_or(128);
+            constrained::run(
+                &model,
+                schema,
+                &args.mask_tokenizer,
+                args.mask_vocab,
+                n_gen,
+                args.repetitions,
+                args.json,
+            )?;
         }
     }
     if args.json {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use edgeinfer::{GenerateOptions, Message, Prompt, SamplerConfig, SessionOptions};
+use edgeinfer::{Constraint, GenerateOptions, Message, Prompt, SamplerConfig, SessionOptions};
 
 use crate::ModelArgs;
 
@@ -66,6 +66,23 @@ pub struct RunArgs {
     /// Print one JSON object (text, finish_reason, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Constrain the text to JSON valid under the JSON Schema in FILE (it ends when the value is
+    /// complete). Whitespace between JSON tokens is one space, or a newline and up to 20 spaces of
+    /// indentation, unless the schema sets llguidance's "x-guidance" options.
+    #[arg(long = "json-schema", value_name = "FILE", group = "constraint")]
+    json_schema: Option<PathBuf>,
+    /// Constrain the text to any JSON object (OpenAI's json_object; not to be confused with
+    /// --json, which is the output format).
+    #[arg(long = "json-object", group = "constraint")]
+    json_object: bool,
+    /// Constrain the text to the grammar in FILE: llguidance's Lark syntax (start rule `start`),
+    /// or llama.cpp's GBNF (start rule `root`) when FILE ends in .gbnf.
+    #[arg(long = "grammar", value_name = "FILE", group = "constraint")]
+    grammar: Option<PathBuf>,
+    /// Constrain the whole text to match the regular expression RE (Rust regex syntax, anchored at
+    /// both ends), e.g. --regex '[0-9]{4}-[0-9]{2}-[0-9]{2}'.
+    #[arg(long = "regex", value_name = "RE", group = "constraint")]
+    regex: Option<String>,
     /// Write the logits of the last prompt position and of each generated step to PATH
     /// (little-endian f32, one row of vocab_size values per step).
     #[arg(long = "dump-logits")]
@@ -79,6 +96,33 @@ impl RunArgs {
             (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading prompt file {}", f.display())),
             (None, None) => bail!("no prompt: give it as an argument (infer run \"Once upon a time\") or with -f FILE"),
         }
+    }
+
+    /// The constraint the flags ask for, its file read and (for a schema) parsed.
+    fn constraint(&self) -> Result<Option<Constraint>> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        if let Some(path) = &self.json_schema {
+            let schema = serde_json::from_str(&read(path)?)
+                .with_context(|| format!("--json-schema {}: not JSON", path.display()))?;
+            return Ok(Some(Constraint::JsonSchema(schema)));
+        }
+        if self.json_object {
+            return Ok(Some(Constraint::JsonObject));
+        }
+        if let Some(path) = &self.grammar {
+            let text = read(path)?;
+            let gbnf = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gbnf"));
+            return Ok(Some(if gbnf {
+                Constraint::Gbnf(text)
+            } else {
+                Constraint::Lark(text)
+            }));
+        }
+        Ok(self.regex.clone().map(Constraint::Regex))
     }
 
     fn sampler(&self) -> SamplerConfig {
@@ -104,6 +148,7 @@ impl RunArgs {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let text = args.prompt_text()?;
+    let constraint = args.constraint()?;
     let model = args.model.load()?;
     let mut session = model.session(SessionOptions {
         ctx: args.ctx_size,
@@ -114,6 +159,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         sampler: args.sampler(),
         stop: args.stop.clone(),
         stop_at_eos: !args.ignore_eos,
+        constraint,
         ..GenerateOptions::default()
     };
 
