@@ -360,14 +360,11 @@ impl GenerateRequest {
                         format!("{name} {p} is outside [-2, 2]"),
                     ))
                 }
-                Some(_) => {
-                    return Err(RequestError::invalid(
-                        name,
-                        format!("`{name}` other than 0 is not supported yet"),
-                    ))
-                }
+                Some(_) => {}
             }
         }
+        sampler.presence_penalty = self.presence_penalty.unwrap_or(0.0) as f32;
+        sampler.frequency_penalty = self.frequency_penalty.unwrap_or(0.0) as f32;
         if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(RequestError::invalid(
                 "tools",
@@ -399,6 +396,12 @@ impl GenerateRequest {
                     )),
                 },
             };
+        if logprobs.is_some() && constraint.is_some() {
+            return Err(RequestError::invalid(
+                "logprobs",
+                "`logprobs` with a JSON `response_format` is not supported yet",
+            ));
+        }
         Ok(Job {
             prompt,
             options: GenerateOptions {
@@ -802,8 +805,15 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.param, Some("tools"), "{e}");
-        let e = job(r#"{"prompt":"a","presence_penalty":0.5}"#, PromptKind::Text).unwrap_err();
+        let e = job(r#"{"prompt":"a","presence_penalty":2.5}"#, PromptKind::Text).unwrap_err();
         assert_eq!(e.param, Some("presence_penalty"), "{e}");
+        let j = job(
+            r#"{"prompt":"a","presence_penalty":0.5,"frequency_penalty":-1}"#,
+            PromptKind::Text,
+        )
+        .unwrap();
+        let c = &j.options.sampler;
+        assert_eq!((c.presence_penalty, c.frequency_penalty), (0.5, -1.0));
         assert!(job(r#"{"prompt":"a","frequency_penalty":0}"#, PromptKind::Text).is_ok());
         let e = job(r#"{"prompt":"a","temprature":0.5}"#, PromptKind::Either).unwrap_err();
         assert_eq!((e.code, e.param), ("invalid_request", None), "{e}");

@@ -26,6 +26,11 @@ pub struct SamplerConfig {
     pub repeat_penalty: f32,
     /// How many of the last history ids the penalty looks at.
     pub repeat_last_n: usize,
+    /// OpenAI's presence penalty: subtracted from the logit of every token generated so far
+    /// ([`penalties`]); 0 = off.
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty: subtracted once per time a token was generated; 0 = off.
+    pub frequency_penalty: f32,
     pub seed: u64,
 }
 
@@ -38,6 +43,8 @@ impl Default for SamplerConfig {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0x5EED,
         }
     }
@@ -81,6 +88,14 @@ impl SamplerConfig {
                 format!("{} is not a finite number > 0", self.repeat_penalty),
             );
         }
+        for (name, p) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&p) {
+                return bad(name, format!("{p} is outside [-2, 2]"));
+            }
+        }
         Ok(())
     }
 
@@ -99,6 +114,8 @@ pub struct Sampler {
     probs: Vec<f32>,
     /// One bit per vocab entry: "penalty already applied in this step".
     seen: Vec<u64>,
+    /// The presence and frequency penalties' counts of generated tokens.
+    occurrence: penalties::OccurrencePenalties,
 }
 
 impl Sampler {
@@ -111,12 +128,18 @@ impl Sampler {
             });
         }
         let rng = Xoshiro256::new(cfg.seed);
+        let occurrence = penalties::OccurrencePenalties::new(
+            cfg.presence_penalty,
+            cfg.frequency_penalty,
+            vocab_size,
+        );
         let mut s = Sampler {
             cfg,
             rng,
             idx: Vec::new(),
             probs: Vec::new(),
             seen: Vec::new(),
+            occurrence,
         };
         s.ensure_capacity(vocab_size);
         Ok(s)
@@ -130,6 +153,7 @@ impl Sampler {
     pub fn reset(&mut self, seed: u64) {
         self.cfg.seed = seed;
         self.rng = Xoshiro256::new(seed);
+        self.occurrence.reset();
     }
 
     /// Picks the next token. May rewrite `logits` (NaN → -inf, penalties). Does not allocate as long
@@ -147,6 +171,7 @@ impl Sampler {
             }
         }
         self.apply_repeat_penalty(logits, history);
+        self.occurrence.apply(logits, history);
         if self.cfg.is_greedy() {
             return argmax(logits);
         }
@@ -623,6 +648,26 @@ mod tests {
         );
         // Without min_p the tail shows up.
         assert!(draws(cfg(1.0, 0, 1.0, 0.0), &l, 2000).contains(&2));
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_count_generated_tokens_only() {
+        let c = SamplerConfig {
+            presence_penalty: 1.0,
+            frequency_penalty: 0.5,
+            ..SamplerConfig::greedy()
+        };
+        let mut s = Sampler::new(c, 3).unwrap();
+        // The prompt's tokens (the history at the first draw) are not penalised.
+        let mut l = [3.0f32, 2.5, 0.0];
+        assert_eq!(s.sample(&mut l, &[0, 0]), 0);
+        // Token 0 generated once: 3.0 - 1.0 - 0.5 = 1.5 < 2.5.
+        let mut l = [3.0f32, 2.5, 0.0];
+        assert_eq!(s.sample(&mut l, &[0, 0, 0]), 1);
+        assert_eq!(l, [1.5, 2.5, 0.0]);
+        s.reset(7);
+        let mut l = [3.0f32, 2.5, 0.0];
+        assert_eq!(s.sample(&mut l, &[0, 0, 0]), 0);
     }
 
     #[test]

@@ -142,6 +142,7 @@ impl RunArgs {
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
             seed: self.seed,
+            ..SamplerConfig::default()
         }
     }
 }

@@ -1,11 +1,8 @@
 //! OpenAI's presence and frequency penalties: before each draw,
 //! `logit[t] -= presence · [count(t) > 0] + frequency · count(t)`, counting the tokens generated so
 //! far (not the prompt's, unlike the repetition penalty's window).
-//!
-//! Not wired into [`super::Sampler`] yet: that needs two fields in `SamplerConfig`, and a struct
-//! literal elsewhere (`cli/src/run.rs`) that lists every field would stop compiling; the request layer
-//! refuses non-zero penalties by name until then. The wiring is one call, `apply(logits, history)`,
-//! at the start of `Sampler::sample`.
+//! [`super::Sampler`] applies them after the repetition penalty (`SamplerConfig::presence_penalty`,
+//! `frequency_penalty`).
 
 /// Counts of the generated tokens and the penalties to apply. Zero penalties cost one branch per
 /// step and allocate nothing; otherwise the buffers are sized once in [`OccurrencePenalties::new`]

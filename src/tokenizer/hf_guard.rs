@@ -9,7 +9,9 @@
 //! - a `Strip` decoder with `stop` > 0 indexes below zero (or slices backwards) when decoding a token
 //!   shorter than what it strips: refused (real tokenizers strip only from the start). The crate
 //!   picks a decoder by its fields, whatever its `type` says (`"type": "S*rip"` still decodes as
-//!   `Strip`), so any object with a nonzero `stop` is refused.
+//!   `Strip`), so any object with a nonzero `stop` is refused, but for the vocabulary and merges
+//!   (`model.vocab`, `model.merges`), data the crate never reads as a component: a vocabulary maps
+//!   tokens such as `stop` to ids.
 
 use serde_json::Value;
 
@@ -47,7 +49,9 @@ fn walk(v: &Value, depth: usize) -> Result<(), String> {
                 }
                 _ => {}
             }
-            map.values().try_for_each(|v| walk(v, depth + 1))
+            map.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "vocab" | "merges"))
+                .try_for_each(|(_, v)| walk(v, depth + 1))
         }
         Value::Array(items) => items.iter().try_for_each(|v| walk(v, depth + 1)),
         _ => Ok(()),
@@ -77,5 +81,9 @@ mod tests {
         assert!(check(renamed).unwrap_err().contains("Strip"));
         let llama = br#"{"decoder": {"type": "Strip", "content": " ", "start": 1, "stop": 0}}"#;
         assert!(check(llama).is_ok());
+        // A vocabulary with a token `stop` is data, not a decoder.
+        let vocab =
+            br#"{"model": {"type": "BPE", "vocab": {"stop": 9, "start": 1}, "merges": []}}"#;
+        assert!(check(vocab).is_ok());
     }
 }
