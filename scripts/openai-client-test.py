@@ -3,7 +3,9 @@
 
 Starts `infer serve` on the real model with an API key and a small body limit, then checks
 models.list(), a chat completion with logprobs (streamed and whole), embeddings (the client asks for
-base64), an unknown field (400 naming it), a wrong key (401) and an oversized body (413).
+base64), `response_format` `json_schema` answers for 50 random schemas and prompts (validated by the
+`jsonschema` package) and `json_object`, penalties, an unknown field (400 naming it), a wrong key
+(401) and an oversized body (413).
 
 Usage: scripts/openai-client-test.py [path/to/infer] (default target/debug/infer); needs `pip install
 openai` (scripts/openai-client-test.sh makes a venv with it). The equality of the logprobs with the
@@ -13,11 +15,14 @@ model of its own); here the client parses them and they are checked for consiste
 spelling the answer, the greedy token the most likely, a distribution).
 """
 
+import json
 import math
 import os
+import random
 import subprocess
 import sys
 
+import jsonschema
 import openai
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,6 +117,8 @@ def run(client, base):
     except openai.BadRequestError as e:
         check("logit_bias refused with param", e.body.get("param") == "logit_bias", e.body)
 
+    schemas(client, ids[0])
+
     bad = openai.OpenAI(base_url=base + "/v1", api_key="sk-wrong", max_retries=0)
     try:
         bad.models.list()
@@ -125,6 +132,80 @@ def run(client, base):
         check("oversized body refused", False, "accepted")
     except openai.APIStatusError as e:
         check("oversized body refused with 413", e.status_code == 413, e)
+
+
+WORDS = ["name", "city", "age", "count", "colour", "title", "score", "active", "tags", "id", "kind",
+         "price", "year", "owner", "label"]
+TOPICS = ["a cat", "a book", "a city in Europe", "a programming language", "a planet", "a recipe",
+          "a football team", "a song", "a car", "a tree"]
+
+
+def random_schema(rng, depth=0):
+    """A random object schema of the kinds structured-output users write: strings, enums,
+    integers with bounds, numbers, booleans, arrays of strings, a nested object; some required."""
+    props = {}
+    for key in rng.sample(WORDS, rng.randint(1, 4)):
+        kind = rng.choice(["string", "enum", "integer", "number", "boolean", "array"]
+                          + (["object"] if depth == 0 else []))
+        if kind == "string":
+            props[key] = {"type": "string", "maxLength": rng.choice([8, 16, 32])}
+        elif kind == "enum":
+            props[key] = {"enum": rng.sample(["red", "green", "blue", "small", "large", "yes", "no"], 3)}
+        elif kind == "integer":
+            lo = rng.randint(-5, 50)
+            props[key] = {"type": "integer", "minimum": lo, "maximum": lo + rng.randint(1, 1000)}
+        elif kind == "number":
+            props[key] = {"type": "number"}
+        elif kind == "boolean":
+            props[key] = {"type": "boolean"}
+        elif kind == "array":
+            props[key] = {"type": "array", "items": {"type": "string", "maxLength": 12},
+                          "maxItems": rng.randint(1, 3)}
+        else:
+            props[key] = random_schema(rng, depth + 1)
+    required = [k for k in props if rng.random() < 0.7]
+    return {"type": "object", "properties": props, "required": required,
+            "additionalProperties": False}
+
+
+def schemas(client, model):
+    rng = random.Random(2026)
+    valid, length, failures = 0, 0, []
+    for i in range(50):
+        schema = random_schema(rng)
+        topic = rng.choice(TOPICS)
+        messages = [{"role": "user", "content": f"Describe {topic} as JSON."}]
+        chat = client.chat.completions.create(
+            model=model, messages=messages, max_tokens=300, temperature=rng.choice([0, 0.7, 1.0]),
+            seed=i, response_format={"type": "json_schema",
+                                     "json_schema": {"name": f"s{i}", "schema": schema, "strict": True}})
+        choice = chat.choices[0]
+        if choice.finish_reason == "length":
+            length += 1
+            continue
+        try:
+            jsonschema.validate(json.loads(choice.message.content), schema)
+            valid += 1
+        except (ValueError, jsonschema.ValidationError) as e:
+            failures.append((schema, choice.message.content, str(e)[:200]))
+    # Cut by max_tokens is allowed (finish_reason `length`); a finished answer must validate.
+    check(f"json_schema: {valid} of 50 answers validate, {length} cut by max_tokens, none invalid",
+          not failures and valid >= 40, failures[:3])
+
+    chat = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Give me a JSON object about a dog."}],
+        max_tokens=120, temperature=0, response_format={"type": "json_object"})
+    check("json_object: the answer is a JSON object",
+          chat.choices[0].finish_reason == "length"
+          or isinstance(json.loads(chat.choices[0].message.content), dict), chat.choices[0])
+
+    messages = [{"role": "user", "content": "Say yes yes yes yes yes."}]
+    plain = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0)
+    penal = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0,
+                                           frequency_penalty=2.0, presence_penalty=2.0)
+    check("penalties accepted and change a repetitive answer",
+          penal.choices[0].message.content != plain.choices[0].message.content,
+          (plain.choices[0].message.content, penal.choices[0].message.content))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
 #   2. fetches and imports SmolLM2-135M-Instruct if missing (scripts/fetch-model.sh),
 #   3. runs all workspace tests natively, with the real model required and the x86 kernel variants
 #      this CPU has required (a variant that silently skipped would fail the run),
+#   3b. runs `infer serve` under the official `openai` Python client (scripts/openai-client-test.sh:
+#      a venv in target/openai-venv with pip's `openai`),
 #   4. runs every fuzz target (fuzz/) for a few seconds from its seeds (scripts/fuzz.sh smoke; needs
 #      nightly Rust and cargo-fuzz; the instrumented build takes ~5 min the first time, then is cached),
 #   5. cross-compiles the kernels and models crates to aarch64 and runs their tests under qemu on three
@@ -12,6 +14,7 @@
 #
 # Environment:
 #   EDGEINFER_REQUIRE_VARIANTS   x86 variants that must run (default: those /proc/cpuinfo reports)
+#   EDGEINFER_SKIP_OPENAI=1      skip step 3b (no network for pip)
 #   EDGEINFER_SKIP_FUZZ=1        skip step 4 (no nightly/cargo-fuzz; otherwise their absence fails)
 #   EDGEINFER_FUZZ_SECONDS       seconds per fuzz target in step 4 (default 5)
 #   EDGEINFER_SKIP_AARCH64=1     skip step 5 (e.g. no cross toolchain on this machine)
@@ -39,6 +42,13 @@ if [ -z "${EDGEINFER_REQUIRE_VARIANTS:-}" ] && [ "$(uname -m)" = x86_64 ]; then
 fi
 step "native tests (EDGEINFER_REQUIRE_VARIANTS=${EDGEINFER_REQUIRE_VARIANTS:-})"
 EDGEINFER_REQUIRE_MODEL=1 cargo test --workspace
+
+if [ "${EDGEINFER_SKIP_OPENAI:-0}" = 1 ]; then
+    step "openai client against infer serve SKIPPED (EDGEINFER_SKIP_OPENAI=1)"
+else
+    step "openai client against infer serve"
+    scripts/openai-client-test.sh target/debug/infer
+fi
 
 if [ "${EDGEINFER_SKIP_FUZZ:-0}" = 1 ]; then
     step "fuzz smoke run SKIPPED (EDGEINFER_SKIP_FUZZ=1)"

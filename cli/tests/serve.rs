@@ -737,17 +737,22 @@ fn unsupported_fields_are_refused_by_name_and_the_chat_page_is_served() {
                       "n": 1, "user": "u", "stream_options": {"include_usage": true}});
     let (status, v) = server.post("/v1/chat/completions", &body.to_string(), &[]);
     assert_eq!(status, 200, "{v}");
-    let body = json!({"messages": [{"role": "user", "content": "Hi"}],
+    // A JSON response format is a constraint: the answer parses as an object.
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 200,
                       "response_format": {"type": "json_object"}});
     let (status, v) = server.post("/v1/chat/completions", &body.to_string(), &[]);
-    assert_eq!(status, 400, "until constrained decoding lands: {v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("json_object"),
-        "{v}"
-    );
+    assert_eq!(status, 200, "{v}");
+    if v["choices"][0]["finish_reason"] == "stop" {
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+        let answer: serde_json::Value = serde_json::from_str(text).expect("a JSON answer");
+        assert!(answer.is_object(), "{v}");
+    }
+    // Not yet with log-probabilities: refused by name.
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "logprobs": true,
+                      "response_format": {"type": "json_object"}});
+    let (status, v) = server.post("/v1/chat/completions", &body.to_string(), &[]);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "logprobs", "{v}");
     let (status, page) = server.get("/");
     assert_eq!(status, 200);
     assert!(page.contains("/v1/chat/completions") && page.contains("json_object"));
