@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use edgeinfer_convert::quantize::{
-    quantize_checkpoint, writable, Calibration, QuantizeOptions, StoreType, TensorOverride,
+    quantize_checkpoint, Calibration, QuantizeOptions, StoreType, TensorOverride, WRITABLE,
 };
 use edgeinfer_kernels::quant::QLayout;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -68,17 +68,8 @@ pub fn parse_layout(s: &str) -> Result<QLayout> {
 }
 
 fn parse_type(s: &str) -> Result<QuantizeOptions> {
-    const EXPECTED: &str =
-        "q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, q4_k_m or q5_k_m";
-    match QuantizeOptions::from_type_name(s) {
-        Some(o) if writable(o.format) => Ok(o),
-        Some(o) => Err(anyhow!(
-            "`infer quantize` does not write {} yet (expected {EXPECTED}); a GGUF in {} keeps it on `infer import`",
-            o.format,
-            o.format
-        )),
-        None => Err(anyhow!("unknown format `{s}` (expected {EXPECTED})")),
-    }
+    QuantizeOptions::from_type_name(s)
+        .ok_or_else(|| anyhow!("unknown format `{s}` (expected {WRITABLE}, q4_k_m or q5_k_m)"))
 }
 
 pub fn run(args: QuantizeArgs) -> Result<()> {

@@ -78,11 +78,6 @@ pub struct QuantizeOptions {
 pub const WRITABLE: &str =
     "q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs";
 
-/// Formats `infer quantize` writes.
-pub fn writable(format: QFormat) -> bool {
-    format.is_basic() || kquants::FORMATS.contains(&format)
-}
-
 impl QuantizeOptions {
     /// Every matrix in `format` (the embedding and an untied lm_head as [`output_format`] says),
     /// every block rounded on its own.
@@ -172,11 +167,6 @@ impl std::str::FromStr for TensorOverride {
             return Err(format!("`{s}`: the pattern before `=` is empty"));
         }
         let to = match StoreType::from_name(to) {
-            Some(StoreType::Quant(f)) if !writable(f) => {
-                return Err(format!(
-                    "`{s}`: `infer quantize` does not write {f} yet (expected {WRITABLE}, f32, f16 or bf16)"
-                ))
-            }
             Some(t) => t,
             None => {
                 return Err(format!(
@@ -251,9 +241,6 @@ pub enum QuantizeError {
     SameDirectory { path: PathBuf },
     #[error("{}: calibration: {reason}", path.display())]
     Calibration { path: PathBuf, reason: String },
-    /// A format `infer quantize` does not write yet (the GGUF formats are kept when importing).
-    #[error("cannot quantize to {format}: `infer quantize` writes {WRITABLE} (a GGUF in {format} keeps it on `infer import`)")]
-    UnsupportedFormat { format: QFormat },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -284,16 +271,6 @@ pub fn quantize_checkpoint(
         return Err(QuantizeError::SameDirectory {
             path: out_dir.to_path_buf(),
         });
-    }
-    let asked = opts.overrides.iter().filter_map(|o| match o.to {
-        StoreType::Quant(f) => Some(f),
-        StoreType::Dense(_) => None,
-    });
-    if let Some(format) = std::iter::once(opts.format)
-        .chain(asked)
-        .find(|&f| !writable(f))
-    {
-        return Err(QuantizeError::UnsupportedFormat { format });
     }
     // Load and validate the whole input before creating anything.
     let ckpt = Checkpoint::open(in_dir).map_err(|e| QuantizeError::Input(Box::new(e)))?;
